@@ -1,0 +1,320 @@
+-- workerpool schema, version 1.
+-- The names algolia_sync_queue, algolia_sync_log, algolia_index_config, algolia_sync_stats,
+-- get_pending_algolia_syncs and cleanup_old_sync_records are the seed-compatible surface (DESIGN.md).
+
+-- Which tables feed which index. table_name is the table's regclass text as written by `watch`.
+CREATE TABLE algolia_index_config (
+    table_name   text PRIMARY KEY,
+    index_name   text NOT NULL,
+    key_column   text NOT NULL,
+    key_type     text NOT NULL,
+    source_view  text,
+    enabled      boolean NOT NULL DEFAULT true,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- The hot queue: one row per pending key, plus rows being processed and rows that failed.
+-- Acknowledged rows are deleted (they live on in algolia_sync_log), so the table stays small and
+-- HOT updates (fillfactor) keep claim/release cheap.
+CREATE TABLE algolia_sync_queue (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name      text NOT NULL,
+    record_id       text NOT NULL,
+    operation       text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'REINDEX')),
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    locked_until    timestamptz,
+    claim_token     uuid,
+    claimed_at      timestamptz,
+    claimed_by      text,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70,
+        autovacuum_vacuum_scale_factor = 0.01,
+        autovacuum_vacuum_cost_delay = 0,
+        autovacuum_analyze_scale_factor = 0.02);
+
+-- Coalescing: at most one pending row per key; further changes merge into it.
+CREATE UNIQUE INDEX algolia_sync_queue_pending_key
+    ON algolia_sync_queue (table_name, record_id) WHERE status = 'pending';
+-- The claim scans due pending rows in order.
+CREATE INDEX algolia_sync_queue_due
+    ON algolia_sync_queue (next_attempt_at, id) WHERE status = 'pending';
+-- Per-key serialization and lease recovery look at rows being processed.
+CREATE INDEX algolia_sync_queue_processing
+    ON algolia_sync_queue (table_name, record_id, locked_until) WHERE status = 'processing';
+CREATE INDEX algolia_sync_queue_failed
+    ON algolia_sync_queue (table_name, created_at) WHERE status = 'failed';
+
+-- Append-only history of every outcome (the seed's monitoring query reads it by synced_at).
+CREATE TABLE algolia_sync_log (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_id     bigint,
+    table_name   text NOT NULL,
+    record_id    text NOT NULL,
+    index_name   text,
+    operation    text NOT NULL,
+    action       text,
+    status       text NOT NULL CHECK (status IN ('success', 'failed', 'retry', 'skipped')),
+    attempts     integer NOT NULL DEFAULT 0,
+    error        text,
+    claim_token  uuid,
+    claimed_by   text,
+    enqueued_at  timestamptz,
+    claimed_at   timestamptz,
+    synced_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX algolia_sync_log_synced_at ON algolia_sync_log (synced_at);
+
+-- Live workers, by heartbeat (stats, health, and the operator's "who is running").
+CREATE TABLE algolia_sync_workers (
+    worker_id      text PRIMARY KEY,
+    host           text NOT NULL,
+    pid            integer NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at   timestamptz NOT NULL DEFAULT now(),
+    batches        bigint NOT NULL DEFAULT 0,
+    records        bigint NOT NULL DEFAULT 0
+);
+
+-- Capture: one statement-level trigger function for every watched table.
+-- TG_ARGV[0] is the key column, TG_ARGV[1] the table name as registered in algolia_index_config.
+-- Transition tables make a bulk statement enqueue set-wise; ON CONFLICT coalesces into the
+-- pending row of a key; an UPDATE that changes nothing enqueues nothing.
+CREATE FUNCTION algolia_sync_enqueue() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    key_col text := TG_ARGV[0];
+    tbl     text := TG_ARGV[1];
+    n       bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format(
+            'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+             SELECT DISTINCT $1, (r.%1$I)::text, ''INSERT'' FROM new_rows r
+             ON CONFLICT (table_name, record_id) WHERE status = ''pending''
+             DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col)
+        USING tbl;
+    ELSIF TG_OP = 'UPDATE' THEN
+        EXECUTE format(
+            'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+             SELECT DISTINCT $1, coalesce(n.%1$I, o.%1$I)::text,
+                    CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END
+             FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
+             WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR n::text IS DISTINCT FROM o::text
+             ON CONFLICT (table_name, record_id) WHERE status = ''pending''
+             DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col)
+        USING tbl;
+    ELSE
+        EXECUTE format(
+            'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+             SELECT DISTINCT $1, (r.%1$I)::text, ''DELETE'' FROM old_rows r
+             ON CONFLICT (table_name, record_id) WHERE status = ''pending''
+             DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col)
+        USING tbl;
+    END IF;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('algolia_sync', tbl);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Return rows whose lease expired to the queue, merging into a newer pending row of the same key
+-- (the unique pending index forbids two). A row that has used up its attempts this way (a batch
+-- that keeps killing its worker) becomes failed instead of looping.
+CREATE FUNCTION algolia_sync_recover_expired(max_attempts integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    recovered integer := 0;
+    n integer;
+BEGIN
+    UPDATE algolia_sync_queue
+       SET status = 'failed', claim_token = NULL, locked_until = NULL, updated_at = now(),
+           last_error = format('lease expired after %s attempts (worker crashed or stalled while holding it)', attempts)
+     WHERE status = 'processing' AND locked_until < now() AND attempts >= max_attempts;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    recovered := recovered + n;
+
+    DELETE FROM algolia_sync_queue q
+     WHERE q.status = 'processing' AND q.locked_until < now()
+       AND EXISTS (SELECT 1 FROM algolia_sync_queue p
+                    WHERE p.status = 'pending' AND p.table_name = q.table_name AND p.record_id = q.record_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    recovered := recovered + n;
+
+    BEGIN
+        UPDATE algolia_sync_queue
+           SET status = 'pending', claim_token = NULL, locked_until = NULL, updated_at = now(),
+               next_attempt_at = now()
+         WHERE status = 'processing' AND locked_until < now();
+        GET DIAGNOSTICS n = ROW_COUNT;
+        recovered := recovered + n;
+    EXCEPTION WHEN unique_violation THEN
+        -- A writer enqueued the same key between the two statements; the next claim retries.
+        NULL;
+    END;
+    RETURN recovered;
+END;
+$$;
+
+-- The claim: up to batch_size due rows, skipping rows other workers hold (SKIP LOCKED) and keys
+-- that have a live claim (per-key serialization: an older state never overtakes a newer one).
+-- Attempts are counted here, at claim time.
+CREATE FUNCTION get_pending_algolia_syncs(
+    batch_size integer,
+    lease_ms integer DEFAULT 60000,
+    token uuid DEFAULT gen_random_uuid(),
+    worker text DEFAULT NULL
+) RETURNS TABLE (id bigint, table_name text, record_id text, operation text, attempts integer,
+                 created_at timestamptz, claim_token uuid)
+LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT q.id
+          FROM algolia_sync_queue q
+         WHERE q.status = 'pending' AND q.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'processing' AND p.table_name = q.table_name
+                              AND p.record_id = q.record_id AND p.locked_until >= now())
+         ORDER BY q.next_attempt_at, q.id
+         LIMIT batch_size
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE algolia_sync_queue q
+       SET status = 'processing', claim_token = token, claimed_by = worker,
+           claimed_at = now(), locked_until = now() + make_interval(secs => lease_ms / 1000.0),
+           attempts = q.attempts + 1, updated_at = now()
+      FROM due
+     WHERE q.id = due.id
+    RETURNING q.id, q.table_name, q.record_id, q.operation, q.attempts, q.created_at, q.claim_token;
+$$;
+
+-- Acknowledge: delete the rows this claim still holds and log them, in one statement.
+-- A worker that lost its lease (token no longer matches) acknowledges nothing.
+CREATE FUNCTION algolia_sync_ack(ids bigint[], token uuid, actions text[] DEFAULT NULL,
+                                 index_names text[] DEFAULT NULL) RETURNS integer
+LANGUAGE sql AS $$
+    WITH done AS (
+        DELETE FROM algolia_sync_queue q
+         WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
+        RETURNING q.*
+    ), logged AS (
+        INSERT INTO algolia_sync_log (queue_id, table_name, record_id, index_name, operation, action,
+                                      status, attempts, claim_token, claimed_by, enqueued_at, claimed_at)
+        SELECT d.id, d.table_name, d.record_id, x.index_name, d.operation, x.action,
+               'success', d.attempts, d.claim_token, d.claimed_by, d.created_at, d.claimed_at
+          FROM done d
+          LEFT JOIN unnest(ids, actions, index_names) AS x(id, action, index_name) ON x.id = d.id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM logged;
+$$;
+
+-- Give rows back: retry later (with backoff), or fail for good. Only rows this claim still holds.
+-- Rows going back to pending merge into a newer pending row of the same key instead of colliding
+-- with it. count_attempt = false undoes the claim's attempt (throttling, graceful release).
+CREATE FUNCTION algolia_sync_release(ids bigint[], token uuid, errors text[], delays_ms integer[],
+                                     permanent boolean[], max_attempts integer,
+                                     count_attempt boolean DEFAULT true) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    changed integer := 0;
+    n integer;
+    tries integer := 0;
+BEGIN
+    -- Failed for good: a permanent error, or the attempts are spent.
+    WITH r AS (
+        SELECT * FROM unnest(ids, errors, delays_ms, permanent) AS u(id, error, delay_ms, permanent)
+    ), gone AS (
+        UPDATE algolia_sync_queue q
+           SET status = 'failed', last_error = r.error, claim_token = NULL, locked_until = NULL,
+               updated_at = now(),
+               attempts = CASE WHEN count_attempt THEN q.attempts ELSE greatest(q.attempts - 1, 0) END
+          FROM r
+         WHERE q.id = r.id AND q.claim_token = token AND q.status = 'processing'
+           AND (r.permanent OR (count_attempt AND q.attempts >= max_attempts))
+        RETURNING q.*
+    )
+    INSERT INTO algolia_sync_log (queue_id, table_name, record_id, operation, status, attempts, error,
+                                  claim_token, claimed_by, enqueued_at, claimed_at)
+    SELECT g.id, g.table_name, g.record_id, g.operation, 'failed', g.attempts, g.last_error,
+           token, g.claimed_by, g.created_at, g.claimed_at
+      FROM gone g;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    changed := changed + n;
+
+    LOOP
+        BEGIN
+            -- A newer change to the key is already pending: it supersedes this row.
+            DELETE FROM algolia_sync_queue q
+             WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
+               AND EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'pending' AND p.table_name = q.table_name
+                              AND p.record_id = q.record_id);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+
+            UPDATE algolia_sync_queue q
+               SET status = 'pending', last_error = r.error, claim_token = NULL, locked_until = NULL,
+                   next_attempt_at = now() + make_interval(secs => r.delay_ms / 1000.0),
+                   attempts = CASE WHEN count_attempt THEN q.attempts ELSE greatest(q.attempts - 1, 0) END,
+                   updated_at = now()
+              FROM unnest(ids, errors, delays_ms) AS r(id, error, delay_ms)
+             WHERE q.id = r.id AND q.claim_token = token AND q.status = 'processing';
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- A writer enqueued one of these keys between the two statements: merge again.
+            tries := tries + 1;
+            IF tries > 5 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    RETURN changed;
+END;
+$$;
+
+-- Status counts per table and index (the seed's `SELECT * FROM algolia_sync_stats`).
+CREATE VIEW algolia_sync_stats AS
+SELECT c.table_name,
+       c.index_name,
+       count(q.id) FILTER (WHERE q.status = 'pending')    AS pending,
+       count(q.id) FILTER (WHERE q.status = 'processing') AS processing,
+       count(q.id) FILTER (WHERE q.status = 'failed')     AS failed,
+       (SELECT count(*) FROM algolia_sync_log l
+         WHERE l.table_name = c.table_name AND l.status = 'success'
+           AND l.synced_at > now() - interval '1 hour')   AS completed_last_hour,
+       min(q.created_at) FILTER (WHERE q.status = 'pending') AS oldest_pending_at,
+       extract(epoch FROM now() - min(q.created_at) FILTER (WHERE q.status = 'pending'))::double precision
+                                                          AS oldest_pending_age_s
+  FROM algolia_index_config c
+  LEFT JOIN algolia_sync_queue q ON q.table_name = c.table_name
+ GROUP BY c.table_name, c.index_name;
+
+-- Housekeeping: delete log rows (and any legacy completed queue rows) older than `days`.
+CREATE FUNCTION cleanup_old_sync_records(days integer DEFAULT 7) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    total integer := 0;
+BEGIN
+    IF days IS NULL OR days < 0 THEN
+        RAISE EXCEPTION 'cleanup_old_sync_records: days must be 0 or more, got %', days;
+    END IF;
+    DELETE FROM algolia_sync_log WHERE synced_at < now() - make_interval(days => days);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    DELETE FROM algolia_sync_queue WHERE status = 'completed' AND updated_at < now() - make_interval(days => days);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    DELETE FROM algolia_sync_workers WHERE heartbeat_at < now() - make_interval(days => days);
+    RETURN total;
+END;
+$$;

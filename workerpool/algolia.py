@@ -1,0 +1,137 @@
+"""Talking to Algolia through the algoliasearch client's own transport.
+
+The worker hands the transport a body that orjson already serialized (the client's default path runs
+`json.dumps(body_serializer(...))` over every object in Python), and keeps the transport's host list,
+host retry strategy and timeouts. Throttling belongs to the worker, not the transport: the transport's
+own 429 retries are turned off (`max_rate_limit_retries = 0`) so the two layers never multiply, and a
+response hook keeps the `Retry-After` header that the client's exception would otherwise drop.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+from algoliasearch.http.exceptions import AlgoliaUnreachableHostException, RequestException
+from algoliasearch.http.hosts import Host, HostsCollection
+from algoliasearch.http.request_options import RequestOptions
+from algoliasearch.http.transporter_sync import TransporterSync
+from algoliasearch.http.verb import Verb
+from algoliasearch.search.client import SearchClientSync
+from algoliasearch.search.config import SearchConfig
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from .config import Settings
+
+
+class AlgoliaError(Exception):
+    """A failed request, classified for the worker: throttled, rejected (permanent) or retryable."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def throttled(self) -> bool:
+        return self.status == 429
+
+    @property
+    def permanent(self) -> bool:
+        """A 4xx other than 429 (and 408 timeouts): the request itself is wrong; resending won't help."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
+
+
+def build_config(settings: Settings) -> SearchConfig:
+    """A client config for the configured app, pointed at ALGOLIA_HOSTS when set."""
+    config = SearchConfig(settings.algolia_app_id, settings.algolia_admin_key)
+    if settings.algolia_hosts:
+        hosts = []
+        for base in settings.algolia_hosts:
+            parts = urlsplit(base)
+            hosts.append(Host(url=parts.hostname or "", scheme=parts.scheme, port=parts.port))
+        config.hosts = HostsCollection(hosts)
+    config.max_rate_limit_retries = 0
+    # An Algolia call must end well inside the lease, across every host the transport may try.
+    host_count = len(settings.algolia_hosts) or 4
+    config.write_timeout = max(1000, min(30_000, settings.lease_timeout // (2 * host_count)))
+    config.read_timeout = max(1000, min(5000, config.write_timeout))
+    return config
+
+
+def make_client(settings: Settings) -> SearchClientSync:
+    """The full algoliasearch client (browse, settings, operations) for this configuration."""
+    config = build_config(settings)
+    config.set_default_hosts()
+    return SearchClientSync.create_with_config(config)
+
+
+@dataclass
+class _LastResponse:
+    retry_after: float | None = None
+
+
+class Sender:
+    """Sends pre-serialized multipleBatch bodies. One per worker process (created after fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = build_config(settings)
+        self._config.set_default_hosts()
+        self._transporter = TransporterSync(self._config)
+        self._local = threading.local()
+        session = requests.Session()
+        session.mount("https://", HTTPAdapter(max_retries=Retry(connect=0)))
+        session.hooks["response"].append(self._remember)
+        self._transporter._session = session  # the transport creates one lazily; we give it ours
+
+    def _remember(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        if response.status_code == 429:
+            self._local.retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+
+    def _revive_hosts(self) -> None:
+        # The client marks a host down for 5 minutes after a 5xx or network error. With every host
+        # down it would fail at once until then; the worker's own backoff is the better judge.
+        hosts: Sequence[Host] = self._config.hosts.write() if self._config.hosts else []
+        if hosts and not any(h.up for h in hosts):
+            for host in hosts:
+                host.reset()
+
+    def send_batch(self, body: bytes) -> dict:
+        """POST /1/indexes/*/batch with an already serialized body; raises AlgoliaError."""
+        return self._request("/1/indexes/*/batch", body)
+
+    def _request(self, path: str, body: bytes) -> dict:
+        self._revive_hosts()
+        self._local.retry_after = None
+        options = RequestOptions(self._config).merge(data=body)  # type: ignore[arg-type]
+        try:
+            response = self._transporter.request(
+                verb=Verb.POST, path=path, request_options=options, use_read_transporter=False
+            )
+        except RequestException as exc:
+            retry_after = getattr(self._local, "retry_after", None) if exc.status_code == 429 else None
+            raise AlgoliaError(str(exc.message), exc.status_code, retry_after) from None
+        except AlgoliaUnreachableHostException:
+            raise AlgoliaError("Algolia hosts unreachable (timeouts, network errors or 5xx on every host)") from None
+        except requests.RequestException as exc:
+            raise AlgoliaError(f"network error: {type(exc).__name__}: {exc}") from None
+        try:
+            return orjson.loads(response.raw_data or "{}")
+        except orjson.JSONDecodeError:
+            return {}
+
+    def close(self) -> None:
+        self._transporter.close()
+
+
+def _parse_retry_after(raw: str | None) -> float:
+    try:
+        return max(0.0, float(raw)) if raw else 1.0
+    except ValueError:
+        return 1.0

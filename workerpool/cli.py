@@ -1,0 +1,246 @@
+"""`workerpool` command line (also `python -m workerpool`).
+
+Flags override the environment, which overrides `.env`. Bad input exits 2 with one line on stderr
+naming the bad value and what is allowed; secrets never appear in that line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+import orjson
+
+from . import config, logs
+from .capture import WatchError
+from .config import EXIT_CONFIG_ERROR, ConfigError, Settings
+from .db import DatabaseUnavailable, connect
+
+log = logging.getLogger("workerpool.cli")
+
+# Flags shared by every command that runs workers: flag -> Settings field.
+RUN_FLAGS = {
+    "--workers": "workers",
+    "--batch-size": "batch_size",
+    "--pool-size": "pool_size",
+    "--polling-interval": "polling_interval",
+    "--max-retries": "max_retries",
+    "--lease-timeout": "lease_timeout",
+    "--shutdown-timeout": "shutdown_timeout",
+    "--health-port": "health_port",
+    "--log-level": "log_level",
+    "--index-prefix": "algolia_index_prefix",
+}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {field: getattr(args, field, None) for field in RUN_FLAGS.values()}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    settings = config.load(overrides)
+    logs.setup(settings.log_level, settings.secrets())
+    return settings
+
+
+def _db(settings: Settings, purpose: str = "cli"):
+    settings.require_database()
+    return connect(settings.database_url, purpose=purpose, timeout=5)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate
+
+    settings = _settings(args)
+    with _db(settings, "migrate") as conn:
+        applied = migrate(conn)
+    print(f"schema up to date ({len(applied)} migration(s) applied)")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .capture import watch
+
+    settings = _settings(args)
+    with _db(settings) as conn:
+        watched = watch(conn, args.table, args.index, key=args.key, source=args.source)
+    source = f" from {watched.source_view}" if watched.source_view else ""
+    print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {settings.algolia_index_prefix}{watched.index_name}")
+    return 0
+
+
+def cmd_unwatch(args: argparse.Namespace) -> int:
+    from .capture import unwatch
+
+    settings = _settings(args)
+    with _db(settings) as conn:
+        name = unwatch(conn, args.table)
+    print(f"no longer watching {name} (its index was left as it is)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .db import require
+    from .supervisor import Supervisor
+
+    settings = _settings(args)
+    settings.require_database()
+    settings.require_algolia()
+    require(settings.database_url)
+    with connect(settings.database_url, purpose="check", timeout=5) as conn:
+        if not conn.execute("SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL").fetchone()[0]:
+            raise ConfigError("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
+    return Supervisor(settings, drain=args.drain).run()
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .stats import collect, render
+
+    settings = _settings(args)
+    with _db(settings) as conn:
+        data = collect(conn)
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render(data))
+    return 0
+
+
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _db(settings) as conn:
+        n = conn.execute(
+            """WITH failed AS (
+                   SELECT id, table_name, record_id FROM algolia_sync_queue
+                    WHERE status = 'failed' AND (%(table)s::text IS NULL OR table_name = %(table)s)
+                      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))
+               ), superseded AS (
+                   DELETE FROM algolia_sync_queue q USING failed f
+                    WHERE q.id = f.id AND EXISTS (
+                        SELECT 1 FROM algolia_sync_queue p WHERE p.status = 'pending'
+                           AND p.table_name = f.table_name AND p.record_id = f.record_id)
+                   RETURNING q.id
+               )
+               UPDATE algolia_sync_queue q
+                  SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+                 FROM failed f
+                WHERE q.id = f.id AND q.id NOT IN (SELECT id FROM superseded)""",
+            {"table": args.table, "ids": args.id},
+        ).rowcount
+        conn.execute("SELECT pg_notify('algolia_sync', 'retry-failed')")
+    print(f"returned {n} failed row(s) to the queue")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _db(settings) as conn:
+        n = conn.execute("SELECT cleanup_old_sync_records(%s)", (args.days,)).fetchone()[0]
+    print(f"deleted {n} row(s) older than {args.days} day(s)")
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator import serve
+
+    settings = config.load()
+    logs.setup(settings.log_level, settings.secrets())
+    serve(
+        port=args.port,
+        host=args.host,
+        app_id=args.app_id or settings.algolia_app_id or "EMULATOR",
+        api_key=args.api_key or settings.algolia_admin_key or "emulator-admin-key",
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(database_url=args.database_url)
+
+
+def _positive_days(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--days {raw!r} is not a whole number; expected 0 or more") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--days {raw!r} is negative; expected 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workerpool", description="Keep Algolia indices in sync with PostgreSQL.")
+    parser.add_argument("--database-url", help="Postgres DSN (default: DATABASE_URL)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("migrate", cmd_migrate, "install or upgrade the schema (idempotent, safe from several hosts at once)")
+
+    p = add("watch", cmd_watch, "register a table's index and attach its trigger")
+    p.add_argument("table")
+    p.add_argument("--index", required=True, help="Algolia index name (ALGOLIA_INDEX_PREFIX is prepended)")
+    p.add_argument("--key", help="key column (default: the single-column primary key)")
+    p.add_argument("--source", help="view that records are read from, keyed by the table's key")
+
+    p = add("unwatch", cmd_unwatch, "detach a table's trigger and forget its registration")
+    p.add_argument("table")
+
+    p = add("run", cmd_run, "the supervisor and its workers")
+    for flag, field in RUN_FLAGS.items():
+        p.add_argument(flag, dest=field, metavar=config._FIELD_TO_VAR[field])
+    p.add_argument("--drain", action="store_true", help="exit 0 once nothing is pending or processing")
+
+    p = add("stats", cmd_stats, "queue depth, ages, rates and failures per table/index")
+    p.add_argument("--json", action="store_true")
+
+    p = add("retry-failed", cmd_retry_failed, "return failed rows to the queue")
+    p.add_argument("--table")
+    p.add_argument("--id", type=int, action="append", help="a failed row's id (repeatable)")
+
+    p = add("cleanup", cmd_cleanup, "delete old log rows (cleanup_old_sync_records)")
+    p.add_argument("--days", type=_positive_days, default=7)
+
+    p = add("emulator", cmd_emulator, "the local Algolia-compatible server")
+    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--app-id")
+    p.add_argument("--api-key")
+
+    add("demo", cmd_demo, "embedded Postgres + emulator + a sample catalog, synced and shown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatabaseUnavailable, WatchError) as exc:
+        secrets = _known_secrets()
+        message = str(exc)
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        print(f"workerpool: error: {message}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _known_secrets() -> list[str]:
+    try:
+        return config.load().secrets()
+    except ConfigError:
+        import os
+
+        return [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), config.dsn_password(os.environ.get("DATABASE_URL", ""))) if s]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

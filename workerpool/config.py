@@ -1,0 +1,201 @@
+"""Configuration: environment variables, a `.env` file, and command-line overrides.
+
+The contract (DESIGN.md): every variable has a default or is required for `run`; the environment
+wins over `.env`; flags win over both; a bad value stops start-up with exit code 2 and one line
+naming the variable, the bad value and what is allowed. Secrets are never echoed back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+EXIT_CONFIG_ERROR = 2
+
+
+class ConfigError(Exception):
+    """A bad or missing setting. Its message is one line meant for the operator."""
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number; expected an integer from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={raw!r} is out of range; expected an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    allowed = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    if level == "WARN":
+        level = "WARNING"
+    if level not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not a log level; expected one of {', '.join(allowed)}")
+    return level
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().rstrip("/") for h in raw.split(",") if h.strip())
+    for host in hosts:
+        parts = urlsplit(host)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{name} has {host!r}, which is not a base URL; expected comma-separated URLs like http://127.0.0.1:8089"
+            )
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{name} has {host!r}, whose port is not a number from 1 to 65535") from None
+    return hosts
+
+
+_INDEX_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]*$")
+
+
+def _prefix(name: str, raw: str) -> str:
+    if not _INDEX_PREFIX.match(raw):
+        raise ConfigError(f"{name}={raw!r} has characters Algolia index names avoid; expected letters, digits, '_', '-' or '.'")
+    return raw
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _dsn(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if raw and not (raw.startswith(("postgres://", "postgresql://")) or "=" in raw):
+        raise ConfigError(
+            f"{name}={redact_dsn(raw)!r} is not a Postgres connection string; expected postgresql://user@host:port/dbname"
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every runtime setting, already validated. Times are in milliseconds, as in the contract."""
+
+    database_url: str = ""
+    algolia_app_id: str = ""
+    algolia_admin_key: str = field(default="", repr=False)
+    algolia_hosts: tuple[str, ...] = ()
+    algolia_index_prefix: str = ""
+    batch_size: int = 100
+    polling_interval: int = 5000
+    max_retries: int = 5
+    shutdown_timeout: int = 30000
+    workers: int = 1
+    pool_size: int = 2
+    lease_timeout: int = 60000
+    log_level: str = "INFO"
+    health_port: int = 0
+    max_record_bytes: int = 100_000
+    max_request_bytes: int = 9_000_000
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line, an error or `stats` output."""
+        found = [self.algolia_admin_key] if self.algolia_admin_key else []
+        password = dsn_password(self.database_url)
+        if password:
+            found.append(password)
+        return found
+
+    def require_algolia(self) -> None:
+        """`run` and friends need credentials; say which one is missing."""
+        for env, value in (("ALGOLIA_APP_ID", self.algolia_app_id), ("ALGOLIA_ADMIN_KEY", self.algolia_admin_key)):
+            if not value:
+                raise ConfigError(f"{env} is not set; it is required to talk to Algolia (set it in the environment or .env)")
+
+    def require_database(self) -> None:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set; expected postgresql://user@host:port/dbname")
+
+
+# name -> (field, parser). The order is the contract's table order.
+VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "DATABASE_URL": ("database_url", _dsn),
+    "ALGOLIA_APP_ID": ("algolia_app_id", _text),
+    "ALGOLIA_ADMIN_KEY": ("algolia_admin_key", _text),
+    "ALGOLIA_HOSTS": ("algolia_hosts", _hosts),
+    "ALGOLIA_INDEX_PREFIX": ("algolia_index_prefix", _prefix),
+    "BATCH_SIZE": ("batch_size", _int_range(1, 10_000)),
+    "POLLING_INTERVAL": ("polling_interval", _int_range(10, 3_600_000)),
+    "MAX_RETRIES": ("max_retries", _int_range(1, 1000)),
+    "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _int_range(0, 3_600_000)),
+    "WORKERS": ("workers", _int_range(1, 256)),
+    "POOL_SIZE": ("pool_size", _int_range(1, 100)),
+    "LEASE_TIMEOUT": ("lease_timeout", _int_range(1000, 86_400_000)),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "HEALTH_PORT": ("health_port", _int_range(0, 65535)),
+    "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
+    "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
+}
+
+_FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
+) -> Settings:
+    """Build Settings from `.env`, then the environment, then `overrides` (field name -> raw value).
+
+    Overrides with value None are ignored, so argparse namespaces can be passed through directly.
+    """
+    source: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+
+    values: dict[str, Any] = {}
+    for var, (name, parse) in VARIABLES.items():
+        raw = source.get(var)
+        if raw is not None and raw.strip() != "":
+            values[name] = parse(var, raw)
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        var = _FIELD_TO_VAR[name]
+        values[name] = VARIABLES[var][1](var, str(raw))
+    return replace(Settings(), **values)
+
+
+def as_environ(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables, to hand to a child process."""
+    out: dict[str, str] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        out[_FIELD_TO_VAR[f.name]] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return out
+
+
+def dsn_password(dsn: str) -> str:
+    """The password inside a DSN (URL or key=value form), or ''."""
+    if not dsn:
+        return ""
+    if "://" in dsn:
+        try:
+            return urlsplit(dsn).password or ""
+        except ValueError:
+            return ""
+    match = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
+    return match.group(1).strip("'") if match else ""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by '***', safe to print."""
+    password = dsn_password(dsn)
+    return dsn.replace(password, "***") if password else dsn

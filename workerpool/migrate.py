@@ -1,0 +1,98 @@
+"""Versioned migrations: the numbered files in sql/, applied in order and recorded in a table.
+
+Safe to run from several hosts at once: an advisory lock serializes them, and each file runs in
+its own transaction with its version row, so a crash leaves either all of a file or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+# Any 64-bit number unique to this purpose; chosen once, never change it.
+MIGRATION_LOCK_ID = 0x776F726B6572_01
+_FILE = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def sql_dir() -> Path:
+    """Where the SQL files are: inside the installed package, or the repository's sql/."""
+    packaged = resources.files("workerpool") / "sql"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+def migrations(directory: Path | None = None) -> list[Migration]:
+    """All migration files, in version order."""
+    found = []
+    for path in sorted((directory or sql_dir()).iterdir()):
+        match = _FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions in {directory or sql_dir()}: {versions}")
+    return found
+
+
+def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
+    exists = conn.execute("SELECT to_regclass('workerpool_migrations') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return {}
+    return dict(conn.execute("SELECT version, checksum FROM workerpool_migrations").fetchall())
+
+
+def migrate(conn: psycopg.Connection) -> list[Migration]:
+    """Apply every migration not yet applied; returns the ones applied now. `conn` is autocommit."""
+    applied_now: list[Migration] = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+    try:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS workerpool_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = applied_versions(conn)
+        for migration in migrations():
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    log.warning(
+                        "migration changed after it was applied",
+                        extra={"action": "migration_checksum_mismatch", "version": migration.version},
+                    )
+                continue
+            with conn.transaction():
+                conn.execute(migration.sql)
+                conn.execute(
+                    "INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+            applied_now.append(migration)
+            log.info(
+                "migration applied",
+                extra={"action": "migration_applied", "version": migration.version, "migration": migration.name},
+            )
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    return applied_now

@@ -1,0 +1,114 @@
+"""The queue's operations, as the worker calls them: claim, extend, ack, release, recover.
+
+Each is one short autocommit statement calling a function from sql/, so no transaction is ever
+open across an Algolia call, and every ack or release names the claim token it holds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Sequence
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    id: int
+    table_name: str
+    record_id: str
+    operation: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass
+class Claim:
+    """A batch of rows held under one token until `locked_until`."""
+
+    token: uuid.UUID
+    rows: list[QueueRow]
+    claimed_at: float  # time.monotonic() when the claim committed
+    lease_s: float
+    extended_at: float = field(default=0.0)
+
+    def lease_left(self, now: float) -> float:
+        return max(self.extended_at, self.claimed_at) + self.lease_s - now
+
+
+def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker: str, now: float) -> Claim | None:
+    """Claim up to batch_size due rows under a fresh token, or None when nothing is due."""
+    token = uuid.uuid4()
+    rows = conn.execute(
+        "SELECT id, table_name, record_id, operation, attempts, created_at "
+        "FROM get_pending_algolia_syncs(%s, %s, %s, %s)",
+        (batch_size, lease_ms, token, worker),
+        prepare=True,
+    ).fetchall()
+    if not rows:
+        return None
+    return Claim(token, [QueueRow(*r) for r in rows], now, lease_ms / 1000.0)
+
+
+def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
+    """Push the lease forward; False means the lease was lost (someone else may hold the rows now)."""
+    n = conn.execute(
+        """UPDATE algolia_sync_queue
+              SET locked_until = now() + make_interval(secs => %s)
+            WHERE claim_token = %s AND status = 'processing'""",
+        (claim.lease_s, claim.token),
+        prepare=True,
+    ).rowcount
+    if n:
+        claim.extended_at = now
+    return n > 0
+
+
+def ack(conn: psycopg.Connection, token: uuid.UUID, ids: Sequence[int], actions: Sequence[str], indexes: Sequence[str]) -> int:
+    """Delete acknowledged rows and log them; returns how many this token still held."""
+    if not ids:
+        return 0
+    return conn.execute(
+        "SELECT algolia_sync_ack(%s, %s, %s, %s)", (list(ids), token, list(actions), list(indexes)), prepare=True
+    ).fetchone()[0]
+
+
+def release(
+    conn: psycopg.Connection,
+    token: uuid.UUID,
+    ids: Sequence[int],
+    errors: Sequence[str],
+    delays_ms: Sequence[int],
+    permanent: Sequence[bool],
+    max_attempts: int,
+    count_attempt: bool = True,
+) -> int:
+    """Return rows to the queue with a delay, or fail them; returns how many this token still held."""
+    if not ids:
+        return 0
+    return conn.execute(
+        "SELECT algolia_sync_release(%s, %s, %s, %s, %s, %s, %s)",
+        (list(ids), token, list(errors), list(delays_ms), list(permanent), max_attempts, count_attempt),
+    ).fetchone()[0]
+
+
+def recover_expired(conn: psycopg.Connection, max_attempts: int) -> int:
+    """Return expired claims to the queue (or fail those out of attempts)."""
+    return conn.execute("SELECT algolia_sync_recover_expired(%s)", (max_attempts,)).fetchone()[0]
+
+
+def heartbeat(conn: psycopg.Connection, worker: str, host: str, pid: int, batches: int, records: int) -> None:
+    conn.execute(
+        """INSERT INTO algolia_sync_workers (worker_id, host, pid, batches, records)
+           VALUES (%s, %s, %s, %s, %s)
+           ON CONFLICT (worker_id) DO UPDATE
+              SET heartbeat_at = now(), pid = EXCLUDED.pid, batches = EXCLUDED.batches,
+                  records = EXCLUDED.records""",
+        (worker, host, pid, batches, records),
+    )
+
+
+def forget_worker(conn: psycopg.Connection, worker: str) -> None:
+    conn.execute("DELETE FROM algolia_sync_workers WHERE worker_id = %s", (worker,))

@@ -1,0 +1,73 @@
+"""Rows to Algolia records, and records to request bytes.
+
+Type mapping (documented in README): numeric becomes a JSON number when a float holds it exactly
+(prices, counts), otherwise a string, so that no digit is ever silently lost; timestamptz, date and
+time become ISO 8601 strings; uuid a string; jsonb and arrays stay structured; bytea base64; interval
+seconds as a number; NULL null. `objectID` is always the key as text (an integer objectID is a
+protocol error).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+OBJECT_ID = "objectID"
+_MAX_SAFE_INT = 2**53
+
+
+def json_default(value: Any) -> Any:
+    """orjson's fallback for the Postgres types it does not know."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        if value == value.to_integral_value() and abs(value) < _MAX_SAFE_INT:
+            return int(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+
+
+def dumps(value: Any) -> bytes:
+    """orjson with the project's type mapping."""
+    return orjson.dumps(value, default=json_default)
+
+
+def to_record(row: Mapping[str, Any], object_id: str, hidden: Iterable[str] = ()) -> dict[str, Any]:
+    """A record: every column of the row, plus objectID. Columns named in `hidden` are left out."""
+    record = {k: v for k, v in row.items() if k not in hidden}
+    record[OBJECT_ID] = object_id
+    return record
+
+
+def upsert_action(index_name: str, record: Mapping[str, Any]) -> bytes:
+    """A multipleBatch request that adds or replaces the whole record."""
+    return b'{"action":"updateObject","indexName":' + orjson.dumps(index_name) + b',"body":' + dumps(record) + b"}"
+
+
+def delete_action(index_name: str, object_id: str) -> bytes:
+    """A multipleBatch request that deletes a record (deleting a missing record is not an error)."""
+    return (
+        b'{"action":"deleteObject","indexName":'
+        + orjson.dumps(index_name)
+        + b',"body":{"objectID":'
+        + orjson.dumps(object_id)
+        + b"}}"
+    )
+
+
+def batch_body(actions: Iterable[bytes]) -> bytes:
+    """The body of `POST /1/indexes/*/batch` from already serialized actions."""
+    return b'{"requests":[' + b",".join(actions) + b"]}"

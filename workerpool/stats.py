@@ -1,0 +1,62 @@
+"""`workerpool stats`: what the queue holds, how fast it moves, and who is working on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+
+def collect(conn: psycopg.Connection) -> dict[str, Any]:
+    """Per table/index counts, ages and rates, plus live workers (heartbeat in the last 30 s)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        tables = cur.execute(
+            """SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
+                      s.completed_last_hour, round(coalesce(s.oldest_pending_age_s, 0)::numeric, 3)::float AS oldest_pending_age_s,
+                      (SELECT count(*) FROM algolia_sync_log l WHERE l.table_name = s.table_name
+                          AND l.status = 'success' AND l.synced_at > now() - interval '1 minute')::float / 60
+                          AS records_per_s_last_minute,
+                      (SELECT CASE WHEN count(*) = 0 THEN NULL
+                                   ELSE round(100.0 * count(*) FILTER (WHERE l.status = 'success') / count(*), 2)::float END
+                         FROM algolia_sync_log l WHERE l.table_name = s.table_name
+                          AND l.synced_at > now() - interval '1 hour') AS success_rate_pct
+                 FROM algolia_sync_stats s ORDER BY s.table_name"""
+        ).fetchall()
+        workers = cur.execute(
+            """SELECT worker_id, host, pid, batches, records,
+                      round(extract(epoch FROM now() - heartbeat_at)::numeric, 1)::float AS heartbeat_age_s
+                 FROM algolia_sync_workers WHERE heartbeat_at > now() - interval '30 seconds'
+                ORDER BY host, pid"""
+        ).fetchall()
+    return {"tables": tables, "workers": workers}
+
+
+def render(data: dict[str, Any]) -> str:
+    """A plain-text table for a terminal."""
+    columns = ["table_name", "index_name", "pending", "processing", "failed", "completed_last_hour",
+               "oldest_pending_age_s", "records_per_s_last_minute", "success_rate_pct"]
+    headers = ["table", "index", "pending", "processing", "failed", "done/1h", "oldest(s)", "rec/s(1m)", "ok%"]
+    rows = [[_fmt(t.get(c)) for c in columns] for t in data["tables"]]
+    out = [_table(headers, rows) if rows else "no watched tables\n"]
+    live = data["workers"]
+    out.append(f"\n{len(live)} live worker(s)\n")
+    if live:
+        out.append(_table(["worker", "host", "pid", "batches", "records", "heartbeat(s)"],
+                          [[_fmt(w[k]) for k in ("worker_id", "host", "pid", "batches", "records", "heartbeat_age_s")]
+                           for w in live]))
+    return "".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value else "0"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n"  # noqa: E731
+    return line(headers) + line(["-" * w for w in widths]) + "".join(line(r) for r in rows)

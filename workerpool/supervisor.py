@@ -1,0 +1,290 @@
+"""The supervisor: forks WORKERS processes and keeps that many alive (gunicorn's arbiter is the model).
+
+Signal handlers only enqueue the signal and wake the main loop through a pipe. The loop dispatches
+queued signals to `handle_<name>` methods, reaps children (reporting exit codes and signals, with an
+out-of-memory hint for SIGKILL), restarts dead workers with jittered exponential backoff, and gives
+up with a non-zero exit when workers crash-loop or cannot boot, so PM2/systemd can act.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import Settings
+from .worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
+
+log = logging.getLogger(__name__)
+
+EXIT_FORCED = 1  # a second stop signal: everything was killed at once
+EXIT_CRASH_LOOP = 3  # workers kept dying; the supervisor gave up so that PM2/systemd can act
+
+CRASH_LIMIT = 5  # this many worker crashes ...
+CRASH_WINDOW_S = 60.0  # ... within this window means a crash loop
+BOOT_FAILURE_LIMIT = 3  # consecutive boot errors (bad DSN, missing schema) before giving up
+RESTART_BACKOFF_BASE_S = 0.5
+RESTART_BACKOFF_MAX_S = 30.0
+
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU]
+SIG_NAMES = {getattr(signal, n): n[3:].lower() for n in dir(signal) if n.startswith("SIG") and "_" not in n}
+
+
+@dataclass
+class Child:
+    pid: int
+    number: int
+    started: float
+
+
+class Supervisor:
+    """Runs and watches the worker processes of one `workerpool run`."""
+
+    def __init__(self, settings: Settings, drain: bool = False,
+                 worker_main: Callable[[Settings, int, int, bool], int] | None = None) -> None:
+        self.settings = settings
+        self.drain = drain
+        self.worker_main = worker_main or run_worker
+        self.target = settings.workers
+        self.children: dict[int, Child] = {}
+        self.signal_queue: deque[int] = deque()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_code = EXIT_OK
+        self.crashes: deque[float] = deque()
+        self.boot_failures = 0
+        self.consecutive_failures = 0
+        self.next_spawn_at = 0.0
+        self.finished: set[int] = set()  # worker numbers that ended cleanly in drain mode
+        self._pipe_r = self._pipe_w = -1
+
+    # ---- signals ---------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._pipe_r, self._pipe_w = os.pipe()
+        for fd in (self._pipe_r, self._pipe_w):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only enqueue and wake the loop: no logging, no killing in here.
+        if signum != signal.SIGCHLD:
+            self.signal_queue.append(signum)
+        try:
+            os.write(self._pipe_w, b".")
+        except OSError:
+            pass
+
+    def handle_term(self) -> None:
+        self._begin_stop("sigterm")
+
+    def handle_int(self) -> None:
+        self._begin_stop("sigint")
+
+    def handle_hup(self) -> None:
+        """Restart every worker gracefully (e.g. after a deploy), one signal for all."""
+        log.info("reloading workers", extra={"action": "reload"})
+        for child in list(self.children.values()):
+            self._kill(child.pid, signal.SIGTERM)
+
+    def handle_ttin(self) -> None:
+        self.target += 1
+        log.info("worker count raised", extra={"action": "workers_changed", "workers": self.target})
+
+    def handle_ttou(self) -> None:
+        if self.target > 1:
+            self.target -= 1
+            log.info("worker count lowered", extra={"action": "workers_changed", "workers": self.target})
+
+    def _begin_stop(self, reason: str) -> None:
+        if self.stopping:
+            log.warning("second stop signal: killing workers now", extra={"action": "forced_stop", "signal": reason})
+            for child in list(self.children.values()):
+                self._kill(child.pid, signal.SIGKILL)
+            self.exit_code = EXIT_FORCED
+            self.stop_deadline = 0.0
+            return
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.settings.shutdown_timeout / 1000.0
+        log.info("stopping gracefully", extra={"action": "stopping", "signal": reason,
+                                               "shutdown_timeout_ms": self.settings.shutdown_timeout})
+        for child in list(self.children.values()):
+            self._kill(child.pid, signal.SIGTERM)
+
+    # ---- main loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit code for the process."""
+        self._install_signals()
+        log.info("supervisor started", extra={"action": "supervisor_started", "workers": self.target,
+                                              "batch_size": self.settings.batch_size})
+        try:
+            while True:
+                while self.signal_queue:
+                    signum = self.signal_queue.popleft()
+                    getattr(self, f"handle_{SIG_NAMES.get(signum, 'unknown')}", lambda: None)()
+                self._reap()
+                if self.stopping:
+                    if not self.children:
+                        break
+                    if time.monotonic() >= self.stop_deadline:
+                        self._kill_stragglers()
+                elif self.exit_code != EXIT_OK:
+                    self._begin_stop("give_up")
+                    continue
+                elif self.drain and len(self.finished) >= self.target and not self.children:
+                    break
+                else:
+                    self._manage_workers()
+                self._sleep(1.0)
+        finally:
+            for child in list(self.children.values()):
+                self._kill(child.pid, signal.SIGKILL)
+            self._reap(block=True)
+        log.info("supervisor stopped", extra={"action": "supervisor_stopped", "exit_code": self.exit_code})
+        return self.exit_code
+
+    def _sleep(self, timeout: float) -> None:
+        if self.stopping:
+            timeout = min(timeout, max(0.05, self.stop_deadline - time.monotonic()))
+        elif self.next_spawn_at:
+            timeout = min(timeout, max(0.05, self.next_spawn_at - time.monotonic()))
+        try:
+            ready, _, _ = select.select([self._pipe_r], [], [], timeout)
+            if ready:
+                while os.read(self._pipe_r, 4096):
+                    pass
+        except (OSError, InterruptedError) as exc:
+            if getattr(exc, "errno", None) not in (errno.EAGAIN, errno.EINTR, None):
+                raise
+
+    def _manage_workers(self) -> None:
+        """Top the pool up to the target, respecting restart backoff; trim it when lowered."""
+        while len(self.children) > self.target:
+            newest = max(self.children.values(), key=lambda c: c.started)
+            self._kill(newest.pid, signal.SIGTERM)
+            break
+        if time.monotonic() < self.next_spawn_at:
+            return
+        busy = {c.number for c in self.children.values()} | self.finished
+        for number in range(1, self.target + 1):
+            if number not in busy:
+                self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        # Block signals across fork so the child never runs the supervisor's handlers.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_OK
+            try:
+                for sig in SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                os.close(self._pipe_r)
+                os.close(self._pipe_w)
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                code = self.worker_main(self.settings, number, os.getppid(), self.drain)
+            except BaseException:
+                log.exception("worker crashed", extra={"action": "worker_crashed", "worker": number})
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.children[pid] = Child(pid, number, time.monotonic())
+        log.info("worker spawned", extra={"action": "worker_spawned", "worker": number, "worker_pid": pid})
+
+    def _reap(self, block: bool = False) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._on_exit(child, status)
+
+    def _on_exit(self, child: Child, status: int) -> None:
+        fields = {"worker": child.number, "worker_pid": child.pid,
+                  "uptime_s": round(time.monotonic() - child.started, 1)}
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            fields["signal"] = signal.Signals(sig).name
+            message = "worker killed by signal"
+            if sig == signal.SIGKILL and not self.stopping:
+                message += " (SIGKILL: perhaps out of memory)"
+            code = -sig
+        else:
+            code = os.WEXITSTATUS(status)
+            fields["exit_code"] = code
+            message = "worker exited"
+        if self.stopping:
+            log.info(message, extra={"action": "worker_exited", **fields})
+            return
+        if code == EXIT_OK:
+            log.info(message, extra={"action": "worker_exited", **fields})
+            if self.drain:
+                self.finished.add(child.number)
+            return
+
+        log.error(message, extra={"action": "worker_died", **fields})
+        now = time.monotonic()
+        if code == EXIT_BOOT_ERROR:
+            self.boot_failures += 1
+            if self.boot_failures >= BOOT_FAILURE_LIMIT:
+                log.error(f"workers failed to boot {self.boot_failures} times in a row; giving up",
+                          extra={"action": "gave_up", "reason": "boot_error"})
+                self.exit_code = EXIT_CRASH_LOOP
+                return
+        else:
+            self.boot_failures = 0
+        self.crashes.append(now)
+        while self.crashes and now - self.crashes[0] > CRASH_WINDOW_S:
+            self.crashes.popleft()
+        if len(self.crashes) >= CRASH_LIMIT:
+            log.error(f"{len(self.crashes)} worker crashes within {CRASH_WINDOW_S:.0f}s; giving up",
+                      extra={"action": "gave_up", "reason": "crash_loop"})
+            self.exit_code = EXIT_CRASH_LOOP
+            return
+        self.consecutive_failures = len(self.crashes)
+        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (self.consecutive_failures - 1))
+        delay *= random.uniform(0.5, 1.0)
+        self.next_spawn_at = now + delay
+        log.info("restarting worker", extra={"action": "worker_restart_scheduled", "worker": child.number,
+                                             "delay_s": round(delay, 2)})
+
+    def _kill_stragglers(self) -> None:
+        for child in list(self.children.values()):
+            log.warning("worker outlived SHUTDOWN_TIMEOUT; killing it",
+                        extra={"action": "worker_killed", "worker": child.number, "worker_pid": child.pid})
+            self._kill(child.pid, signal.SIGKILL)
+        self.stop_deadline = time.monotonic() + 5.0
+
+    @staticmethod
+    def _kill(pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def run_worker(settings: Settings, number: int, parent_pid: int, drain: bool) -> int:
+    """The body of a forked worker process."""
+    worker = Worker(settings, number=number, parent_pid=parent_pid, drain=drain)
+    worker.install_signal_handlers()
+    return worker.run()
