@@ -86,7 +86,8 @@ CREATE TABLE algolia_sync_workers (
 -- Transition tables make a bulk statement enqueue set-wise; ON CONFLICT coalesces into the
 -- pending row of a key; an UPDATE that changes nothing enqueues nothing.
 CREATE FUNCTION algolia_sync_enqueue() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     key_col text := TG_ARGV[0];
     tbl     text := TG_ARGV[1];
@@ -129,7 +130,8 @@ $$;
 -- (the unique pending index forbids two). A row that has used up its attempts this way (a batch
 -- that keeps killing its worker) becomes failed instead of looping.
 CREATE FUNCTION algolia_sync_recover_expired(max_attempts integer) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     recovered integer := 0;
     n integer;
@@ -173,7 +175,8 @@ CREATE FUNCTION get_pending_algolia_syncs(
     worker text DEFAULT NULL
 ) RETURNS TABLE (id bigint, table_name text, record_id text, operation text, attempts integer,
                  created_at timestamptz, claim_token uuid)
-LANGUAGE sql AS $$
+LANGUAGE sql
+SET search_path FROM CURRENT AS $$
     WITH due AS (
         SELECT q.id
           FROM algolia_sync_queue q
@@ -198,7 +201,8 @@ $$;
 -- A worker that lost its lease (token no longer matches) acknowledges nothing.
 CREATE FUNCTION algolia_sync_ack(ids bigint[], token uuid, actions text[] DEFAULT NULL,
                                  index_names text[] DEFAULT NULL) RETURNS integer
-LANGUAGE sql AS $$
+LANGUAGE sql
+SET search_path FROM CURRENT AS $$
     WITH done AS (
         DELETE FROM algolia_sync_queue q
          WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
@@ -221,7 +225,8 @@ $$;
 CREATE FUNCTION algolia_sync_release(ids bigint[], token uuid, errors text[], delays_ms integer[],
                                      permanent boolean[], max_attempts integer,
                                      count_attempt boolean DEFAULT true) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     changed integer := 0;
     n integer;
@@ -300,7 +305,8 @@ SELECT c.table_name,
 
 -- Housekeeping: delete log rows (and any legacy completed queue rows) older than `days`.
 CREATE FUNCTION cleanup_old_sync_records(days integer DEFAULT 7) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     n integer;
     total integer := 0;
