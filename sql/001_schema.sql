@@ -207,6 +207,11 @@ SET search_path FROM CURRENT AS $$
         DELETE FROM algolia_sync_queue q
          WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
         RETURNING q.*
+    ), superseded_failures AS (
+        -- The key's current state is now in the index: earlier failures of it are moot.
+        DELETE FROM algolia_sync_queue f
+         USING done d
+         WHERE f.status = 'failed' AND f.table_name = d.table_name AND f.record_id = d.record_id
     ), logged AS (
         INSERT INTO algolia_sync_log (queue_id, table_name, record_id, index_name, operation, action,
                                       status, attempts, claim_token, claimed_by, enqueued_at, claimed_at)
@@ -282,6 +287,60 @@ BEGIN
             END IF;
         END;
     END LOOP;
+    RETURN changed;
+END;
+$$;
+
+-- `workerpool retry-failed`: failed rows go back to the queue with fresh attempts, merging into a
+-- pending row of the same key when one exists.
+CREATE FUNCTION algolia_sync_retry_failed(only_table text DEFAULT NULL, only_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    changed integer := 0;
+    n integer;
+    tries integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            DELETE FROM algolia_sync_queue q
+             WHERE q.status = 'failed'
+               AND (only_table IS NULL OR q.table_name = only_table)
+               AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'pending' AND p.table_name = q.table_name
+                              AND p.record_id = q.record_id);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            -- Several failed rows of one key become one pending row (the newest).
+            DELETE FROM algolia_sync_queue q
+             WHERE q.status = 'failed'
+               AND (only_table IS NULL OR q.table_name = only_table)
+               AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND EXISTS (SELECT 1 FROM algolia_sync_queue o
+                            WHERE o.status = 'failed' AND o.table_name = q.table_name
+                              AND o.record_id = q.record_id AND o.id > q.id);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            UPDATE algolia_sync_queue q
+               SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+             WHERE q.status = 'failed'
+               AND (only_table IS NULL OR q.table_name = only_table)
+               AND (only_ids IS NULL OR q.id = ANY(only_ids));
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            tries := tries + 1;
+            IF tries > 5 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    IF changed > 0 THEN
+        PERFORM pg_notify('algolia_sync', 'retry-failed');
+    END IF;
     RETURN changed;
 END;
 $$;

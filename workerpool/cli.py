@@ -98,6 +98,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .stats import collect, render
 
     settings = _settings(args)
+    if getattr(args, "watch", False):
+        return _watch_stats(settings, args)
     with _db(settings) as conn:
         data = collect(conn)
     if args.json:
@@ -107,28 +109,82 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
+    """`stats --watch`: refresh every --interval seconds (default 2) until Ctrl-C; survives a database blip."""
+    import time
+    from datetime import datetime
+
+    import psycopg
+
+    from .stats import collect, render
+
+    tty = sys.stdout.isatty()
+    conn = None
+    try:
+        while True:
+            try:
+                if conn is None or conn.closed:
+                    conn = _db(settings)
+                data = collect(conn)
+                if args.json:
+                    text = orjson.dumps(data).decode() + "\n"
+                else:
+                    text = f"{datetime.now():%H:%M:%S}  every {args.interval:g}s, Ctrl-C to stop\n\n" + render(data) + "\n"
+            except (DatabaseUnavailable, psycopg.Error) as exc:
+                conn = None
+                text = f"{datetime.now():%H:%M:%S}  database unavailable: {' '.join(str(exc).split())[:200]}\n"
+            sys.stdout.write(("\033[H\033[2J" if tty and not args.json else "") + text)
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from .reindex import ReindexError, reindex
+
+    settings = _settings(args)
+    with _db(settings, "reindex") as conn:
+        try:
+            result = reindex(settings, conn, args.table, atomic=args.atomic, chunk_size=args.chunk_size,
+                             restart=args.restart)
+        except ReindexError as exc:
+            print(f"workerpool: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+            return 130
+    resumed = " (resumed)" if result.resumed else ""
+    if args.atomic:
+        print(f"reindexed {result.table}{resumed}: {result.written} record(s) written to {result.tmp_index}, "
+              f"moved over {result.index}; {result.enqueued} key(s) changed meanwhile re-enqueued"
+              + (f"; {len(result.skipped)} refused record(s) left to the workers to fail" if result.skipped else ""))
+    else:
+        print(f"reindex of {result.table}{resumed}: {result.rows} row(s) walked, {result.enqueued} enqueued "
+              f"({result.rows - result.enqueued} already pending); the workers sync them to {result.index}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    settings = _settings(args)
+    with _db(settings, "verify") as conn:
+        report = verify(settings, conn, args.table, repair=args.repair)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(report.render())
+    return 1 if report.drift else 0
+
+
 def cmd_retry_failed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _db(settings) as conn:
-        n = conn.execute(
-            """WITH failed AS (
-                   SELECT id, table_name, record_id FROM algolia_sync_queue
-                    WHERE status = 'failed' AND (%(table)s::text IS NULL OR table_name = %(table)s)
-                      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))
-               ), superseded AS (
-                   DELETE FROM algolia_sync_queue q USING failed f
-                    WHERE q.id = f.id AND EXISTS (
-                        SELECT 1 FROM algolia_sync_queue p WHERE p.status = 'pending'
-                           AND p.table_name = f.table_name AND p.record_id = f.record_id)
-                   RETURNING q.id
-               )
-               UPDATE algolia_sync_queue q
-                  SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
-                 FROM failed f
-                WHERE q.id = f.id AND q.id NOT IN (SELECT id FROM superseded)""",
-            {"table": args.table, "ids": args.id},
-        ).rowcount
-        conn.execute("SELECT pg_notify('algolia_sync', 'retry-failed')")
+        n = conn.execute("SELECT algolia_sync_retry_failed(%s, %s)", (args.table, args.id)).fetchone()[0]
     print(f"returned {n} failed row(s) to the queue")
     return 0
 
@@ -171,6 +227,16 @@ def _positive_days(raw: str) -> int:
     return value
 
 
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--interval {raw!r} is not a number; expected seconds above 0") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--interval {raw!r} is not above 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workerpool", description="Keep Algolia indices in sync with PostgreSQL.")
     parser.add_argument("--database-url", help="Postgres DSN (default: DATABASE_URL)")
@@ -199,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("stats", cmd_stats, "queue depth, ages, rates and failures per table/index")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="refresh every --interval seconds until Ctrl-C")
+    p.add_argument("--interval", type=_positive_seconds, default=2.0, help="seconds between refreshes (default 2)")
 
     p = add("retry-failed", cmd_retry_failed, "return failed rows to the queue")
     p.add_argument("--table")
@@ -206,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("cleanup", cmd_cleanup, "delete old log rows (cleanup_old_sync_records)")
     p.add_argument("--days", type=_positive_days, default=7)
+
+    p = add("reindex", cmd_reindex, "full backfill of one table's index, with a progress bar (resumable)")
+    p.add_argument("table")
+    p.add_argument("--atomic", action="store_true",
+                   help="build a temporary index and move it over the live one (changes made meanwhile are kept)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="keys per chunk (default 1000)")
+    p.add_argument("--restart", action="store_true", help="ignore an interrupted run's progress and start over")
+
+    p = add("verify", cmd_verify, "compare an index with its table: missing, extra, stale (exit 1 on drift)")
+    p.add_argument("table")
+    p.add_argument("--repair", action="store_true", help="enqueue the fixes (resync missing/stale, delete extra)")
+    p.add_argument("--json", action="store_true")
 
     p = add("emulator", cmd_emulator, "the local Algolia-compatible server")
     p.add_argument("--port", type=int, default=8089)

@@ -101,6 +101,10 @@ class Settings:
     lease_timeout: int = 60000
     log_level: str = "INFO"
     health_port: int = 0
+    restart_limit: int = 5
+    restart_window: int = 60_000
+    retry_backoff: int = 1000
+    retry_backoff_max: int = 300_000
     max_record_bytes: int = 100_000
     max_request_bytes: int = 9_000_000
 
@@ -139,6 +143,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "LEASE_TIMEOUT": ("lease_timeout", _int_range(1000, 86_400_000)),
     "LOG_LEVEL": ("log_level", _log_level),
     "HEALTH_PORT": ("health_port", _int_range(0, 65535)),
+    "RESTART_LIMIT": ("restart_limit", _int_range(1, 100_000)),
+    "RESTART_WINDOW": ("restart_window", _int_range(1000, 86_400_000)),
+    "RETRY_BACKOFF": ("retry_backoff", _int_range(0, 3_600_000)),
+    "RETRY_BACKOFF_MAX": ("retry_backoff_max", _int_range(0, 86_400_000)),
     "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
 }

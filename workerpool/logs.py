@@ -69,12 +69,13 @@ def setup(level: str = "INFO", secrets: Iterable[str] = (), stream=None) -> None
         )
     )
     handler.addFilter(SecretFilter(secrets))
-    root = logging.getLogger("workerpool")
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    for name, logger_level in (("workerpool", level), ("psycopg", "WARNING")):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(logger_level)
+        logger.propagate = False
 
 
 def host_name() -> str:

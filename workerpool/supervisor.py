@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from . import health, metrics
 from .config import Settings
 from .worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
 
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 EXIT_FORCED = 1  # a second stop signal: everything was killed at once
 EXIT_CRASH_LOOP = 3  # workers kept dying; the supervisor gave up so that PM2/systemd can act
 
-CRASH_LIMIT = 5  # this many worker crashes ...
-CRASH_WINDOW_S = 60.0  # ... within this window means a crash loop
 BOOT_FAILURE_LIMIT = 3  # consecutive boot errors (bad DSN, missing schema) before giving up
 RESTART_BACKOFF_BASE_S = 0.5
 RESTART_BACKOFF_MAX_S = 30.0
@@ -126,6 +125,7 @@ class Supervisor:
     def run(self) -> int:
         """Run until stopped; returns the exit code for the process."""
         self._install_signals()
+        self._health = health.start(self)  # None unless HEALTH_PORT is set; before the first fork
         log.info("supervisor started", extra={"action": "supervisor_started", "workers": self.target,
                                               "batch_size": self.settings.batch_size})
         try:
@@ -151,6 +151,7 @@ class Supervisor:
             for child in list(self.children.values()):
                 self._kill(child.pid, signal.SIGKILL)
             self._reap(block=True)
+            health.stop(self._health)
         log.info("supervisor stopped", extra={"action": "supervisor_stopped", "exit_code": self.exit_code})
         return self.exit_code
 
@@ -220,6 +221,7 @@ class Supervisor:
                 self._on_exit(child, status)
 
     def _on_exit(self, child: Child, status: int) -> None:
+        metrics.process_dead(child.pid)
         fields = {"worker": child.number, "worker_pid": child.pid,
                   "uptime_s": round(time.monotonic() - child.started, 1)}
         if os.WIFSIGNALED(status):
@@ -254,10 +256,11 @@ class Supervisor:
         else:
             self.boot_failures = 0
         self.crashes.append(now)
-        while self.crashes and now - self.crashes[0] > CRASH_WINDOW_S:
+        window = self.settings.restart_window / 1000.0
+        while self.crashes and now - self.crashes[0] > window:
             self.crashes.popleft()
-        if len(self.crashes) >= CRASH_LIMIT:
-            log.error(f"{len(self.crashes)} worker crashes within {CRASH_WINDOW_S:.0f}s; giving up",
+        if len(self.crashes) >= self.settings.restart_limit:
+            log.error(f"{len(self.crashes)} worker crashes within {window:.0f}s (RESTART_LIMIT); giving up",
                       extra={"action": "gave_up", "reason": "crash_loop"})
             self.exit_code = EXIT_CRASH_LOOP
             return
@@ -265,6 +268,7 @@ class Supervisor:
         delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (self.consecutive_failures - 1))
         delay *= random.uniform(0.5, 1.0)
         self.next_spawn_at = now + delay
+        metrics.record_restart()
         log.info("restarting worker", extra={"action": "worker_restart_scheduled", "worker": child.number,
                                              "delay_s": round(delay, 2)})
 

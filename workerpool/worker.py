@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import queue, records
+from . import metrics, queue, records
 from .algolia import AlgoliaError, Sender
 from .capture import Watched, load_watched
 from .config import Settings
@@ -37,6 +37,7 @@ NOTIFY_CHANNEL = "algolia_sync"
 OBJECT_ID_COLUMN = "__workerpool_object_id"
 HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
+BOOT_RETRY_S = 5.0
 
 
 class LeaseLost(Exception):
@@ -49,7 +50,7 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
-def compute_backoff(attempt: int, base_ms: int = 1000, cap_ms: int = 300_000) -> int:
+def compute_backoff(attempt: int, base_ms: int, cap_ms: int) -> int:
     """Capped exponential backoff with full jitter in [50%, 100%] (dramatiq's shape), in ms."""
     ceiling = min(cap_ms, base_ms * 2 ** max(0, attempt - 1))
     return int(ceiling * random.uniform(0.5, 1.0))
@@ -142,11 +143,20 @@ class Worker:
         return EXIT_OK
 
     def _boot(self) -> None:
-        # Fail fast (with the reserved code) when the database is unreachable or not migrated.
-        with connect(self.settings.database_url, purpose="boot", timeout=5) as conn:
-            exists = conn.execute("SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL").fetchone()[0]
-            if not exists:
-                raise DatabaseUnavailable("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
+        # Ride out a short outage (a Postgres restart), then fail with the reserved code so that
+        # the supervisor can tell "cannot start" from "crashed".
+        deadline = time.monotonic() + BOOT_RETRY_S
+        while True:
+            try:
+                with connect(self.settings.database_url, purpose="boot", timeout=5) as conn:
+                    exists = conn.execute("SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL").fetchone()[0]
+                break
+            except DatabaseUnavailable:
+                if time.monotonic() >= deadline or self.stopping or self._parent_gone():
+                    raise
+                time.sleep(0.5)
+        if not exists:
+            raise DatabaseUnavailable("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
         self._pool = make_pool(self.settings.database_url, self.settings.pool_size, f"worker-{self.number}")
         self._sender = Sender(self.settings)
 
@@ -173,6 +183,8 @@ class Worker:
         """One iteration: housekeeping, then claim and process a batch. False when nothing was due."""
         try:
             self._flush_pending_ack()
+            if self._pending_ack is not None:
+                return True  # never claim more while an outcome is still unwritten
             now = time.monotonic()
             if now >= self._next_heartbeat:
                 self._heartbeat(now)
@@ -203,17 +215,20 @@ class Worker:
             # Reading the rows failed; give the whole claim back (attempt counted) and carry on.
             self._database_trouble(exc)
             outcome = Outcome(retry=[(r, f"database error: {_one_line(exc)}") for r in claim.rows])
+        counts = {
+            "upserts": sum(1 for i in outcome.done if i.action == "updateObject"),
+            "deletes": sum(1 for i in outcome.done if i.action == "deleteObject"),
+            "failed": len(outcome.failed), "retried": len(outcome.retry), "released": len(outcome.unsent),
+        }
+        metrics.record_batch(self, claim, outcome, started)  # before the flush, which empties the outcome's lists
         self._pending_ack = (claim, outcome)
         self._flush_pending_ack()
         self.batches += 1
-        self.records += len(outcome.done)
+        self.records += counts["upserts"] + counts["deletes"]
         log.info(
             "batch synced",
             extra={
-                "action": "batch_synced", "worker": self.number, "batch": len(claim.rows),
-                "upserts": sum(1 for i in outcome.done if i.action == "updateObject"),
-                "deletes": sum(1 for i in outcome.done if i.action == "deleteObject"),
-                "failed": len(outcome.failed), "retried": len(outcome.retry), "released": len(outcome.unsent),
+                "action": "batch_synced", "worker": self.number, "batch": len(claim.rows), **counts,
                 "duration_ms": round((time.monotonic() - started) * 1000, 1), "batch_limit": self.batch_limit,
             },
         )
@@ -283,14 +298,14 @@ class Worker:
             try:
                 self._send_chunk(claim, chunk, outcome)
             except Throttled as exc:
-                outcome.unsent.extend(i.row for c in chunks[n:] for i in c if i not in outcome.done)
+                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
                 self._slow_down(exc.retry_after)
                 return
             except AlgoliaError as exc:
                 error = _one_line(exc.message)
                 log.warning("algolia error", extra={"action": "algolia_error", "worker": self.number,
                                                     "status": exc.status, "error": error})
-                outcome.retry.extend((i.row, error) for c in chunks[n:] for i in c if i not in outcome.done)
+                outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
                 return
         if self.batch_limit < self.settings.batch_size:
             self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
@@ -339,6 +354,7 @@ class Worker:
 
     def _slow_down(self, retry_after: float) -> None:
         self.batch_limit = max(1, self.batch_limit // 2)
+        metrics.record_throttle(self.batch_limit)
         log.warning("algolia throttled", extra={"action": "throttled", "worker": self.number,
                                                 "retry_after_s": retry_after, "batch_limit": self.batch_limit})
         self._sleep(retry_after)
@@ -349,38 +365,44 @@ class Worker:
     # ---- acknowledge -----------------------------------------------------------------------
 
     def _flush_pending_ack(self) -> None:
-        """Write a claim's outcome; kept and retried if the database is away (nothing is lost)."""
+        """Write a claim's outcome; kept and retried if the database is away (nothing is lost).
+
+        Each part is cleared once written, so a retry after a failure halfway never writes twice.
+        """
         if self._pending_ack is None:
             return
         claim, outcome = self._pending_ack
         s = self.settings
+        parts = (
+            ("done", lambda conn, o: queue.ack(conn, claim.token, [i.row.id for i in o.done],
+                                               [i.action for i in o.done], [i.index for i in o.done])),
+            ("failed", lambda conn, o: queue.release(conn, claim.token, [r.id for r, _ in o.failed],
+                                                     [e for _, e in o.failed], [0] * len(o.failed),
+                                                     [True] * len(o.failed), s.max_retries)),
+            ("retry", lambda conn, o: queue.release(conn, claim.token, [r.id for r, _ in o.retry],
+                                                    [e for _, e in o.retry],
+                                                    [compute_backoff(r.attempts, s.retry_backoff, s.retry_backoff_max)
+                                                     for r, _ in o.retry],
+                                                    [False] * len(o.retry), s.max_retries)),
+            ("unsent", lambda conn, o: queue.release(conn, claim.token, [r.id for r in o.unsent],
+                                                     ["released unsent"] * len(o.unsent), [0] * len(o.unsent),
+                                                     [False] * len(o.unsent), s.max_retries, count_attempt=False)),
+        )
         try:
             with self._pool.connection() as conn:
-                acked = queue.ack(conn, claim.token, [i.row.id for i in outcome.done],
-                                  [i.action for i in outcome.done], [i.index for i in outcome.done])
-                held = acked
-                if outcome.failed:
-                    held += queue.release(conn, claim.token, [r.id for r, _ in outcome.failed],
-                                          [e for _, e in outcome.failed], [0] * len(outcome.failed),
-                                          [True] * len(outcome.failed), s.max_retries)
-                if outcome.retry:
-                    held += queue.release(conn, claim.token, [r.id for r, _ in outcome.retry],
-                                          [e for _, e in outcome.retry],
-                                          [compute_backoff(r.attempts) for r, _ in outcome.retry],
-                                          [False] * len(outcome.retry), s.max_retries)
-                if outcome.unsent:
-                    held += queue.release(conn, claim.token, [r.id for r in outcome.unsent],
-                                          ["released unsent"] * len(outcome.unsent),
-                                          [0] * len(outcome.unsent), [False] * len(outcome.unsent),
-                                          s.max_retries, count_attempt=False)
+                for name, write in parts:
+                    expected = len(getattr(outcome, name))
+                    if expected:
+                        held = write(conn, outcome)
+                        setattr(outcome, name, [])
+                        if held < expected:
+                            log.warning("lease lost", extra={
+                                "action": "lease_lost", "worker": self.number, "token": str(claim.token),
+                                "part": name, "expected": expected, "held": held})
         except psycopg.Error as exc:
             self._database_trouble(exc)
             return
         self._pending_ack = None
-        expected = len(outcome.done) + len(outcome.failed) + len(outcome.retry) + len(outcome.unsent)
-        if held < expected:
-            log.warning("lease lost", extra={"action": "lease_lost", "worker": self.number, "token": str(claim.token),
-                                             "expected": expected, "held": held})
 
     # ---- housekeeping ----------------------------------------------------------------------
 
@@ -408,6 +430,8 @@ class Worker:
 
     def _database_trouble(self, exc: BaseException) -> None:
         self._db_failures += 1
+        if self._pool is not None:
+            self._pool.check()  # drop every broken idle connection now, not one failed call at a time
         delay = min(5.0, 0.1 * 2 ** min(self._db_failures, 6))
         log.warning("database error", extra={"action": "database_error", "worker": self.number,
                                              "error": _one_line(exc), "retry_in_s": round(delay, 2)})
@@ -449,7 +473,9 @@ class Worker:
             try:
                 for _ in conn.notifies(timeout=min(0.25, left), stop_after=1):
                     return
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                log.warning("listen connection lost; polling until it is back", extra={
+                    "action": "listen_lost", "worker": self.number, "error": _one_line(exc)})
                 self._listener.close()
                 self._listener = None
 
@@ -461,6 +487,12 @@ class Worker:
             if left <= 0:
                 return
             time.sleep(min(0.1, left))
+
+
+def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:
+    """Rows of these chunks that neither reached Algolia nor failed for good."""
+    settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
+    return [i.row for c in chunks for i in c if i.row.id not in settled]
 
 
 def _one_line(value: object) -> str:
