@@ -1,0 +1,256 @@
+"""`/healthz` and `/metrics` for one supervisor, served on 127.0.0.1:HEALTH_PORT from a daemon thread.
+
+`/healthz` answers 200 with a small JSON body when all three hold, otherwise 503 with the reasons:
+
+1. **workers alive**: the supervisor has as many live worker processes as it wants (a worker waiting
+   out its restart backoff counts as down);
+2. **database answers**: a fresh connection runs a query within `DB_TIMEOUT_S`;
+3. **the backlog moves**: when rows are waiting (pending and due, pending after a failed attempt, or
+   processing) and the oldest of them has waited more than `HEALTH_STALL_SECONDS` (default 60), a
+   batch of this supervisor's workers must have settled rows (acknowledged, or failed for good) within
+   the last `HEALTH_STALL_SECONDS`. The time of the last acknowledgement comes from the workers'
+   multiprocess metric `workerpool_last_ack_timestamp_seconds` (`metrics.last_ack_time`); the
+   supervisor's start time stands in until the first one.
+
+`/metrics` is the Prometheus text format: the workers' merged multiprocess metrics plus, read from the
+database at scrape time, queue depth by table and status and the oldest pending age by table, and the
+supervisor's own worker counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import psycopg
+
+from . import metrics
+from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+DEFAULT_STALL_SECONDS = 60.0
+DB_TIMEOUT_S = 3
+
+
+def stall_seconds(settings: Any) -> float:
+    """HEALTH_STALL_SECONDS from the settings (when config knows it) or the environment; default 60."""
+    value = getattr(settings, "health_stall_seconds", None)
+    if value is not None:
+        return float(value)
+    raw = os.environ.get("HEALTH_STALL_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_STALL_SECONDS
+    try:
+        parsed = float(raw)
+    except ValueError:
+        parsed = -1.0
+    if not 0 < parsed <= 86_400:
+        raise ConfigError(f"HEALTH_STALL_SECONDS={raw!r} is not valid; expected a number of seconds from 0 (excluded) to 86400")
+    return parsed
+
+
+@dataclass
+class HealthServer:
+    supervisor: "Supervisor"
+    httpd: ThreadingHTTPServer
+    thread: threading.Thread
+    started_wall: float = field(default_factory=time.time)
+    stall_s: float = DEFAULT_STALL_SECONDS
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    # ---- checks ------------------------------------------------------------------------------
+
+    def _database(self) -> dict[str, Any]:
+        """One short connection: the backlog (rows that should be moving) and the queue by status."""
+        dsn = self.supervisor.settings.database_url
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S,
+                             application_name="workerpool:health") as conn:
+            conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
+            backlog, oldest = conn.execute(
+                """SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+                     FROM algolia_sync_queue
+                    WHERE status = 'processing'
+                       OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))"""
+            ).fetchone()
+            depth = conn.execute(
+                """SELECT table_name, status, count(*) FROM algolia_sync_queue GROUP BY 1, 2 ORDER BY 1, 2"""
+            ).fetchall()
+            ages = conn.execute(
+                """SELECT table_name, extract(epoch FROM now() - min(created_at))::float8
+                     FROM algolia_sync_queue WHERE status = 'pending' GROUP BY 1 ORDER BY 1"""
+            ).fetchall()
+        return {"backlog": int(backlog), "backlog_oldest_s": float(oldest or 0.0), "depth": depth, "ages": ages}
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        sup = self.supervisor
+        reasons: list[str] = []
+        alive = sum(1 for c in list(sup.children.values()) if _pid_alive(c.pid))
+        body: dict[str, Any] = {"workers_alive": alive, "workers_wanted": sup.target}
+        if sup.stopping:
+            reasons.append("the supervisor is stopping")
+        if alive < sup.target:
+            reasons.append(f"{alive} of {sup.target} workers alive")
+        try:
+            db = self._database()
+            body["database"] = "ok"
+            body["backlog"] = db["backlog"]
+            body["backlog_oldest_s"] = round(db["backlog_oldest_s"], 1)
+        except psycopg.Error as exc:
+            body["database"] = "unreachable"
+            reasons.append(f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
+            db = None
+        last_ack = metrics.last_ack_time()
+        now = time.time()
+        since = now - max(last_ack or 0.0, self.started_wall)
+        body["last_ack_age_s"] = round(now - last_ack, 1) if last_ack else None
+        body["stall_after_s"] = self.stall_s
+        if db and db["backlog"] and db["backlog_oldest_s"] > self.stall_s and since > self.stall_s:
+            reasons.append(
+                f"backlog of {db['backlog']} row(s) not moving: oldest waits {db['backlog_oldest_s']:.0f}s, "
+                f"no batch acknowledged in {since:.0f}s (HEALTH_STALL_SECONDS={self.stall_s:g})"
+            )
+        if reasons:
+            body.update(status="unhealthy", reasons=reasons)
+            return 503, body
+        body["status"] = "ok"
+        return 200, body
+
+    def metrics_text(self) -> bytes:
+        from prometheus_client import generate_latest
+        from prometheus_client.core import GaugeMetricFamily
+
+        reg = metrics.registry()
+        server = self
+
+        class _Live:
+            def collect(self) -> Any:
+                sup = server.supervisor
+                workers = GaugeMetricFamily("workerpool_workers", "Worker processes of this supervisor",
+                                            labels=["state"])
+                workers.add_metric(["alive"], sum(1 for c in list(sup.children.values()) if _pid_alive(c.pid)))
+                workers.add_metric(["wanted"], sup.target)
+                yield workers
+                up = GaugeMetricFamily("workerpool_database_up", "1 when the database answered this scrape")
+                depth = GaugeMetricFamily("workerpool_queue_depth", "Rows in algolia_sync_queue",
+                                          labels=["table", "status"])
+                oldest = GaugeMetricFamily("workerpool_oldest_pending_age_seconds",
+                                           "Age of the oldest pending row", labels=["table"])
+                try:
+                    db = server._database()
+                except psycopg.Error:
+                    up.add_metric([], 0)
+                    yield up
+                    return
+                up.add_metric([], 1)
+                seen = set()
+                for table, status, count in db["depth"]:
+                    depth.add_metric([table, status], count)
+                    seen.add((table, status))
+                for table in {t for t, _ in seen}:
+                    for status in ("pending", "processing", "failed"):
+                        if (table, status) not in seen:
+                            depth.add_metric([table, status], 0)
+                for table, age in db["ages"]:
+                    oldest.add_metric([table], age or 0.0)
+                yield up
+                yield depth
+                yield oldest
+
+        reg.register(_Live())
+        return generate_latest(reg)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) still answers kill(0); the supervisor reaps it within a second.
+    return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "workerpool-health"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        owner: HealthServer = self.server.owner  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        try:
+            if path in ("/healthz", "/health"):
+                status, body = owner.health()
+                self._send(status, orjson.dumps(body) + b"\n", "application/json")
+            elif path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST
+
+                self._send(200, owner.metrics_text(), CONTENT_TYPE_LATEST)
+            else:
+                self._send(404, b'{"status":"not found","paths":["/healthz","/metrics"]}\n', "application/json")
+        except Exception as exc:  # never kill the thread; say what broke
+            self._send(500, orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n",
+                       "application/json")
+
+    do_HEAD = do_GET
+
+
+def start(supervisor: "Supervisor") -> HealthServer | None:
+    """Set up metrics and serve /healthz and /metrics, when HEALTH_PORT is set. Call before forking."""
+    settings = supervisor.settings
+    if not settings.health_port:
+        return None
+    stall = stall_seconds(settings)
+    metrics.setup()
+    try:
+        httpd = ThreadingHTTPServer((HOST, settings.health_port), _Handler)
+    except OSError as exc:
+        metrics.teardown()
+        raise ConfigError(
+            f"HEALTH_PORT={settings.health_port} cannot be used on {HOST}: {exc.strerror or exc}"
+        ) from None
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.25},
+                              name="workerpool-health", daemon=True)
+    server = HealthServer(supervisor, httpd, thread, stall_s=stall)
+    httpd.owner = server  # type: ignore[attr-defined]
+    thread.start()
+    log.info("health server listening", extra={"action": "health_started", "url": f"http://{HOST}:{server.port}",
+                                               "stall_after_s": stall})
+    return server
+
+
+def stop(server: HealthServer | None) -> None:
+    """Stop serving and remove the metrics directory (after every worker was reaped)."""
+    if server is None:
+        return
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    server.thread.join(timeout=5)
+    metrics.teardown()

@@ -1,0 +1,210 @@
+"""Prometheus metrics, aggregated across the supervisor's forked worker processes.
+
+How the numbers get from the workers to `/metrics`: prometheus-client's multiprocess mode. When
+`HEALTH_PORT` is set, the supervisor creates a private temporary directory, points
+`PROMETHEUS_MULTIPROC_DIR` at it and switches the client to its file-backed value class *before* it
+forks any worker (`setup`). Every process then writes its counters, histograms and gauges to its own
+small mmap file there (`counter_<pid>.db`, …); a scrape merges all the files (`MultiProcessCollector`),
+so a counter of a worker that died is still counted, and `mark_process_dead` drops the per-process
+("live") gauges of a dead worker. Queue depth and the oldest pending age are not recorded by anyone:
+they are read from the database at scrape time (see `workerpool.health`).
+
+When `HEALTH_PORT` is off nothing is set up and every `record_*` function returns at once, so the
+worker pays nothing for metrics it does not serve.
+
+The time of the last acknowledged batch is a gauge in `max` mode (`workerpool_last_ack_timestamp_seconds`),
+so the supervisor's health check reads the newest acknowledgement of any of its workers, past or present,
+from the same files (`last_ack_time`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the worker's types; imported lazily to keep this module import-light
+    from .queue import Claim
+    from .worker import Outcome, Worker
+
+_dir: str | None = None  # set by the supervisor before fork; inherited by the workers
+_owner_pid: int | None = None
+_m: "_Metrics | None" = None
+
+BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class _Metrics:
+    """The metric objects; created lazily, once multiprocess mode is on."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.synced = Counter("workerpool_records_synced", "Records written to Algolia and acknowledged",
+                              ["index", "action"], registry=None)
+        self.failed = Counter("workerpool_records_failed", "Records that failed for good (status failed)",
+                              ["index"], registry=None)
+        self.retried = Counter("workerpool_records_retried", "Records given back to the queue for a retry",
+                               ["index"], registry=None)
+        self.batches = Counter("workerpool_batches", "Batches processed", registry=None)
+        self.batch_duration = Histogram("workerpool_batch_duration_seconds",
+                                        "Claim-to-acknowledgement time of one batch", buckets=BATCH_BUCKETS,
+                                        registry=None)
+        self.lag = Histogram("workerpool_change_to_ack_lag_seconds",
+                             "Time from a change being queued to its record being acknowledged",
+                             buckets=LAG_BUCKETS, registry=None)
+        self.throttled = Counter("workerpool_algolia_throttled", "Algolia 429 answers (the worker slowed down)",
+                                 registry=None)
+        self.restarts = Counter("workerpool_worker_restarts", "Worker processes restarted by the supervisor",
+                                registry=None)
+        self.last_ack = Gauge("workerpool_last_ack_timestamp_seconds",
+                              "Unix time of the last batch that settled rows (done or failed)",
+                              multiprocess_mode="max", registry=None)
+        self.batch_limit = Gauge("workerpool_worker_batch_limit",
+                                 "Current adaptive batch size of each live worker (halved on 429)",
+                                 multiprocess_mode="liveall", registry=None)
+
+
+def setup(directory: str | None = None) -> str:
+    """Turn on multiprocess metrics for this process and the workers it will fork; returns the directory.
+
+    Must run before the first fork. The client picks its value class when it is first imported,
+    which may already have happened, so the class is switched here explicitly as well.
+    """
+    global _dir, _owner_pid, _m
+    _dir = directory or tempfile.mkdtemp(prefix="workerpool-metrics-")
+    _owner_pid = os.getpid()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _dir
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+    _m = None
+    return _dir
+
+
+def teardown() -> None:
+    """Forget the directory and delete it (the supervisor, once every worker is reaped)."""
+    global _dir, _owner_pid, _m
+    directory, owner = _dir, _owner_pid
+    _dir, _owner_pid, _m = None, None, None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == directory:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    if directory and owner == os.getpid():
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def enabled() -> bool:
+    return _dir is not None
+
+
+def directory() -> str | None:
+    return _dir
+
+
+def _metrics() -> _Metrics | None:
+    global _m
+    if _dir is None:
+        return None
+    if _m is None:
+        _m = _Metrics()
+    return _m
+
+
+# ---- recording (called from the workers and the supervisor) ------------------------------------
+
+
+def record_batch(worker: "Worker", claim: "Claim", outcome: "Outcome", started: float) -> None:
+    """After a batch's outcome was written: counts by index, duration, change-to-ack lag, last ack time."""
+    m = _metrics()
+    if m is None:
+        return
+    try:
+        now_wall = time.time()
+        prefix = worker.settings.algolia_index_prefix
+        watched = worker._watched
+
+        def index_of(table: str) -> str:
+            w = watched.get(table)
+            return prefix + w.index_name if w is not None else table
+
+        for item in outcome.done:
+            m.synced.labels(item.index, "delete" if item.action == "deleteObject" else "upsert").inc()
+            created = item.row.created_at
+            if created is not None:
+                m.lag.observe(max(0.0, now_wall - created.timestamp()))
+        for row, _ in outcome.failed:
+            m.failed.labels(index_of(row.table_name)).inc()
+        for row, _ in outcome.retry:
+            m.retried.labels(index_of(row.table_name)).inc()
+        m.batches.inc()
+        m.batch_duration.observe(max(0.0, time.monotonic() - started))
+        if outcome.done or outcome.failed:
+            m.last_ack.set(now_wall)
+        m.batch_limit.set(worker.batch_limit)
+    except Exception:  # metrics must never break the worker
+        pass
+
+
+def record_throttle(batch_limit: int | None = None) -> None:
+    """Algolia answered 429."""
+    m = _metrics()
+    if m is None:
+        return
+    m.throttled.inc()
+    if batch_limit is not None:
+        m.batch_limit.set(batch_limit)
+
+
+def record_restart() -> None:
+    """The supervisor scheduled a worker restart."""
+    m = _metrics()
+    if m is not None:
+        m.restarts.inc()
+
+
+def process_dead(pid: int) -> None:
+    """A worker exited: drop its live gauges (its counters stay in the totals)."""
+    if _dir is None:
+        return
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, _dir)
+    except OSError:
+        pass
+
+
+# ---- reading (the supervisor's HTTP thread) --------------------------------------------------
+
+
+def registry() -> Any:
+    """A fresh registry merging every process's files (one per scrape, as the client recommends)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    reg = CollectorRegistry()
+    if _dir is not None:
+        MultiProcessCollector(reg, path=_dir)
+    return reg
+
+
+def last_ack_time() -> float | None:
+    """Unix time of the newest acknowledgement by any worker of this supervisor, or None."""
+    if _dir is None:
+        return None
+    import glob
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = glob.glob(os.path.join(_dir, "gauge_max_*.db"))
+    newest = None
+    for metric in MultiProcessCollector.merge(files, accumulate=False):
+        if metric.name == "workerpool_last_ack_timestamp_seconds":
+            for sample in metric.samples:
+                if sample.value and (newest is None or sample.value > newest):
+                    newest = sample.value
+    return newest

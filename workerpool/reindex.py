@@ -1,0 +1,495 @@
+"""`workerpool reindex TABLE [--atomic]`: a full backfill of one watched table's index.
+
+Plain reindex (through the queue). Walks the table's keys in chunks (keyset pagination on the key,
+`WHERE key > last ORDER BY key LIMIT n`) and enqueues each chunk as operation `REINDEX` with
+`ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING`, so a key that is already
+pending is not duplicated. The workers then sync those keys like any other change (current state,
+per-key serialization, retries). Records in the index whose row no longer exists are not touched by a
+plain reindex: `workerpool verify TABLE --repair` or `reindex --atomic` removes them.
+
+`--atomic`. Builds a fresh index `<index>_tmp_<unix time>` while the live one keeps serving and the
+workers keep writing to it: the live index's settings, synonyms and rules are copied to the temporary
+index (`operation_index` copy with a scope), every row is streamed into it directly (keyset chunks,
+records built exactly as the worker builds them, sent through the worker's own transport), and then the
+temporary index is moved over the live one (`operation_index` move). No committed change is lost: the
+database time T0 is taken *before* the first row is read, and after the move every key that the workers
+acknowledged since T0 (from `algolia_sync_log`) or hold at that moment (`processing`) is enqueued again,
+so the workers write its current state into the new live index. Keys still pending are synced after the
+move anyway. (A change committed after T0 is either read by the copy, or synced by a worker after T0 and
+then re-enqueued; a change synced before T0 was committed before the copy read its row.)
+
+Resumable. Progress lives in `workerpool_reindex_progress` (one row per table, created on first use),
+updated in the same transaction as each enqueued chunk (plain) or after each chunk Algolia accepted
+(atomic: with the temporary index name and T0). Running the same command again after an interruption
+continues after the last key; `--restart` starts over (and deletes an abandoned temporary index). A
+session advisory lock keeps two reindexes of one table from running at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Iterator
+
+import psycopg
+from psycopg import sql
+
+from . import records
+from .capture import Watched, WatchError, load_watched, resolve_relation
+from .config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 1000
+REENQUEUE_MARGIN_S = 5  # re-enqueue keys acknowledged a little before T0 too: cheap insurance
+SEND_ATTEMPTS = 8
+PROGRESS_TABLE = "workerpool_reindex_progress"
+_LOCK_CLASS = 0x7770  # advisory lock namespace: (class, hashtext(table))
+
+
+class ReindexError(Exception):
+    """The reindex could not finish; the message is one line for the operator."""
+
+
+# ---- shared with verify ----------------------------------------------------------------------
+
+
+def find_watched(conn: psycopg.Connection, table: str) -> Watched:
+    """The registration of `table` as the user typed it (`products`, `public.products`, `"Order Items"`)."""
+    registered = load_watched(conn)
+    if table in registered:
+        return registered[table]
+    try:
+        _, canonical = resolve_relation(conn, table)
+    except WatchError:
+        canonical = None
+    if canonical and canonical in registered:
+        return registered[canonical]
+    names = ", ".join(sorted(registered)) or "none"
+    raise WatchError(f"table {table!r} is not watched; watched tables are: {names}")
+
+
+def iter_key_chunks(conn: psycopg.Connection, watched: Watched, size: int, after: str | None = None) -> Iterator[list[str]]:
+    """Every key of the table as text, in key order, `size` at a time (keyset pagination)."""
+    key = sql.Identifier(watched.key_column)
+    table = sql.SQL(watched.table_name)  # regclass text, quoted where needed (as the worker uses it)
+    ktype = sql.SQL(watched.key_type)
+    # Qualified (s.key): a bare ORDER BY name would sort by the text output column, not the key.
+    first = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s").format(
+        k=key, t=table)
+    rest = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s").format(
+        k=key, t=table, ty=ktype)
+    last = after
+    while True:
+        if last is None:
+            rows = conn.execute(first, (size,)).fetchall()
+        else:
+            rows = conn.execute(rest, (last, size)).fetchall()
+        if not rows:
+            return
+        keys = [r[0] for r in rows]
+        yield keys
+        if len(keys) < size:
+            return
+        last = keys[-1]
+
+
+def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
+            t=sql.SQL(watched.table_name), k=sql.Identifier(watched.key_column))
+    ).fetchone()[0]
+
+
+class RecordBuilder:
+    """Rows to records exactly as the worker builds them.
+
+    Reads through `Worker._load_rows` (same query: the table or its source view, `key = ANY(...)`)
+    and builds records with `records.to_record(row, key, hidden=(OBJECT_ID_COLUMN,))` as
+    `Worker._prepare` does. A key whose row is missing (deleted, or filtered out by the view) yields
+    no record: the worker would delete it from the index.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from .worker import OBJECT_ID_COLUMN, Worker
+
+        self._worker = Worker(settings)  # only its read helper is used: no pool, no process
+        self._hidden = (OBJECT_ID_COLUMN,)
+
+    def records(self, conn: psycopg.Connection, watched: Watched, keys: list[str]) -> dict[str, dict]:
+        rows = self._worker._load_rows(conn, watched, keys)
+        return {key: records.to_record(rows[key], key, self._hidden) for key in keys if key in rows}
+
+
+# ---- progress (resumability) -----------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    table_name: str
+    mode: str
+    tmp_index: str | None
+    started_at: datetime
+    last_key: str | None
+    rows_done: int
+
+
+def ensure_progress_table(conn: psycopg.Connection) -> None:
+    try:
+        conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
+                   table_name text PRIMARY KEY,
+                   mode       text NOT NULL CHECK (mode IN ('queue', 'atomic')),
+                   tmp_index  text,
+                   started_at timestamptz NOT NULL DEFAULT now(),
+                   last_key   text,
+                   rows_done  bigint NOT NULL DEFAULT 0,
+                   rows_total bigint,
+                   updated_at timestamptz NOT NULL DEFAULT now())"""
+        )
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        pass  # created by a concurrent run
+
+
+def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
+    row = conn.execute(
+        f"SELECT table_name, mode, tmp_index, started_at, last_key, rows_done FROM {PROGRESS_TABLE} WHERE table_name = %s",
+        (table,),
+    ).fetchone()
+    return Progress(*row) if row else None
+
+
+def _start_progress(conn: psycopg.Connection, table: str, mode: str, tmp_index: str | None, total: int) -> Progress:
+    row = conn.execute(
+        f"""INSERT INTO {PROGRESS_TABLE} (table_name, mode, tmp_index, rows_total)
+            VALUES (%s, %s, %s, %s)
+            ON CONFLICT (table_name) DO UPDATE
+               SET mode = EXCLUDED.mode, tmp_index = EXCLUDED.tmp_index, started_at = now(),
+                   last_key = NULL, rows_done = 0, rows_total = EXCLUDED.rows_total, updated_at = now()
+            RETURNING table_name, mode, tmp_index, started_at, last_key, rows_done""",
+        (table, mode, tmp_index, total),
+    ).fetchone()
+    return Progress(*row)
+
+
+def _advance(conn: psycopg.Connection, table: str, last_key: str, n: int) -> None:
+    conn.execute(
+        f"""UPDATE {PROGRESS_TABLE} SET last_key = %s, rows_done = rows_done + %s, updated_at = now()
+             WHERE table_name = %s""",
+        (last_key, n, table),
+    )
+
+
+def _finish_progress(conn: psycopg.Connection, table: str) -> None:
+    conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE table_name = %s", (table,))
+
+
+# ---- progress bar ----------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """`label [#####.....]  45%  4,500/10,000  1,234 rows/s  ETA 0:04` on stderr.
+
+    On a terminal it redraws one line (at most 10 times a second); otherwise it prints a line every
+    10% or 5 seconds, so logs stay readable.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total: int, label: str, stream: IO[str] | None = None, done: int = 0) -> None:
+        self.total = max(total, 0)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start_done = done
+        self.done = done
+        self.started = time.monotonic()
+        self._drawn_at = 0.0
+        self._drawn_step = -1
+
+    def update(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        step = int(self._fraction() * 10)
+        if self.tty:
+            if now - self._drawn_at >= 0.1:
+                self._draw("\r", "")
+                self._drawn_at = now
+        elif step != self._drawn_step or now - self._drawn_at >= 5:
+            self._draw("", "\n")
+            self._drawn_at, self._drawn_step = now, step
+
+    def finish(self) -> None:
+        """The walk is complete: rows deleted meanwhile no longer count toward the total."""
+        self.total = self.done
+        self._draw("\r" if self.tty else "", "\n")
+
+    def _fraction(self) -> float:
+        if self.total <= 0:
+            return 1.0
+        return min(1.0, self.done / self.total)
+
+    def line(self) -> str:
+        fraction = self._fraction()
+        filled = int(fraction * self.WIDTH)
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        rate = (self.done - self.start_done) / elapsed
+        left = max(0, self.total - self.done)
+        eta = _clock(left / rate) if rate > 0 else "--:--"
+        return (f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction * 100:5.1f}%  "
+                f"{self.done:,}/{self.total:,} rows  {rate:,.0f} rows/s  "
+                f"{'ETA ' + eta if left else 'took ' + _clock(elapsed)}")
+
+    def _draw(self, before: str, after: str) -> None:
+        text = self.line()
+        if self.tty:
+            text = text.ljust(100)
+        self.stream.write(before + text + after)
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+# ---- the command -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    table: str
+    index: str
+    rows: int = 0  # rows walked in this run
+    enqueued: int = 0  # new queue rows (plain) / keys re-enqueued after the move (atomic)
+    written: int = 0  # records written into the temporary index (atomic)
+    skipped: list[str] = field(default_factory=list)  # rows the index refused; left to the worker to fail
+    tmp_index: str | None = None
+    resumed: bool = False
+
+
+def reindex(settings: Settings, conn: psycopg.Connection, table: str, *, atomic: bool = False,
+            chunk_size: int = DEFAULT_CHUNK, restart: bool = False, stream: IO[str] | None = None) -> Result:
+    """Run one reindex on `conn` (autocommit). Raises WatchError/ReindexError/ConfigError with one line."""
+    if chunk_size < 1:
+        raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
+    watched = find_watched(conn, table)
+    ensure_progress_table(conn)
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name)).fetchone()[0]
+    if not locked:
+        raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
+    try:
+        if atomic:
+            return _atomic(settings, conn, watched, chunk_size, restart, stream)
+        return _through_queue(conn, watched, settings, chunk_size, restart, stream)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name))
+
+
+def _previous(conn: psycopg.Connection, watched: Watched, mode: str, restart: bool, settings: Settings) -> Progress | None:
+    previous = _load_progress(conn, watched.table_name)
+    if previous is None:
+        return None
+    if restart:
+        if previous.mode == "atomic" and previous.tmp_index:
+            _drop_index(settings, previous.tmp_index)
+        _finish_progress(conn, watched.table_name)
+        return None
+    if previous.mode != mode:
+        other = "--atomic " if previous.mode == "atomic" else ""
+        raise ReindexError(
+            f"an interrupted `reindex {other}{watched.table_name}` left progress behind; run it again to resume, "
+            "or pass --restart to start over"
+        )
+    return previous
+
+
+def _through_queue(conn: psycopg.Connection, watched: Watched, settings: Settings, chunk_size: int, restart: bool,
+                   stream: IO[str] | None) -> Result:
+    result = Result(watched.table_name, settings.algolia_index_prefix + watched.index_name)
+    total = count_rows(conn, watched)
+    progress = _previous(conn, watched, "queue", restart, settings)
+    if progress is None:
+        progress = _start_progress(conn, watched.table_name, "queue", None, total)
+    else:
+        result.resumed = True
+    bar = ProgressBar(total, f"reindex {watched.table_name}", stream, done=min(progress.rows_done, total))
+    done = progress.rows_done
+    for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
+        with conn.transaction():
+            n = conn.execute(
+                """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+                   SELECT %s, k, 'REINDEX' FROM unnest(%s::text[]) AS k
+                   ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+                (watched.table_name, keys),
+            ).rowcount
+            _advance(conn, watched.table_name, keys[-1], len(keys))
+            conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
+        result.enqueued += n
+        result.rows += len(keys)
+        done += len(keys)
+        bar.total = max(bar.total, done)
+        bar.update(done)
+    bar.finish()
+    _finish_progress(conn, watched.table_name)
+    return result
+
+
+# ---- atomic ----------------------------------------------------------------------------------
+
+
+def _drop_index(settings: Settings, name: str) -> None:
+    from .algolia import make_client
+
+    try:
+        client = make_client(settings)
+        client.delete_index(name)
+        client.close()
+    except Exception as exc:  # best effort: an abandoned temporary index is harmless
+        log.warning("could not delete temporary index", extra={"action": "reindex_cleanup_failed",
+                                                                "index": name, "error": str(exc)})
+
+
+def _atomic(settings: Settings, conn: psycopg.Connection, watched: Watched, chunk_size: int, restart: bool,
+            stream: IO[str] | None) -> Result:
+    from algoliasearch.http.exceptions import RequestException
+
+    from .algolia import AlgoliaError, Sender, make_client
+
+    settings.require_algolia()
+    live = settings.algolia_index_prefix + watched.index_name
+    result = Result(watched.table_name, live)
+    client = make_client(settings)
+    sender = Sender(settings)
+    builder = RecordBuilder(settings)
+    try:
+        total = count_rows(conn, watched)
+        progress = _previous(conn, watched, "atomic", restart, settings)
+        if progress is not None and progress.tmp_index and not _exists(client, progress.tmp_index):
+            _finish_progress(conn, watched.table_name)  # the temporary index is gone: start over
+            progress = None
+        if progress is None:
+            tmp = f"{live}_tmp_{int(time.time())}"
+            # T0 is committed before the first row is read.
+            progress = _start_progress(conn, watched.table_name, "atomic", tmp, total)
+            if _exists(client, live):
+                copied = client.operation_index(live, {"operation": "copy", "destination": tmp,
+                                                       "scope": ["settings", "synonyms", "rules"]})
+                client.wait_for_task(tmp, copied.task_id)
+        else:
+            result.resumed = True
+        tmp = progress.tmp_index
+        result.tmp_index = tmp
+        bar = ProgressBar(total, f"reindex {watched.table_name} -> {tmp}", stream, done=min(progress.rows_done, total))
+        done = progress.rows_done
+        last_task: int | None = None
+        for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
+            built = builder.records(conn, watched, keys)
+            bodies: list[tuple[str, bytes]] = []
+            for key, record in built.items():
+                try:
+                    body = records.upsert_action(tmp, record)
+                except TypeError:
+                    result.skipped.append(key)  # the worker will fail it with the reason
+                    continue
+                if settings.max_record_bytes and len(body) > settings.max_record_bytes:
+                    result.skipped.append(key)
+                    continue
+                bodies.append((key, body))
+            task = _send_all(sender, tmp, bodies, settings, result, AlgoliaError)
+            last_task = task if task is not None else last_task
+            _advance(conn, watched.table_name, keys[-1], len(keys))
+            result.rows += len(keys)
+            done += len(keys)
+            bar.total = max(bar.total, done)
+            bar.update(done)
+        bar.finish()
+        if last_task is not None:
+            client.wait_for_task(tmp, last_task)
+        moved = client.operation_index(tmp, {"operation": "move", "destination": live})
+        client.wait_for_task(tmp, moved.task_id)
+        result.enqueued = _reenqueue_since(conn, watched, progress.started_at, result.skipped)
+        _finish_progress(conn, watched.table_name)
+        return result
+    except RequestException as exc:
+        raise ReindexError(f"algolia {exc.status_code}: {' '.join(str(exc.message).split())[:300]} "
+                           "(progress kept: run the same command again to resume)") from None
+    finally:
+        sender.close()
+        client.close()
+
+
+def _exists(client: object, index: str) -> bool:
+    return bool(client.index_exists(index))  # type: ignore[attr-defined]
+
+
+def _send_all(sender: object, tmp: str, bodies: list[tuple[str, bytes]], settings: Settings, result: Result,
+              algolia_error: type) -> int | None:
+    """Send the chunk in as few requests as MAX_REQUEST_BYTES allows; returns the last task id."""
+    task: int | None = None
+    group: list[tuple[str, bytes]] = []
+    size = 0
+    for key, body in bodies:
+        if group and size + len(body) + 1 > settings.max_request_bytes:
+            task = _send_group(sender, tmp, group, result, algolia_error) or task
+            group, size = [], 0
+        group.append((key, body))
+        size += len(body) + 1
+    if group:
+        task = _send_group(sender, tmp, group, result, algolia_error) or task
+    return task
+
+
+def _send_group(sender: object, tmp: str, group: list[tuple[str, bytes]], result: Result,
+                algolia_error: type) -> int | None:
+    """One request with retries (429: wait Retry-After; 5xx/network: backoff); a 4xx splits the group."""
+    delay = 0.5
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            response = sender.send_batch(records.batch_body(b for _, b in group))  # type: ignore[attr-defined]
+            result.written += len(group)
+            tasks = response.get("taskID") or {}
+            return tasks.get(tmp) if isinstance(tasks, dict) else None
+        except algolia_error as exc:
+            if exc.throttled:
+                time.sleep(exc.retry_after or 1.0)
+                continue
+            if exc.permanent:
+                if len(group) == 1:
+                    result.skipped.append(group[0][0])
+                    return None
+                middle = len(group) // 2
+                first = _send_group(sender, tmp, group[:middle], result, algolia_error)
+                second = _send_group(sender, tmp, group[middle:], result, algolia_error)
+                return second or first
+            if attempt == SEND_ATTEMPTS:
+                raise ReindexError(f"algolia kept failing while writing {tmp}: {exc.message} "
+                                   "(progress kept: run the same command again to resume)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise ReindexError(f"algolia kept throttling writes to {tmp} (progress kept: run again to resume)")
+
+
+def _reenqueue_since(conn: psycopg.Connection, watched: Watched, t0: datetime, extra: list[str]) -> int:
+    """After the move: every key synced since T0, held right now, or refused by the index goes back to the queue."""
+    with conn.transaction():
+        n = conn.execute(
+            """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+               SELECT %(t)s, k, 'REINDEX' FROM (
+                   SELECT record_id AS k FROM algolia_sync_log
+                    WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
+                   UNION
+                   SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
+                   UNION
+                   SELECT unnest(%(extra)s::text[])
+               ) s
+               ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+            {"t": watched.table_name, "t0": t0, "margin": REENQUEUE_MARGIN_S, "extra": extra},
+        ).rowcount
+        conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
+    return n
