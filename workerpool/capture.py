@@ -7,6 +7,8 @@ that does not exist.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import re
 from dataclasses import dataclass
 
@@ -34,6 +36,25 @@ class Watched:
     key_column: str
     key_type: str
     source_view: str | None = None
+    attributes: tuple[str, ...] | None = None
+    transform: str | None = None
+
+
+@dataclass(frozen=True)
+class Related:
+    """Changes to `related_table` re-enqueue the watched rows whose `fk_column` equals its `ref_column`."""
+
+    related_table: str
+    fk_column: str
+    ref_column: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "Related":
+        """`brands:brand_id` or `brands:brand_id:id` (TABLE:FK_COLUMN[:REFERENCED_COLUMN])."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise WatchError(f"--related {spec!r} is not valid; expected TABLE:FK_COLUMN[:REFERENCED_COLUMN], e.g. brands:brand_id")
+        return cls(*parts)
 
 
 def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> tuple[int, str]:
@@ -83,8 +104,16 @@ def watch(
     index_name: str,
     key: str | None = None,
     source: str | None = None,
+    attributes: list[str] | None = None,
+    transform: str | None = None,
+    related: list[Related] | tuple[Related, ...] = (),
 ) -> Watched:
-    """Register `table` for `index_name` and attach its triggers. Re-running updates the registration."""
+    """Register `table` for `index_name` and attach its triggers. Re-running updates the registration.
+
+    `attributes` picks the columns that make up a record (and the only ones whose updates enqueue);
+    `transform` names a `module:function` applied to each record; `related` tables re-enqueue the
+    rows that point at a changed row of theirs.
+    """
     if not _INDEX_NAME.match(index_name or ""):
         raise WatchError(
             f"index name {index_name!r} is not valid; expected 1-256 characters without spaces, '/', '#', '?', '%' or '&'"
@@ -102,29 +131,53 @@ def watch(
     if key not in columns:
         raise WatchError(f"column {key!r} does not exist in {table_name}; columns are {', '.join(columns)}")
     source_name = None
+    record_columns = columns
     if source:
         source_oid, source_name = resolve_relation(conn, source, kinds="rvmpf")
-        if key not in _columns(conn, source_oid):
+        record_columns = _columns(conn, source_oid)
+        if key not in record_columns:
             raise WatchError(f"source {source_name} has no column {key!r}; it must expose the table's key")
+    if attributes is not None:
+        unknown = [a for a in attributes if a not in record_columns]
+        if unknown or not attributes:
+            raise WatchError(
+                f"--attributes {','.join(attributes)!r} names {'nothing' if not attributes else ', '.join(map(repr, unknown))} "
+                f"not in {source_name or table_name}; columns are {', '.join(record_columns)}"
+            )
+    if transform is not None:
+        load_transform(transform)
+    links = [_resolve_related(conn, table_name, columns, r) for r in related]
 
-    watched = Watched(table_name, index_name, key, columns[key], source_name)
+    # Only a record made of plain table columns lets the trigger ignore updates to other columns.
+    compared = ""
+    if attributes is not None and not source_name:
+        compared = ",".join(dict.fromkeys([key, *attributes]))
+
+    watched = Watched(table_name, index_name, key, columns[key], source_name,
+                      tuple(attributes) if attributes is not None else None, transform)
     table_ident = sql.SQL(table_name)  # regclass text output is already quoted where needed
     with conn.transaction():
         conn.execute(
-            """INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, source_view)
-               VALUES (%s, %s, %s, %s, %s)
+            """INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, source_view,
+                                                attributes, transform)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (table_name) DO UPDATE
                   SET index_name = EXCLUDED.index_name, key_column = EXCLUDED.key_column,
                       key_type = EXCLUDED.key_type, source_view = EXCLUDED.source_view,
+                      attributes = EXCLUDED.attributes, transform = EXCLUDED.transform,
                       enabled = true, updated_at = now()""",
-            (watched.table_name, watched.index_name, watched.key_column, watched.key_type, watched.source_view),
+            (watched.table_name, watched.index_name, watched.key_column, watched.key_type, watched.source_view,
+             list(watched.attributes) if watched.attributes is not None else None, watched.transform),
         )
+        _drop_related_triggers(conn, table_name)
+        for link in links:
+            _attach_related(conn, table_name, key, link)
         for event, (trigger, referencing) in TRIGGERS.items():
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table_ident))
             conn.execute(
                 sql.SQL(
                     "CREATE TRIGGER {trigger} AFTER {event} ON {table} {referencing} "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue({key}, {name})"
+                    "FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue({key}, {name}, {compared})"
                 ).format(
                     trigger=sql.Identifier(trigger),
                     event=sql.SQL(event),
@@ -132,6 +185,7 @@ def watch(
                     referencing=sql.SQL(referencing),
                     key=sql.Literal(key),
                     name=sql.Literal(table_name),
+                    compared=sql.Literal(compared),
                 )
             )
     return watched
@@ -154,6 +208,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
                 conn.execute(
                     sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), sql.SQL(table_name))
                 )
+        _drop_related_triggers(conn, table_name)
         deleted = conn.execute("DELETE FROM algolia_index_config WHERE table_name = %s", (table_name,)).rowcount
         conn.execute("DELETE FROM algolia_sync_queue WHERE table_name = %s AND status <> 'failed'", (table_name,))
     if not deleted and not exists:
@@ -164,7 +219,71 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
 def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
     """Every enabled registration, by table name."""
     rows = conn.execute(
-        """SELECT table_name, index_name, key_column, key_type, source_view
+        """SELECT table_name, index_name, key_column, key_type, source_view, attributes, transform
              FROM algolia_index_config WHERE enabled"""
     ).fetchall()
-    return {r[0]: Watched(*r) for r in rows}
+    return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6]) for r in rows}
+
+
+def load_transform(spec: str):
+    """Import the `module:function` a transform names; a bad name is a WatchError naming it."""
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise WatchError(f"--transform {spec!r} is not valid; expected module:function, e.g. myapp.search:product_record")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise WatchError(f"--transform {spec!r} cannot be loaded: {exc}") from None
+    if not callable(func):
+        raise WatchError(f"--transform {spec!r} is not callable")
+    return func
+
+
+def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
+    tag = hashlib.md5(f"{table_name}\0{fk_column}".encode()).hexdigest()[:12]
+    return {event: f"algolia_rel_{tag}_{event.lower()[:3]}" for event in TRIGGERS}
+
+
+def _resolve_related(conn: psycopg.Connection, table_name: str, columns: dict[str, str], link: Related) -> Related:
+    oid, related_name = resolve_relation(conn, link.related_table)
+    if link.fk_column not in columns:
+        raise WatchError(f"--related {link.related_table}:{link.fk_column}: {table_name} has no column {link.fk_column!r}")
+    ref = link.ref_column
+    if ref is None:
+        pk = _primary_key(conn, oid)
+        if len(pk) != 1:
+            raise WatchError(f"--related {link.related_table}: no single-column primary key; name the referenced column")
+        ref = pk[0]
+    if ref not in _columns(conn, oid):
+        raise WatchError(f"--related {link.related_table}: {related_name} has no column {ref!r}")
+    return Related(related_name, link.fk_column, ref)
+
+
+def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: Related) -> None:
+    conn.execute(
+        "INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column) VALUES (%s, %s, %s, %s)",
+        (table_name, link.related_table, link.fk_column, link.ref_column),
+    )
+    for event, trigger in _related_trigger_names(table_name, link.fk_column).items():
+        referencing = TRIGGERS[event][1]
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER {trigger} AFTER {event} ON {related} {referencing} FOR EACH STATEMENT "
+                "EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref})"
+            ).format(
+                trigger=sql.Identifier(trigger), event=sql.SQL(event), related=sql.SQL(link.related_table),
+                referencing=sql.SQL(referencing), table=sql.Literal(table_name), key=sql.Literal(key),
+                fk=sql.Literal(link.fk_column), ref=sql.Literal(link.ref_column),
+            )
+        )
+
+
+def _drop_related_triggers(conn: psycopg.Connection, table_name: str) -> None:
+    links = conn.execute(
+        "DELETE FROM algolia_index_related WHERE table_name = %s RETURNING related_table, fk_column", (table_name,)
+    ).fetchall()
+    for related_table, fk_column in links:
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (related_table,)).fetchone()[0]:
+            for trigger in _related_trigger_names(table_name, fk_column).values():
+                conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                    sql.Identifier(trigger), sql.SQL(related_table)))

@@ -60,11 +60,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .capture import watch
+    from .capture import Related, watch
 
     settings = _settings(args)
+    attributes = [a.strip() for a in args.attributes.split(",")] if args.attributes is not None else None
+    related = [Related.parse(spec) for spec in args.related or ()]
     with _db(settings) as conn:
-        watched = watch(conn, args.table, args.index, key=args.key, source=args.source)
+        watched = watch(conn, args.table, args.index, key=args.key, source=args.source,
+                        attributes=attributes, transform=args.transform, related=related)
     source = f" from {watched.source_view}" if watched.source_view else ""
     print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {settings.algolia_index_prefix}{watched.index_name}")
     return 0
@@ -217,6 +220,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(database_url=args.database_url)
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from .index_settings import SettingsError, desired_settings, push
+
+    settings = _settings(args)
+    settings.require_algolia()
+    with _db(settings) as conn:
+        try:
+            desired = desired_settings(conn, args.file)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+    changes = push(settings, desired, dry_run=args.dry_run)
+    for index, diff in changes.items():
+        if not diff:
+            print(f"{index}: up to date")
+            continue
+        print(f"{index}: {len(diff)} change(s){' (dry run, nothing applied)' if args.dry_run else ''}")
+        for line in diff:
+            print(f"  {line}")
+    return 0
+
+
 def _positive_days(raw: str) -> int:
     try:
         value = int(raw)
@@ -254,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="Algolia index name (ALGOLIA_INDEX_PREFIX is prepended)")
     p.add_argument("--key", help="key column (default: the single-column primary key)")
     p.add_argument("--source", help="view that records are read from, keyed by the table's key")
+    p.add_argument("--attributes", metavar="COL,COL", help="columns that make up a record (default: all); "
+                   "updates to other columns enqueue nothing")
+    p.add_argument("--transform", metavar="MODULE:FUNCTION", help="applied to each record dict; return None to delete")
+    p.add_argument("--related", action="append", metavar="TABLE:FK_COLUMN[:REF_COLUMN]",
+                   help="a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)")
 
     p = add("unwatch", cmd_unwatch, "detach a table's trigger and forget its registration")
     p.add_argument("table")
@@ -294,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key")
 
     add("demo", cmd_demo, "embedded Postgres + emulator + a sample catalog, synced and shown")
+
+    p = add("settings", cmd_settings, "Algolia index settings kept as code")
+    p.add_argument("action", choices=["push"], help="push: apply the settings, showing the diff against the live index")
+    p.add_argument("--file", help="JSON file {index name: settings}; default: algolia_index_config.settings")
+    p.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
     return parser
 
 
@@ -302,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatabaseUnavailable, WatchError) as exc:
+    except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
         secrets = _known_secrets()
         message = str(exc)
         for secret in secrets:

@@ -66,12 +66,18 @@ def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
     return n > 0
 
 
-def ack(conn: psycopg.Connection, token: uuid.UUID, ids: Sequence[int], actions: Sequence[str], indexes: Sequence[str]) -> int:
-    """Delete acknowledged rows and log them; returns how many this token still held."""
-    if not ids:
+def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
+    """Delete acknowledged rows, log them and remember what was sent; returns how many this token held.
+
+    `items` are the worker's sent (or skipped) items: each has .row.id, .action, .index, .hash, .shape.
+    """
+    if not items:
         return 0
     return conn.execute(
-        "SELECT algolia_sync_ack(%s, %s, %s, %s)", (list(ids), token, list(actions), list(indexes)), prepare=True
+        "SELECT algolia_sync_ack(%s, %s, %s, %s, %s::bytea[], %s::bytea[])",
+        ([i.row.id for i in items], token, [i.action for i in items], [i.index for i in items],
+         [i.hash for i in items], [i.shape for i in items]),
+        prepare=True,
     ).fetchone()[0]
 
 

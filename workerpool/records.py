@@ -10,6 +10,7 @@ protocol error).
 from __future__ import annotations
 
 import base64
+import hashlib
 import datetime as dt
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
@@ -71,3 +72,35 @@ def delete_action(index_name: str, object_id: str) -> bytes:
 def batch_body(actions: Iterable[bytes]) -> bytes:
     """The body of `POST /1/indexes/*/batch` from already serialized actions."""
     return b'{"requests":[' + b",".join(actions) + b"]}"
+
+
+VERSION = "_version"
+
+
+def content_hash(record_body: bytes) -> bytes:
+    """What identifies a record's content, to skip sending it again unchanged."""
+    return hashlib.blake2b(record_body, digest_size=16).digest()
+
+
+def shape_hash(record: Mapping[str, Any]) -> bytes:
+    """What identifies a record's set of attribute names."""
+    return hashlib.blake2b("\0".join(sorted(record)).encode(), digest_size=8).digest()
+
+
+def versioned_action(index_name: str, record_body: bytes, version: int, replace: bool) -> tuple[str, bytes]:
+    """A write that Algolia ignores when the index already holds a newer version of the record.
+
+    A partial update carrying every attribute with `_version` as an `IncrementSet` is ignored whole
+    when its version is not above the stored one. A partial update cannot remove attributes, so a
+    record whose attribute set changed (or is new to us) is replaced whole instead, its version
+    stored as a plain value. `record_body` is the record serialized without `_version`.
+    """
+    if replace:
+        action, tail = "updateObject", b',"' + VERSION.encode() + b'":' + str(version).encode() + b"}"
+    else:
+        action = "partialUpdateObject"
+        tail = b',"' + VERSION.encode() + b'":{"_operation":"IncrementSet","value":' + str(version).encode() + b"}}"
+    body = record_body[:-1] + tail
+    return action, (
+        b'{"action":"' + action.encode() + b'","indexName":' + orjson.dumps(index_name) + b',"body":' + body + b"}"
+    )

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from . import metrics, queue, records
 from .algolia import AlgoliaError, Sender
-from .capture import Watched, load_watched
+from .capture import Watched, load_transform, load_watched
 from .config import Settings
 from .db import DatabaseUnavailable, connect, describe_error, make_pool
 from .logs import host_name
@@ -35,6 +35,10 @@ EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missin
 
 NOTIFY_CHANNEL = "algolia_sync"
 OBJECT_ID_COLUMN = "__workerpool_object_id"
+VERSION_COLUMN = "__workerpool_version"
+HASH_COLUMN = "__workerpool_hash"
+SHAPE_COLUMN = "__workerpool_shape"
+HIDDEN_COLUMNS = (OBJECT_ID_COLUMN, VERSION_COLUMN, HASH_COLUMN, SHAPE_COLUMN)
 HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
 BOOT_RETRY_S = 5.0
@@ -62,8 +66,10 @@ class Item:
 
     row: QueueRow
     index: str
-    action: str  # "updateObject" or "deleteObject"
+    action: str  # "partialUpdateObject", "updateObject", "deleteObject", or "skip" (unchanged: not sent)
     body: bytes
+    hash: bytes | None = None
+    shape: bytes | None = None
 
 
 @dataclass
@@ -95,6 +101,7 @@ class Worker:
         self._listener_retry_at = 0.0
         self._sender: Sender | None = None
         self._watched: dict[str, Watched] = {}
+        self._transforms: dict[str, object] = {}
         self._watched_at = 0.0
         self._next_heartbeat = 0.0
         self._next_recovery = 0.0
@@ -216,15 +223,16 @@ class Worker:
             self._database_trouble(exc)
             outcome = Outcome(retry=[(r, f"database error: {_one_line(exc)}") for r in claim.rows])
         counts = {
-            "upserts": sum(1 for i in outcome.done if i.action == "updateObject"),
+            "upserts": sum(1 for i in outcome.done if i.action in ("updateObject", "partialUpdateObject")),
             "deletes": sum(1 for i in outcome.done if i.action == "deleteObject"),
+            "skipped": sum(1 for i in outcome.done if i.action == "skip"),
             "failed": len(outcome.failed), "retried": len(outcome.retry), "released": len(outcome.unsent),
         }
         metrics.record_batch(self, claim, outcome, started)  # before the flush, which empties the outcome's lists
         self._pending_ack = (claim, outcome)
         self._flush_pending_ack()
         self.batches += 1
-        self.records += counts["upserts"] + counts["deletes"]
+        self.records += counts["upserts"] + counts["deletes"] + counts["skipped"]
         log.info(
             "batch synced",
             extra={
@@ -249,48 +257,84 @@ class Worker:
             by_table.setdefault(row.table_name, []).append(row)
         items: list[Item] = []
         prefix = self.settings.algolia_index_prefix
-        limit = self.settings.max_record_bytes
         with self._pool.connection() as conn:
             for table, rows in by_table.items():
                 watched = self._config_for(conn, table)
                 if watched is None:
                     outcome.failed.extend((r, f"table {table} is not watched (no row in algolia_index_config)") for r in rows)
                     continue
-                current = self._load_rows(conn, watched, [r.record_id for r in rows])
                 index = prefix + watched.index_name
+                current = self._load_rows(conn, watched, index, [r.record_id for r in rows])
                 for row in rows:
-                    found = current.get(row.record_id)
-                    if found is None:
-                        items.append(Item(row, index, "deleteObject", records.delete_action(index, row.record_id)))
-                        continue
-                    try:
-                        body = records.upsert_action(index, records.to_record(found, row.record_id, (OBJECT_ID_COLUMN,)))
-                    except TypeError as exc:  # a value orjson cannot represent
-                        outcome.failed.append((row, f"cannot serialize record: {exc}"))
-                        continue
-                    if limit and len(body) > limit:
-                        outcome.failed.append(
-                            (row, f"record {row.record_id} is {len(body)} bytes, over MAX_RECORD_BYTES={limit}")
-                        )
-                        continue
-                    items.append(Item(row, index, "updateObject", body))
+                    item = self._item(watched, index, row, current.get(row.record_id), outcome)
+                    if item is not None:
+                        items.append(item)
         return items
 
-    def _load_rows(self, conn: psycopg.Connection, watched: Watched, keys: list[str]) -> dict[str, dict]:
-        query = sql.SQL("SELECT s.{key}::text AS {oid}, s.* FROM {source} s WHERE s.{key} = ANY(%s::{ktype}[])").format(
+    def _item(self, watched: Watched, index: str, row: QueueRow, found: dict | None, outcome: Outcome) -> Item | None:
+        """One row's action: delete, skip (unchanged), or a versioned write; None when it failed."""
+        if found is None:
+            return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
+        version, old_hash, old_shape = found[VERSION_COLUMN], found[HASH_COLUMN], found[SHAPE_COLUMN]
+        record = records.to_record(found, row.record_id, HIDDEN_COLUMNS)
+        if watched.attributes is not None:
+            record = {k: record[k] for k in (*watched.attributes, records.OBJECT_ID) if k in record}
+        if watched.transform:
+            try:
+                record = self._transform(watched.transform)(record)
+            except Exception as exc:  # the user's code: fail this record only
+                outcome.failed.append((row, f"transform {watched.transform} raised {type(exc).__name__}: {_one_line(exc)}"))
+                return None
+            if record is None:
+                return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
+            record = {**record, records.OBJECT_ID: row.record_id}
+        record.pop(records.VERSION, None)
+        try:
+            body = records.dumps(record)
+        except TypeError as exc:  # a value orjson cannot represent
+            outcome.failed.append((row, f"cannot serialize record: {exc}"))
+            return None
+        limit = self.settings.max_record_bytes
+        if limit and len(body) > limit:
+            outcome.failed.append((row, f"record {row.record_id} is {len(body)} bytes, over MAX_RECORD_BYTES={limit}"))
+            return None
+        digest, shape = records.content_hash(body), records.shape_hash(record)
+        reindex = row.operation == "REINDEX"
+        if digest == old_hash and not reindex:
+            return Item(row, index, "skip", b"", digest, shape)
+        action, payload = records.versioned_action(index, body, version, replace=reindex or shape != old_shape)
+        return Item(row, index, action, payload, digest, shape)
+
+    def _transform(self, spec: str):
+        if spec not in self._transforms:
+            self._transforms[spec] = load_transform(spec)
+        return self._transforms[spec]
+
+    def _load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> dict[str, dict]:
+        """Current rows by key, each with a fresh version and the hashes of what was last sent."""
+        query = sql.SQL(
+            "SELECT s.{key}::text AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
+            "h.hash AS {hash}, h.shape AS {shape}, s.* "
+            "FROM {source} s LEFT JOIN algolia_sync_hashes h ON h.index_name = %s AND h.object_id = s.{key}::text "
+            "WHERE s.{key} = ANY(%s::{ktype}[])"
+        ).format(
             key=sql.Identifier(watched.key_column),
             oid=sql.Identifier(OBJECT_ID_COLUMN),
+            version=sql.Identifier(VERSION_COLUMN),
+            hash=sql.Identifier(HASH_COLUMN),
+            shape=sql.Identifier(SHAPE_COLUMN),
             source=sql.SQL(watched.source_view or watched.table_name),
             ktype=sql.SQL(watched.key_type),
         )
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (keys,), prepare=True)
+            cur.execute(query, (index, keys), prepare=True)
             return {r[OBJECT_ID_COLUMN]: r for r in cur.fetchall()}
 
     # ---- send ------------------------------------------------------------------------------
 
     def _send(self, claim: Claim, items: list[Item], outcome: Outcome) -> None:
-        chunks = list(self._chunks(items))
+        outcome.done.extend(i for i in items if i.action == "skip")
+        chunks = list(self._chunks([i for i in items if i.action != "skip"]))
         for n, chunk in enumerate(chunks):
             if self.stopping and self._shutdown_budget_spent():
                 outcome.unsent.extend(i.row for c in chunks[n:] for i in c)
@@ -374,8 +418,7 @@ class Worker:
         claim, outcome = self._pending_ack
         s = self.settings
         parts = (
-            ("done", lambda conn, o: queue.ack(conn, claim.token, [i.row.id for i in o.done],
-                                               [i.action for i in o.done], [i.index for i in o.done])),
+            ("done", lambda conn, o: queue.ack(conn, claim.token, o.done)),
             ("failed", lambda conn, o: queue.release(conn, claim.token, [r.id for r, _ in o.failed],
                                                      [e for _, e in o.failed], [0] * len(o.failed),
                                                      [True] * len(o.failed), s.max_retries)),

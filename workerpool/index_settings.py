@@ -1,0 +1,64 @@
+"""Algolia index settings kept as code: a JSON file or algolia_index_config.settings, pushed with a diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from .algolia import make_client
+from .config import Settings
+
+
+class SettingsError(Exception):
+    """A settings file that cannot be used; the message names it and says why."""
+
+
+def desired_settings(conn: psycopg.Connection, file: str | None) -> dict[str, dict[str, Any]]:
+    """Index name (without prefix) -> settings, from `file` or from algolia_index_config."""
+    if file:
+        try:
+            data = orjson.loads(Path(file).read_bytes())
+        except FileNotFoundError:
+            raise SettingsError(f"--file {file!r} does not exist") from None
+        except orjson.JSONDecodeError as exc:
+            raise SettingsError(f"--file {file!r} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise SettingsError(f"--file {file!r} must be a JSON object of {{index name: {{setting: value}}}}")
+        return data
+    rows = conn.execute("SELECT index_name, settings FROM algolia_index_config WHERE settings IS NOT NULL").fetchall()
+    return {index: value for index, value in rows}
+
+
+def diff(live: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    """One line per setting that would change: `name: live -> desired`."""
+    lines = []
+    for key in sorted(desired):
+        if live.get(key) != desired[key]:
+            before = orjson.dumps(live[key]).decode() if key in live else "(unset)"
+            lines.append(f"{key}: {before} -> {orjson.dumps(desired[key]).decode()}")
+    return lines
+
+
+def push(settings: Settings, desired: dict[str, dict[str, Any]], dry_run: bool = False) -> dict[str, list[str]]:
+    """Compare each index's live settings with the desired ones and apply the difference."""
+    client = make_client(settings)
+    changes: dict[str, list[str]] = {}
+    try:
+        for name, wanted in sorted(desired.items()):
+            index = settings.algolia_index_prefix + name
+            try:
+                live = client.get_settings(index).to_dict()
+            except Exception as exc:  # a missing index has no settings yet
+                if getattr(exc, "status_code", None) != 404:
+                    raise
+                live = {}
+            changes[index] = diff(live, wanted)
+            if changes[index] and not dry_run:
+                response = client.set_settings(index, wanted)
+                client.wait_for_task(index, response.task_id)
+    finally:
+        client.close()
+    return changes
