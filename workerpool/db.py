@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
 from .config import ConfigError, redact_dsn
@@ -39,7 +40,12 @@ def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
         dsn,
         min_size=1,
         max_size=max(1, size),
-        kwargs={"autocommit": True, "application_name": f"{APPLICATION_NAME}:{name}", "connect_timeout": 10},
+        # synchronous_commit=off: a commit does not wait for its WAL flush. If Postgres crashes, the
+        # last fraction of a second of claims and acks can be lost, which only returns rows to an
+        # earlier state (pending, or claimed until the lease expires): they are sent again, never
+        # lost. Writers' own transactions (the triggers) keep the server's setting.
+        kwargs={"autocommit": True, "application_name": f"{APPLICATION_NAME}:{name}", "connect_timeout": 10,
+                "options": _with_option(dsn, "-c synchronous_commit=off")},
         name=name,
         timeout=30,
         reconnect_timeout=0,
@@ -47,6 +53,12 @@ def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
         check=None,
         open=True,
     )
+
+
+def _with_option(dsn: str, option: str) -> str:
+    """The DSN's own `options` (a search_path, say) plus one more: a keyword would replace them."""
+    existing = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
+    return f"{existing} {option}".strip()
 
 
 def require(dsn: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import psycopg
 
@@ -66,6 +66,26 @@ def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
     return n > 0
 
 
+def int_array(values: Iterable[int]) -> str:
+    """A bigint[] literal. psycopg dumps list elements one by one in Python, which costs more per
+    batch than the statement itself; the server parses a literal in C."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values: Iterable[str | None]) -> str:
+    """A text[] literal, every element quoted (see int_array)."""
+    return "{" + ",".join("NULL" if v is None else _quote(v) for v in values) + "}"
+
+
+def bytea_array(values: Iterable[bytes | None]) -> str:
+    """A bytea[] literal in hex form (see int_array)."""
+    return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in values) + "}"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
     """Delete acknowledged rows, log them and remember what was sent; returns how many this token held.
 
@@ -74,9 +94,9 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
     if not items:
         return 0
     return conn.execute(
-        "SELECT algolia_sync_ack(%s, %s, %s, %s, %s::bytea[], %s::bytea[])",
-        ([i.row.id for i in items], token, [i.action for i in items], [i.index for i in items],
-         [i.hash for i in items], [i.shape for i in items]),
+        "SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[])",
+        (int_array(i.row.id for i in items), token, text_array(i.action for i in items),
+         text_array(i.index for i in items), bytea_array(i.hash for i in items), bytea_array(i.shape for i in items)),
         prepare=True,
     ).fetchone()[0]
 

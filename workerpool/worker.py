@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import orjson
 import psycopg
+import psycopg.types.json
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -164,6 +166,7 @@ class Worker:
                 time.sleep(0.5)
         if not exists:
             raise DatabaseUnavailable("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
+        psycopg.types.json.set_json_loads(orjson.loads)  # json/jsonb columns: C instead of the stdlib
         self._pool = make_pool(self.settings.database_url, self.settings.pool_size, f"worker-{self.number}")
         self._sender = Sender(self.settings)
 
@@ -316,7 +319,7 @@ class Worker:
             "SELECT s.{key}::text AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
             "h.hash AS {hash}, h.shape AS {shape}, s.* "
             "FROM {source} s LEFT JOIN algolia_sync_hashes h ON h.index_name = %s AND h.object_id = s.{key}::text "
-            "WHERE s.{key} = ANY(%s::{ktype}[])"
+            "WHERE s.{key} = ANY(%s::text[]::{ktype}[])"
         ).format(
             key=sql.Identifier(watched.key_column),
             oid=sql.Identifier(OBJECT_ID_COLUMN),
@@ -327,7 +330,7 @@ class Worker:
             ktype=sql.SQL(watched.key_type),
         )
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (index, keys), prepare=True)
+            cur.execute(query, (index, queue.text_array(keys)), prepare=True)
             return {r[OBJECT_ID_COLUMN]: r for r in cur.fetchall()}
 
     # ---- send ------------------------------------------------------------------------------
