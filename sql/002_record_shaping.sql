@@ -66,6 +66,14 @@ BEGIN
              ON CONFLICT (table_name, record_id) WHERE status = ''pending''
              DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col, new_cmp, old_cmp)
         USING tbl;
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        -- A BEFORE TRUNCATE trigger still sees every row: each key becomes a delete.
+        EXECUTE format(
+            'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+             SELECT DISTINCT $1, (r.%1$I)::text, ''DELETE'' FROM %2$s r
+             ON CONFLICT (table_name, record_id) WHERE status = ''pending''
+             DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col, TG_RELID::regclass)
+        USING tbl;
     ELSE
         EXECUTE format(
             'INSERT INTO algolia_sync_queue (table_name, record_id, operation)

@@ -84,6 +84,17 @@ def test_bulk_insert_of_10000_rows_is_enqueued_setwise_and_synced(products, env,
     assert max(e["batch"] for e in batches) == 1000
 
 
+def test_truncate_deletes_every_record(products, env, emulator):
+    db = products
+    db.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(1, 50) g")
+    drain(env)
+    assert len(emulator.records("products")) == 50
+    db.execute("TRUNCATE products")
+    assert queue_counts(db) == {"pending": 50}
+    drain(env)
+    assert emulator.records("products") == {}
+
+
 def test_text_primary_key_and_quoted_table_name(db, env, emulator):
     db.execute('CREATE TABLE "Order Items" (sku text PRIMARY KEY, qty integer NOT NULL, note text)')
     result = run_cli(env, "watch", "Order Items", "--index", "order_items")

@@ -166,8 +166,15 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
     assert_index_matches(db, emulator, "items", "items")
     output = pool.output + result.stdout + result.stderr
     assert API_KEY not in output and "pg-pass-9d8e7f" not in output
-    for pid in [pool.proc.pid]:
-        assert not Path(f"/proc/{pid}/cmdline").exists() or API_KEY not in Path(f"/proc/{pid}/cmdline").read_text()
+    # Process titles: named, and free of secrets (checked on a live pool below).
+    titled = start_pool("--database-url", dsn, extra_env={"DATABASE_URL": ""})
+    wait_until(lambda: len(titled.worker_pids()) == 1, message="a titled worker")
+    time.sleep(0.5)
+    titles = [Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+              for pid in [titled.proc.pid, *titled.worker_pids()]]
+    assert titles[0].startswith("workerpool: supervisor") and titles[1].startswith("workerpool: worker 1"), titles
+    assert not any("pg-pass-9d8e7f" in t or API_KEY in t for t in titles), titles
+    assert titled.stop() == 0
 
 
 @pytest.mark.parametrize("precheck", [False, True], ids=["algolia-rejects", "precheck"])

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+# event -> (trigger name, "WHEN ... REFERENCING ..." clause). Row changes are read from transition
+# tables after the statement; a TRUNCATE is read before it, while the rows are still there.
 TRIGGERS = {
-    "INSERT": ("algolia_sync_insert", "REFERENCING NEW TABLE AS new_rows"),
-    "UPDATE": ("algolia_sync_update", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
-    "DELETE": ("algolia_sync_delete", "REFERENCING OLD TABLE AS old_rows"),
+    "INSERT": ("algolia_sync_insert", "AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows"),
+    "UPDATE": ("algolia_sync_update", "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    "DELETE": ("algolia_sync_delete", "AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows"),
+    "TRUNCATE": ("algolia_sync_truncate", "BEFORE TRUNCATE ON {table}"),
 }
+RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE")
 _INDEX_NAME = re.compile(r"^[^\s/#?%&]{1,256}$")
 
 
@@ -172,17 +176,15 @@ def watch(
         _drop_related_triggers(conn, table_name)
         for link in links:
             _attach_related(conn, table_name, key, link)
-        for event, (trigger, referencing) in TRIGGERS.items():
+        for trigger, when in TRIGGERS.values():
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table_ident))
             conn.execute(
                 sql.SQL(
-                    "CREATE TRIGGER {trigger} AFTER {event} ON {table} {referencing} "
+                    "CREATE TRIGGER {trigger} " + when + " "
                     "FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue({key}, {name}, {compared})"
                 ).format(
                     trigger=sql.Identifier(trigger),
-                    event=sql.SQL(event),
                     table=table_ident,
-                    referencing=sql.SQL(referencing),
                     key=sql.Literal(key),
                     name=sql.Literal(table_name),
                     compared=sql.Literal(compared),
@@ -241,7 +243,7 @@ def load_transform(spec: str):
 
 def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
     tag = hashlib.md5(f"{table_name}\0{fk_column}".encode()).hexdigest()[:12]
-    return {event: f"algolia_rel_{tag}_{event.lower()[:3]}" for event in TRIGGERS}
+    return {event: f"algolia_rel_{tag}_{event.lower()[:3]}" for event in RELATED_EVENTS}
 
 
 def _resolve_related(conn: psycopg.Connection, table_name: str, columns: dict[str, str], link: Related) -> Related:
@@ -265,14 +267,14 @@ def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: R
         (table_name, link.related_table, link.fk_column, link.ref_column),
     )
     for event, trigger in _related_trigger_names(table_name, link.fk_column).items():
-        referencing = TRIGGERS[event][1]
+        when = TRIGGERS[event][1]
         conn.execute(
             sql.SQL(
-                "CREATE TRIGGER {trigger} AFTER {event} ON {related} {referencing} FOR EACH STATEMENT "
+                "CREATE TRIGGER {trigger} " + when.replace("{table}", "{related}") + " FOR EACH STATEMENT "
                 "EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref})"
             ).format(
-                trigger=sql.Identifier(trigger), event=sql.SQL(event), related=sql.SQL(link.related_table),
-                referencing=sql.SQL(referencing), table=sql.Literal(table_name), key=sql.Literal(key),
+                trigger=sql.Identifier(trigger), related=sql.SQL(link.related_table),
+                table=sql.Literal(table_name), key=sql.Literal(key),
                 fk=sql.Literal(link.fk_column), ref=sql.Literal(link.ref_column),
             )
         )

@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
+        # Also accepted after the command; SUPPRESS keeps an absent flag from erasing one given before it.
+        p.add_argument("--database-url", default=argparse.SUPPRESS, help="Postgres DSN (default: DATABASE_URL)")
         return p
 
     add("migrate", cmd_migrate, "install or upgrade the schema (idempotent, safe from several hosts at once)")

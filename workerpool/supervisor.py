@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import health, metrics
+from setproctitle import setproctitle
+
 from .config import Settings
 from .worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
 
@@ -124,6 +126,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until stopped; returns the exit code for the process."""
+        # The title replaces argv in `ps`: a --database-url with a password never shows there.
+        setproctitle(f"workerpool: supervisor (workers={self.target})")
         self._install_signals()
         self._health = health.start(self)  # None unless HEALTH_PORT is set; before the first fork
         log.info("supervisor started", extra={"action": "supervisor_started", "workers": self.target,
@@ -289,6 +293,7 @@ class Supervisor:
 
 def run_worker(settings: Settings, number: int, parent_pid: int, drain: bool) -> int:
     """The body of a forked worker process."""
+    setproctitle(f"workerpool: worker {number}")
     worker = Worker(settings, number=number, parent_pid=parent_pid, drain=drain)
     worker.install_signal_handlers()
     return worker.run()
