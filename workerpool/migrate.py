@@ -61,8 +61,11 @@ def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     return dict(conn.execute("SELECT version, checksum FROM workerpool_migrations").fetchall())
 
 
-def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply every migration not yet applied; returns the ones applied now. `conn` is autocommit."""
+def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migration]:
+    """Apply every migration not yet applied (up to `target`); returns those applied now.
+
+    `conn` must be in autocommit mode: each file gets its own transaction.
+    """
     applied_now: list[Migration] = []
     conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
     try:
@@ -75,6 +78,8 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
         )
         done = applied_versions(conn)
         for migration in migrations():
+            if target is not None and migration.version > target:
+                break
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
                     log.warning(
