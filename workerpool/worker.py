@@ -12,22 +12,22 @@ import os
 import random
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import orjson
 import psycopg
 import psycopg.types.json
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from . import metrics, queue, records
 from .algolia import AlgoliaError, Sender
-from .capture import Watched, load_transform, load_watched
+from .capture import Watched, load_watched
 from .config import Settings
 from .db import DatabaseUnavailable, connect, describe_error, make_pool
 from .logs import host_name
 from .queue import Claim, QueueRow
+from .shaping import Item, Outcome, Shaper
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,6 @@ EXIT_CRASH = 1
 EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missing); do not respawn blindly
 
 NOTIFY_CHANNEL = "algolia_sync"
-OBJECT_ID_COLUMN = "__workerpool_object_id"
-VERSION_COLUMN = "__workerpool_version"
-HASH_COLUMN = "__workerpool_hash"
-SHAPE_COLUMN = "__workerpool_shape"
-HIDDEN_COLUMNS = (OBJECT_ID_COLUMN, VERSION_COLUMN, HASH_COLUMN, SHAPE_COLUMN)
 HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
 BOOT_RETRY_S = 5.0
@@ -63,25 +58,13 @@ def compute_backoff(attempt: int, base_ms: int, cap_ms: int) -> int:
 
 
 @dataclass
-class Item:
-    """One queue row on its way to Algolia."""
+class Prepared:
+    """A claimed batch whose records are built, on its way through the sender thread."""
 
-    row: QueueRow
-    index: str
-    action: str  # "partialUpdateObject", "updateObject", "deleteObject", or "skip" (unchanged: not sent)
-    body: bytes
-    hash: bytes | None = None
-    shape: bytes | None = None
-
-
-@dataclass
-class Outcome:
-    """What happened to a claim's rows; each row ends in exactly one list."""
-
-    done: list[Item] = field(default_factory=list)
-    failed: list[tuple[QueueRow, str]] = field(default_factory=list)  # permanent
-    retry: list[tuple[QueueRow, str]] = field(default_factory=list)
-    unsent: list[QueueRow] = field(default_factory=list)  # given back without spending an attempt
+    claim: Claim
+    outcome: "Outcome"
+    started: float
+    items: list[Item] | None = None
 
 
 class Worker:
@@ -103,11 +86,13 @@ class Worker:
         self._listener_retry_at = 0.0
         self._sender: Sender | None = None
         self._watched: dict[str, Watched] = {}
-        self._transforms: dict[str, object] = {}
+        self._shaper = Shaper(settings)
         self._watched_at = 0.0
         self._next_heartbeat = 0.0
         self._next_recovery = 0.0
         self._pending_ack: tuple[Claim, Outcome] | None = None
+        self._in_flight: tuple[Prepared, Future] | None = None
+        self._sender_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sender")
         self._db_failures = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -144,6 +129,7 @@ class Worker:
                     if self.drain and self._queue_empty():
                         break
                     self._wait_for_work()
+            self._finish_in_flight()
             self._flush_pending_ack()
         finally:
             self._shutdown()
@@ -171,6 +157,7 @@ class Worker:
         self._sender = Sender(self.settings)
 
     def _shutdown(self) -> None:
+        self._sender_thread.shutdown(wait=True)
         try:
             if self._pool is not None:
                 with self._pool.connection(timeout=2) as conn:
@@ -190,7 +177,12 @@ class Worker:
     # ---- the loop --------------------------------------------------------------------------
 
     def _step(self) -> bool:
-        """One iteration: housekeeping, then claim and process a batch. False when nothing was due."""
+        """One iteration: housekeeping, claim and prepare a batch, then hand it to the sender.
+
+        The batch before it is still in flight meanwhile (claim N+1 while N is sent); its outcome is
+        written once it returns, before N+1 goes out. False when nothing was due.
+        """
+        claim = None
         try:
             self._flush_pending_ack()
             if self._pending_ack is not None:
@@ -200,31 +192,56 @@ class Worker:
                 self._heartbeat(now)
             if now >= self._next_recovery:
                 self._recover(now)
-            with self._pool.connection() as conn:
-                claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
+            if not self.stopping:
+                with self._pool.connection() as conn:
+                    claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
             self._db_failures = 0
         except psycopg.Error as exc:
+            self._finish_in_flight()
             self._database_trouble(exc)
             return True
-        if claim is None:
-            return False
-        self._process(claim)
-        return True
+        prepared = self._prepare_claim(claim) if claim is not None else None
+        self._finish_in_flight()
+        if prepared is not None:
+            if prepared.items is None:  # reading the rows failed: nothing to send
+                self._finish(prepared)
+            else:
+                self._in_flight = (prepared, self._sender_thread.submit(self._send_prepared, prepared))
+        return claim is not None
 
-    def _process(self, claim: Claim) -> None:
-        started = time.monotonic()
-        outcome = Outcome()
+    def _prepare_claim(self, claim: Claim) -> "Prepared":
+        prepared = Prepared(claim, Outcome(), time.monotonic())
         try:
-            items = self._prepare(claim, outcome)
-            self._send(claim, items, outcome)
-        except LeaseLost:
-            log.warning("lease lost", extra={"action": "lease_lost", "worker": self.number, "token": str(claim.token),
-                                             "batch": len(claim.rows)})
-            return
+            prepared.items = self._prepare(claim, prepared.outcome)
         except psycopg.Error as exc:
             # Reading the rows failed; give the whole claim back (attempt counted) and carry on.
             self._database_trouble(exc)
-            outcome = Outcome(retry=[(r, f"database error: {_one_line(exc)}") for r in claim.rows])
+            prepared.outcome = Outcome(retry=[(r, f"database error: {_one_line(exc)}") for r in claim.rows])
+        return prepared
+
+    def _send_prepared(self, prepared: "Prepared") -> None:
+        """Runs on the sender thread: the HTTP part of a batch."""
+        self._send(prepared.claim, prepared.items, prepared.outcome)
+
+    def _finish_in_flight(self) -> None:
+        """Wait for the batch on the sender thread, then write its outcome."""
+        if self._in_flight is None:
+            return
+        prepared, future = self._in_flight
+        self._in_flight = None
+        try:
+            future.result()
+        except LeaseLost:
+            log.warning("lease lost", extra={"action": "lease_lost", "worker": self.number,
+                                             "token": str(prepared.claim.token), "batch": len(prepared.claim.rows)})
+            return
+        except psycopg.Error as exc:  # extending the lease failed: the rows come back by lease expiry
+            self._database_trouble(exc)
+            return
+        self._finish(prepared)
+
+    def _finish(self, prepared: "Prepared") -> None:
+        claim, outcome, started = prepared.claim, prepared.outcome, prepared.started
         counts = {
             "upserts": sum(1 for i in outcome.done if i.action in ("updateObject", "partialUpdateObject")),
             "deletes": sum(1 for i in outcome.done if i.action == "deleteObject"),
@@ -267,71 +284,12 @@ class Worker:
                     outcome.failed.extend((r, f"table {table} is not watched (no row in algolia_index_config)") for r in rows)
                     continue
                 index = prefix + watched.index_name
-                current = self._load_rows(conn, watched, index, [r.record_id for r in rows])
+                current = self._shaper.load_rows(conn, watched, index, [r.record_id for r in rows])
                 for row in rows:
-                    item = self._item(watched, index, row, current.get(row.record_id), outcome)
+                    item = self._shaper.item(watched, index, row, current.get(row.record_id), outcome)
                     if item is not None:
                         items.append(item)
         return items
-
-    def _item(self, watched: Watched, index: str, row: QueueRow, found: dict | None, outcome: Outcome) -> Item | None:
-        """One row's action: delete, skip (unchanged), or a versioned write; None when it failed."""
-        if found is None:
-            return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
-        version, old_hash, old_shape = found[VERSION_COLUMN], found[HASH_COLUMN], found[SHAPE_COLUMN]
-        record = records.to_record(found, row.record_id, HIDDEN_COLUMNS)
-        if watched.attributes is not None:
-            record = {k: record[k] for k in (*watched.attributes, records.OBJECT_ID) if k in record}
-        if watched.transform:
-            try:
-                record = self._transform(watched.transform)(record)
-            except Exception as exc:  # the user's code: fail this record only
-                outcome.failed.append((row, f"transform {watched.transform} raised {type(exc).__name__}: {_one_line(exc)}"))
-                return None
-            if record is None:
-                return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
-            record = {**record, records.OBJECT_ID: row.record_id}
-        record.pop(records.VERSION, None)
-        try:
-            body = records.dumps(record)
-        except TypeError as exc:  # a value orjson cannot represent
-            outcome.failed.append((row, f"cannot serialize record: {exc}"))
-            return None
-        limit = self.settings.max_record_bytes
-        if limit and len(body) > limit:
-            outcome.failed.append((row, f"record {row.record_id} is {len(body)} bytes, over MAX_RECORD_BYTES={limit}"))
-            return None
-        digest, shape = records.content_hash(body), records.shape_hash(record)
-        reindex = row.operation == "REINDEX"
-        if digest == old_hash and not reindex:
-            return Item(row, index, "skip", b"", digest, shape)
-        action, payload = records.versioned_action(index, body, version, replace=reindex or shape != old_shape)
-        return Item(row, index, action, payload, digest, shape)
-
-    def _transform(self, spec: str):
-        if spec not in self._transforms:
-            self._transforms[spec] = load_transform(spec)
-        return self._transforms[spec]
-
-    def _load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> dict[str, dict]:
-        """Current rows by key, each with a fresh version and the hashes of what was last sent."""
-        query = sql.SQL(
-            "SELECT s.{key}::text AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
-            "h.hash AS {hash}, h.shape AS {shape}, s.* "
-            "FROM {source} s LEFT JOIN algolia_sync_hashes h ON h.index_name = %s AND h.object_id = s.{key}::text "
-            "WHERE s.{key} = ANY(%s::text[]::{ktype}[])"
-        ).format(
-            key=sql.Identifier(watched.key_column),
-            oid=sql.Identifier(OBJECT_ID_COLUMN),
-            version=sql.Identifier(VERSION_COLUMN),
-            hash=sql.Identifier(HASH_COLUMN),
-            shape=sql.Identifier(SHAPE_COLUMN),
-            source=sql.SQL(watched.source_view or watched.table_name),
-            ktype=sql.SQL(watched.key_type),
-        )
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, (index, queue.text_array(keys)), prepare=True)
-            return {r[OBJECT_ID_COLUMN]: r for r in cur.fetchall()}
 
     # ---- send ------------------------------------------------------------------------------
 
