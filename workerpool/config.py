@@ -101,6 +101,7 @@ class Settings:
     lease_timeout: int = 60000
     log_level: str = "INFO"
     health_port: int = 0
+    health_stall_seconds: int = 60
     restart_limit: int = 5
     restart_window: int = 60_000
     retry_backoff: int = 1000
@@ -143,6 +144,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "LEASE_TIMEOUT": ("lease_timeout", _int_range(1000, 86_400_000)),
     "LOG_LEVEL": ("log_level", _log_level),
     "HEALTH_PORT": ("health_port", _int_range(0, 65535)),
+    "HEALTH_STALL_SECONDS": ("health_stall_seconds", _int_range(1, 86_400)),
     "RESTART_LIMIT": ("restart_limit", _int_range(1, 100_000)),
     "RESTART_WINDOW": ("restart_window", _int_range(1000, 86_400_000)),
     "RETRY_BACKOFF": ("retry_backoff", _int_range(0, 3_600_000)),

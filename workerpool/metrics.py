@@ -43,7 +43,8 @@ class _Metrics:
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.synced = Counter("workerpool_records_synced", "Records written to Algolia and acknowledged",
+        self.synced = Counter("workerpool_records_synced",
+                              "Records acknowledged: upsert, delete, or unchanged (same content as last sent: not sent)",
                               ["index", "action"], registry=None)
         self.failed = Counter("workerpool_records_failed", "Records that failed for good (status failed)",
                               ["index"], registry=None)
@@ -117,8 +118,14 @@ def _metrics() -> _Metrics | None:
 # ---- recording (called from the workers and the supervisor) ------------------------------------
 
 
+# Worker actions -> the `action` label: written whole or partially, deleted, or unchanged (not sent).
+_ACTIONS = {"updateObject": "upsert", "partialUpdateObject": "upsert", "deleteObject": "delete", "skip": "unchanged"}
+
+
 def record_batch(worker: "Worker", claim: "Claim", outcome: "Outcome", started: float) -> None:
-    """After a batch's outcome was written: counts by index, duration, change-to-ack lag, last ack time."""
+    """Once a batch's outcome is known (called just before the worker writes it, which empties its lists):
+    records by index and action, failures and retries, batch duration, change-to-ack lag per record, and
+    the time of the last settled batch."""
     m = _metrics()
     if m is None:
         return
@@ -132,7 +139,7 @@ def record_batch(worker: "Worker", claim: "Claim", outcome: "Outcome", started: 
             return prefix + w.index_name if w is not None else table
 
         for item in outcome.done:
-            m.synced.labels(item.index, "delete" if item.action == "deleteObject" else "upsert").inc()
+            m.synced.labels(item.index, _ACTIONS.get(item.action, "upsert")).inc()
             created = item.row.created_at
             if created is not None:
                 m.lag.observe(max(0.0, now_wall - created.timestamp()))

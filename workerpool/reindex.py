@@ -34,12 +34,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Iterator
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from . import records
 from .capture import Watched, WatchError, load_watched, resolve_relation
 from .config import ConfigError, Settings
+from .queue import QueueRow
+from .shaping import Outcome, Shaper
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +107,50 @@ def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
     ).fetchone()[0]
 
 
-class RecordBuilder:
-    """Rows to records exactly as the worker builds them.
+@dataclass
+class Built:
+    """What the worker would do with each key, as a `REINDEX` queue row (always written, never skipped)."""
 
-    Reads through `Worker._load_rows` (same query: the table or its source view, `key = ANY(...)`)
-    and builds records with `records.to_record(row, key, hidden=(OBJECT_ID_COLUMN,))` as
-    `Worker._prepare` does. A key whose row is missing (deleted, or filtered out by the view) yields
-    no record: the worker would delete it from the index.
+    writes: dict[str, bytes] = field(default_factory=dict)  # key -> serialized batch action (with `_version`)
+    deletes: list[str] = field(default_factory=list)  # no row (or the view/transform drops it): not indexed
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why the worker would fail it
+
+    def record(self, key: str) -> dict | None:
+        """The record body a write sends, without the `_version` bookkeeping attribute."""
+        action = self.writes.get(key)
+        if action is None:
+            return None
+        body = orjson.loads(action)["body"]
+        body.pop(records.VERSION, None)
+        return body
+
+
+class RecordBuilder:
+    """Rows to records exactly as the worker builds them, through the worker's own code.
+
+    `Shaper.load_rows` reads the current rows (the table or its source view, `key = ANY(...)`, with a
+    fresh record version) and `Shaper.item` turns each into its batch action: attribute selection,
+    transform, serialization, size limit and versioning included. The keys are presented as `REINDEX`
+    queue rows, so an unchanged record is written anyway (a reindex must not trust what was last sent).
     """
 
     def __init__(self, settings: Settings) -> None:
-        from .worker import OBJECT_ID_COLUMN, Worker
+        self._shaper = Shaper(settings)
 
-        self._worker = Worker(settings)  # only its read helper is used: no pool, no process
-        self._hidden = (OBJECT_ID_COLUMN,)
-
-    def records(self, conn: psycopg.Connection, watched: Watched, keys: list[str]) -> dict[str, dict]:
-        rows = self._worker._load_rows(conn, watched, keys)
-        return {key: records.to_record(rows[key], key, self._hidden) for key in keys if key in rows}
+    def build(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Built:
+        rows = self._shaper.load_rows(conn, watched, index, keys)
+        built = Built()
+        for key in keys:
+            outcome = Outcome()
+            row = QueueRow(0, watched.table_name, key, "REINDEX", 0, None)
+            item = self._shaper.item(watched, index, row, rows.get(key), outcome)
+            if outcome.failed:
+                built.failed[key] = outcome.failed[0][1]
+            elif item is None or item.action == "deleteObject":
+                built.deletes.append(key)
+            elif item.action != "skip":
+                built.writes[key] = item.body
+        return built
 
 
 # ---- progress (resumability) -----------------------------------------------------------------
@@ -135,23 +164,6 @@ class Progress:
     started_at: datetime
     last_key: str | None
     rows_done: int
-
-
-def ensure_progress_table(conn: psycopg.Connection) -> None:
-    try:
-        conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
-                   table_name text PRIMARY KEY,
-                   mode       text NOT NULL CHECK (mode IN ('queue', 'atomic')),
-                   tmp_index  text,
-                   started_at timestamptz NOT NULL DEFAULT now(),
-                   last_key   text,
-                   rows_done  bigint NOT NULL DEFAULT 0,
-                   rows_total bigint,
-                   updated_at timestamptz NOT NULL DEFAULT now())"""
-        )
-    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-        pass  # created by a concurrent run
 
 
 def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
@@ -224,8 +236,10 @@ class ProgressBar:
 
     def finish(self) -> None:
         """The walk is complete: rows deleted meanwhile no longer count toward the total."""
+        already_shown = not self.tty and self._drawn_step >= 10 and self.done == self.total
         self.total = self.done
-        self._draw("\r" if self.tty else "", "\n")
+        if not already_shown:
+            self._draw("\r" if self.tty else "", "\n")
 
     def _fraction(self) -> float:
         if self.total <= 0:
@@ -279,7 +293,6 @@ def reindex(settings: Settings, conn: psycopg.Connection, table: str, *, atomic:
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
     watched = find_watched(conn, table)
-    ensure_progress_table(conn)
     locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name)).fetchone()[0]
     if not locked:
         raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
@@ -389,19 +402,9 @@ def _atomic(settings: Settings, conn: psycopg.Connection, watched: Watched, chun
         done = progress.rows_done
         last_task: int | None = None
         for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
-            built = builder.records(conn, watched, keys)
-            bodies: list[tuple[str, bytes]] = []
-            for key, record in built.items():
-                try:
-                    body = records.upsert_action(tmp, record)
-                except TypeError:
-                    result.skipped.append(key)  # the worker will fail it with the reason
-                    continue
-                if settings.max_record_bytes and len(body) > settings.max_record_bytes:
-                    result.skipped.append(key)
-                    continue
-                bodies.append((key, body))
-            task = _send_all(sender, tmp, bodies, settings, result, AlgoliaError)
+            built = builder.build(conn, watched, tmp, keys)
+            result.skipped.extend(built.failed)  # re-enqueued after the move: the worker fails them with the reason
+            task = _send_all(sender, tmp, list(built.writes.items()), settings, result, AlgoliaError)
             last_task = task if task is not None else last_task
             _advance(conn, watched.table_name, keys[-1], len(keys))
             result.rows += len(keys)

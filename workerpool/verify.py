@@ -2,9 +2,11 @@
 
 The index is browsed with the algoliasearch client (`browse_objects`); the table is walked in key
 order (keyset chunks) and each row is built into the record the worker would send (`RecordBuilder`:
-the worker's own read query and `records.to_record`). Both sides are reduced to a content hash of
-their canonical JSON (sorted keys, integral floats as integers), so the comparison needs memory for
-two hashes per record, not the records themselves.
+the worker's own read query and record code, attribute selection and transform included). Both sides
+are reduced to a content hash of their canonical JSON (sorted keys, integral floats as integers, the
+`_version` bookkeeping attribute left out), so the comparison keeps two hashes per record in memory,
+not the records themselves. A row the worker could not build (a transform error, over
+MAX_RECORD_BYTES) is counted as "unbuildable", not as drift: `--repair` could not fix it.
 
 * **missing**: a row whose record is not in the index;
 * **extra**: a record whose row does not exist (or that the source view filters out);
@@ -52,11 +54,6 @@ def content_hash(record: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(canonical(record), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-def expected_hash(record: dict) -> bytes:
-    """The hash of a record built from a row, after the same JSON round trip the index applies."""
-    return content_hash(orjson.loads(records.dumps(record)))
-
-
 @dataclass
 class Report:
     table: str
@@ -67,6 +64,7 @@ class Report:
     extra: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     in_flight: int = 0
+    unbuildable: list[str] = field(default_factory=list)
     repaired_enqueued: int = 0
     repaired_deleted: int = 0
     repaired: bool = False
@@ -79,7 +77,7 @@ class Report:
         return {
             "table": self.table, "index": self.index, "rows": self.rows, "records": self.indexed,
             "missing": len(self.missing), "extra": len(self.extra), "stale": len(self.stale),
-            "in_flight": self.in_flight, "drift": self.drift,
+            "in_flight": self.in_flight, "unbuildable": len(self.unbuildable), "drift": self.drift,
             "samples": {"missing": self.missing[:SAMPLE], "extra": self.extra[:SAMPLE], "stale": self.stale[:SAMPLE]},
             "repaired": self.repaired, "enqueued": self.repaired_enqueued, "deleted": self.repaired_deleted,
         }
@@ -94,6 +92,9 @@ class Report:
                f"  records in index   {self.indexed:>8}\n",
                line("missing", self.missing), line("extra", self.extra), line("stale", self.stale),
                f"  in flight {self.in_flight:>7}  (changed while verifying; not counted)\n"]
+        if self.unbuildable:
+            out.append(f"  unbuildable {len(self.unbuildable):>5}  e.g. {', '.join(self.unbuildable[:SAMPLE])} "
+                       "(the worker cannot build these records; see failed rows in the queue)\n")
         if not self.drift:
             out.append("clean: the index matches the table\n")
         elif self.repaired:
@@ -114,6 +115,7 @@ def browse_hashes(client: Any, index: str) -> dict[str, bytes]:
     def take(page: Any) -> None:
         for hit in page.hits:
             record = dict(hit.model_extra or {})
+            record.pop(records.VERSION, None)
             record[records.OBJECT_ID] = hit.object_id
             found[hit.object_id] = content_hash(record)
 
@@ -148,21 +150,25 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
     seen: set[str] = set()
     done = 0
     for keys in iter_key_chunks(conn, watched, chunk_size):
-        built = builder.records(conn, watched, keys)
+        built = builder.build(conn, watched, index, keys)
         for key in keys:
-            record = built.get(key)
+            if key in built.failed:
+                report.unbuildable.append(key)
+                seen.add(key)  # whatever the index holds for it, repair cannot do better
+                continue
+            record = built.record(key)
             if record is None:
-                continue  # filtered out by the source view: must not be indexed (handled as extra below)
+                continue  # filtered out by the view or the transform: must not be indexed (extra below)
             seen.add(key)
             have = indexed.get(key)
             if have is None:
                 report.missing.append(key)
-            elif have != expected_hash(record):
+            elif have != content_hash(record):
                 report.stale.append(key)
         done += len(keys)
         bar.update(done)
     bar.finish()
-    report.rows = len(seen)
+    report.rows = len(seen) - len(report.unbuildable)
     report.extra = [k for k in indexed if k not in seen]
 
     moving = {r[0] for r in conn.execute(
