@@ -131,6 +131,27 @@ def env(db_url: str, emulator: Emulator) -> dict[str, str]:
     return base
 
 
+PRODUCTS = """
+CREATE TABLE products (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL,
+    price       numeric(12, 2),
+    stock       integer DEFAULT 0,
+    tags        text[],
+    attrs       jsonb,
+    released_on date,
+    updated_at  timestamptz DEFAULT now()
+)"""
+
+
+@pytest.fixture
+def products(db: psycopg.Connection, env: dict[str, str]) -> psycopg.Connection:
+    db.execute(PRODUCTS)
+    result = run_cli(env, "watch", "products", "--index", "products")
+    assert result.returncode == 0, result.stderr
+    return db
+
+
 def workerpool_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "workerpool", *args]
 

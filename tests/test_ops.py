@@ -24,6 +24,7 @@ import pytest
 from conftest import (
     API_KEY,
     APP_ID,
+    PRODUCTS,
     assert_index_matches,
     drain,
     queue_counts,
@@ -33,22 +34,6 @@ from conftest import (
 )
 from workerpool.emulator import make_client
 
-PRODUCTS = """
-CREATE TABLE products (
-    id         integer PRIMARY KEY,
-    name       text NOT NULL,
-    price      numeric(12, 2),
-    stock      integer NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
-)"""
-
-
-@pytest.fixture
-def products(db: psycopg.Connection, env: dict[str, str]) -> psycopg.Connection:
-    db.execute(PRODUCTS)
-    result = run_cli(env, "watch", "products", "--index", "products")
-    assert result.returncode == 0, result.stderr
-    return db
 
 
 def _insert(db: psycopg.Connection, first: int, last: int) -> None:
@@ -123,9 +108,13 @@ def test_stats_watch_refreshes_until_interrupted(products, env):
     _insert(products, 1, 3)
     proc = subprocess.Popen(workerpool_cmd("stats", "--watch", "--interval", "0.3"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    seen = ""
+    deadline = time.monotonic() + 30
+    while seen.count("Ctrl-C to stop") < 3 and time.monotonic() < deadline:  # wait for refreshes, not a clock
+        seen += proc.stdout.readline()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
+    out = seen + out
     assert proc.returncode == 0, err
     refreshes = out.count("Ctrl-C to stop")
     assert refreshes >= 3, out
@@ -133,10 +122,10 @@ def test_stats_watch_refreshes_until_interrupted(products, env):
     # --json --watch: one JSON document per line.
     proc = subprocess.Popen(workerpool_cmd("stats", "--watch", "--json", "--interval", "0.3"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.2)
+    first = [proc.stdout.readline(), proc.stdout.readline()]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=10)
-    docs = [orjson.loads(line) for line in out.splitlines() if line.strip()]
+    docs = [orjson.loads(line) for line in [*first, *out.splitlines()] if line.strip()]
     assert len(docs) >= 2 and all(d["tables"][0]["pending"] == 3 for d in docs)
 
 
@@ -344,7 +333,7 @@ def test_verify_finds_missing_extra_and_stale_records_and_repairs_them(products,
 
 def test_verify_compares_records_built_from_a_source_view(db, env, emulator):
     db.execute("CREATE TABLE brands (id integer PRIMARY KEY, name text NOT NULL)")
-    db.execute(PRODUCTS.replace("stock      integer NOT NULL DEFAULT 0,", "brand_id integer REFERENCES brands,"))
+    db.execute(PRODUCTS.replace("stock       integer DEFAULT 0,", "brand_id    integer REFERENCES brands,"))
     db.execute("CREATE VIEW products_search AS SELECT p.id, p.name, p.price, b.name AS brand "
                "FROM products p JOIN brands b ON b.id = p.brand_id")
     assert run_cli(env, "watch", "products", "--index", "products", "--source", "products_search").returncode == 0

@@ -19,27 +19,6 @@ from conftest import (
     wait_until,
 )
 
-PRODUCTS = """
-CREATE TABLE products (
-    id          serial PRIMARY KEY,
-    name        text NOT NULL,
-    price       numeric(12, 2),
-    stock       integer DEFAULT 0,
-    tags        text[],
-    attrs       jsonb,
-    released_on date,
-    updated_at  timestamptz DEFAULT now()
-)"""
-
-
-@pytest.fixture
-def products(db: psycopg.Connection, env: dict[str, str]) -> psycopg.Connection:
-    db.execute(PRODUCTS)
-    result = run_cli(env, "watch", "products", "--index", "products")
-    assert result.returncode == 0, result.stderr
-    return db
-
-
 def test_insert_update_delete_and_reinsert_reach_the_index(products, env, emulator):
     db = products
     db.execute("INSERT INTO products (id, name, price, tags, attrs) VALUES "

@@ -81,3 +81,8 @@ def setup(level: str = "INFO", secrets: Iterable[str] = (), stream=None) -> None
 def host_name() -> str:
     """This host's name, as recorded in heartbeats and logs (HOSTNAME wins, for containers)."""
     return os.environ.get("WORKERPOOL_HOSTNAME") or socket.gethostname()
+
+
+def one_line(value: object, limit: int = 2000) -> str:
+    """An error or message folded onto one line, for log fields and last_error."""
+    return " ".join(str(value).split())[:limit]

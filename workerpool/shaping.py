@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from . import records
 from .capture import Watched, load_transform
 from .config import Settings
+from .logs import one_line
 from .queue import QueueRow, text_array
 
 OBJECT_ID_COLUMN = "__workerpool_object_id"
@@ -99,7 +100,7 @@ class Shaper:
         try:
             record = self.record(watched, row.record_id, found)
         except Exception as exc:  # the user's transform: fail this record only
-            outcome.failed.append((row, f"transform {watched.transform} raised {type(exc).__name__}: {_one_line(exc)}"))
+            outcome.failed.append((row, f"transform {watched.transform} raised {type(exc).__name__}: {one_line(exc)}"))
             return None
         if record is None:
             return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
@@ -125,6 +126,3 @@ class Shaper:
             self._transforms[spec] = load_transform(spec)
         return self._transforms[spec]
 
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())[:2000]

@@ -25,7 +25,7 @@ from .algolia import AlgoliaError, Sender
 from .capture import Watched, load_watched
 from .config import Settings
 from .db import DatabaseUnavailable, connect, describe_error, make_pool
-from .logs import host_name
+from .logs import host_name, one_line
 from .queue import Claim, QueueRow
 from .shaping import Item, Outcome, Shaper
 
@@ -216,7 +216,7 @@ class Worker:
         except psycopg.Error as exc:
             # Reading the rows failed; give the whole claim back (attempt counted) and carry on.
             self._database_trouble(exc)
-            prepared.outcome = Outcome(retry=[(r, f"database error: {_one_line(exc)}") for r in claim.rows])
+            prepared.outcome = Outcome(retry=[(r, f"database error: {one_line(exc)}") for r in claim.rows])
         return prepared
 
     def _send_prepared(self, prepared: "Prepared") -> None:
@@ -307,7 +307,7 @@ class Worker:
                 self._slow_down(exc.retry_after)
                 return
             except AlgoliaError as exc:
-                error = _one_line(exc.message)
+                error = one_line(exc.message)
                 log.warning("algolia error", extra={"action": "algolia_error", "worker": self.number,
                                                     "status": exc.status, "error": error})
                 outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
@@ -340,7 +340,7 @@ class Worker:
             if not exc.permanent:
                 raise
             if len(chunk) == 1:
-                outcome.failed.append((chunk[0].row, f"algolia {exc.status}: {_one_line(exc.message)}"))
+                outcome.failed.append((chunk[0].row, f"algolia {exc.status}: {one_line(exc.message)}"))
                 return
             middle = len(chunk) // 2
             self._send_chunk(claim, chunk[:middle], outcome)
@@ -438,7 +438,7 @@ class Worker:
             self._pool.check()  # drop every broken idle connection now, not one failed call at a time
         delay = min(5.0, 0.1 * 2 ** min(self._db_failures, 6))
         log.warning("database error", extra={"action": "database_error", "worker": self.number,
-                                             "error": _one_line(exc), "retry_in_s": round(delay, 2)})
+                                             "error": one_line(exc), "retry_in_s": round(delay, 2)})
         self._sleep(delay)
 
     # ---- waiting ---------------------------------------------------------------------------
@@ -479,7 +479,7 @@ class Worker:
                     return
             except psycopg.Error as exc:
                 log.warning("listen connection lost; polling until it is back", extra={
-                    "action": "listen_lost", "worker": self.number, "error": _one_line(exc)})
+                    "action": "listen_lost", "worker": self.number, "error": one_line(exc)})
                 self._listener.close()
                 self._listener = None
 
@@ -498,6 +498,3 @@ def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:
     settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
     return [i.row for c in chunks for i in c if i.row.id not in settled]
 
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())[:2000]

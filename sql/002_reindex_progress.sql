@@ -1,4 +1,4 @@
--- workerpool schema, version 3: where `workerpool reindex` keeps its place, so that an interrupted
+-- workerpool schema, version 2: where `workerpool reindex` keeps its place, so that an interrupted
 -- run resumes where it stopped (one row per table being reindexed).
 CREATE TABLE IF NOT EXISTS workerpool_reindex_progress (
     table_name text PRIMARY KEY,
