@@ -109,6 +109,20 @@ def test_frozen_worker_past_its_lease_changes_nothing_when_it_wakes(items, env, 
     assert acked_by == {"host-b"}, "host-a's late ack was refused"
 
 
+def test_ctrl_c_to_the_process_group_is_one_graceful_stop(items, env, emulator, start_pool):
+    """A terminal's Ctrl-C signals every process of the group: still one graceful stop, batch finished."""
+    db = items
+    db.execute("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 200) g")
+    emulator.inject_fault(latency_ms=1500, count=1)
+    pool = start_pool("--workers", "2", "--batch-size", "200")
+    wait_until(lambda: queue_counts(db).get("processing") == 200, message="a batch in flight")
+    os.killpg(pool.proc.pid, signal.SIGINT)
+    assert pool.proc.wait(timeout=30) == 0
+    assert not queue_counts(db), "the in-flight batch was finished and acknowledged, not abandoned"
+    assert len(emulator.records("items")) == 200
+    assert not pool.lines("forced_stop") and not pool.lines("worker_died")
+
+
 def test_supervisor_sigkill_takes_its_workers_down_and_a_restart_gives_n(items, env, start_pool):
     pool = start_pool("--workers", "3")
     wait_until(lambda: len(pool.worker_pids()) == 3, message="three workers")

@@ -1,8 +1,9 @@
 """A worker process: claim a batch, read the current rows, send records, acknowledge.
 
-One loop, one thread. Every database call is a short autocommit statement; no transaction is ever
-open while an Algolia request is in flight. The worker owns its pool, its LISTEN connection and its
-Algolia transport, all created after fork.
+One loop on the main thread does the database work; one sender thread does the HTTP, so the next
+batch is claimed and built while the last one is in flight. Every database call is a short
+autocommit statement; no transaction is ever open while an Algolia request is in flight. The worker
+owns its pool, its LISTEN connection and its Algolia transport, all created after fork.
 """
 
 from __future__ import annotations
@@ -98,9 +99,14 @@ class Worker:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """First SIGTERM/SIGINT: stop claiming and finish. Second: exit now."""
+        """First SIGTERM: stop claiming and finish. Second: exit now.
+
+        SIGINT is ignored: a worker only gets it from a terminal's Ctrl-C, sent to the whole process
+        group, and the supervisor relays that as SIGTERM; counting both would turn one Ctrl-C into a
+        "second signal" and kill in-flight work. A second Ctrl-C reaches the workers as SIGKILL.
+        """
         signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         if self.stopping:
