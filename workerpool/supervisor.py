@@ -181,6 +181,7 @@ class Supervisor:
             break
         if time.monotonic() < self.next_spawn_at:
             return
+        self.next_spawn_at = 0.0  # the backoff has passed; sleep normally again
         busy = {c.number for c in self.children.values()} | self.finished
         for number in range(1, self.target + 1):
             if number not in busy:
