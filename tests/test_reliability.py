@@ -261,6 +261,8 @@ def test_postgres_restart_mid_run_converges(emulator, tmp_path):
         finally:
             pool.kill_all()
     finally:
+        # pgserver's own cleanup does not follow a restarted postmaster: stop it by its data directory.
+        pg_ctl(["-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
         server.cleanup()
 
 
