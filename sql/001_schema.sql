@@ -110,7 +110,8 @@ CREATE TABLE algolia_sync_hashes (
 -- Capture: one statement-level trigger function for every watched table.
 -- TG_ARGV[0] is the key column, TG_ARGV[1] the table name as registered in algolia_index_config,
 -- TG_ARGV[2] the columns an index uses (comma-separated; empty: the whole row). Transition tables make
--- a bulk statement enqueue set-wise; ON CONFLICT coalesces into the pending row of a key; an UPDATE
+-- a bulk statement enqueue set-wise; ON CONFLICT coalesces into the pending row of a key (`watch`
+-- insists on a unique key, so no statement carries a key twice and no DISTINCT sort is needed); an UPDATE
 -- that changes none of those columns enqueues nothing; a TRUNCATE turns every key into a delete.
 CREATE FUNCTION algolia_sync_enqueue() RETURNS trigger
 LANGUAGE plpgsql
@@ -126,7 +127,7 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         EXECUTE format(
             'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-             SELECT DISTINCT $1, (r.%1$I)::text, ''INSERT'' FROM new_rows r
+             SELECT $1, (r.%1$I)::text, ''INSERT'' FROM new_rows r
              ON CONFLICT (table_name, record_id) WHERE status = ''pending''
              DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col)
         USING tbl;
@@ -139,7 +140,7 @@ BEGIN
         END IF;
         EXECUTE format(
             'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-             SELECT DISTINCT $1, coalesce(n.%1$I, o.%1$I)::text,
+             SELECT $1, coalesce(n.%1$I, o.%1$I)::text,
                     CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END
              FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
              WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s
@@ -150,14 +151,14 @@ BEGIN
         -- A BEFORE TRUNCATE trigger still sees every row: each key becomes a delete.
         EXECUTE format(
             'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-             SELECT DISTINCT $1, (r.%1$I)::text, ''DELETE'' FROM %2$s r
+             SELECT $1, (r.%1$I)::text, ''DELETE'' FROM %2$s r
              ON CONFLICT (table_name, record_id) WHERE status = ''pending''
              DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col, TG_RELID::regclass)
         USING tbl;
     ELSE
         EXECUTE format(
             'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-             SELECT DISTINCT $1, (r.%1$I)::text, ''DELETE'' FROM old_rows r
+             SELECT $1, (r.%1$I)::text, ''DELETE'' FROM old_rows r
              ON CONFLICT (table_name, record_id) WHERE status = ''pending''
              DO UPDATE SET operation = EXCLUDED.operation, updated_at = now()', key_col)
         USING tbl;
@@ -196,7 +197,7 @@ BEGIN
     END IF;
     EXECUTE format(
         'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-         SELECT DISTINCT $1, (t.%1$I)::text, ''UPDATE'' FROM %2$s t WHERE t.%3$I IN (%4$s)
+         SELECT $1, (t.%1$I)::text, ''UPDATE'' FROM %2$s t WHERE t.%3$I IN (%4$s)
          ON CONFLICT (table_name, record_id) WHERE status = ''pending''
          DO UPDATE SET updated_at = now()', key_col, tbl, fk_col, refs)
     USING tbl;
@@ -259,23 +260,22 @@ CREATE FUNCTION get_pending_algolia_syncs(
                  created_at timestamptz, claim_token uuid)
 LANGUAGE sql
 SET search_path FROM CURRENT AS $$
-    WITH due AS (
-        SELECT q.id
-          FROM algolia_sync_queue q
-         WHERE q.status = 'pending' AND q.next_attempt_at <= now()
-           AND NOT EXISTS (SELECT 1 FROM algolia_sync_queue p
-                            WHERE p.status = 'processing' AND p.table_name = q.table_name
-                              AND p.record_id = q.record_id AND p.locked_until >= now())
-         ORDER BY q.next_attempt_at, q.id
-         LIMIT batch_size
-         FOR UPDATE SKIP LOCKED
-    )
+    -- `id = ANY(ARRAY(...))`, not a join with a CTE: the planner cannot size a CTE and would hash
+    -- the whole queue table on every claim, making a drain quadratic.
     UPDATE algolia_sync_queue q
        SET status = 'processing', claim_token = token, claimed_by = worker,
            claimed_at = now(), locked_until = now() + make_interval(secs => lease_ms / 1000.0),
            attempts = q.attempts + 1, updated_at = now()
-      FROM due
-     WHERE q.id = due.id
+     WHERE q.id = ANY(ARRAY(
+        SELECT d.id
+          FROM algolia_sync_queue d
+         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'processing' AND p.table_name = d.table_name
+                              AND p.record_id = d.record_id AND p.locked_until >= now())
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT batch_size
+         FOR UPDATE SKIP LOCKED))
     RETURNING q.id, q.table_name, q.record_id, q.operation, q.attempts, q.created_at, q.claim_token;
 $$;
 

@@ -96,6 +96,14 @@ def test_hostile_table_name_is_refused_cleanly(db, env):
     assert db.execute("SELECT count(*) FROM algolia_index_config").fetchone()[0] == 0
 
 
+def test_a_key_that_is_not_unique_is_refused(db, env):
+    db.execute("CREATE TABLE events (id int PRIMARY KEY, sku text)")
+    result = run_cli(env, "watch", "events", "--index", "events", "--key", "sku")
+    assert result.returncode == 2 and "--key 'sku' is not unique in events" in result.stderr
+    db.execute("CREATE UNIQUE INDEX ON events (sku)")
+    assert run_cli(env, "watch", "events", "--index", "events", "--key", "sku").returncode == 0
+
+
 def test_postgres_types_map_to_json_deliberately(db, env, emulator):
     db.execute("""CREATE TABLE typed (
         id uuid PRIMARY KEY, n numeric, big numeric, whole numeric, ts timestamptz, d date,

@@ -86,7 +86,7 @@ def test_sigkill_after_the_call_before_ack_resends_and_acks_once(items, env, emu
 def test_frozen_worker_past_its_lease_changes_nothing_when_it_wakes(items, env, emulator, start_pool):
     db = items
     db.execute("INSERT INTO items (id, name) SELECT g, 'old' || g FROM generate_series(1, 50) g")
-    emulator.inject_fault(latency_ms=1000, count=1)
+    emulator.inject_fault(latency_ms=3000, count=1)  # host-a's request stays in flight while it is frozen
     frozen = start_pool(extra_env={"LEASE_TIMEOUT": "2000", "WORKERPOOL_HOSTNAME": "host-a"})
     wait_until(lambda: queue_counts(db).get("processing") == 50, message="the claim")
     [worker_a] = frozen.worker_pids()

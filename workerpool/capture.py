@@ -102,6 +102,17 @@ def _primary_key(conn: psycopg.Connection, oid: int) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _is_unique(conn: psycopg.Connection, oid: int, column: str) -> bool:
+    """Whether a unique index (or the primary key) covers exactly this one column."""
+    return conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+                            AND a.attnum = i.indkey[0]
+                          WHERE i.indrelid = %s AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
+                            AND a.attname = %s)""",
+        (oid, column),
+    ).fetchone()[0]
+
+
 def watch(
     conn: psycopg.Connection,
     table: str,
@@ -134,6 +145,9 @@ def watch(
         key = pk[0]
     if key not in columns:
         raise WatchError(f"column {key!r} does not exist in {table_name}; columns are {', '.join(columns)}")
+    if not _is_unique(conn, oid, key):
+        raise WatchError(f"--key {key!r} is not unique in {table_name}; add a unique index on it "
+                         f"(CREATE UNIQUE INDEX ON {table_name} ({key})) or pick a unique column")
     source_name = None
     record_columns = columns
     if source:
