@@ -178,7 +178,13 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
     wait_until(lambda: not queue_counts(db), timeout=60, message="retried rows to sync")
     assert pool.stop() == 0
     assert_index_matches(db, emulator, "items", "items")
-    output = pool.output + result.stdout + result.stderr
+    stats = run_cli({**env, **extra}, "stats")
+    stats_json = run_cli({**env, **extra}, "stats", "--json")
+    assert stats.returncode == 0 and stats_json.returncode == 0 and "items" in stats.stdout
+    bad_dsn = run_cli({**env, **extra, "DATABASE_URL": dsn.replace("127.0.0.1", "127.0.0.2").replace("5432", "1")}, "stats")
+    assert bad_dsn.returncode == 2 and "***" in bad_dsn.stderr
+    output = "".join([pool.output, result.stdout, result.stderr, stats.stdout, stats.stderr, stats_json.stdout,
+                      bad_dsn.stdout, bad_dsn.stderr])
     assert API_KEY not in output and "pg-pass-9d8e7f" not in output
     # Process titles: named, and free of secrets (checked on a live pool below).
     titled = start_pool("--database-url", dsn, extra_env={"DATABASE_URL": ""})
