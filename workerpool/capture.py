@@ -167,9 +167,9 @@ def watch(
     links = [_resolve_related(conn, table_name, columns, r) for r in related]
 
     # Only a record made of plain table columns lets the trigger ignore updates to other columns.
-    compared = ""
+    compared: list[str] = []
     if attributes is not None and not source_name:
-        compared = ",".join(dict.fromkeys([key, *attributes]))
+        compared = list(dict.fromkeys([key, *attributes]))
 
     watched = Watched(table_name, index_name, key, columns[key], source_name,
                       tuple(attributes) if attributes is not None else None, transform)
@@ -190,19 +190,15 @@ def watch(
         _drop_related_triggers(conn, table_name)
         for link in links:
             _attach_related(conn, table_name, key, link)
+        function = conn.execute(
+            "SELECT algolia_sync_create_capture(%s, %s, %s, %s)",
+            (_capture_function(table_name), table_name, key, compared),
+        ).fetchone()[0]
         for trigger, when in TRIGGERS.values():
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table_ident))
             conn.execute(
-                sql.SQL(
-                    "CREATE TRIGGER {trigger} " + when + " "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue({key}, {name}, {compared})"
-                ).format(
-                    trigger=sql.Identifier(trigger),
-                    table=table_ident,
-                    key=sql.Literal(key),
-                    name=sql.Literal(table_name),
-                    compared=sql.Literal(compared),
-                )
+                sql.SQL("CREATE TRIGGER {trigger} " + when + " FOR EACH STATEMENT EXECUTE FUNCTION {function}()").format(
+                    trigger=sql.Identifier(trigger), table=table_ident, function=sql.SQL(function))
             )
     return watched
 
@@ -225,6 +221,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
                     sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), sql.SQL(table_name))
                 )
         _drop_related_triggers(conn, table_name)
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(table_name))))
         deleted = conn.execute("DELETE FROM algolia_index_config WHERE table_name = %s", (table_name,)).rowcount
         conn.execute("DELETE FROM algolia_sync_queue WHERE table_name = %s AND status <> 'failed'", (table_name,))
     if not deleted and not exists:
@@ -253,6 +250,11 @@ def load_transform(spec: str):
     if not callable(func):
         raise WatchError(f"--transform {spec!r} is not callable")
     return func
+
+
+def _capture_function(table_name: str) -> str:
+    """The name of the capture function generated for one watched table."""
+    return "algolia_sync_capture_" + hashlib.md5(table_name.encode()).hexdigest()[:16]
 
 
 def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
