@@ -215,6 +215,10 @@ $$;
 -- that keeps killing its worker) becomes failed instead of looping.
 CREATE FUNCTION algolia_sync_recover_expired(max_attempts integer) RETURNS integer
 LANGUAGE plpgsql
+-- Per-key checks as index probes whatever the (stale) statistics say; see get_pending_algolia_syncs.
+SET enable_material = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET search_path FROM CURRENT AS $$
 DECLARE
     recovered integer := 0;
@@ -260,6 +264,12 @@ CREATE FUNCTION get_pending_algolia_syncs(
 ) RETURNS TABLE (id bigint, table_name text, record_id text, operation text, attempts integer,
                  created_at timestamptz, claim_token uuid)
 LANGUAGE sql
+-- The per-key check must be an index probe per candidate. Queue statistics are stale in any burst
+-- (analyzed with no row processing, the planner materialized all 6,000 live claims and compared
+-- every candidate with each: 13 s per claim); without material, hash and merge joins it cannot.
+SET enable_material = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET search_path FROM CURRENT AS $$
     -- `id = ANY(ARRAY(...))`, not a join with a CTE: the planner cannot size a CTE and would hash
     -- the whole queue table on every claim, making a drain quadratic.
@@ -347,6 +357,9 @@ CREATE FUNCTION algolia_sync_release(ids bigint[], token uuid, errors text[], de
                                      permanent boolean[], max_attempts integer,
                                      count_attempt boolean DEFAULT true) RETURNS integer
 LANGUAGE plpgsql
+SET enable_material = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET search_path FROM CURRENT AS $$
 DECLARE
     changed integer := 0;
