@@ -1,0 +1,119 @@
+"""Benchmark fixtures. The real Postgres and emulator fixtures come from tests/conftest.py, loaded
+as a plugin (not copied): `pg_server`, `template_db`, `db_url`, `env`, `emulator`, `start_pool`.
+
+Run from the repository root: `python -m pytest benchmarks/` (or `pytest benchmarks/`).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `tests` must be importable as a (namespace) package
+    sys.path.insert(0, str(ROOT))
+
+pytest_plugins = ["tests.conftest"]
+
+from tests.conftest import _with_dbname  # noqa: E402  (after the path is set up)
+
+from benchmarks import _bench  # noqa: E402
+from workerpool.capture import watch  # noqa: E402
+
+
+def source_fingerprint() -> str:
+    """A short hash of workerpool/ and sql/ as benchmarked (the code changes often; git is not used)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted([*ROOT.glob("workerpool/*.py"), *ROOT.glob("sql/*.sql")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+SOURCE_AT_START = source_fingerprint()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    mode = "smoke" if _bench.SMOKE else ("full" if _bench.FULL else "default subset")
+    return [f"workerpool benchmarks: {mode}, rows={_bench.ROWS}, batch sizes={_bench.BATCH_SIZES}, "
+            f"workers={_bench.WORKER_COUNTS}, pool sizes={_bench.POOL_SIZES}, memory rows={_bench.MEMORY_ROWS}, "
+            f"source {SOURCE_AT_START}"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_benchmark_generate_commit_info(config: pytest.Config) -> dict:
+    """pytest-benchmark would shell out to git for this; the benchmarks do not touch the repository."""
+    return {"id": None, "time": None, "author_time": None, "dirty": None, "project": "workerpool", "branch": None}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    import os
+
+    machine_info["workerpool_bench"] = {
+        "smoke": _bench.SMOKE, "full": _bench.FULL, "rows": _bench.ROWS,
+        "small_batch_rows": _bench.SMALL_BATCH_ROWS, "memory_rows": _bench.MEMORY_ROWS,
+        "cpu_count": os.cpu_count(),
+        "source_at_start": SOURCE_AT_START, "source_at_end": source_fingerprint(),
+    }
+
+
+def _create_db(pg_server: str, name: str, template: str) -> None:
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+
+
+def _drop_db(pg_server: str, name: str) -> None:
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def products_templates(pg_server: str, template_db: str) -> Iterator[Callable[[int], str]]:
+    """Databases (built once per row count, cloned per benchmark): the migrated schema, a watched
+    `products` table of N rows and N pending queue rows, vacuumed and analyzed."""
+    built: dict[int, str] = {}
+
+    def get(rows: int) -> str:
+        if rows in built:
+            return built[rows]
+        name = f"{template_db}_p{rows}"
+        _create_db(pg_server, name, template_db)
+        built[rows] = name
+        with psycopg.connect(_with_dbname(pg_server, name), autocommit=True) as conn:
+            _bench.create_products(conn)
+            _bench.fill_products(conn, rows)
+            watch(conn, "products", "products")
+            conn.execute(_bench.ENQUEUE_ALL)
+            conn.execute("VACUUM ANALYZE products")
+            conn.execute("VACUUM ANALYZE algolia_sync_queue")
+        return name
+
+    yield get
+    for name in built.values():
+        _drop_db(pg_server, name)
+
+
+@pytest.fixture
+def products_db(pg_server: str, products_templates: Callable[[int], str]) -> Iterator[Callable[[int], str]]:
+    """`products_db(rows)`: the URL of a fresh clone holding `rows` products, all of them queued."""
+    made: list[str] = []
+
+    def make(rows: int) -> str:
+        template = products_templates(rows)
+        name = f"{template}_{uuid.uuid4().hex[:8]}"
+        _create_db(pg_server, name, template)
+        made.append(name)
+        return _with_dbname(pg_server, name)
+
+    yield make
+    for name in made:
+        _drop_db(pg_server, name)
+

@@ -1,0 +1,43 @@
+"""The database's own ceiling for the pipeline: workerpool's claim and ack SQL back to back
+(`get_pending_algolia_syncs` + `algolia_sync_ack`, through workerpool.queue), no Algolia step and no
+row reading, at the drain's batch sizes and process counts, each process with its own connection."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from benchmarks import _bench
+from benchmarks._bench import CpuSnapshot, rows_for
+from benchmarks._procs import claim_ack_loop, run_processes
+from tests.conftest import queue_counts
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize(
+    "batch,workers", _bench.ceiling_points(),
+    ids=[f"batch{b}-workers{w}" for b, w in _bench.ceiling_points()],
+)
+def test_claim_ack_ceiling(benchmark, batch, workers, products_db):
+    rows = rows_for(batch)
+    url = products_db(rows)
+    handles: dict = {}
+    result: dict = {}
+
+    def setup() -> None:
+        handles["start"], handles["finish"] = run_processes(claim_ack_loop, url, batch, workers)
+
+    def run() -> None:
+        before = CpuSnapshot.take()
+        handles["start"]()
+        result.update(handles["finish"]())
+        cpu = CpuSnapshot.take().since(before, children_label="cpu_clients_s")
+        cpu.pop("cpu_emulator_s", None)
+        result.update(cpu)
+
+    benchmark.group = "claim/ack ceiling"
+    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    assert result["records"] == rows, result
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert queue_counts(conn) == {}
+    benchmark.extra_info.update({"rows": rows, "batch_size": batch, "workers": workers, **result})

@@ -1,0 +1,72 @@
+"""A peer for scale: PgQueuer (benchmark-only dependency) draining the same number of no-op jobs at the
+same batch size and process count, on its own fresh database from the tests' fixture."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from benchmarks import _bench
+from benchmarks._bench import CpuSnapshot, rows_for
+from benchmarks._procs import asyncpg_kwargs, pgqueuer_loop, run_processes
+
+pgqueuer = pytest.importorskip("pgqueuer", reason="pip install 'workerpool[bench]' (pgqueuer, asyncpg)")
+asyncpg = pytest.importorskip("asyncpg")
+
+
+async def _install_and_enqueue(dsn: str, jobs: int) -> int:
+    from pgqueuer import Queries
+
+    conn = await asyncpg.connect(**asyncpg_kwargs(dsn))
+    try:
+        queries = Queries.from_asyncpg_connection(conn)
+        await queries.install()
+        chunk = 100_000
+        for first in range(0, jobs, chunk):
+            n = min(chunk, jobs - first)
+            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+        return await conn.fetchval(f"SELECT count(*) FROM {queries.qbe.settings.queue_table}")
+    finally:
+        await conn.close()
+
+
+async def _left(dsn: str) -> int:
+    from pgqueuer import Queries
+
+    conn = await asyncpg.connect(**asyncpg_kwargs(dsn))
+    try:
+        queries = Queries.from_asyncpg_connection(conn)
+        return await conn.fetchval(f"SELECT count(*) FROM {queries.qbe.settings.queue_table}")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize(
+    "batch,workers", _bench.peer_points(),
+    ids=[f"batch{b}-workers{w}" for b, w in _bench.peer_points()],
+)
+def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url):
+    jobs = rows_for(batch)
+    assert asyncio.run(_install_and_enqueue(db_url, jobs)) == jobs
+    handles: dict = {}
+    result: dict = {}
+
+    def setup() -> None:
+        handles["start"], handles["finish"] = run_processes(pgqueuer_loop, db_url, batch, workers)
+
+    def run() -> None:
+        before = CpuSnapshot.take()
+        handles["start"]()
+        result.update(handles["finish"]())
+        cpu = CpuSnapshot.take().since(before, children_label="cpu_clients_s")
+        cpu.pop("cpu_emulator_s", None)
+        result.update(cpu)
+
+    benchmark.group = "peer: pgqueuer"
+    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    assert result["records"] == jobs, result
+    assert asyncio.run(_left(db_url)) == 0
+    benchmark.extra_info.update({"rows": jobs, "batch_size": batch, "workers": workers,
+                                 "pgqueuer_version": pgqueuer.__version__, **result})

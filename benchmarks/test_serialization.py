@@ -1,0 +1,81 @@
+"""Serialization per record: workerpool's orjson path (`records.to_record` + `upsert_action` +
+`batch_body`; and, as a third line, everything the worker now does per record: hashes and versioned
+action) against the algoliasearch client's default path (`json.dumps(body_serializer(...))`),
+on the same 1,000 realistic product rows as the worker reads them (psycopg dict rows: Decimal,
+datetime, list, dict).
+
+The client's default path cannot serialize a datetime at all (body_serializer calls `.to_dict()` on
+it), so its input gets the timestamps as ISO strings beforehand; that conversion is not timed, which
+favours the client path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import orjson
+import pytest
+from psycopg.rows import dict_row
+
+from benchmarks import _bench
+from workerpool import records
+
+OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.worker.OBJECT_ID_COLUMN)
+INDEX = "products"
+
+
+def _rows(db) -> list[dict]:
+    _bench.create_products(db)
+    _bench.fill_products(db, _bench.SERIALIZATION_RECORDS)
+    with db.cursor(row_factory=dict_row) as cur:
+        return cur.execute(f"SELECT s.id::text AS {OID}, s.* FROM products s ORDER BY id").fetchall()
+
+
+def orjson_path(rows: list[dict]) -> bytes:
+    return records.batch_body([records.upsert_action(INDEX, records.to_record(r, r[OID], (OID,))) for r in rows])
+
+
+def worker_path(rows: list[dict]) -> bytes:
+    """What the worker does per record today (workerpool.worker.Worker._item, without the database):
+    the orjson body, its content and shape hashes, and the versioned action around it."""
+    out = []
+    for r in rows:
+        record = records.to_record(r, r[OID], (OID,))
+        body = records.dumps(record)
+        digest, shape = records.content_hash(body), records.shape_hash(record)
+        out.append(records.versioned_action(INDEX, body, 1, replace=False)[1])
+    return records.batch_body(out)
+
+
+def client_default_path(rows: list[dict]) -> str:
+    from algoliasearch.http.serializer import body_serializer
+
+    requests = [{"action": "updateObject", "indexName": INDEX,
+                 "body": {**{k: v for k, v in r.items() if k != OID}, "objectID": r[OID]}} for r in rows]
+    return json.dumps(body_serializer({"requests": requests}))
+
+
+def _iso(rows: list[dict]) -> list[dict]:
+    return [{k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v) for k, v in r.items()} for r in rows]
+
+
+PATHS = {"workerpool-orjson": orjson_path, "algoliasearch-json": client_default_path}
+if all(hasattr(records, f) for f in ("content_hash", "shape_hash", "versioned_action")):
+    PATHS["workerpool-worker-path"] = worker_path
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_serialization(benchmark, path, db):
+    rows = _rows(db)
+    same = orjson.loads(orjson_path(rows)) == json.loads(client_default_path(_iso(rows)))
+    assert same, "the two paths must produce the same JSON"
+    data = _iso(rows) if path == "algoliasearch-json" else rows
+    fn = PATHS[path]
+    body = fn(data)
+    benchmark.group = "serialization"
+    benchmark.pedantic(fn, args=(data,), rounds=5 if _bench.SMOKE else 60, iterations=1, warmup_rounds=2)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update({
+        "records": len(rows), "us_per_record": round(median / len(rows) * 1e6, 3),
+        "records_per_s": round(len(rows) / median, 1), "bytes_per_record": round(len(body) / len(rows), 1),
+    })
