@@ -222,7 +222,7 @@ def test_terminated_connections_mid_run_converge_without_crash_loop(items, env, 
                    "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name", (wave, wave * 500 + 1, wave * 500 + 2000))
         time.sleep(0.3)
         killed += db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             "WHERE application_name LIKE 'workerpool%'").fetchone()[0]
+                             "WHERE application_name LIKE 'workerpool%' AND datname = current_database()").fetchone()[0]
     assert killed >= 5, "connections were terminated in several waves"
     wait_until(lambda: not queue_counts(db), timeout=60, message="the queue to drain")
     assert pool.proc.poll() is None, "the supervisor is still running"
