@@ -202,7 +202,7 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
 
     workers = sorted({d["workers"] for d in drains})
     colors = dict(zip(workers, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1.6, 1]})
     for w in workers:
         pts = sorted((d["batch_size"], d["records_per_s"]) for d in drains if d["workers"] == w)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colors[w], lw=2.2, ms=6,
@@ -229,8 +229,11 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
     ax.get_yaxis().set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_ylabel("records / s (log scale)")
     rows = max(d["rows"] for d in drains)
-    ax.set_title(f"Drain throughput, POOL_SIZE={REF_POOL} ({rows:,} queued changes)")
-    ax.legend(fontsize=7.5, loc="upper left", ncol=1, framealpha=0.9)
+    fewer = sorted({(d["rows"], d["batch_size"]) for d in drains if d["rows"] < rows})
+    note = "".join(f"; {r:,} at BATCH_SIZE {b}" for r, b in dict((b, (r, b)) for r, b in fewer).values())
+    ax.set_title(f"Drain throughput, POOL_SIZE={REF_POOL} ({rows:,} queued changes{note})", fontsize=11)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(workers), fontsize=8, frameon=False)
     ax2.axhline(25, color="grey", ls=":", lw=1)
     ax2.text(min(d["batch_size"] for d in drains), 26.5, "target: 25%", fontsize=8, color="grey")
     ax2.set_ylabel("% of the claim/ack ceiling")
@@ -240,7 +243,7 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
     machine = meta.get("machine_info", {})
     fig.suptitle(f"workerpool benchmarks, {machine.get('cpu', {}).get('count', '?')} cores, "
                  f"Python {machine.get('python_version', '?')}, {meta.get('datetime', '')[:16]}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
