@@ -60,14 +60,15 @@ class Shaper:
     def load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> dict[str, dict]:
         """Current rows by key (one query), with one fresh version for the query and the hashes of
         what was last sent to `index`."""
+        # Driven from the key list: a handful of outer rows, so both the source and the hashes are
+        # probed by index whatever the statistics say. (A plan made while the hash table was empty
+        # scanned all of an index's hashes on every batch: quadratic at small batch sizes.)
         query = sql.SQL(
-            "SELECT s.{key}::text AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
+            "SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
             "h.hash AS {hash}, h.shape AS {shape}, s.* "
-            # The key list filters both sides, so the hashes come in one index scan and a hash join,
-            # not one probe per row (13 ms instead of 39 ms for 1,000 keys).
-            "FROM {source} s LEFT JOIN (SELECT object_id, hash, shape FROM algolia_sync_hashes "
-            "WHERE index_name = %(index)s AND object_id = ANY(%(keys)s::text[])) h ON h.object_id = s.{key}::text "
-            "WHERE s.{key} = ANY(%(keys)s::text[]::{ktype}[])"
+            "FROM unnest(%(keys)s::text[]) AS k(oid) "
+            "JOIN {source} s ON s.{key} = k.oid::{ktype} "
+            "LEFT JOIN algolia_sync_hashes h ON h.index_name = %(index)s AND h.object_id = k.oid"
         ).format(
             key=sql.Identifier(watched.key_column),
             oid=sql.Identifier(OBJECT_ID_COLUMN),
