@@ -166,3 +166,28 @@ def run_processes(target: Callable[..., None], dsn: str, batch: int, workers: in
                                  "seconds": round(r["ended"] - state["t0"], 3)} for r in got]}
 
     return start, finish
+
+
+def measure_processes(benchmark, target: Callable[..., None], dsn: str, batch: int, workers: int,
+                      group: str) -> dict[str, Any]:
+    """Run `workers` processes of `target` once under pytest-benchmark (start-up excluded) and return
+    what they reported, with the client processes' CPU time."""
+    from benchmarks._bench import CpuSnapshot
+
+    handles: dict = {}
+    result: dict = {}
+
+    def setup() -> None:
+        handles["start"], handles["finish"] = run_processes(target, dsn, batch, workers)
+
+    def run() -> None:
+        before = CpuSnapshot.take()
+        handles["start"]()
+        result.update(handles["finish"]())
+        cpu = CpuSnapshot.take().since(before, children_label="cpu_clients_s")
+        cpu.pop("cpu_emulator_s", None)
+        result.update(cpu)
+
+    benchmark.group = group
+    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    return result

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from benchmarks import _bench
-from benchmarks._bench import CpuSnapshot, rows_for
-from benchmarks._procs import claim_ack_loop, run_processes
+from benchmarks._bench import rows_for
+from benchmarks._procs import claim_ack_loop, measure_processes
 from tests.conftest import queue_counts
 
 
@@ -21,22 +21,7 @@ from tests.conftest import queue_counts
 def test_claim_ack_ceiling(benchmark, batch, workers, products_db):
     rows = rows_for(batch)
     url = products_db(rows)
-    handles: dict = {}
-    result: dict = {}
-
-    def setup() -> None:
-        handles["start"], handles["finish"] = run_processes(claim_ack_loop, url, batch, workers)
-
-    def run() -> None:
-        before = CpuSnapshot.take()
-        handles["start"]()
-        result.update(handles["finish"]())
-        cpu = CpuSnapshot.take().since(before, children_label="cpu_clients_s")
-        cpu.pop("cpu_emulator_s", None)
-        result.update(cpu)
-
-    benchmark.group = "claim/ack ceiling"
-    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    result = measure_processes(benchmark, claim_ack_loop, url, batch, workers, "claim/ack ceiling")
     assert result["records"] == rows, result
     with psycopg.connect(url, autocommit=True) as conn:
         assert queue_counts(conn) == {}

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from benchmarks import _bench
-from benchmarks._bench import CpuSnapshot, rows_for
-from benchmarks._procs import asyncpg_kwargs, pgqueuer_loop, run_processes
+from benchmarks._bench import rows_for
+from benchmarks._procs import asyncpg_kwargs, measure_processes, pgqueuer_loop
 
 pgqueuer = pytest.importorskip("pgqueuer", reason="pip install 'workerpool[bench]' (pgqueuer, asyncpg)")
 asyncpg = pytest.importorskip("asyncpg")
@@ -50,22 +50,7 @@ async def _left(dsn: str) -> int:
 def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url):
     jobs = rows_for(batch)
     assert asyncio.run(_install_and_enqueue(db_url, jobs)) == jobs
-    handles: dict = {}
-    result: dict = {}
-
-    def setup() -> None:
-        handles["start"], handles["finish"] = run_processes(pgqueuer_loop, db_url, batch, workers)
-
-    def run() -> None:
-        before = CpuSnapshot.take()
-        handles["start"]()
-        result.update(handles["finish"]())
-        cpu = CpuSnapshot.take().since(before, children_label="cpu_clients_s")
-        cpu.pop("cpu_emulator_s", None)
-        result.update(cpu)
-
-    benchmark.group = "peer: pgqueuer"
-    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    result = measure_processes(benchmark, pgqueuer_loop, db_url, batch, workers, "peer: pgqueuer")
     assert result["records"] == jobs, result
     assert asyncio.run(_left(db_url)) == 0
     benchmark.extra_info.update({"rows": jobs, "batch_size": batch, "workers": workers,
