@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -350,12 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _known_secrets() -> list[str]:
+    """The secrets to scrub from an error line, even when the configuration itself is invalid."""
     try:
         return config.load().secrets()
     except ConfigError:
-        import os
-
-        return [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), config.dsn_password(os.environ.get("DATABASE_URL", ""))) if s]
+        candidates = (os.environ.get("ALGOLIA_ADMIN_KEY", ""), config.dsn_password(os.environ.get("DATABASE_URL", "")))
+        return [s for s in candidates if s]
 
 
 if __name__ == "__main__":

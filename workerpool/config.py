@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -181,15 +181,6 @@ def load(
         var = _FIELD_TO_VAR[name]
         values[name] = VARIABLES[var][1](var, str(raw))
     return replace(Settings(), **values)
-
-
-def as_environ(settings: Settings) -> dict[str, str]:
-    """The settings as environment variables, to hand to a child process."""
-    out: dict[str, str] = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        out[_FIELD_TO_VAR[f.name]] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return out
 
 
 def dsn_password(dsn: str) -> str:
