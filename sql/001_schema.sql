@@ -310,6 +310,7 @@ BEGIN
     WITH done AS (
         DELETE FROM algolia_sync_queue q
          WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
+           AND q.locked_until >= now()  -- an expired claim acknowledges nothing: its rows go back
         RETURNING q.*
     ), superseded_failures AS (
         -- The key's current state is now in the index: earlier failures of it are moot.

@@ -53,11 +53,12 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
 
 
 def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
-    """Push the lease forward; False means the lease was lost (someone else may hold the rows now)."""
+    """Push the lease forward; False means the lease was lost. An expired lease is not revived:
+    another worker may already hold a newer change to one of its keys."""
     n = conn.execute(
         """UPDATE algolia_sync_queue
               SET locked_until = now() + make_interval(secs => %s)
-            WHERE claim_token = %s AND status = 'processing'""",
+            WHERE claim_token = %s AND status = 'processing' AND locked_until >= now()""",
         (claim.lease_s, claim.token),
         prepare=True,
     ).rowcount
