@@ -275,7 +275,9 @@ SET search_path FROM CURRENT AS $$
     -- the whole queue table on every claim, making a drain quadratic.
     UPDATE algolia_sync_queue q
        SET status = 'processing', claim_token = token, claimed_by = worker,
-           claimed_at = now(), locked_until = now() + make_interval(secs => lease_ms / 1000.0),
+           -- clock_timestamp(), not now(): this UPDATE's snapshot is taken after the transaction
+           -- started, so an ack committed in between would otherwise look like an overlapping claim.
+           claimed_at = clock_timestamp(), locked_until = now() + make_interval(secs => lease_ms / 1000.0),
            attempts = q.attempts + 1, updated_at = now()
      WHERE q.id = ANY(ARRAY(
         SELECT d.id
