@@ -9,13 +9,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import psycopg
 
 
-@dataclass(frozen=True)
-class QueueRow:
+class QueueRow(NamedTuple):
+    """One claimed queue row (a NamedTuple: a batch makes thousands, and a frozen dataclass costs a
+    Python-level __setattr__ per field)."""
+
     id: int
     table_name: str
     record_id: str

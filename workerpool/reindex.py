@@ -143,7 +143,7 @@ class RecordBuilder:
         for key in keys:
             outcome = Outcome()
             row = QueueRow(0, watched.table_name, key, "REINDEX", 0, None)
-            item = self._shaper.item(watched, index, row, rows.get(key), outcome)
+            item = self._shaper.item(watched, index, row, rows, outcome)
             if outcome.failed:
                 built.failed[key] = outcome.failed[0][1]
             elif item is None or item.action == "deleteObject":

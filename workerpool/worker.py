@@ -292,7 +292,7 @@ class Worker:
                 index = prefix + watched.index_name
                 current = self._shaper.load_rows(conn, watched, index, [r.record_id for r in rows])
                 for row in rows:
-                    item = self._shaper.item(watched, index, row, current.get(row.record_id), outcome)
+                    item = self._shaper.item(watched, index, row, current, outcome)
                     if item is not None:
                         items.append(item)
         return items
