@@ -45,6 +45,9 @@ def _int(name: str, default: int) -> int:
 SMOKE = _flag("WORKERPOOL_BENCH_SMOKE")
 FULL = _flag("WORKERPOOL_BENCH_FULL") and not SMOKE
 PROFILE = _flag("WORKERPOOL_BENCH_PROFILE")
+# Rounds of the drain, ceiling and PgQueuer points, run interleaved (round 1 of each, then round 2…):
+# this machine's speed drifts by tens of percent over minutes, so one ratio from one pass can mislead.
+REPEAT = max(1, _int("WORKERPOOL_BENCH_REPEAT", 1))
 
 ROWS = _int("WORKERPOOL_BENCH_ROWS", 500 if SMOKE else 100_000)
 # Batch size 10 moves 10 rows per three database round trips and one HTTP request; draining the

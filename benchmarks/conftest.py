@@ -65,6 +65,23 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     }
 
 
+@pytest.fixture
+def bench_round() -> int:
+    """Which round of a repeated point this is (WORKERPOOL_BENCH_REPEAT); 1 when not repeated."""
+    return 1
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if _bench.REPEAT > 1 and "bench_round" in metafunc.fixturenames:
+        metafunc.parametrize("bench_round", range(1, _bench.REPEAT + 1), ids=lambda r: f"r{r}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Rounds interleave: every repeated point's round 1, then every round 2, and so on."""
+    if _bench.REPEAT > 1:
+        items.sort(key=lambda item: getattr(item, "callspec", None) and item.callspec.params.get("bench_round", 0) or 0)
+
+
 def _create_db(pg_server: str, name: str, template: str) -> None:
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))

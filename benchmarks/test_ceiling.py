@@ -18,11 +18,11 @@ from tests.conftest import queue_counts
     "batch,workers", _bench.ceiling_points(),
     ids=[f"batch{b}-workers{w}" for b, w in _bench.ceiling_points()],
 )
-def test_claim_ack_ceiling(benchmark, batch, workers, products_db):
+def test_claim_ack_ceiling(benchmark, batch, workers, products_db, bench_round):
     rows = rows_for(batch)
     url = products_db(rows)
     result = measure_processes(benchmark, claim_ack_loop, url, batch, workers, "claim/ack ceiling")
     assert result["records"] == rows, result
     with psycopg.connect(url, autocommit=True) as conn:
         assert queue_counts(conn) == {}
-    benchmark.extra_info.update({"rows": rows, "batch_size": batch, "workers": workers, **result})
+    benchmark.extra_info.update({"rows": rows, "batch_size": batch, "workers": workers, "round": bench_round, **result})

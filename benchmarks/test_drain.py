@@ -33,7 +33,7 @@ def _check_synced(url: str, emulator, rows: int) -> None:
     "batch,workers,pool", _bench.drain_points(),
     ids=[f"batch{b}-workers{w}-pool{p}" for b, w, p in _bench.drain_points()],
 )
-def test_drain(benchmark, batch, workers, pool, products_db, emulator, start_pool):
+def test_drain(benchmark, batch, workers, pool, products_db, emulator, start_pool, bench_round):
     rows = rows_for(batch)
     url = products_db(rows)
     result = {}
@@ -44,7 +44,7 @@ def test_drain(benchmark, batch, workers, pool, products_db, emulator, start_poo
     benchmark.group = "drain"
     benchmark.pedantic(drain, rounds=1, iterations=1)
     _check_synced(url, emulator, rows)
-    benchmark.extra_info.update(result)
+    benchmark.extra_info.update(result, round=bench_round)
 
 
 @pytest.mark.timeout(7200)

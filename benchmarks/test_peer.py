@@ -47,11 +47,11 @@ async def _left(dsn: str) -> int:
     "batch,workers", _bench.peer_points(),
     ids=[f"batch{b}-workers{w}" for b, w in _bench.peer_points()],
 )
-def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url):
+def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url, bench_round):
     jobs = rows_for(batch)
     assert asyncio.run(_install_and_enqueue(db_url, jobs)) == jobs
     result = measure_processes(benchmark, pgqueuer_loop, db_url, batch, workers, "peer: pgqueuer")
     assert result["records"] == jobs, result
     assert asyncio.run(_left(db_url)) == 0
-    benchmark.extra_info.update({"rows": jobs, "batch_size": batch, "workers": workers,
+    benchmark.extra_info.update({"rows": jobs, "batch_size": batch, "workers": workers, "round": bench_round,
                                  "pgqueuer_version": pgqueuer.__version__, **result})
