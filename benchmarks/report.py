@@ -268,7 +268,7 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
     colors = dict(zip(workers, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1.6, 1]})
     for w in workers:
-        pts = sorted((d["batch_size"], d["records_per_s"]) for d in drains if d["workers"] == w)
+        pts = sorted((d["batch_size"], _like_for_like(d)) for d in drains if d["workers"] == w)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colors[w], lw=2.2, ms=6,
                 label=f"workerpool, WORKERS={w}")
         ceil = sorted((b, c["records_per_s"]) for (b, ww), c in figures["ceiling"].items() if ww == w)
@@ -291,7 +291,7 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
         a.set_xlabel("BATCH_SIZE (rows claimed per batch)")
     ax.set_yscale("log")
     ax.get_yaxis().set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set_ylabel("records / s (log scale)")
+    ax.set_ylabel("records / s in the workers, start-up excluded (log scale)")
     rows = max(d["rows"] for d in drains)
     fewer = sorted({(d["rows"], d["batch_size"]) for d in drains if d["rows"] < rows})
     note = "".join(f"; {r:,} at BATCH_SIZE {b}" for r, b in dict((b, (r, b)) for r, b in fewer).values())

@@ -1,0 +1,130 @@
+"""Where a record's CPU goes, step by step: the worker's own code and its Postgres backend, per record.
+
+    python benchmarks/phases.py [--rows 50000] [--batch 1000]
+
+One process runs the worker's steps serially on a fresh database of N queued product changes (the
+benchmarks' data set): claim, read rows, build records, batch body, HTTP to an in-process emulator,
+acknowledge. For each step it adds up this thread's CPU time and the CPU time of the Postgres backend
+serving it (from /proc, so Linux only), and prints microseconds per record. Whole-drain benchmarks
+show *that* the machine is saturated; this shows by whom. Runs against the tests' Postgres
+(DATABASE_URL, else 127.0.0.1:5432, else an embedded server) and drops its database afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import psycopg  # noqa: E402
+import psycopg.types.json  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from benchmarks import _bench  # noqa: E402
+from tests.conftest import _server_url, _with_dbname  # noqa: E402
+from workerpool import queue, records  # noqa: E402
+from workerpool.algolia import Sender  # noqa: E402
+from workerpool.capture import load_watched, watch  # noqa: E402
+from workerpool.config import load  # noqa: E402
+from workerpool.emulator import Emulator  # noqa: E402
+from workerpool.migrate import migrate  # noqa: E402
+from workerpool.shaping import Outcome, Shaper  # noqa: E402
+
+STEPS = ("claim", "read", "build", "body", "http", "ack")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _backend_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def measure(url: str, rows: int, batch: int) -> dict[str, Any]:
+    """Drain `rows` queued changes of a fresh database at `url`, step by step; returns the figures."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        _bench.create_products(conn)
+        _bench.fill_products(conn, rows)
+        watch(conn, "products", "products")
+        conn.execute(_bench.ENQUEUE_ALL)
+        conn.execute("VACUUM ANALYZE")
+    with Emulator() as emu:
+        settings = load(environ={"DATABASE_URL": url, "ALGOLIA_APP_ID": emu.app_id,
+                                 "ALGOLIA_ADMIN_KEY": emu.api_key, "ALGOLIA_HOSTS": emu.url}, env_file=None)
+        psycopg.types.json.set_json_loads(orjson.loads)  # as the worker does at boot
+        conn = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")  # as the worker's pool
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        sender, shaper = Sender(settings), Shaper(settings)
+        watched = load_watched(conn)["products"]
+        client: collections.Counter[str] = collections.Counter()
+        server: collections.Counter[str] = collections.Counter()
+
+        def step(name: str, fn: Callable[[], Any]) -> Any:
+            b0, c0 = _backend_cpu_s(backend), time.thread_time()
+            out = fn()
+            client[name] += time.thread_time() - c0
+            server[name] += _backend_cpu_s(backend) - b0
+            return out
+
+        process0, started, done = time.process_time(), time.monotonic(), 0
+        while True:
+            claim = step("claim", lambda: queue.claim_batch(conn, batch, 60_000, "phases", time.monotonic()))
+            if claim is None:
+                break
+            outcome = Outcome()
+            current = step("read", lambda: shaper.load_rows(conn, watched, "products", [r.record_id for r in claim.rows]))
+            items = step("build", lambda: [shaper.item(watched, "products", r, current, outcome) for r in claim.rows])
+            body = step("body", lambda: records.batch_body(i.body for i in items))
+            step("http", lambda: sender.send_batch(body))
+            done += step("ack", lambda: queue.ack(conn, claim.token, items))
+        wall = time.monotonic() - started
+        # The emulator serves from its own threads in this process: process CPU minus this thread's.
+        emulator_s = time.process_time() - process0 - sum(client.values())
+        indexed = len(emu.records("products"))
+        sender.close()
+        conn.close()
+    assert done == rows, f"acknowledged {done} of {rows}"
+    per = lambda s: round(s / done * 1e6, 1)  # noqa: E731
+    return {"rows": done, "indexed": indexed, "batch": batch, "wall_s": round(wall, 2), "records_per_s": round(done / wall),
+            "client_us": {k: per(client[k]) for k in STEPS}, "server_us": {k: per(server[k]) for k in STEPS},
+            "emulator_us": per(emulator_s)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    servers = _server_url()
+    admin = next(servers)
+    name = f"workerpool_phases_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        f = measure(_with_dbname(admin, name), args.rows, args.batch)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        servers.close()
+    print(f"{f['rows']:,} records, BATCH {f['batch']}, one process, steps in series: {f['wall_s']} s "
+          f"({f['records_per_s']:,}/s)")
+    print(f"{'step':8} {'worker us/record':>17} {'postgres us/record':>19}")
+    for k in STEPS:
+        print(f"{k:8} {f['client_us'][k]:17.1f} {f['server_us'][k]:19.1f}")
+    print(f"{'total':8} {sum(f['client_us'].values()):17.1f} {sum(f['server_us'].values()):19.1f}")
+    print(f"emulator (its threads in this process): {f['emulator_us']:.1f} us/record")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
