@@ -1,8 +1,8 @@
 """Serialization per record: workerpool's orjson path (`records.to_record` + `upsert_action` +
-`batch_body`; and, as a third line, everything the worker now does per record: hashes and versioned
-action) against the algoliasearch client's default path (`json.dumps(body_serializer(...))`),
-on the same 1,000 realistic product rows as the worker reads them (psycopg dict rows: Decimal,
-datetime, list, dict).
+`batch_body`; and, as a third line, everything the worker does per record through its own
+`Shaper.item`: record, orjson body, hashes and versioned action) against the algoliasearch client's
+default path (`json.dumps(body_serializer(...))`), on the same 1,000 realistic product rows as psycopg
+reads them (Decimal, datetime, list, dict).
 
 The client's default path cannot serialize a datetime at all (body_serializer calls `.to_dict()` on
 it), so its input gets the timestamps as ISO strings beforehand; that conversion is not timed, which
@@ -19,6 +19,10 @@ from psycopg.rows import dict_row
 
 from benchmarks import _bench
 from workerpool import records
+from workerpool.capture import Watched
+from workerpool.config import Settings
+from workerpool.queue import QueueRow
+from workerpool.shaping import Current, Outcome, Shaper
 
 OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.worker.OBJECT_ID_COLUMN)
 INDEX = "products"
@@ -36,15 +40,16 @@ def orjson_path(rows: list[dict]) -> bytes:
 
 
 def worker_path(rows: list[dict]) -> bytes:
-    """What the worker does per record today (workerpool.worker.Worker._item, without the database):
-    the orjson body, its content and shape hashes, and the versioned action around it."""
-    out = []
-    for r in rows:
-        record = records.to_record(r, r[OID], (OID,))
-        body = records.dumps(record)
-        digest, shape = records.content_hash(body), records.shape_hash(record)
-        out.append(records.versioned_action(INDEX, body, 1, replace=False)[1])
-    return records.batch_body(out)
+    """What the worker does per record (`Shaper.item` on the rows as `Shaper.load_rows` hands them
+    over, without the database): record, orjson body, content hash and versioned action."""
+    columns = tuple(k for k in rows[0] if k != OID)
+    current = Current(columns, {r[OID]: (1, None, None, *(r[c] for c in columns)) for r in rows},
+                      records.shape_hash(dict.fromkeys([*columns, records.OBJECT_ID])))
+    shaper, watched, outcome = Shaper(Settings()), Watched("products", INDEX, "id", "bigint"), Outcome()
+    items = [shaper.item(watched, INDEX, QueueRow(0, "products", r[OID], "INSERT", 1, None), current, outcome)
+             for r in rows]
+    assert not outcome.failed, outcome.failed
+    return records.batch_body(i.body for i in items)
 
 
 def client_default_path(rows: list[dict]) -> str:
@@ -59,9 +64,8 @@ def _iso(rows: list[dict]) -> list[dict]:
     return [{k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v) for k, v in r.items()} for r in rows]
 
 
-PATHS = {"workerpool-orjson": orjson_path, "algoliasearch-json": client_default_path}
-if all(hasattr(records, f) for f in ("content_hash", "shape_hash", "versioned_action")):
-    PATHS["workerpool-worker-path"] = worker_path
+PATHS = {"workerpool-orjson": orjson_path, "algoliasearch-json": client_default_path,
+         "workerpool-worker-path": worker_path}
 
 
 @pytest.mark.parametrize("path", list(PATHS))

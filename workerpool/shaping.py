@@ -88,9 +88,6 @@ class Current:
         self.rows = rows  # objectID -> (version, hash, shape, *values)
         self.shape = shape  # shape hash of every record of this batch, or None with a transform
 
-    def get(self, object_id: str) -> tuple | None:
-        return self.rows.get(object_id)
-
 
 class Shaper:
     """Builds the actions for rows of watched tables. Transforms are imported once, on first use."""
