@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import psycopg
 import pytest
@@ -165,9 +165,10 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 120, cwd: str | No
 class Pool:
     """A `workerpool run` supervisor running in the background, its output kept in a file."""
 
-    def __init__(self, env: dict[str, str], *args: str, cwd: str | None = None) -> None:
+    def __init__(self, env: dict[str, str], *args: str, cwd: str | None = None, prefix: Sequence[str] = ()) -> None:
+        # `prefix` runs the command through another, e.g. `ip netns exec NAME` (which execs in place).
         self.log_file = tempfile.NamedTemporaryFile(prefix="workerpool-run-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(workerpool_cmd("run", *args), env=env, stdout=self.log_file,
+        self.proc = subprocess.Popen([*prefix, *workerpool_cmd("run", *args)], env=env, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, cwd=cwd or tempfile.gettempdir(),
                                      start_new_session=True)
 
@@ -217,8 +218,8 @@ def start_pool(env: dict[str, str]) -> Iterator[Callable[..., Pool]]:
     """Start supervisors; any still running at the end of the test is killed with its workers."""
     pools: list[Pool] = []
 
-    def start(*args: str, extra_env: dict[str, str] | None = None) -> Pool:
-        pool = Pool({**env, **(extra_env or {})}, *args)
+    def start(*args: str, extra_env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> Pool:
+        pool = Pool({**env, **(extra_env or {})}, *args, prefix=prefix)
         pools.append(pool)
         return pool
 

@@ -389,3 +389,79 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
            AND b.claimed_at < a.synced_at AND a.claimed_at < b.synced_at
          LIMIT 5""").fetchall()
     assert overlaps == []
+
+
+def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_heals(items, env, emulator,
+                                                                                     start_pool):
+    """One host in its own network namespace; its network to Postgres and Algolia silently drops every
+    packet (no reset). Its rows go to the other host by lease; its own statements fail within the TCP
+    liveness limits (not after Linux's ~15-minute retransmission give-up); once the network heals it
+    reconnects and syncs again; nothing is acknowledged twice and the index equals the table."""
+    import netpartition
+
+    why = netpartition.unavailable()
+    if why:
+        pytest.skip(why)
+    db = items
+    db.execute("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 3000) g")
+    emulator.inject_fault(latency_ms=50, seconds=600)
+    ns = netpartition.Namespace()
+    relays: list[netpartition.Relay] = []
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(env["DATABASE_URL"])
+        host, port = info.get("host") or "127.0.0.1", int(info.get("port") or 5432)
+        pg_target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        pg_relay = netpartition.Relay(ns.host_ip, pg_target)
+        emu_relay = netpartition.Relay(ns.host_ip, ("127.0.0.1", int(emulator.url.rsplit(":", 1)[1])))
+        relays += [pg_relay, emu_relay]
+        cut_env = {"DATABASE_URL": psycopg.conninfo.make_conninfo(env["DATABASE_URL"], host=ns.host_ip,
+                                                                  port=str(pg_relay.port)),
+                   "ALGOLIA_HOSTS": f"http://{ns.host_ip}:{emu_relay.port}",
+                   "LEASE_TIMEOUT": "3000", "WORKERPOOL_HOSTNAME": "host-cut"}
+        cut = start_pool("--workers", "1", "--batch-size", "20", extra_env=cut_env, prefix=ns.prefix)
+        ok = start_pool("--workers", "1", "--batch-size", "20",
+                        extra_env={"LEASE_TIMEOUT": "3000", "WORKERPOOL_HOSTNAME": "host-ok"})
+        wait_until(lambda: len(cut.lines("batch_synced")) >= 2, message="the namespaced host at work")
+        ns.partition()
+        cut_at = time.monotonic()
+        wait_until(lambda: not queue_counts(db), timeout=120, message="host-ok to finish everything")
+        # The cut host notices: a statement fails (tcp_user_timeout / keepalives), it does not hang.
+        wait_until(lambda: cut.lines("database_error"), timeout=75,
+                   message="the cut host's database calls to fail instead of hanging")
+        detected_s = time.monotonic() - cut_at
+        ns.heal()
+        assert ok.stop() == 0
+        emulator.clear_faults()
+        db.execute("UPDATE items SET name = 'after the partition' WHERE id <= 10")
+        wait_until(lambda: not queue_counts(db), timeout=90, message="the healed host to sync alone")
+        assert cut.stop() == 0
+    finally:
+        ns.close()
+        for r in relays:
+            r.close()
+    assert detected_s < 75
+    assert all(emulator.records("items")[str(i)]["name"] == "after the partition" for i in range(1, 11))
+    assert_index_matches(db, emulator, "items", "items")
+    _one_success_per_row(db)
+    last = db.execute("SELECT claimed_by FROM algolia_sync_log WHERE record_id = '1' ORDER BY id DESC LIMIT 1").fetchone()
+    assert last[0].startswith("host-cut:"), last  # the cut host, back on the network, did that last sync
+
+
+def test_tcp_liveness_defaults_apply_unless_database_url_sets_its_own(db_url):
+    from workerpool.db import connect, make_pool
+
+    def liveness(conn: psycopg.Connection) -> dict[str, str]:
+        return {i.keyword.decode(): (i.val or b"").decode() for i in conn.pgconn.info
+                if i.keyword.decode().startswith(("keepalives", "tcp_user_timeout"))}
+
+    with connect(db_url) as conn:
+        assert liveness(conn) == {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+                                  "keepalives_count": "3", "tcp_user_timeout": "30000"}
+    own = psycopg.conninfo.make_conninfo(db_url, keepalives_idle="60", tcp_user_timeout="5000")
+    pool = make_pool(own, 1, "liveness-test")
+    try:
+        with pool.connection() as conn:
+            got = liveness(conn)
+    finally:
+        pool.close()
+    assert got["keepalives_idle"] == "60" and got["tcp_user_timeout"] == "5000" and got["keepalives_count"] == "3"

@@ -15,6 +15,27 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached or refused us. The message is safe to print."""
 
 
+# A host cut off from Postgres by a network partition gets no error at all: a statement waits for a
+# reply that was dropped, and Linux gives up on unacknowledged data only after ~15 minutes (and
+# never on an idle connection without keepalives). These libpq settings make a dead network an
+# error within ~30 s, so the worker logs it, backs off and reconnects when the network is back;
+# its lease has expired meanwhile and other hosts have taken its rows. A DATABASE_URL that sets any
+# of them keeps its own value. libpq ignores them on Unix sockets.
+TCP_LIVENESS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",       # s of silence before probing
+    "keepalives_interval": "5",    # s between probes
+    "keepalives_count": "3",       # unanswered probes before the connection is dead
+    "tcp_user_timeout": "30000",   # ms that sent data may stay unacknowledged
+}
+
+
+def tcp_liveness(dsn: str) -> dict[str, str]:
+    """TCP_LIVENESS minus whatever the DSN already sets."""
+    own = psycopg.conninfo.conninfo_to_dict(dsn)
+    return {k: v for k, v in TCP_LIVENESS.items() if k not in own}
+
+
 def connect(dsn: str, *, autocommit: bool = True, purpose: str = "cli", timeout: int = 10) -> psycopg.Connection:
     """A single connection; errors become one line that names the (redacted) DSN."""
     try:
@@ -23,6 +44,7 @@ def connect(dsn: str, *, autocommit: bool = True, purpose: str = "cli", timeout:
             autocommit=autocommit,
             connect_timeout=timeout,
             application_name=f"{APPLICATION_NAME}:{purpose}",
+            **tcp_liveness(dsn),
         )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from None
@@ -45,7 +67,7 @@ def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
         # earlier state (pending, or claimed until the lease expires): they are sent again, never
         # lost. Writers' own transactions (the triggers) keep the server's setting.
         kwargs={"autocommit": True, "application_name": f"{APPLICATION_NAME}:{name}", "connect_timeout": 10,
-                "options": _with_option(dsn, "-c synchronous_commit=off")},
+                "options": _with_option(dsn, "-c synchronous_commit=off"), **tcp_liveness(dsn)},
         name=name,
         timeout=30,
         reconnect_timeout=0,

@@ -25,7 +25,7 @@ from . import metrics, queue, records
 from .algolia import AlgoliaError, Sender
 from .capture import Watched, load_watched
 from .config import Settings
-from .db import DatabaseUnavailable, connect, describe_error, make_pool
+from .db import DatabaseUnavailable, connect, describe_error, make_pool, tcp_liveness
 from .logs import host_name, one_line
 from .queue import Claim, QueueRow
 from .shaping import Item, Outcome, Shaper
@@ -458,7 +458,8 @@ class Worker:
             return None
         try:
             self._listener = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5,
-                                             application_name=f"workerpool:listen-{self.number}")
+                                             application_name=f"workerpool:listen-{self.number}",
+                                             **tcp_liveness(self.settings.database_url))
             self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except psycopg.Error as exc:
             self._listener = None
