@@ -194,3 +194,22 @@ def test_the_last_sent_hash_is_probed_per_key_even_with_stale_statistics(db, env
     assert hashes and all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in hashes), hashes
     assert all("object_id" in n.get("Index Cond", "") for n in hashes), hashes
     assert sum(n["Actual Rows"] * n["Actual Loops"] for n in hashes) <= 100  # one probe per key, no more
+
+
+def test_watch_warns_when_a_related_foreign_key_has_no_index(db, env):
+    db.execute(CATALOG)
+    result = run_cli(env, "watch", "products", "--index", "products",
+                     "--related", "brands:brand_id", "--related", "categories:category_id")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: products.brand_id has no index: every change to brands scans all of products to find its "
+        "rows (CREATE INDEX ON products (brand_id))",
+        "warning: products.category_id has no index: every change to categories scans all of products to find "
+        "its rows (CREATE INDEX ON products (category_id))",
+    ]
+    db.execute("CREATE INDEX ON products (brand_id)")
+    db.execute("CREATE INDEX ON products (category_id, id)")
+    again = run_cli(env, "watch", "products", "--index", "products",
+                    "--related", "brands:brand_id", "--related", "categories:category_id")
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr

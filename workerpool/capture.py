@@ -277,6 +277,23 @@ def _resolve_related(conn: psycopg.Connection, table_name: str, columns: dict[st
     return Related(related_name, link.fk_column, ref)
 
 
+def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
+    """Warnings for `--related` links whose foreign-key column no index leads with: each statement
+    on the related table then scans the whole watched table to find the rows to enqueue."""
+    oid, table_name = resolve_relation(conn, table)
+    rows = conn.execute(
+        """SELECT r.related_table, r.fk_column, quote_ident(r.fk_column) FROM algolia_index_related r
+            WHERE r.table_name = %s
+              AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                                ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                               WHERE i.indrelid = %s AND i.indisvalid AND a.attname = r.fk_column)
+            ORDER BY 1, 2""",
+        (table_name, oid),
+    ).fetchall()
+    return [f"{table_name}.{fk} has no index: every change to {related} scans all of {table_name} to find "
+            f"its rows (CREATE INDEX ON {table_name} ({quoted}))" for related, fk, quoted in rows]
+
+
 def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: Related) -> None:
     conn.execute(
         "INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column) VALUES (%s, %s, %s, %s)",
