@@ -128,6 +128,7 @@ def products_db(pg_server: str, products_templates: Callable[[int], str]) -> Ite
         name = f"{template}_{uuid.uuid4().hex[:8]}"
         _create_db(pg_server, name, template)
         made.append(name)
+        _bench.checkpoint(pg_server)
         return _with_dbname(pg_server, name)
 
     yield make

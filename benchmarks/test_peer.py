@@ -47,9 +47,10 @@ async def _left(dsn: str) -> int:
     "batch,workers", _bench.peer_points(),
     ids=[f"batch{b}-workers{w}" for b, w in _bench.peer_points()],
 )
-def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url, bench_round):
+def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url, pg_server, bench_round):
     jobs = rows_for(batch)
     assert asyncio.run(_install_and_enqueue(db_url, jobs)) == jobs
+    _bench.checkpoint(pg_server)  # as before every workerpool point
     result = measure_processes(benchmark, pgqueuer_loop, db_url, batch, workers, "peer: pgqueuer")
     assert result["records"] == jobs, result
     assert asyncio.run(_left(db_url)) == 0
