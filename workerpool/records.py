@@ -92,8 +92,8 @@ def versioned_action(index_name: str, record_body: bytes, version: int, replace:
 
     A partial update carrying every attribute with `_version` as an `IncrementSet` is ignored whole
     when its version is not above the stored one. A partial update cannot remove attributes, so a
-    record whose attribute set changed (or is new to us) is replaced whole instead, its version
-    stored as a plain value. `record_body` is the record serialized without `_version`.
+    record whose attribute set changed is replaced whole instead (`replace`), its version stored as
+    a plain value. `record_body` is the record serialized without `_version`.
     """
     if replace:
         action, tail = "updateObject", b',"' + VERSION.encode() + b'":' + str(version).encode() + b"}"

@@ -2,8 +2,8 @@
 
 A row becomes a record (its columns, or the `--attributes` picked, plus objectID), goes through the
 index's transform, is serialized once, and is then either skipped (same content as last sent), sent as
-a version-guarded partial update, replaced whole (its attribute set changed, or a reindex), or deleted
-(the row is gone, or the transform returned None).
+a version-guarded partial update (also the first time), replaced whole (its attribute set changed
+since the last send, or a reindex), or deleted (the row is gone, or the transform returned None).
 """
 
 from __future__ import annotations
@@ -155,7 +155,11 @@ class Shaper:
         reindex = row.operation == "REINDEX"
         if digest == last_hash and not reindex:
             return Item(row, index, "skip", b"", digest, shape)
-        action, payload = records.versioned_action(index, body, version, replace=reindex or shape != last_shape)
+        # Replaced whole only when attributes may have to disappear (the attribute set changed since the
+        # last send) or on a reindex. A first send is a guarded partial update too: a request that
+        # arrives late (a worker frozen after its lease check) must not overwrite a newer record.
+        replace = reindex or (last_shape is not None and shape != last_shape)
+        action, payload = records.versioned_action(index, body, version, replace=replace)
         return Item(row, index, action, payload, digest, shape)
 
     def _transform(self, spec: str) -> Callable[[dict], Any]:
