@@ -110,7 +110,8 @@ def run_drain(start_pool: Callable[..., Pool], overrides: dict[str, str], batch:
     p = start_pool(*drain_args(batch, workers, pool), extra_env=overrides)
     sampler = None
     if sample_rss:
-        sampler = RssSampler(p, progress or (lambda: 0), expected)
+        # A short drain's workers live well under a second: sample often enough to see them at all.
+        sampler = RssSampler(p, progress or (lambda: 0), expected, interval=0.02 if expected < 10_000 else 0.2)
         sampler.start()
     try:
         code = p.proc.wait(timeout)
