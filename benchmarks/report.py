@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -182,8 +183,6 @@ def _rounds(infos: Iterable[dict]) -> dict[tuple, list[dict]]:
 
 def _median_point(results: list[dict]) -> dict:
     """One figure per point: the median of its rounds for the rates, times and CPU seconds."""
-    import statistics
-
     merged = dict(results[-1])
     for field in _MEDIAN_FIELDS:
         values = [r[field] for r in results if r.get(field) is not None]
@@ -223,8 +222,6 @@ def evaluate_targets(f: dict) -> list[list[str]]:
             whole = ref["records_per_s"] / p["records_per_s"]
             paired = f.get("paired") or []
             if len(paired) > 1:  # repeated rounds: the median of the per-round ratios is the figure
-                import statistics
-
                 r = statistics.median(paired)
                 detail = f"; per round {', '.join(f'{x:.2f}x' for x in paired)}, median {r:.2f}x"
             else:
