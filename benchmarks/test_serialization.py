@@ -36,7 +36,9 @@ def _rows(db) -> list[dict]:
 
 
 def orjson_path(rows: list[dict]) -> bytes:
-    return records.batch_body([records.upsert_action(INDEX, records.to_record(r, r[OID], (OID,))) for r in rows])
+    return records.batch_body([records.upsert_action(INDEX, records.to_record([k for k in r if k != OID],
+                                                                               [v for k, v in r.items() if k != OID], r[OID]))
+                               for r in rows])
 
 
 def worker_path(rows: list[dict]) -> bytes:

@@ -259,7 +259,7 @@ def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         for row in cur.execute(query):
             oid = row.pop("__oid")
-            out[oid] = orjson.loads(records.dumps(records.to_record(row, oid)))
+            out[oid] = orjson.loads(records.dumps(records.to_record(row.keys(), row.values(), oid)))
     return out
 
 

@@ -46,9 +46,10 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=json_default)
 
 
-def to_record(row: Mapping[str, Any], object_id: str, hidden: Iterable[str] = ()) -> dict[str, Any]:
-    """A record: every column of the row, plus objectID. Columns named in `hidden` are left out."""
-    record = {k: v for k, v in row.items() if k not in hidden}
+def to_record(columns: Iterable[str], values: Iterable[Any], object_id: str) -> dict[str, Any]:
+    """A record: the row's columns with their values (as the worker reads them: a tuple per row, the
+    names once per query), plus objectID."""
+    record = dict(zip(columns, values))
     record[OBJECT_ID] = object_id
     return record
 

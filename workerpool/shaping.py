@@ -115,8 +115,7 @@ class Shaper:
     def record(self, watched: Watched, object_id: str, columns: tuple[str, ...], found: tuple) -> dict | None:
         """The record for a loaded row, transform applied (None: the transform deletes it).
         A transform's exception propagates: the caller fails that one record."""
-        record = dict(zip(columns, found[3:]))
-        record[records.OBJECT_ID] = object_id
+        record = records.to_record(columns, found[3:], object_id)
         if watched.attributes is not None:
             record = {k: record[k] for k in (*watched.attributes, records.OBJECT_ID) if k in record}
         if watched.transform:
