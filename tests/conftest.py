@@ -247,7 +247,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
 
 
 def queue_counts(conn: psycopg.Connection) -> dict[str, int]:
-    return dict(conn.execute("SELECT status, count(*) FROM algolia_sync_queue GROUP BY status").fetchall())
+    """Queue rows by status, and keys that bulk statements left in the inbox as "inbox": empty when
+    nothing is left to sync."""
+    return dict(conn.execute(
+        """SELECT status, count(*) FROM algolia_sync_queue GROUP BY status
+           UNION ALL SELECT 'inbox', sum(cardinality(record_ids)) FROM algolia_sync_inbox HAVING count(*) > 0"""
+    ).fetchall())
 
 
 def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[str, dict]:

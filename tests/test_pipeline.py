@@ -54,8 +54,16 @@ def test_bulk_insert_of_10000_rows_is_enqueued_setwise_and_synced(products, env,
     db = products
     db.execute("INSERT INTO products (name, price, stock) "
                "SELECT 'item ' || g, g / 100.0, g % 17 FROM generate_series(1, 10000) g")
-    assert queue_counts(db) == {"pending": 10000}
+    # A bulk statement writes its keys into the inbox, 1,000 per row, not 10,000 queue rows; they
+    # still count as pending.
+    assert queue_counts(db) == {"inbox": 10000}
+    assert db.execute("SELECT count(*), count(DISTINCT k) FROM algolia_sync_inbox, unnest(record_ids) k"
+                      ).fetchone() == (10000, 10000)
+    assert db.execute("SELECT count(*) FROM algolia_sync_inbox").fetchone()[0] == 10
+    assert db.execute("SELECT pending FROM algolia_sync_stats").fetchone()[0] == 10000
     result = drain(env, "--batch-size", "1000", "--workers", "2")
+    assert db.execute("SELECT count(*) FROM algolia_sync_inbox").fetchone()[0] == 0
+    assert queue_counts(db) == {}
     assert_index_matches(db, emulator, "products", "products")
     assert emulator.stats()["record_writes"]["products"] == 10000
     batches = [e for e in _events(result.stdout) if e.get("action") == "batch_synced"]

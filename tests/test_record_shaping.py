@@ -76,7 +76,7 @@ def test_updates_that_change_no_indexed_attribute_cost_zero_writes(catalog, env,
     # Through a view the trigger cannot know which columns matter: the rows are enqueued, read,
     # found identical to what was sent, and skipped.
     db.execute("UPDATE products SET internal_note = 'restocked'")
-    assert queue_counts(db) == {"pending": 10000}
+    assert queue_counts(db) == {"inbox": 10000}
     result = drain(env, "--batch-size", "1000")
     assert emulator.stats()["record_writes_total"] == writes
     assert db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'skipped'").fetchone()[0] == 10000

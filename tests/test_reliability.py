@@ -476,6 +476,7 @@ def test_acknowledging_stays_linear_with_many_failed_rows_and_stale_statistics(i
 
     db = items
     db.execute("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 300) g")
+    assert queue.spill(db, 1000) == 300  # a bulk statement: its keys go through the inbox
     db.execute("ANALYZE algolia_sync_queue")  # nothing has failed yet
     db.execute("ALTER TABLE algolia_sync_queue SET (autovacuum_enabled = false)")  # and it stays that way
     db.execute("""INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, last_error)

@@ -224,6 +224,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(table_name))))
         deleted = conn.execute("DELETE FROM algolia_index_config WHERE table_name = %s", (table_name,)).rowcount
         conn.execute("DELETE FROM algolia_sync_queue WHERE table_name = %s AND status <> 'failed'", (table_name,))
+        conn.execute("DELETE FROM algolia_sync_inbox WHERE table_name = %s", (table_name,))
     if not deleted and not exists:
         raise WatchError(f"table {table!r} is not watched")
     return table_name

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import psycopg
 from psycopg import conninfo
 
-from . import logs
+from . import logs, queue
 
 SCHEMA = "workerpool_demo"
 INDEX = "demo_products"
@@ -86,9 +86,7 @@ def _wait(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> A
 
 def _queue_empty(dsn: str) -> bool:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT NOT EXISTS (SELECT 1 FROM algolia_sync_queue WHERE status IN ('pending', 'processing'))"
-        ).fetchone()[0]
+        return queue.idle(conn)
 
 
 def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, Any]:

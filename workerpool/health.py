@@ -68,20 +68,28 @@ class HealthServer:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S,
                              application_name="workerpool:health") as conn:
             conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
+            # Keys that bulk statements left in the inbox wait like pending rows (status "inbox").
             backlog, oldest = conn.execute(
-                """SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
-                     FROM algolia_sync_queue
-                    WHERE status = 'processing'
-                       OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))"""
+                """SELECT sum(n), extract(epoch FROM now() - min(since))::float8
+                     FROM (SELECT count(*) AS n, min(created_at) AS since FROM algolia_sync_queue
+                            WHERE status = 'processing'
+                               OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))
+                           UNION ALL
+                           SELECT sum(cardinality(record_ids)), min(created_at) FROM algolia_sync_inbox) w"""
             ).fetchone()
             depth = conn.execute(
-                """SELECT table_name, status, count(*) FROM algolia_sync_queue GROUP BY 1, 2 ORDER BY 1, 2"""
+                """SELECT table_name, status, count(*) FROM algolia_sync_queue GROUP BY 1, 2
+                   UNION ALL
+                   SELECT table_name, 'inbox', sum(cardinality(record_ids)) FROM algolia_sync_inbox GROUP BY 1
+                   ORDER BY 1, 2"""
             ).fetchall()
             ages = conn.execute(
-                """SELECT table_name, extract(epoch FROM now() - min(created_at))::float8
-                     FROM algolia_sync_queue WHERE status = 'pending' GROUP BY 1 ORDER BY 1"""
+                """SELECT table_name, extract(epoch FROM now() - min(since))::float8
+                     FROM (SELECT table_name, created_at AS since FROM algolia_sync_queue WHERE status = 'pending'
+                           UNION ALL SELECT table_name, created_at FROM algolia_sync_inbox) w
+                    GROUP BY 1 ORDER BY 1"""
             ).fetchall()
-        return {"backlog": int(backlog), "backlog_oldest_s": float(oldest or 0.0), "depth": depth, "ages": ages}
+        return {"backlog": int(backlog or 0), "backlog_oldest_s": float(oldest or 0.0), "depth": depth, "ages": ages}
 
     def health(self) -> tuple[int, dict[str, Any]]:
         sup = self.supervisor
@@ -133,7 +141,8 @@ class HealthServer:
                 workers.add_metric(["wanted"], sup.target)
                 yield workers
                 up = GaugeMetricFamily("workerpool_database_up", "1 when the database answered this scrape")
-                depth = GaugeMetricFamily("workerpool_queue_depth", "Rows in algolia_sync_queue",
+                depth = GaugeMetricFamily("workerpool_queue_depth",
+                                          "Rows in algolia_sync_queue by status, and keys waiting in the inbox (status inbox)",
                                           labels=["table", "status"])
                 oldest = GaugeMetricFamily("workerpool_oldest_pending_age_seconds",
                                            "Age of the oldest pending row", labels=["table"])
@@ -149,7 +158,7 @@ class HealthServer:
                     depth.add_metric([table, status], count)
                     seen.add((table, status))
                 for table in {t for t, _ in seen}:
-                    for status in ("pending", "processing", "failed"):
+                    for status in ("pending", "processing", "failed", "inbox"):
                         if (table, status) not in seen:
                             depth.add_metric([table, status], 0)
                 for table, age in db["ages"]:

@@ -54,6 +54,21 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
     return Claim(token, [QueueRow(*r) for r in rows], now, lease_ms / 1000.0)
 
 
+def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
+    """Move up to max_keys keys that bulk statements captured into the inbox (whole inbox rows, at
+    least one) into the queue; returns how many queue rows that made or merged, or None when a
+    writer's lock on one of their pending rows made it give up for now (the keys stay in the inbox)."""
+    try:
+        return conn.execute("SELECT algolia_sync_spill(%s)", (max_keys,), prepare=True).fetchone()[0]
+    except psycopg.errors.LockNotAvailable:
+        return None
+
+
+def idle(conn: psycopg.Connection) -> bool:
+    """Whether nothing is left to do: no key pending or being processed, in the queue or the inbox."""
+    return conn.execute("SELECT algolia_sync_idle()").fetchone()[0]
+
+
 def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
     """Push the lease forward; False means the lease was lost. An expired lease is not revived:
     another worker may already hold a newer change to one of its keys."""

@@ -173,6 +173,7 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
 
     moving = {r[0] for r in conn.execute(
         """SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status IN ('pending', 'processing')
+           UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
            UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s""",
         {"t": watched.table_name, "since": started_at},
     )}

@@ -39,6 +39,7 @@ EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missin
 NOTIFY_CHANNEL = "algolia_sync"
 HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
+SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
 BOOT_RETRY_S = 5.0
 
 
@@ -91,6 +92,7 @@ class Worker:
         self._watched_at = 0.0
         self._next_heartbeat = 0.0
         self._next_recovery = 0.0
+        self._next_spill = 0.0
         self._pending_ack: tuple[Claim, Outcome] | None = None
         self._in_flight: tuple[Prepared, Future] | None = None
         self._sender_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sender")
@@ -200,7 +202,7 @@ class Worker:
                 self._recover(now)
             if not self.stopping:
                 with self._pool.connection() as conn:
-                    claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
+                    claim = self._claim(conn, now)
             self._db_failures = 0
         except psycopg.Error as exc:
             self._finish_in_flight()
@@ -214,6 +216,31 @@ class Worker:
             else:
                 self._in_flight = (prepared, self._sender_thread.submit(self._send_prepared, prepared))
         return claim is not None
+
+    def _claim(self, conn: psycopg.Connection, now: float) -> Claim | None:
+        """Move inbox keys into the queue when they may be waiting, then claim a batch.
+
+        The inbox is looked at before every claim while it yields keys, after a wake-up or a short
+        claim, and otherwise every SPILL_EVERY_S: a busy worker does not pay a round trip per batch
+        for an inbox that bulk statements rarely fill.
+        """
+        spilled = None
+        if now >= self._next_spill:
+            spilled = self._spill(conn, now)
+        claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
+        if claim is None and spilled is None and self._spill(conn, now):  # about to idle: nothing may wait
+            claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
+        if claim is None or len(claim.rows) < self.batch_limit:
+            self._next_spill = 0.0
+        return claim
+
+    def _spill(self, conn: psycopg.Connection, now: float) -> int:
+        moved = queue.spill(conn, self.batch_limit)
+        if moved is None:  # a writer holds one of those keys' pending rows: try again soon
+            log.debug("inbox spill waited on a writer; retrying", extra={"action": "spill_lock_wait", "worker": self.number})
+            moved = 0
+        self._next_spill = 0.0 if moved else now + SPILL_EVERY_S
+        return moved
 
     def _prepare_claim(self, claim: Claim) -> "Prepared":
         prepared = Prepared(claim, Outcome(), time.monotonic())
@@ -431,9 +458,7 @@ class Worker:
     def _queue_empty(self) -> bool:
         try:
             with self._pool.connection() as conn:
-                return conn.execute(
-                    "SELECT NOT EXISTS (SELECT 1 FROM algolia_sync_queue WHERE status IN ('pending', 'processing'))"
-                ).fetchone()[0]
+                return queue.idle(conn)
         except psycopg.Error as exc:
             self._database_trouble(exc)
             return False
@@ -483,6 +508,7 @@ class Worker:
                 continue
             try:
                 for _ in conn.notifies(timeout=min(0.25, left), stop_after=1):
+                    self._next_spill = 0.0  # a bulk statement's keys may be in the inbox
                     return
             except psycopg.Error as exc:
                 log.warning("listen connection lost; polling until it is back", extra={
