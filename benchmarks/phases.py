@@ -1,12 +1,15 @@
 """Where a record's CPU goes, step by step: the worker's own code and its Postgres backend, per record.
 
-    python benchmarks/phases.py [--rows 50000] [--batch 1000]
+    python benchmarks/phases.py [--rows 50000] [--batch 1000] [--capture]
 
 One process runs the worker's steps serially on a fresh database of N queued product changes (the
 benchmarks' data set): claim, read rows, build records, batch body, HTTP to an in-process emulator,
 acknowledge. For each step it adds up this thread's CPU time and the CPU time of the Postgres backend
 serving it (from /proc, so Linux only), and prints microseconds per record. Whole-drain benchmarks
-show *that* the machine is saturated; this shows by whom. Runs against the tests' Postgres
+show *that* the machine is saturated; this shows by whom. With --capture the backlog is made by bulk
+INSERTs into the watched table, so its keys wait in the inbox and the "spill" step (moving them into
+the queue before each claim) carries the capture work the writer no longer does; without it the
+changes are queued directly and "spill" is the cost of looking at an empty inbox once per batch. Runs against the tests' Postgres
 (DATABASE_URL, else 127.0.0.1:5432, else an embedded server) and drops its database afterwards.
 """
 
@@ -40,7 +43,7 @@ from workerpool.emulator import Emulator  # noqa: E402
 from workerpool.migrate import migrate  # noqa: E402
 from workerpool.shaping import Outcome, Shaper  # noqa: E402
 
-STEPS = ("claim", "read", "build", "body", "http", "ack")
+STEPS = ("spill", "claim", "read", "build", "body", "http", "ack")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -49,14 +52,18 @@ def _backend_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def measure(url: str, rows: int, batch: int) -> dict[str, Any]:
+def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str, Any]:
     """Drain `rows` queued changes of a fresh database at `url`, step by step; returns the figures."""
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn)
         _bench.create_products(conn)
-        _bench.fill_products(conn, rows)
-        watch(conn, "products", "products")
-        conn.execute(_bench.ENQUEUE_ALL)
+        if capture:
+            watch(conn, "products", "products")
+            _bench.fill_products(conn, rows)  # bulk statements: the keys go to the inbox
+        else:
+            _bench.fill_products(conn, rows)
+            watch(conn, "products", "products")
+            conn.execute(_bench.ENQUEUE_ALL)
         conn.execute("VACUUM ANALYZE")
     with Emulator() as emu:
         settings = load(environ={"DATABASE_URL": url, "ALGOLIA_APP_ID": emu.app_id,
@@ -78,6 +85,7 @@ def measure(url: str, rows: int, batch: int) -> dict[str, Any]:
 
         process0, started, done = time.process_time(), time.monotonic(), 0
         while True:
+            step("spill", lambda: queue.spill(conn, batch))
             claim = step("claim", lambda: queue.claim_batch(conn, batch, 60_000, "phases", time.monotonic()))
             if claim is None:
                 break
@@ -104,6 +112,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--capture", action="store_true", help="make the backlog with bulk INSERTs (via the inbox)")
     args = parser.parse_args()
     servers = _server_url()
     admin = next(servers)
@@ -111,12 +120,13 @@ def main() -> int:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        f = measure(_with_dbname(admin, name), args.rows, args.batch)
+        f = measure(_with_dbname(admin, name), args.rows, args.batch, args.capture)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         servers.close()
-    print(f"{f['rows']:,} records, BATCH {f['batch']}, one process, steps in series: {f['wall_s']} s "
+    print(f"{f['rows']:,} records ({'captured by bulk INSERTs' if args.capture else 'queued directly'}), "
+          f"BATCH {f['batch']}, one process, steps in series: {f['wall_s']} s "
           f"({f['records_per_s']:,}/s)")
     print(f"{'step':8} {'worker us/record':>17} {'postgres us/record':>19}")
     for k in STEPS:
