@@ -1,23 +1,27 @@
--- workerpool schema, version 4: a bulk statement's capture costs its writer little.
--- Capturing 100,000 inserted rows straight into the queue (a heap row, three btree entries and an
--- ON CONFLICT speculative insertion per key) made the writer's INSERT 4.2-4.9x slower than on an
--- unwatched table. A statement that changes more than 100 rows now writes its keys into an inbox
--- instead: one unindexed row per 1,000 keys, about 1.4x. Workers move inbox keys into the queue
--- (`algolia_sync_spill`, before they claim), where they coalesce with pending rows exactly as a direct
--- capture does; so the same work is done, but by the workers, not inside the writer's transaction.
--- Smaller statements (the single-row writes of an application) still enqueue directly, so their rows
--- are in the queue the moment they commit.
+-- workerpool schema, version 4: capture costs the writer little; the workers do the queue's work.
+-- Capturing straight into the queue put a heap row, three btree entries and an ON CONFLICT check per
+-- key inside the writer's transaction: a 100,000-row INSERT ran 4.2-4.9x slower than on an unwatched
+-- table, a single-row INSERT ~1.45x. The triggers now write each statement's keys into an inbox (one
+-- row per statement and operation, 1,000 keys at most per row, no index) and NOTIFY; workers
+-- move inbox keys into the queue before they claim (`algolia_sync_spill`), where they coalesce with
+-- pending rows exactly as the direct capture did. The work is the same, done by the workers instead
+-- of inside the writer's transaction; per-key serialization, leases and acks are unchanged.
 
+-- No index at all: a btree entry per statement was a third of a single-row capture's cost. The
+-- table stays small (workers empty it continuously), so a spill sorts it by capture time instead.
 CREATE TABLE IF NOT EXISTS algolia_sync_inbox (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_name  text NOT NULL,
     operation   text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
+    keys        integer NOT NULL,   -- cardinality(record_ids), readable without detoasting the array
     record_ids  text[] NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    -- clock_timestamp(), not now(): two statements of one transaction keep their order.
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 
--- The capture generator (see 001): each event's change set, as a (k, op) query, goes either to the
--- queue (ON CONFLICT coalescing) or, past BULK_ROWS rows in the statement, to the inbox in chunks.
+-- The capture generator (see 001), now writing into the inbox. Each event's keys are gathered into
+-- arrays in one pass over the transition table (an UPDATE that changes none of the compared columns
+-- gathers nothing; one that changes a key deletes the old key), written as one inbox row per
+-- operation, or in rows of 1,000 keys for a bulk statement, then one NOTIFY.
 CREATE OR REPLACE FUNCTION algolia_sync_create_capture(fn_name text, tbl text, key_col text, cols text[])
 RETURNS text
 LANGUAGE plpgsql
@@ -26,12 +30,21 @@ DECLARE
     qualified  text := format('%I.%I', current_schema(), fn_name);
     new_cmp    text := 'n::text';
     old_cmp    text := 'o::text';
-    bulk_rows  constant integer := 100;   -- statements over this many rows go to the inbox
-    chunk      constant integer := 1000;  -- keys per inbox row
-    src        text[];
-    rows_of    text[];
-    direct     text[];
-    inbox      text[];
+    -- One operation's keys into the inbox: one row, or rows of 1,000 keys for a bulk statement.
+    -- Inlined into the generated function (a plpgsql call would cost more than the insert).
+    -- %1$s: the array variable, %2$L: the table, %3$L: the operation.
+    write_keys constant text := $w$
+    IF %1$s IS NOT NULL AND cardinality(%1$s) > 0 THEN
+        IF cardinality(%1$s) <= 1000 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            VALUES (%2$L, %3$L, cardinality(%1$s), %1$s);
+        ELSE
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            SELECT %2$L, %3$L, count(*), array_agg(u.k)
+              FROM unnest(%1$s) WITH ORDINALITY AS u(k, n) GROUP BY (u.n - 1) / 1000;
+        END IF;
+        captured := true;
+    END IF;$w$;
 BEGIN
     IF cols IS NOT NULL AND cardinality(cols) > 0 THEN
         SELECT 'ROW(' || string_agg(format('n.%I', c), ', ') || ')::text',
@@ -39,87 +52,129 @@ BEGIN
           INTO new_cmp, old_cmp
           FROM unnest(cols) AS c;
     END IF;
-    -- INSERT, UPDATE, DELETE, TRUNCATE: the changed keys, and the rows the statement touched.
-    src := ARRAY[
-        format('SELECT (r.%I)::text AS k, ''INSERT''::text AS op FROM new_rows r', key_col),
-        format('SELECT coalesce(n.%1$I, o.%1$I)::text AS k, CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END AS op
-                  FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
-                 WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s', key_col, new_cmp, old_cmp),
-        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM old_rows r', key_col),
-        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM %s r', key_col, tbl::regclass)];
-    rows_of := ARRAY['new_rows', 'new_rows', 'old_rows', tbl::regclass::text];
-    FOR i IN 1..4 LOOP
-        direct[i] := format(
-            'INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-             SELECT %L, c.k, c.op FROM (%s) c
-             ON CONFLICT (table_name, record_id) WHERE status = ''pending''
-             DO UPDATE SET operation = EXCLUDED.operation, updated_at = now();', tbl, src[i]);
-        inbox[i] := format(
-            'IF (SELECT count(*) FROM (SELECT FROM %1$s LIMIT %2$s) s) > %3$s THEN
-                INSERT INTO algolia_sync_inbox (table_name, operation, record_ids)
-                SELECT %4$L, c.op, array_agg(c.k)
-                  FROM (SELECT s.k, s.op, (row_number() OVER () - 1) / %5$s AS chunk FROM (%6$s) s) c
-                 GROUP BY c.op, c.chunk;
-             ELSE
-                %7$s
-             END IF;', rows_of[i], bulk_rows + 1, bulk_rows, tbl, chunk, src[i], direct[i]);
-    END LOOP;
     EXECUTE format($fn$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $body$
 DECLARE
-    enqueued bigint;
+    changed  text[];
+    gone     text[];
+    captured boolean := false;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        %3$s
-    ELSIF TG_OP = 'UPDATE' THEN
-        %4$s
-    ELSIF TG_OP = 'TRUNCATE' THEN
+        changed := ARRAY(SELECT (r.%3$I)::text FROM new_rows r);
         %6$s
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(coalesce(n.%3$I, o.%3$I)::text) FILTER (WHERE n.%3$I IS NOT NULL),
+               array_agg(o.%3$I::text) FILTER (WHERE n.%3$I IS NULL)
+          INTO changed, gone
+          FROM new_rows n FULL JOIN old_rows o ON o.%3$I = n.%3$I
+         WHERE n.%3$I IS NULL OR o.%3$I IS NULL OR %4$s IS DISTINCT FROM %5$s;
+        %7$s
+        %8$s
     ELSE
-        %5$s
+        IF TG_OP = 'TRUNCATE' THEN
+            gone := ARRAY(SELECT (r.%3$I)::text FROM %9$s r);
+        ELSE
+            gone := ARRAY(SELECT (r.%3$I)::text FROM old_rows r);
+        END IF;
+        %8$s
     END IF;
-    GET DIAGNOSTICS enqueued = ROW_COUNT;
-    IF enqueued > 0 THEN
+    IF captured THEN
         PERFORM pg_notify('algolia_sync', %2$L);
     END IF;
     RETURN NULL;
 END;
 $body$
-$fn$, qualified, tbl, inbox[1], inbox[2], inbox[3], inbox[4]);
+$fn$, qualified, tbl, key_col, new_cmp, old_cmp,
+      format(write_keys, 'changed', tbl, 'INSERT'),
+      format(write_keys, 'changed', tbl, 'UPDATE'),
+      format(write_keys, 'gone', tbl, 'DELETE'),
+      tbl::regclass);
     RETURN qualified;
 END;
 $create$;
 
--- Move up to max_keys inbox keys (whole inbox rows, oldest first, at least one) into the queue,
--- coalescing with pending rows; returns how many queue rows were inserted or merged. Workers call
--- it before they claim. A lock wait (a writer's uncommitted pending row of the same key) gives up
--- quickly instead of queueing behind, or deadlocking with, the writer: the inbox rows stay for later.
+-- Propagation from a related table (see 001), into the inbox too: renaming a brand with 50,000
+-- products writes 50 inbox rows inside the writer's transaction instead of 50,000 queue rows.
+CREATE OR REPLACE FUNCTION algolia_sync_enqueue_related() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    tbl     text := TG_ARGV[0];
+    key_col text := TG_ARGV[1];
+    fk_col  text := TG_ARGV[2];
+    ref_col text := TG_ARGV[3];
+    refs    text;
+    n       bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        refs := format('SELECT r.%I FROM new_rows r', ref_col);
+    ELSIF TG_OP = 'DELETE' THEN
+        refs := format('SELECT r.%I FROM old_rows r', ref_col);
+    ELSE
+        refs := format(
+            'SELECT coalesce(n.%1$I, o.%1$I) FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
+              WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR n::text IS DISTINCT FROM o::text', ref_col);
+    END IF;
+    EXECUTE format(
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+         SELECT $1, ''UPDATE'', count(*), array_agg(c.k)
+           FROM (SELECT (t.%1$I)::text AS k, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM %2$s t WHERE t.%3$I IN (%4$s)) c
+          GROUP BY c.chunk', key_col, tbl, fk_col, refs)
+    USING tbl;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('algolia_sync', tbl);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Move inbox rows, oldest first, into the queue: whole rows until max_keys keys (at least one
+-- row), coalescing with pending rows; returns how many queue rows that inserted or merged. Workers
+-- call it before they claim. A lock wait (another transaction's uncommitted pending row of the same
+-- key: a `reindex` chunk, a `retry-failed`) gives up after lock_timeout instead of queueing behind,
+-- or deadlocking with, that transaction: the inbox rows stay for the next call.
 CREATE OR REPLACE FUNCTION algolia_sync_spill(max_keys integer) RETURNS integer
 LANGUAGE plpgsql
 SET lock_timeout = '200ms'
 SET search_path FROM CURRENT AS $$
 DECLARE
-    n integer;
+    r      record;
+    tids   tid[] := '{}';
+    total  bigint := 0;
+    n      integer;
 BEGIN
+    -- A FOR loop fetches (and locks) a few rows at a time, so a long inbox is not all locked at once.
+    FOR r IN SELECT x.ctid AS tid, x.keys FROM algolia_sync_inbox x ORDER BY x.created_at
+             FOR UPDATE SKIP LOCKED LOOP
+        tids := tids || r.tid;
+        total := total + r.keys;
+        EXIT WHEN total >= max_keys;
+    END LOOP;
+    IF cardinality(tids) = 0 THEN
+        RETURN 0;
+    END IF;
     WITH taken AS (
-        DELETE FROM algolia_sync_inbox i
-         WHERE i.id = ANY(ARRAY(SELECT x.id FROM algolia_sync_inbox x ORDER BY x.id
-                                 LIMIT greatest(1, max_keys / 1000) FOR UPDATE SKIP LOCKED))
-        RETURNING i.id, i.table_name, i.operation, i.record_ids, i.created_at
+        -- Locked above, so these row versions are still the ones read.
+        DELETE FROM algolia_sync_inbox i WHERE i.ctid = ANY(tids)
+        RETURNING i.table_name, i.operation, i.record_ids, i.created_at
     ), keys AS (
         -- A key in several inbox rows: its latest operation, its earliest capture time. Sorted by
         -- key, so that concurrent spills lock pending rows in the same order.
         SELECT DISTINCT ON (t.table_name, k.record_id) t.table_name, k.record_id, t.operation,
                min(t.created_at) OVER (PARTITION BY t.table_name, k.record_id) AS created_at
           FROM taken t, unnest(t.record_ids) AS k(record_id)
-         ORDER BY t.table_name, k.record_id, t.id DESC
+         ORDER BY t.table_name, k.record_id, t.created_at DESC
     )
-    INSERT INTO algolia_sync_queue (table_name, record_id, operation, created_at)
+    INSERT INTO algolia_sync_queue AS q (table_name, record_id, operation, created_at)
     SELECT table_name, record_id, operation, created_at FROM keys
     ON CONFLICT (table_name, record_id) WHERE status = 'pending'
-    DO UPDATE SET operation = EXCLUDED.operation, updated_at = now();
+    -- A pending reindex stays one: its record must still be replaced whole.
+    DO UPDATE SET operation = CASE WHEN q.operation = 'REINDEX' THEN 'REINDEX' ELSE EXCLUDED.operation END,
+                  updated_at = now();
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END;
@@ -149,12 +204,12 @@ SELECT c.table_name,
                                                           AS oldest_pending_age_s
   FROM algolia_index_config c
   LEFT JOIN algolia_sync_queue q ON q.table_name = c.table_name
-  LEFT JOIN LATERAL (SELECT sum(cardinality(x.record_ids)) AS keys, min(x.created_at) AS oldest
+  LEFT JOIN LATERAL (SELECT sum(x.keys) AS keys, min(x.created_at) AS oldest
                        FROM algolia_sync_inbox x WHERE x.table_name = c.table_name) i ON true
  GROUP BY c.table_name, c.index_name, i.keys, i.oldest;
 
 -- Regenerate the capture function of every watched table that still exists (same name and compared
--- columns as `watch` gives it), so that upgraded installs capture bulk statements into the inbox.
+-- columns as `watch` gives it), so that upgraded installs capture into the inbox.
 SELECT algolia_sync_create_capture(
            'algolia_sync_capture_' || left(md5(c.table_name), 16), c.table_name, c.key_column,
            CASE WHEN c.attributes IS NOT NULL AND c.source_view IS NULL

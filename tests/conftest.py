@@ -251,8 +251,18 @@ def queue_counts(conn: psycopg.Connection) -> dict[str, int]:
     nothing is left to sync."""
     return dict(conn.execute(
         """SELECT status, count(*) FROM algolia_sync_queue GROUP BY status
-           UNION ALL SELECT 'inbox', sum(cardinality(record_ids)) FROM algolia_sync_inbox HAVING count(*) > 0"""
+           UNION ALL SELECT 'inbox', sum(keys) FROM algolia_sync_inbox HAVING count(*) > 0"""
     ).fetchall())
+
+
+def spill_all(conn: psycopg.Connection) -> int:
+    """Move every key waiting in the inbox into the queue, as a worker does before it claims."""
+    from workerpool import queue
+
+    moved = 0
+    while n := queue.spill(conn, 10_000):
+        moved += n
+    return moved
 
 
 def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[str, dict]:

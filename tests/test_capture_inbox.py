@@ -1,5 +1,6 @@
-"""Bulk capture: statements over 100 rows write their keys into the inbox, workers move them into the
-queue, where they coalesce with pending rows and keep per-key serialization like any direct capture."""
+"""Capture through the inbox: every statement's keys go into algolia_sync_inbox (cheap for the writer);
+workers move them into the queue, where they coalesce with pending rows and keep per-key
+serialization exactly as a direct capture did."""
 
 from __future__ import annotations
 
@@ -29,41 +30,55 @@ def _keys(first: int, last: int) -> list[str]:
     return [str(k) for k in range(first, last + 1)]
 
 
-def test_statements_over_100_rows_go_to_the_inbox_and_smaller_ones_to_the_queue(products):
+def _rows(db: psycopg.Connection) -> list[tuple[str, int]]:
+    """(operation, keys) of each inbox row, oldest first."""
+    return db.execute("SELECT operation, keys FROM algolia_sync_inbox ORDER BY created_at").fetchall()
+
+
+def test_every_statement_writes_its_keys_to_the_inbox_in_rows_of_at_most_1000(products):
     db = products
-    db.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(1, 100) g")
-    assert queue_counts(db) == {"pending": 100} and _inbox(db) == {}
-    db.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(101, 301) g")
-    assert queue_counts(db) == {"pending": 100, "inbox": 201} and _inbox(db) == {"INSERT": _keys(101, 301)}
+    db.execute("INSERT INTO products (id, name) VALUES (1, 'one')")
+    assert _rows(db) == [("INSERT", 1)] and queue_counts(db) == {"inbox": 1}
+    db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(2, 2501) g")
+    assert _rows(db)[1:] and sorted(n for _, n in _rows(db)[1:]) == [500, 1000, 1000]
+    assert _inbox(db) == {"INSERT": _keys(1, 2501)}
+    # A spill takes whole rows, oldest first, until it has max_keys keys (so at most max_keys plus
+    # one row's 1,000): 1 + 1,000, then the other two rows (1,000 and 500, in either order).
+    spills = [queue.spill(db, 1000) for _ in range(4)]
+    assert spills[0] == 1001 and spills[1] in (1000, 1500) and sum(spills) == 2501 and spills[3] == 0
+    assert queue_counts(db) == {"pending": 2501}
 
-    db.execute("TRUNCATE algolia_sync_queue, algolia_sync_inbox")
-    # 301 rows updated, 150 of them changed: only the changed keys are captured.
+    db.execute("TRUNCATE algolia_sync_queue")
+    # 2,501 rows updated, 150 of them changed: only the changed keys are captured.
     db.execute("UPDATE products SET name = CASE WHEN id <= 150 THEN 'renamed' ELSE name END")
-    assert queue_counts(db) == {"inbox": 150} and _inbox(db) == {"UPDATE": _keys(1, 150)}
-    db.execute("DELETE FROM products WHERE id > 190")  # 111 rows
-    assert _inbox(db) == {"UPDATE": _keys(1, 150), "DELETE": _keys(191, 301)}
-    db.execute("DELETE FROM products WHERE id > 180")  # 10 rows: direct
-    assert queue_counts(db) == {"pending": 10, "inbox": 150 + 111}
+    assert _rows(db) == [("UPDATE", 150)]
+    db.execute("UPDATE products SET name = name")  # changes nothing: captures nothing
+    db.execute("UPDATE products SET id = 9999 WHERE id = 7")  # a key changes: the old one is deleted
+    assert _inbox(db) == {"UPDATE": sorted(_keys(1, 150) + ["9999"], key=int), "DELETE": ["7"]}
+    db.execute("DELETE FROM products WHERE id > 2400")
+    assert _rows(db)[-1] == ("DELETE", 102)  # 2401-2501 and 9999
 
-    db.execute("TRUNCATE algolia_sync_queue, algolia_sync_inbox")
-    db.execute("TRUNCATE products")  # 180 rows
-    assert queue_counts(db) == {"inbox": 180} and _inbox(db) == {"DELETE": _keys(1, 180)}
+    db.execute("TRUNCATE algolia_sync_inbox")
+    db.execute("TRUNCATE products")  # 2,399 rows: every key becomes a delete
+    assert queue_counts(db) == {"inbox": 2399} and set(_inbox(db)) == {"DELETE"}
 
 
 def test_spill_coalesces_with_pending_rows_and_waits_for_live_claims(products):
     db = products
     db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(1, 3) g")
+    assert queue.spill(db, 1000) == 3 and queue_counts(db) == {"pending": 3}
     token = uuid.uuid4()
     claimed = db.execute("SELECT record_id FROM get_pending_algolia_syncs(1, 60000, %s, 'test')", (token,)).fetchall()
     assert claimed == [("1",)]  # key 1 is being processed; keys 2 and 3 are pending
     db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(4, 200) g")
-    db.execute("UPDATE products SET stock = 7")  # 200 rows: keys 1-200 go to the inbox as UPDATE
-    assert sorted(_inbox(db)) == ["INSERT", "UPDATE"] and queue_counts(db) == {"processing": 1, "pending": 2, "inbox": 197 + 200}
+    db.execute("UPDATE products SET stock = 7")  # keys 1-200
+    for n in range(5):
+        db.execute("UPDATE products SET stock = %s WHERE id = 2", (n,))  # a hot row: five more inbox rows
+    assert len(_rows(db)) == 7 and queue_counts(db) == {"processing": 1, "pending": 2, "inbox": 197 + 200 + 5}
 
-    spilled = []
-    while n := queue.spill(db, 1000):  # one inbox row (up to 1,000 keys) per call, oldest first
-        spilled.append(n)
-    assert spilled == [197, 200] and _inbox(db) == {}  # the INSERTed keys, then every key's UPDATE
+    # Whole inbox rows, oldest first, until 1,000 keys: all seven rows (402 keys) in one call, which
+    # writes each of the 200 distinct keys once.
+    assert queue.spill(db, 1000) == 200 and _inbox(db) == {}
     # One pending row per key (the inbox's keys 2 and 3 merged into their pending rows, with the latest
     # operation), and key 1 pending again behind its live claim.
     rows = db.execute("SELECT record_id, status, operation FROM algolia_sync_queue ORDER BY id").fetchall()
@@ -79,21 +94,32 @@ def test_spill_coalesces_with_pending_rows_and_waits_for_live_claims(products):
     assert len(again) == 199 and "1" not in again
 
 
-def test_spill_gives_way_to_a_writer_instead_of_blocking_it(products, db_url):
+def test_a_pending_reindex_stays_a_reindex_when_a_change_merges_into_it(products, env):
     db = products
-    db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(1, 200) g")  # inbox
-    assert len(_inbox(db)["INSERT"]) == 200
-    with psycopg.connect(db_url) as writer:  # a transaction that stays open
-        writer.execute("UPDATE products SET stock = 1 WHERE id = 150")  # key 150: pending, uncommitted
+    db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(1, 5) g")
+    db.execute("TRUNCATE algolia_sync_inbox")
+    assert run_cli(env, "reindex", "products").returncode == 0  # REINDEX rows: replace whole
+    db.execute("UPDATE products SET stock = 1 WHERE id = 3")
+    assert queue.spill(db, 1000) == 1
+    ops = dict(db.execute("SELECT record_id, operation FROM algolia_sync_queue").fetchall())
+    assert ops == {str(k): "REINDEX" for k in range(1, 6)}
+
+
+def test_spill_gives_way_to_an_open_transaction_instead_of_blocking_it(products, db_url):
+    db = products
+    db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(1, 200) g")
+    with psycopg.connect(db_url) as other:  # e.g. a reindex chunk: an uncommitted pending row of key 150
+        other.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) "
+                      "VALUES ('products', '150', 'REINDEX')")
         started = time.monotonic()
-        assert queue.spill(db, 1000) is None  # waited on the writer's row at most lock_timeout, then gave up
+        assert queue.spill(db, 1000) is None  # waited on that row at most lock_timeout, then gave up
         assert time.monotonic() - started < 5
         assert queue_counts(db) == {"inbox": 200}  # nothing half-moved
-        # The writer was not blocked by the spill: it goes on and commits.
-        writer.execute("UPDATE products SET stock = 2 WHERE id = 151")
-        writer.commit()
-    assert queue.spill(db, 1000) == 200 - 2 + 2  # keys 150 and 151 merged into their pending rows
-    assert queue_counts(db) == {"pending": 200} and _inbox(db) == {}
+        other.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) "
+                      "VALUES ('products', '151', 'REINDEX')")  # not blocked by the spill either
+        other.commit()
+    assert queue.spill(db, 1000) == 200  # keys 150 and 151 merged into the committed rows
+    assert queue_counts(db) == {"pending": 200}
 
 
 def test_concurrent_bulk_writes_and_workers_converge(products, env, emulator, start_pool):
@@ -142,17 +168,20 @@ def test_inbox_keys_show_in_stats_and_drain_waits_for_them(products, env, emulat
     assert db.execute("SELECT count(*) FROM algolia_sync_inbox").fetchone()[0] == 0
 
 
-def test_upgrading_to_version_4_moves_existing_watches_to_the_inbox(empty_db_url, env):
+def test_upgrading_to_version_4_moves_existing_watches_to_the_inbox(empty_db_url):
+    from workerpool.capture import watch
+
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         migrate(conn, target=3)
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text, secret text)")
-        from workerpool.capture import watch
         watch(conn, "items", "items", attributes=["name"])
+        conn.execute("INSERT INTO items VALUES (1, 'n', 's')")  # version 3: straight into the queue
         migrate(conn)
-        conn.execute("INSERT INTO items SELECT g, 'n', 's' FROM generate_series(1, 300) g")
-        assert conn.execute("SELECT sum(cardinality(record_ids)) FROM algolia_sync_inbox").fetchone()[0] == 300
+        assert queue_counts(conn) == {"pending": 1}
+        conn.execute("INSERT INTO items SELECT g, 'n', 's' FROM generate_series(2, 300) g")
+        assert queue_counts(conn) == {"pending": 1, "inbox": 299}
         # The regenerated function still compares only the record's columns.
         conn.execute("UPDATE items SET secret = 'changed'")
-        assert conn.execute("SELECT sum(cardinality(record_ids)) FROM algolia_sync_inbox").fetchone()[0] == 300
+        assert queue_counts(conn) == {"pending": 1, "inbox": 299}
         conn.execute("UPDATE items SET name = 'changed' WHERE id <= 150")
-        assert conn.execute("SELECT sum(cardinality(record_ids)) FROM algolia_sync_inbox").fetchone()[0] == 450
+        assert queue_counts(conn) == {"pending": 1, "inbox": 449}

@@ -29,6 +29,7 @@ from conftest import (
     drain,
     queue_counts,
     run_cli,
+    spill_all,
     wait_until,
     workerpool_cmd,
 )
@@ -84,6 +85,7 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
 def test_stats_json_reports_real_counts_ages_and_rates(products, env, emulator):
     db = products
     _insert(db, 1, 30)
+    spill_all(db)  # as a worker would, so that some rows can be made to fail
     db.execute("UPDATE algolia_sync_queue SET status = 'failed', last_error = 'boom' WHERE record_id IN ('1', '2')")
     db.execute("UPDATE algolia_sync_queue SET created_at = now() - interval '90 seconds' WHERE record_id = '3'")
     result = run_cli(env, "stats", "--json")
@@ -135,6 +137,7 @@ def test_retry_failed_returns_failed_rows_per_table(products, env, emulator):
     assert run_cli(env, "watch", "brands", "--index", "brands").returncode == 0
     _insert(db, 1, 5)
     db.execute("INSERT INTO brands VALUES (1, 'acme'), (2, 'globex')")
+    spill_all(db)
     db.execute("UPDATE algolia_sync_queue SET status = 'failed', attempts = 5, last_error = 'x'")
     result = run_cli(env, "retry-failed", "--table", "brands")
     assert result.returncode == 0 and "returned 2 failed row(s)" in result.stdout, result.stdout
@@ -194,6 +197,7 @@ def test_reindex_enqueues_every_row_in_chunks_and_resumes_after_an_interruption(
     assert queue_counts(db) == {"pending": done}
 
     db.execute("UPDATE products SET name = 'changed' WHERE id = 999")  # a pending row that must not be duplicated
+    spill_all(db)
     result = run_cli(env, "reindex", "products", "--chunk-size", "100")
     assert result.returncode == 0, result.stderr
     assert "(resumed)" in result.stdout and f"{1000 - done} row(s) walked" in result.stdout, result.stdout
@@ -323,6 +327,7 @@ def test_verify_finds_missing_extra_and_stale_records_and_repairs_them(products,
     assert repaired.returncode == 1, repaired.stdout
     assert "repair enqueued 4 key(s)" in repaired.stdout and "deleted 1 record(s)" in repaired.stdout, repaired.stdout
     assert "not-a-key" not in emulator.records("products")
+    spill_all(db)
     ops = dict(db.execute("SELECT record_id, operation FROM algolia_sync_queue").fetchall())
     assert ops == {"17": "REINDEX", "42": "REINDEX", "105": "REINDEX", "9999": "REINDEX", "5": "UPDATE"}
     drain(env)

@@ -10,12 +10,15 @@ import time
 import psycopg
 import pytest
 
+from workerpool import queue
+
 from conftest import (
     API_KEY,
     assert_index_matches,
     drain,
     queue_counts,
     run_cli,
+    spill_all,
     wait_until,
 )
 
@@ -77,7 +80,7 @@ def test_truncate_deletes_every_record(products, env, emulator):
     drain(env)
     assert len(emulator.records("products")) == 50
     db.execute("TRUNCATE products")
-    assert queue_counts(db) == {"pending": 50}
+    assert queue_counts(db) == {"inbox": 50}
     drain(env)
     assert emulator.records("products") == {}
 
@@ -144,8 +147,12 @@ def test_hundred_updates_to_one_row_cost_one_queue_row_and_one_write(products, e
     db.execute("INSERT INTO products (id, name) VALUES (1, 'v0')")
     for i in range(1, 101):
         db.execute("UPDATE products SET name = %s WHERE id = 1", (f"v{i}",))
-    assert db.execute("SELECT count(*) FROM algolia_sync_queue").fetchone()[0] == 1
-    db.execute("UPDATE products SET name = name WHERE id = 1")  # changes nothing: enqueues nothing new
+    # 101 statements leave 101 keys in the inbox (cheap for the writer); moved into the queue, they
+    # coalesce into one pending row.
+    assert queue_counts(db) == {"inbox": 101}
+    db.execute("UPDATE products SET name = name WHERE id = 1")  # changes nothing: captures nothing
+    assert queue_counts(db) == {"inbox": 101}
+    assert queue.spill(db, 1000) == 1 and queue_counts(db) == {"pending": 1}
     drain(env)
     assert emulator.stats()["record_writes"]["products"] == 1
     assert emulator.records("products")["1"]["name"] == "v100"
@@ -256,6 +263,9 @@ def test_migrate_is_idempotent_and_safe_concurrently(empty_db_url, env):
         conn.execute("CREATE TABLE products (id int PRIMARY KEY, name text)")
         assert run_cli(env, "watch", "products", "--index", "p").returncode == 0
         conn.execute("INSERT INTO products VALUES (1, 'a')")
+        stats = conn.execute("SELECT * FROM algolia_sync_stats").fetchall()
+        assert stats[0][0:5] == ("products", "p", 1, 0, 0)  # waiting in the inbox: pending
+        spill_all(conn)
         conn.execute("UPDATE algolia_sync_queue SET status = 'failed', last_error = 'x'")
         # The seed's four monitoring queries.
         stats = conn.execute("SELECT * FROM algolia_sync_stats").fetchall()

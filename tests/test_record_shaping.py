@@ -50,7 +50,7 @@ def test_view_fed_index_follows_brand_renames_and_unpublishing(catalog, env, emu
     before = emulator.stats()["record_writes"]["products"]
 
     db.execute("UPDATE brands SET name = 'Acme Corporation' WHERE id = 1")  # one statement, set-wise
-    assert queue_counts(db) == {"pending": len(acme)}
+    assert queue_counts(db) == {"inbox": len(acme)}
     drain(env)
     assert emulator.stats()["record_writes"]["products"] - before == len(acme), "exactly the brand's products"
     index = emulator.records("products")

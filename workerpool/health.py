@@ -75,12 +75,12 @@ class HealthServer:
                             WHERE status = 'processing'
                                OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))
                            UNION ALL
-                           SELECT sum(cardinality(record_ids)), min(created_at) FROM algolia_sync_inbox) w"""
+                           SELECT sum(keys), min(created_at) FROM algolia_sync_inbox) w"""
             ).fetchone()
             depth = conn.execute(
                 """SELECT table_name, status, count(*) FROM algolia_sync_queue GROUP BY 1, 2
                    UNION ALL
-                   SELECT table_name, 'inbox', sum(cardinality(record_ids)) FROM algolia_sync_inbox GROUP BY 1
+                   SELECT table_name, 'inbox', sum(keys) FROM algolia_sync_inbox GROUP BY 1
                    ORDER BY 1, 2"""
             ).fetchall()
             ages = conn.execute(
