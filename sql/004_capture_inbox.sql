@@ -18,10 +18,13 @@ CREATE TABLE IF NOT EXISTS algolia_sync_inbox (
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 
--- The capture generator (see 001), now writing into the inbox. Each event's keys are gathered into
--- arrays in one pass over the transition table (an UPDATE that changes none of the compared columns
--- gathers nothing; one that changes a key deletes the old key), written as one inbox row per
--- operation, or in rows of 1,000 keys for a bulk statement, then one NOTIFY.
+-- The capture generator (see 001), now writing into the inbox. Each event's changed keys (an UPDATE
+-- that changes none of the compared columns changes nothing; one that changes a key deletes the old
+-- one) become inbox rows of at most 1,000 keys per operation, then one NOTIFY. Two paths, because a
+-- single-row write must stay cheap and a bulk one must stream: the first 1,001 changes are gathered
+-- into arrays (one row per operation when that is all of them: the common, small statement); past
+-- 1,000, one INSERT … SELECT streams the statement's changes into 1,000-key rows instead, so a
+-- statement of any size stays within memory and under the 1 GB limit of a single array.
 CREATE OR REPLACE FUNCTION algolia_sync_create_capture(fn_name text, tbl text, key_col text, cols text[])
 RETURNS text
 LANGUAGE plpgsql
@@ -30,21 +33,9 @@ DECLARE
     qualified  text := format('%I.%I', current_schema(), fn_name);
     new_cmp    text := 'n::text';
     old_cmp    text := 'o::text';
-    -- One operation's keys into the inbox: one row, or rows of 1,000 keys for a bulk statement.
-    -- Inlined into the generated function (a plpgsql call would cost more than the insert).
-    -- %1$s: the array variable, %2$L: the table, %3$L: the operation.
-    write_keys constant text := $w$
-    IF %1$s IS NOT NULL AND cardinality(%1$s) > 0 THEN
-        IF cardinality(%1$s) <= 1000 THEN
-            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
-            VALUES (%2$L, %3$L, cardinality(%1$s), %1$s);
-        ELSE
-            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
-            SELECT %2$L, %3$L, count(*), array_agg(u.k)
-              FROM unnest(%1$s) WITH ORDINALITY AS u(k, n) GROUP BY (u.n - 1) / 1000;
-        END IF;
-        captured := true;
-    END IF;$w$;
+    src        text[];
+    small      text[];
+    bulk       text[];
 BEGIN
     IF cols IS NOT NULL AND cardinality(cols) > 0 THEN
         SELECT 'ROW(' || string_agg(format('n.%I', c), ', ') || ')::text',
@@ -52,45 +43,74 @@ BEGIN
           INTO new_cmp, old_cmp
           FROM unnest(cols) AS c;
     END IF;
+    -- INSERT, UPDATE, DELETE, TRUNCATE (BEFORE, while the rows are still there): (k, op) per change.
+    src := ARRAY[
+        format('SELECT (r.%I)::text AS k, ''INSERT''::text AS op FROM new_rows r', key_col),
+        format('SELECT coalesce(n.%1$I, o.%1$I)::text AS k, CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END AS op
+                  FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
+                 WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s', key_col, new_cmp, old_cmp),
+        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM old_rows r', key_col),
+        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM %s r', key_col, tbl::regclass)];
+    -- The small path: an ARRAY(subquery) where every change has one operation (cheaper than an
+    -- aggregate for the single-row statements that matter most), two filtered aggregates for UPDATE.
+    small := ARRAY[
+        format('changed := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(changed);', src[1]),
+        format('SELECT count(*), array_agg(s.k) FILTER (WHERE s.op = ''UPDATE''), array_agg(s.k) FILTER (WHERE s.op = ''DELETE'')
+                  INTO changes, changed, gone FROM (%s LIMIT 1001) s;', src[2]),
+        format('gone := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(gone);', src[3]),
+        format('gone := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(gone);', src[4])];
+    FOR i IN 1..4 LOOP
+        bulk[i] := format(
+            'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+             SELECT %L, c.op, count(*), array_agg(c.k)
+               FROM (SELECT s.k, s.op, (row_number() OVER () - 1) / 1000 AS chunk FROM (%s) s) c
+              GROUP BY c.op, c.chunk;', tbl, src[i]);
+    END LOOP;
     EXECUTE format($fn$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $body$
 DECLARE
-    changed  text[];
-    gone     text[];
-    captured boolean := false;
+    changes bigint;
+    changed text[];
+    gone    text[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        changed := ARRAY(SELECT (r.%3$I)::text FROM new_rows r);
-        %6$s
+        %3$s
     ELSIF TG_OP = 'UPDATE' THEN
-        SELECT array_agg(coalesce(n.%3$I, o.%3$I)::text) FILTER (WHERE n.%3$I IS NOT NULL),
-               array_agg(o.%3$I::text) FILTER (WHERE n.%3$I IS NULL)
-          INTO changed, gone
-          FROM new_rows n FULL JOIN old_rows o ON o.%3$I = n.%3$I
-         WHERE n.%3$I IS NULL OR o.%3$I IS NULL OR %4$s IS DISTINCT FROM %5$s;
-        %7$s
-        %8$s
+        %4$s
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        %6$s
     ELSE
-        IF TG_OP = 'TRUNCATE' THEN
-            gone := ARRAY(SELECT (r.%3$I)::text FROM %9$s r);
+        %5$s
+    END IF;
+    IF changes = 0 THEN
+        RETURN NULL;
+    ELSIF changes > 1000 THEN
+        IF TG_OP = 'INSERT' THEN
+            %7$s
+        ELSIF TG_OP = 'UPDATE' THEN
+            %8$s
+        ELSIF TG_OP = 'TRUNCATE' THEN
+            %10$s
         ELSE
-            gone := ARRAY(SELECT (r.%3$I)::text FROM old_rows r);
+            %9$s
         END IF;
-        %8$s
+    ELSE
+        IF cardinality(changed) > 0 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            VALUES (%2$L, CASE TG_OP WHEN 'INSERT' THEN 'INSERT' ELSE 'UPDATE' END, cardinality(changed), changed);
+        END IF;
+        IF cardinality(gone) > 0 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            VALUES (%2$L, 'DELETE', cardinality(gone), gone);
+        END IF;
     END IF;
-    IF captured THEN
-        PERFORM pg_notify('algolia_sync', %2$L);
-    END IF;
+    PERFORM pg_notify('algolia_sync', %2$L);
     RETURN NULL;
 END;
 $body$
-$fn$, qualified, tbl, key_col, new_cmp, old_cmp,
-      format(write_keys, 'changed', tbl, 'INSERT'),
-      format(write_keys, 'changed', tbl, 'UPDATE'),
-      format(write_keys, 'gone', tbl, 'DELETE'),
-      tbl::regclass);
+$fn$, qualified, tbl, small[1], small[2], small[3], small[4], bulk[1], bulk[2], bulk[3], bulk[4]);
     RETURN qualified;
 END;
 $create$;
