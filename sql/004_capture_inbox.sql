@@ -7,8 +7,9 @@
 -- pending rows exactly as the direct capture did. The work is the same, done by the workers instead
 -- of inside the writer's transaction; per-key serialization, leases and acks are unchanged.
 
--- No index at all: a btree entry per statement was a third of a single-row capture's cost. The
--- table stays small (workers empty it continuously), so a spill sorts it by capture time instead.
+-- No index at all: with an identity primary key a single-row capture measured 10-20 us more backend
+-- CPU (of 40-60). The table stays small (workers empty it continuously), so a spill sorts it by
+-- capture time instead.
 CREATE TABLE IF NOT EXISTS algolia_sync_inbox (
     table_name  text NOT NULL,
     operation   text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),

@@ -68,7 +68,7 @@ class HealthServer:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S,
                              application_name="workerpool:health") as conn:
             conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
-            # Keys that bulk statements left in the inbox wait like pending rows (status "inbox").
+            # Keys still in the inbox (not yet moved into the queue) wait like pending rows (status "inbox").
             backlog, oldest = conn.execute(
                 """SELECT sum(n), extract(epoch FROM now() - min(since))::float8
                      FROM (SELECT count(*) AS n, min(created_at) AS since FROM algolia_sync_queue

@@ -55,9 +55,10 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
 
 
 def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
-    """Move up to max_keys keys that bulk statements captured into the inbox (whole inbox rows, at
-    least one) into the queue; returns how many queue rows that made or merged, or None when a
-    writer's lock on one of their pending rows made it give up for now (the keys stay in the inbox)."""
+    """Move the keys the capture triggers wrote into the inbox into the queue: whole inbox rows in
+    capture order until max_keys keys (at least one row). Returns how many queue rows that made or
+    merged, or None when another transaction's uncommitted pending row of one of those keys made it
+    give up for now (the keys stay in the inbox)."""
     try:
         return conn.execute("SELECT algolia_sync_spill(%s)", (max_keys,), prepare=True).fetchone()[0]
     except psycopg.errors.LockNotAvailable:

@@ -221,8 +221,8 @@ class Worker:
         """Move inbox keys into the queue when they may be waiting, then claim a batch.
 
         The inbox is looked at before every claim while it yields keys, after a wake-up or a short
-        claim, and otherwise every SPILL_EVERY_S: a busy worker does not pay a round trip per batch
-        for an inbox that bulk statements rarely fill.
+        claim, and otherwise every SPILL_EVERY_S: a worker draining a long queue does not pay a round
+        trip per batch to find the inbox empty.
         """
         spilled = None
         if now >= self._next_spill:
@@ -236,8 +236,8 @@ class Worker:
 
     def _spill(self, conn: psycopg.Connection, now: float) -> int:
         moved = queue.spill(conn, self.batch_limit)
-        if moved is None:  # a writer holds one of those keys' pending rows: try again soon
-            log.debug("inbox spill waited on a writer; retrying", extra={"action": "spill_lock_wait", "worker": self.number})
+        if moved is None:  # another transaction holds a pending row of one of those keys: try again soon
+            log.debug("inbox spill gave way to a lock; retrying", extra={"action": "spill_lock_wait", "worker": self.number})
             moved = 0
         self._next_spill = 0.0 if moved else now + SPILL_EVERY_S
         return moved
@@ -508,7 +508,7 @@ class Worker:
                 continue
             try:
                 for _ in conn.notifies(timeout=min(0.25, left), stop_after=1):
-                    self._next_spill = 0.0  # a bulk statement's keys may be in the inbox
+                    self._next_spill = 0.0  # the change that woke us is in the inbox
                     return
             except psycopg.Error as exc:
                 log.warning("listen connection lost; polling until it is back", extra={
