@@ -36,7 +36,7 @@ DECLARE
     old_cmp    text := 'o::text';
     src        text[];
     small      text[];
-    bulk       text[];
+    block      text[];
 BEGIN
     IF cols IS NOT NULL AND cardinality(cols) > 0 THEN
         SELECT 'ROW(' || string_agg(format('n.%I', c), ', ') || ')::text',
@@ -60,12 +60,16 @@ BEGIN
                   INTO changes, changed, gone FROM (%s LIMIT 1001) s;', src[2]),
         format('gone := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(gone);', src[3]),
         format('gone := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(gone);', src[4])];
+    -- Each event's block: the small path, then the streaming one when the statement is bulk.
     FOR i IN 1..4 LOOP
-        bulk[i] := format(
-            'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
-             SELECT %L, c.op, count(*), array_agg(c.k)
-               FROM (SELECT s.k, s.op, (row_number() OVER () - 1) / 1000 AS chunk FROM (%s) s) c
-              GROUP BY c.op, c.chunk;', tbl, src[i]);
+        block[i] := format(
+            '%s
+        IF changes > 1000 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            SELECT %L, c.op, count(*), array_agg(c.k)
+              FROM (SELECT s.k, s.op, (row_number() OVER () - 1) / 1000 AS chunk FROM (%s) s) c
+             GROUP BY c.op, c.chunk;
+        END IF;', small[i], tbl, src[i]);
     END LOOP;
     EXECUTE format($fn$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
@@ -87,17 +91,7 @@ BEGIN
     END IF;
     IF changes = 0 THEN
         RETURN NULL;
-    ELSIF changes > 1000 THEN
-        IF TG_OP = 'INSERT' THEN
-            %7$s
-        ELSIF TG_OP = 'UPDATE' THEN
-            %8$s
-        ELSIF TG_OP = 'TRUNCATE' THEN
-            %10$s
-        ELSE
-            %9$s
-        END IF;
-    ELSE
+    ELSIF changes <= 1000 THEN
         IF cardinality(changed) > 0 THEN
             INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
             VALUES (%2$L, CASE TG_OP WHEN 'INSERT' THEN 'INSERT' ELSE 'UPDATE' END, cardinality(changed), changed);
@@ -111,7 +105,7 @@ BEGIN
     RETURN NULL;
 END;
 $body$
-$fn$, qualified, tbl, small[1], small[2], small[3], small[4], bulk[1], bulk[2], bulk[3], bulk[4]);
+$fn$, qualified, tbl, block[1], block[2], block[3], block[4]);
     RETURN qualified;
 END;
 $create$;
