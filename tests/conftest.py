@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from workerpool import records
+from workerpool import queue, records
 from workerpool.emulator import Emulator
 from workerpool.migrate import migrate
 
@@ -255,12 +255,11 @@ def queue_counts(conn: psycopg.Connection) -> dict[str, int]:
     ).fetchall())
 
 
-def spill_all(conn: psycopg.Connection) -> int:
-    """Move every key waiting in the inbox into the queue, as a worker does before it claims."""
-    from workerpool import queue
-
+def spill_all(conn: psycopg.Connection, max_keys: int = 10_000) -> int:
+    """Move every key waiting in the inbox into the queue, max_keys per call as a worker with that
+    BATCH_SIZE does before it claims."""
     moved = 0
-    while n := queue.spill(conn, 10_000):
+    while n := queue.spill(conn, max_keys):
         moved += n
     return moved
 

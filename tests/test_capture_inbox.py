@@ -10,7 +10,6 @@ import time
 import uuid
 
 import psycopg
-import pytest
 
 from conftest import assert_index_matches, drain, queue_counts, run_cli
 from workerpool import queue
