@@ -49,7 +49,7 @@ def claim_ack_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
     conn = psycopg.connect(dsn, autocommit=True, application_name=f"workerpool-bench:{name}")
     ready.wait()
     go.wait()
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), time.process_time()
     done = batches = 0
     while True:
         claim = queue.claim_batch(conn, batch, 60_000, name, time.monotonic())
@@ -61,7 +61,7 @@ def claim_ack_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
         done += ack(conn, claim)
         batches += 1
     results.put({"name": name, "pid": os.getpid(), "records": done, "batches": batches,
-                 "started": started, "ended": time.monotonic()})
+                 "started": started, "ended": time.monotonic(), "cpu_s": time.process_time() - cpu0})
     conn.close()
 
 
@@ -77,6 +77,37 @@ def asyncpg_kwargs(dsn: str) -> dict[str, Any]:
     if info.get("port"):
         out["port"] = int(info["port"])
     return out
+
+
+async def pgqueuer_install_and_enqueue(dsn: str, jobs: int) -> int:
+    """Install PgQueuer's schema in `dsn` and queue `jobs` no-op jobs; returns how many are queued."""
+    import asyncpg
+    from pgqueuer import Queries
+
+    conn = await asyncpg.connect(**asyncpg_kwargs(dsn))
+    try:
+        queries = Queries.from_asyncpg_connection(conn)
+        await queries.install()
+        chunk = 100_000
+        for first in range(0, jobs, chunk):
+            n = min(chunk, jobs - first)
+            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+        return await conn.fetchval(f"SELECT count(*) FROM {queries.qbe.settings.queue_table}")
+    finally:
+        await conn.close()
+
+
+async def pgqueuer_left(dsn: str) -> int:
+    """PgQueuer jobs still queued in `dsn`."""
+    import asyncpg
+    from pgqueuer import Queries
+
+    conn = await asyncpg.connect(**asyncpg_kwargs(dsn))
+    try:
+        queries = Queries.from_asyncpg_connection(conn)
+        return await conn.fetchval(f"SELECT count(*) FROM {queries.qbe.settings.queue_table}")
+    finally:
+        await conn.close()
 
 
 def pgqueuer_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
@@ -104,14 +135,14 @@ def pgqueuer_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
 
         await asyncio.get_running_loop().run_in_executor(None, ready.wait)
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), time.process_time()
         # Drain mode exits once nothing is queued and no job runs. dequeue_timeout bounds the wait
         # at the very end (workerpool's drain re-checks every 0.2 s); batch_size is the claim size.
         await qm.run(batch_size=batch, mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1),
                      log_aggregation_interval=timedelta(0))
-        ended = time.monotonic()
+        ended, cpu = time.monotonic(), time.process_time() - cpu0
         await conn.close()
-        return {"started": started, "ended": ended}
+        return {"started": started, "ended": ended, "cpu_s": cpu}
 
     try:
         import uvloop
@@ -162,6 +193,8 @@ def run_processes(target: Callable[..., None], dsn: str, batch: int, workers: in
         seconds = max(r["ended"] for r in got) - state["t0"]
         records = sum(r["records"] for r in got)
         return {"seconds": round(seconds, 3), "records": records, "records_per_s": round(records / seconds, 1),
+                # CPU from the start signal to each process's end: start-up (imports, connecting) excluded.
+                "cpu_clients_busy_s": round(sum(r.get("cpu_s", 0.0) for r in got), 3),
                 "per_process": [{"records": r["records"], "batches": r.get("batches"),
                                  "seconds": round(r["ended"] - state["t0"], 3)} for r in got]}
 

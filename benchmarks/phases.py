@@ -9,8 +9,13 @@ serving it (from /proc, so Linux only), and prints microseconds per record. Whol
 show *that* the machine is saturated; this shows by whom. With --capture the backlog is made by bulk
 INSERTs into the watched table, so its keys wait in the inbox and the "spill" step (moving them into
 the queue before each claim) carries the capture work the writer no longer does; without it the
-changes are queued directly and "spill" is the cost of looking at an empty inbox once per batch. Runs against the tests' Postgres
-(DATABASE_URL, else 127.0.0.1:5432, else an embedded server) and drops its database afterwards.
+changes are queued directly and "spill" is the cost of looking at an empty inbox once per batch.
+
+With --peer N, PgQueuer then drains as many no-op jobs in N processes at the same batch size on a
+second fresh database, and the script prints the CPU budget per record that twice PgQueuer's rate
+leaves on this machine's CPUs next to what the steps above used: whether a rate is reachable at all,
+before anyone tunes for it. Runs against the tests' Postgres (DATABASE_URL, else 127.0.0.1:5432, else
+an embedded server) and drops its databases afterwards.
 """
 
 from __future__ import annotations
@@ -108,22 +113,58 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             "emulator_us": per(emulator_s)}
 
 
+def measure_peer(url: str, jobs: int, batch: int, processes: int) -> dict[str, Any]:
+    """PgQueuer draining `jobs` no-op jobs in `processes` processes on the fresh database at `url`:
+    its rate, and its CPU per job in its own processes (start-up excluded) and in Postgres."""
+    import asyncio
+
+    from benchmarks._procs import pgqueuer_install_and_enqueue, pgqueuer_left, pgqueuer_loop, run_processes
+
+    assert asyncio.run(pgqueuer_install_and_enqueue(url, jobs)) == jobs
+    start, finish = run_processes(pgqueuer_loop, url, batch, processes)
+    pg0 = _bench.postgres_cpu_s()
+    start()
+    result = finish()
+    pg1 = _bench.postgres_cpu_s()
+    assert result["records"] == jobs and asyncio.run(pgqueuer_left(url)) == 0, result
+    per = lambda s: round(s / jobs * 1e6, 1)  # noqa: E731
+    return {"jobs": jobs, "processes": processes, "records_per_s": result["records_per_s"],
+            "client_us": per(result["cpu_clients_busy_s"]),
+            "postgres_us": per(pg1 - pg0) if pg0 is not None and pg1 is not None else None}
+
+
+def budget(f: dict[str, Any], peer: dict[str, Any], cpus: int, factor: float = 2.0) -> dict[str, Any]:
+    """What `factor` times PgQueuer's rate leaves per record on `cpus` CPUs, every one of them busy
+    all the time, against what the pipeline's steps used (worker, emulator, Postgres)."""
+    rate = factor * peer["records_per_s"]
+    worker, postgres = sum(f["client_us"].values()), sum(f["server_us"].values())
+    used = worker + f["emulator_us"] + postgres
+    return {"factor": factor, "rate": rate, "cpus": cpus, "budget_us": round(cpus / rate * 1e6, 1),
+            "worker_us": round(worker, 1), "emulator_us": f["emulator_us"], "postgres_us": round(postgres, 1),
+            "used_us": round(used, 1), "over_budget": round(used / (cpus / rate * 1e6), 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--capture", action="store_true", help="make the backlog with bulk INSERTs (via the inbox)")
+    parser.add_argument("--peer", type=int, metavar="N", default=0,
+                        help="then PgQueuer in N processes, and the CPU budget of 2x its rate (needs the bench extra)")
     args = parser.parse_args()
     servers = _server_url()
     admin = next(servers)
-    name = f"workerpool_phases_{uuid.uuid4().hex[:8]}"
+    names = [f"workerpool_phases_{uuid.uuid4().hex[:8]}" for _ in range(2 if args.peer else 1)]
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for name in names:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        f = measure(_with_dbname(admin, name), args.rows, args.batch, args.capture)
+        f = measure(_with_dbname(admin, names[0]), args.rows, args.batch, args.capture)
+        peer = measure_peer(_with_dbname(admin, names[1]), args.rows, args.batch, args.peer) if args.peer else None
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            for name in names:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         servers.close()
     print(f"{f['rows']:,} records ({'captured by bulk INSERTs' if args.capture else 'queued directly'}), "
           f"BATCH {f['batch']}, one process, steps in series: {f['wall_s']} s "
@@ -133,6 +174,16 @@ def main() -> int:
         print(f"{k:8} {f['client_us'][k]:17.1f} {f['server_us'][k]:19.1f}")
     print(f"{'total':8} {sum(f['client_us'].values()):17.1f} {sum(f['server_us'].values()):19.1f}")
     print(f"emulator (its threads in this process): {f['emulator_us']:.1f} us/record")
+    if peer:
+        b = budget(f, peer, os.cpu_count() or 1)
+        pg = f"{peer['postgres_us']:.1f}" if peer["postgres_us"] is not None else "?"
+        print(f"\nPgQueuer, {peer['processes']} processes, BATCH {f['batch']}, {peer['jobs']:,} no-op jobs: "
+              f"{peer['records_per_s']:,.0f} jobs/s; CPU per job: its processes {peer['client_us']:.1f} us "
+              f"(start-up excluded), Postgres {pg} us")
+        print(f"{b['factor']:g}x that rate is {b['rate']:,.0f} records/s: on {b['cpus']} CPU(s), all busy all the time, "
+              f"{b['budget_us']:.1f} us of CPU per record for everything")
+        print(f"the steps above used {b['used_us']:.1f} us (worker {b['worker_us']:.1f} + emulator "
+              f"{b['emulator_us']:.1f} + Postgres {b['postgres_us']:.1f}) = {b['over_budget']:.2f}x that budget")
     return 0
 
 

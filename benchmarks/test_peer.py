@@ -9,37 +9,10 @@ import pytest
 
 from benchmarks import _bench
 from benchmarks._bench import rows_for
-from benchmarks._procs import asyncpg_kwargs, measure_processes, pgqueuer_loop
+from benchmarks._procs import measure_processes, pgqueuer_install_and_enqueue, pgqueuer_left, pgqueuer_loop
 
 pgqueuer = pytest.importorskip("pgqueuer", reason="pip install 'workerpool[bench]' (pgqueuer, asyncpg)")
-asyncpg = pytest.importorskip("asyncpg")
-
-
-async def _install_and_enqueue(dsn: str, jobs: int) -> int:
-    from pgqueuer import Queries
-
-    conn = await asyncpg.connect(**asyncpg_kwargs(dsn))
-    try:
-        queries = Queries.from_asyncpg_connection(conn)
-        await queries.install()
-        chunk = 100_000
-        for first in range(0, jobs, chunk):
-            n = min(chunk, jobs - first)
-            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
-        return await conn.fetchval(f"SELECT count(*) FROM {queries.qbe.settings.queue_table}")
-    finally:
-        await conn.close()
-
-
-async def _left(dsn: str) -> int:
-    from pgqueuer import Queries
-
-    conn = await asyncpg.connect(**asyncpg_kwargs(dsn))
-    try:
-        queries = Queries.from_asyncpg_connection(conn)
-        return await conn.fetchval(f"SELECT count(*) FROM {queries.qbe.settings.queue_table}")
-    finally:
-        await conn.close()
+pytest.importorskip("asyncpg")
 
 
 @pytest.mark.timeout(3600)
@@ -49,10 +22,10 @@ async def _left(dsn: str) -> int:
 )
 def test_pgqueuer_noop_drain(benchmark, batch, workers, db_url, pg_server, bench_round):
     jobs = rows_for(batch)
-    assert asyncio.run(_install_and_enqueue(db_url, jobs)) == jobs
+    assert asyncio.run(pgqueuer_install_and_enqueue(db_url, jobs)) == jobs
     _bench.checkpoint(pg_server)  # as before every workerpool point
     result = measure_processes(benchmark, pgqueuer_loop, db_url, batch, workers, "peer: pgqueuer")
     assert result["records"] == jobs, result
-    assert asyncio.run(_left(db_url)) == 0
+    assert asyncio.run(pgqueuer_left(db_url)) == 0
     benchmark.extra_info.update({"rows": jobs, "batch_size": batch, "workers": workers, "round": bench_round,
                                  "pgqueuer_version": pgqueuer.__version__, **result})

@@ -16,3 +16,20 @@ def test_phases_charges_every_step_of_a_drain(empty_db_url, capture):
     assert set(figures["client_us"]) == set(figures["server_us"]) == set(STEPS)
     assert figures["client_us"]["build"] > 0  # thread CPU has sub-microsecond resolution
     assert all(v >= 0 for v in figures["server_us"].values())  # backend CPU comes in 10 ms ticks
+
+
+def test_phases_peer_budget_compares_with_pgqueuer(empty_db_url, db_url):
+    """`--peer`: PgQueuer drains the same number of jobs on another database, and the budget of
+    twice its rate is stated in CPU per record next to what the steps used."""
+    pytest.importorskip("pgqueuer", reason="pip install 'workerpool[bench]' (pgqueuer, asyncpg)")
+    pytest.importorskip("asyncpg")
+    from benchmarks.phases import budget, measure_peer
+
+    rows = 500 if _bench.SMOKE else 5_000
+    figures = measure(empty_db_url, rows, 100)
+    peer = measure_peer(db_url, rows, 100, 2)  # asserts that every job was run and none is left
+    assert peer["jobs"] == rows and peer["records_per_s"] > 0 and peer["client_us"] > 0
+    b = budget(figures, peer, cpus=2)
+    assert b["rate"] == 2 * peer["records_per_s"]
+    assert b["budget_us"] == round(2 / b["rate"] * 1e6, 1)
+    assert b["used_us"] == round(b["worker_us"] + b["emulator_us"] + b["postgres_us"], 1)
