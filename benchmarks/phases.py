@@ -137,11 +137,12 @@ def budget(f: dict[str, Any], peer: dict[str, Any], cpus: int, factor: float = 2
     """What `factor` times PgQueuer's rate leaves per record on `cpus` CPUs, every one of them busy
     all the time, against what the pipeline's steps used (worker, emulator, Postgres)."""
     rate = factor * peer["records_per_s"]
+    allowed = cpus / rate * 1e6
     worker, postgres = sum(f["client_us"].values()), sum(f["server_us"].values())
     used = worker + f["emulator_us"] + postgres
-    return {"factor": factor, "rate": rate, "cpus": cpus, "budget_us": round(cpus / rate * 1e6, 1),
+    return {"factor": factor, "rate": rate, "cpus": cpus, "budget_us": round(allowed, 1),
             "worker_us": round(worker, 1), "emulator_us": f["emulator_us"], "postgres_us": round(postgres, 1),
-            "used_us": round(used, 1), "over_budget": round(used / (cpus / rate * 1e6), 2)}
+            "used_us": round(used, 1), "over_budget": round(used / allowed, 2)}
 
 
 def main() -> int:
