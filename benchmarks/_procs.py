@@ -137,7 +137,7 @@ def pgqueuer_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
         started, cpu0 = time.monotonic(), time.process_time()
         # Drain mode exits once nothing is queued and no job runs. dequeue_timeout bounds the wait
-        # at the very end (workerpool's drain re-checks every 0.2 s); batch_size is the claim size.
+        # at the very end (workerpool's drain re-checks every 0.05 s); batch_size is the claim size.
         await qm.run(batch_size=batch, mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1),
                      log_aggregation_interval=timedelta(0))
         ended, cpu = time.monotonic(), time.process_time() - cpu0

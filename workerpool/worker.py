@@ -41,6 +41,9 @@ HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
 SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
 BOOT_RETRY_S = 5.0
+# --drain, nothing claimable: another worker still holds the last rows. How soon to look again, so
+# that the command exits right after they are acknowledged (the NOTIFY only announces new work).
+DRAIN_RECHECK_S = 0.05
 
 
 class LeaseLost(Exception):
@@ -497,7 +500,7 @@ class Worker:
     def _wait_for_work(self) -> None:
         """Until a NOTIFY arrives, POLLING_INTERVAL passes, or a stop is asked for."""
         wait_s = self.settings.polling_interval / 1000.0
-        deadline = time.monotonic() + (min(wait_s, 0.2) if self.drain else wait_s)
+        deadline = time.monotonic() + (min(wait_s, DRAIN_RECHECK_S) if self.drain else wait_s)
         while not self.stopping and not self._parent_gone():
             left = deadline - time.monotonic()
             if left <= 0:
