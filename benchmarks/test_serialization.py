@@ -1,5 +1,5 @@
-"""Serialization per record: workerpool's orjson path (`records.to_record` + `upsert_action` +
-`batch_body`; and, as a third line, everything the worker does per record through its own
+"""Serialization per record: workerpool's orjson path (`records.to_record`, `records.dumps` into an
+`updateObject` action, `batch_body`; and, as a third line, everything the worker does per record through its own
 `Shaper.item`: record, orjson body, hashes and versioned action) against the algoliasearch client's
 default path (`json.dumps(body_serializer(...))`), on the same 1,000 realistic product rows as psycopg
 reads them (Decimal, datetime, list, dict).
@@ -36,9 +36,10 @@ def _rows(db) -> list[dict]:
 
 
 def orjson_path(rows: list[dict]) -> bytes:
-    return records.batch_body([records.upsert_action(INDEX, records.to_record([k for k in r if k != OID],
-                                                                               [v for k, v in r.items() if k != OID], r[OID]))
-                               for r in rows])
+    head = b'{"action":"updateObject","indexName":' + orjson.dumps(INDEX) + b',"body":'
+    columns = tuple(k for k in rows[0] if k != OID)
+    return records.batch_body(head + records.dumps(records.to_record(columns, (r[c] for c in columns), r[OID])) + b"}"
+                              for r in rows)
 
 
 def worker_path(rows: list[dict]) -> bytes:

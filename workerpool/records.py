@@ -54,11 +54,6 @@ def to_record(columns: Iterable[str], values: Iterable[Any], object_id: str) -> 
     return record
 
 
-def upsert_action(index_name: str, record: Mapping[str, Any]) -> bytes:
-    """A multipleBatch request that adds or replaces the whole record."""
-    return b'{"action":"updateObject","indexName":' + orjson.dumps(index_name) + b',"body":' + dumps(record) + b"}"
-
-
 def delete_action(index_name: str, object_id: str) -> bytes:
     """A multipleBatch request that deletes a record (deleting a missing record is not an error)."""
     return (
