@@ -4,6 +4,8 @@ serialization exactly as a direct capture did."""
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import threading
 import time
@@ -176,13 +178,24 @@ def test_inbox_keys_show_in_stats_and_drain_waits_for_them(products, env, emulat
     assert db.execute("SELECT count(*) FROM algolia_sync_inbox").fetchone()[0] == 0
 
 
-def test_upgrading_to_version_4_moves_existing_watches_to_the_inbox(empty_db_url):
-    from workerpool.capture import watch
+def _watch_as_version_3_did(conn: psycopg.Connection) -> None:
+    """`watch items --attributes name` as the code of schema version 3 registered it."""
+    conn.execute("""INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, attributes)
+                    VALUES ('items', 'items', 'id', 'integer', '{name}')""")
+    fn = conn.execute("SELECT algolia_sync_create_capture(%s, 'items', 'id', '{id,name}')",
+                      ("algolia_sync_capture_" + hashlib.md5(b"items").hexdigest()[:16],)).fetchone()[0]
+    for name, when in (("insert", "AFTER INSERT ON items REFERENCING NEW TABLE AS new_rows"),
+                       ("update", "AFTER UPDATE ON items REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+                       ("delete", "AFTER DELETE ON items REFERENCING OLD TABLE AS old_rows"),
+                       ("truncate", "BEFORE TRUNCATE ON items")):
+        conn.execute(f"CREATE TRIGGER algolia_sync_{name} {when} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
 
+
+def test_upgrading_to_version_4_moves_existing_watches_to_the_inbox(empty_db_url):
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         migrate(conn, target=3)
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text, secret text)")
-        watch(conn, "items", "items", attributes=["name"])
+        _watch_as_version_3_did(conn)
         conn.execute("INSERT INTO items VALUES (1, 'n', 's')")  # version 3: straight into the queue
         migrate(conn)
         assert queue_counts(conn) == {"pending": 1}

@@ -23,7 +23,7 @@ TRIGGERS = {
     "DELETE": ("algolia_sync_delete", "AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows"),
     "TRUNCATE": ("algolia_sync_truncate", "BEFORE TRUNCATE ON {table}"),
 }
-RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE")
+RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 _INDEX_NAME = re.compile(r"^[^\s/#?%&]{1,256}$")
 
 
@@ -33,7 +33,11 @@ class WatchError(Exception):
 
 @dataclass(frozen=True)
 class Watched:
-    """One row of algolia_index_config: where a table's records come from and where they go."""
+    """One row of algolia_index_config: where a table's records come from and where they go.
+
+    `table_name` is the registration's name (what queue rows carry); `relation` is the table as it
+    is called now (regclass text, quoted where needed), which differs after an `ALTER TABLE … RENAME`.
+    """
 
     table_name: str
     index_name: str
@@ -42,6 +46,47 @@ class Watched:
     source_view: str | None = None
     attributes: tuple[str, ...] | None = None
     transform: str | None = None
+    relation: str = ""
+
+    @property
+    def reads_from(self) -> str:
+        """The relation records are read from: the source view, else the table (regclass text)."""
+        return self.source_view or self.relation or self.table_name
+
+
+# Key types whose text form is the same in every session (with DateStyle, TimeZone and
+# IntervalStyle pinned where the capture and the workers turn them into text), so an objectID
+# depends on the row alone. Anything else is refused by `watch`.
+KEY_TYPES = (
+    "smallint", "integer", "bigint", "numeric", "text", "character varying", "character", "name", "citext",
+    "uuid", "boolean", "oid", "inet", "cidr", "macaddr", "macaddr8", "date", "timestamp without time zone",
+    "timestamp with time zone", "time without time zone", "time with time zone", "interval",
+)
+
+
+def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | None:
+    """Why `column` cannot be a key (its type has no canonical text form), or None."""
+    typ, base, is_enum = conn.execute(
+        """SELECT format_type(a.atttypid, a.atttypmod),
+                  format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL),
+                  b.typtype = 'e'
+             FROM pg_attribute a
+             JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
+            WHERE a.attrelid = %s AND a.attname = %s AND NOT a.attisdropped""",
+        (oid, column),
+    ).fetchone()
+    if base in KEY_TYPES or is_enum:
+        return None
+    return (f"--key {column!r} has type {typ}, whose text form is not canonical (it depends on session settings "
+            f"or is not a scalar); key types supported: integers, numeric, text types, uuid, enums, boolean, "
+            f"network addresses, date/time types and interval")
+
+
+def _nullable(conn: psycopg.Connection, oid: int, column: str) -> bool:
+    return not conn.execute(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s", (oid, column)
+    ).fetchone()[0]
 
 
 @dataclass(frozen=True)
@@ -148,6 +193,9 @@ def watch(
     if not _is_unique(conn, oid, key):
         raise WatchError(f"--key {key!r} is not unique in {table_name}; add a unique index on it "
                          f"(CREATE UNIQUE INDEX ON {table_name} ({key})) or pick a unique column")
+    problem = _key_type_problem(conn, oid, key)
+    if problem:
+        raise WatchError(problem)
     source_name = None
     record_columns = columns
     if source:
@@ -172,27 +220,39 @@ def watch(
         compared = list(dict.fromkeys([key, *attributes]))
 
     watched = Watched(table_name, index_name, key, columns[key], source_name,
-                      tuple(attributes) if attributes is not None else None, transform)
+                      tuple(attributes) if attributes is not None else None, transform, table_name)
     table_ident = sql.SQL(table_name)  # regclass text output is already quoted where needed
     with conn.transaction():
+        _adopt_renamed(conn, oid, table_name)
         conn.execute(
             """INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, source_view,
-                                                attributes, transform)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                                attributes, transform, relation, source, key_attnum,
+                                                attribute_attnums)
+               VALUES (%(table)s, %(index)s, %(key)s::text, %(ktype)s, %(source)s::text, %(attributes)s, %(transform)s,
+                       %(oid)s, to_regclass(%(source)s),
+                       (SELECT attnum FROM pg_attribute WHERE attrelid = %(oid)s AND attname = %(key)s::text),
+                       CASE WHEN %(attributes)s::text[] IS NOT NULL AND %(source)s::text IS NULL THEN
+                           ARRAY(SELECT a.attnum FROM unnest(%(attributes)s::text[]) WITH ORDINALITY AS x(name, i)
+                                   JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attname = x.name
+                                  ORDER BY x.i) END)
                ON CONFLICT (table_name) DO UPDATE
                   SET index_name = EXCLUDED.index_name, key_column = EXCLUDED.key_column,
                       key_type = EXCLUDED.key_type, source_view = EXCLUDED.source_view,
                       attributes = EXCLUDED.attributes, transform = EXCLUDED.transform,
-                      enabled = true, updated_at = now()""",
-            (watched.table_name, watched.index_name, watched.key_column, watched.key_type, watched.source_view,
-             list(watched.attributes) if watched.attributes is not None else None, watched.transform),
+                      relation = EXCLUDED.relation, source = EXCLUDED.source, key_attnum = EXCLUDED.key_attnum,
+                      attribute_attnums = EXCLUDED.attribute_attnums,
+                      enabled = true, disabled_reason = NULL, updated_at = now()""",
+            {"table": watched.table_name, "index": watched.index_name, "key": watched.key_column,
+             "ktype": watched.key_type, "source": watched.source_view,
+             "attributes": list(watched.attributes) if watched.attributes is not None else None,
+             "transform": watched.transform, "oid": oid},
         )
         _drop_related_triggers(conn, table_name)
         for link in links:
             _attach_related(conn, table_name, key, link)
         function = conn.execute(
-            "SELECT algolia_sync_create_capture(%s, %s, %s, %s)",
-            (_capture_function(table_name), table_name, key, compared),
+            "SELECT algolia_sync_create_capture(%s, %s, %s, %s, %s)",
+            (_capture_function(table_name), table_name, key, compared, oid),
         ).fetchone()[0]
         for trigger, when in TRIGGERS.values():
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table_ident))
@@ -201,6 +261,58 @@ def watch(
                     trigger=sql.Identifier(trigger), table=table_ident, function=sql.SQL(function))
             )
     return watched
+
+
+def watch_warnings(conn: psycopg.Connection, watched: Watched) -> list[str]:
+    """What `watch` accepted but the user should know: a nullable key, unindexed related links."""
+    warnings = []
+    oid, _ = resolve_relation(conn, watched.relation or watched.table_name)
+    if _nullable(conn, oid, watched.key_column):
+        warnings.append(f"{watched.table_name}.{watched.key_column} is nullable: rows whose key is NULL have no "
+                        "objectID and are not synced (add NOT NULL to make that impossible)")
+    return warnings + unindexed_related(conn, watched.table_name)
+
+
+def _adopt_renamed(conn: psycopg.Connection, oid: int, table_name: str) -> None:
+    """A table watched under another name and renamed since: move its registration, and the keys
+    waiting under the old name, to the new name (one registration per table)."""
+    old = conn.execute(
+        "SELECT table_name FROM algolia_index_config WHERE relation = %s::oid::regclass AND table_name <> %s",
+        (oid, table_name),
+    ).fetchone()
+    if old is None:
+        return
+    _drop_related_triggers(conn, old[0])
+    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(old[0]))))
+    conn.execute("DELETE FROM algolia_sync_queue q WHERE q.table_name = %(old)s AND q.status = 'pending' "
+                 "AND EXISTS (SELECT 1 FROM algolia_sync_queue p WHERE p.table_name = %(new)s "
+                 "AND p.record_id = q.record_id AND p.status = 'pending')", {"old": old[0], "new": table_name})
+    for statement in ("UPDATE algolia_sync_queue SET table_name = %(new)s WHERE table_name = %(old)s",
+                      "UPDATE algolia_sync_inbox SET table_name = %(new)s WHERE table_name = %(old)s",
+                      "DELETE FROM algolia_index_config WHERE table_name = %(old)s"):
+        conn.execute(statement, {"old": old[0], "new": table_name})
+
+
+def refresh_captures(conn: psycopg.Connection) -> list[str]:
+    """Regenerate every registration's triggers from what `watch` stored (after an upgrade changed
+    the generated code). Returns one warning per registration that could not be refreshed."""
+    problems = []
+    registrations = conn.execute(
+        """SELECT c.table_name, c.index_name, c.key_column, c.source_view, c.attributes, c.transform,
+                  array(SELECT r.related_table || ':' || r.fk_column || ':' || r.ref_column
+                          FROM algolia_index_related r WHERE r.table_name = c.table_name)
+             FROM algolia_index_config c
+            WHERE c.enabled AND (c.relation IS NOT NULL OR to_regclass(c.table_name) IS NOT NULL)"""
+    ).fetchall()
+    for table, index, key, source, attributes, transform, related in registrations:
+        try:
+            watch(conn, table, index, key=key, source=source, attributes=attributes, transform=None,
+                  related=[Related.parse(r) for r in related])
+            if transform:
+                conn.execute("UPDATE algolia_index_config SET transform = %s WHERE table_name = %s", (transform, table))
+        except (WatchError, psycopg.Error) as exc:
+            problems.append(f"{table}: {exc}")
+    return problems
 
 
 def unwatch(conn: psycopg.Connection, table: str) -> str:
@@ -231,12 +343,23 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
 
 
 def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
-    """Every enabled registration, by table name."""
+    """Every enabled registration, by table name, with the table, key and source view as they are
+    called now (read through their oids: a rename since `watch` does not break reading them)."""
     rows = conn.execute(
-        """SELECT table_name, index_name, key_column, key_type, source_view, attributes, transform
-             FROM algolia_index_config WHERE enabled"""
+        """SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
+                  coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
+                  CASE WHEN c.source IS NULL THEN c.source_view
+                       ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
+                  c.attributes, c.transform,
+                  CASE WHEN c.relation IS NULL THEN c.table_name
+                       ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
+             FROM algolia_index_config c
+             LEFT JOIN pg_class t ON t.oid = c.relation
+             LEFT JOIN pg_class sv ON sv.oid = c.source
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
+            WHERE c.enabled"""
     ).fetchall()
-    return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6]) for r in rows}
+    return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6], r[7]) for r in rows}
 
 
 def load_transform(spec: str):

@@ -61,7 +61,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .capture import Related, unindexed_related, watch
+    from .capture import Related, watch, watch_warnings
 
     settings = _settings(args)
     attributes = [a.strip() for a in args.attributes.split(",")] if args.attributes is not None else None
@@ -69,7 +69,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with _db(settings) as conn:
         watched = watch(conn, args.table, args.index, key=args.key, source=args.source,
                         attributes=attributes, transform=args.transform, related=related)
-        warnings = unindexed_related(conn, watched.table_name)
+        warnings = watch_warnings(conn, watched)
     source = f" from {watched.source_view}" if watched.source_view else ""
     print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {settings.algolia_index_prefix}{watched.index_name}")
     for warning in warnings:

@@ -61,6 +61,14 @@ def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     return dict(conn.execute("SELECT version, checksum FROM workerpool_migrations").fetchall())
 
 
+def _refresh_captures(conn: psycopg.Connection) -> None:
+    """Watched tables get the capture code of the schema just installed (an upgrade may change it)."""
+    from .capture import refresh_captures
+
+    for problem in refresh_captures(conn):
+        log.warning("capture not refreshed: " + problem, extra={"action": "capture_refresh_failed"})
+
+
 def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migration]:
     """Apply every migration not yet applied (up to `target`); returns those applied now.
 
@@ -98,6 +106,8 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
                 "migration applied",
                 extra={"action": "migration_applied", "version": migration.version, "migration": migration.name},
             )
+        if applied_now and target is None:
+            _refresh_captures(conn)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
     return applied_now

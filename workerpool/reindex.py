@@ -78,7 +78,7 @@ def find_watched(conn: psycopg.Connection, table: str) -> Watched:
 def iter_key_chunks(conn: psycopg.Connection, watched: Watched, size: int, after: str | None = None) -> Iterator[list[str]]:
     """Every key of the table as text, in key order, `size` at a time (keyset pagination)."""
     key = sql.Identifier(watched.key_column)
-    table = sql.SQL(watched.table_name)  # regclass text, quoted where needed (as the worker uses it)
+    table = sql.SQL(watched.relation or watched.table_name)  # regclass text, quoted where needed
     ktype = sql.SQL(watched.key_type)
     # Qualified (s.key): a bare ORDER BY name would sort by the text output column, not the key.
     first = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s").format(
@@ -103,7 +103,7 @@ def iter_key_chunks(conn: psycopg.Connection, watched: Watched, size: int, after
 def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
     return conn.execute(
         sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
-            t=sql.SQL(watched.table_name), k=sql.Identifier(watched.key_column))
+            t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column))
     ).fetchone()[0]
 
 

@@ -69,7 +69,7 @@ def rows_query(watched: Watched) -> sql.Composed:
         version=sql.Identifier(VERSION_COLUMN),
         hash=sql.Identifier(HASH_COLUMN),
         shape=sql.Identifier(SHAPE_COLUMN),
-        source=sql.SQL(watched.source_view or watched.table_name),
+        source=sql.SQL(watched.reads_from),
         ktype=sql.SQL(watched.key_type),
     )
 
