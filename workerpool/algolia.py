@@ -45,6 +45,11 @@ class AlgoliaError(Exception):
         return self.status == 429
 
     @property
+    def auth(self) -> bool:
+        """Algolia refused the credentials: nothing will be accepted until the key works again."""
+        return self.status in (401, 403) or "invalid application-id or api key" in self.message.lower()
+
+    @property
     def permanent(self) -> bool:
         """A 4xx other than 429 (and 408 timeouts): the request itself is wrong; resending won't help."""
         return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)

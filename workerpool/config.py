@@ -108,6 +108,7 @@ class Settings:
     retry_backoff_max: int = 300_000
     max_record_bytes: int = 100_000
     max_request_bytes: int = 9_000_000
+    transform_timeout: int = 5000
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
@@ -151,6 +152,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "RETRY_BACKOFF_MAX": ("retry_backoff_max", _int_range(0, 86_400_000)),
     "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
+    "TRANSFORM_TIMEOUT": ("transform_timeout", _int_range(0, 3_600_000)),
 }
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}

@@ -6,6 +6,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
+from . import pgtypes
 from .config import ConfigError, redact_dsn
 
 APPLICATION_NAME = "workerpool"
@@ -39,15 +40,18 @@ def tcp_liveness(dsn: str) -> dict[str, str]:
 def connect(dsn: str, *, autocommit: bool = True, purpose: str = "cli", timeout: int = 10) -> psycopg.Connection:
     """A single connection; errors become one line that names the (redacted) DSN."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             connect_timeout=timeout,
             application_name=f"{APPLICATION_NAME}:{purpose}",
+            options=_with_option(dsn, pgtypes.SESSION_OPTIONS),
             **tcp_liveness(dsn),
         )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from None
+    pgtypes.configure(conn)
+    return conn
 
 
 def describe_error(dsn: str, exc: BaseException) -> str:
@@ -67,7 +71,9 @@ def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
         # earlier state (pending, or claimed until the lease expires): they are sent again, never
         # lost. Writers' own transactions (the triggers) keep the server's setting.
         kwargs={"autocommit": True, "application_name": f"{APPLICATION_NAME}:{name}", "connect_timeout": 10,
-                "options": _with_option(dsn, "-c synchronous_commit=off"), **tcp_liveness(dsn)},
+                "options": _with_option(dsn, "-c synchronous_commit=off " + pgtypes.SESSION_OPTIONS),
+                **tcp_liveness(dsn)},
+        configure=pgtypes.configure,
         name=name,
         timeout=30,
         reconnect_timeout=0,

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 DEFAULT_STALL_SECONDS = 60.0
 DB_TIMEOUT_S = 3
+DB_CACHE_S = 1.0
 
 
 def stall_seconds(settings: Any) -> float:
@@ -55,6 +56,8 @@ class HealthServer:
     thread: threading.Thread
     started_wall: float = field(default_factory=time.time)
     stall_s: float = DEFAULT_STALL_SECONDS
+    _db_lock: threading.Lock = field(default_factory=threading.Lock)
+    _db_result: tuple[float, Any, Any] | None = None
 
     @property
     def port(self) -> int:
@@ -63,6 +66,21 @@ class HealthServer:
     # ---- checks ------------------------------------------------------------------------------
 
     def _database(self) -> dict[str, Any]:
+        """The database check, at most one at a time and at most one per DB_CACHE_S: a burst of
+        probes and scrapes shares one result instead of opening a connection each."""
+        with self._db_lock:
+            now = time.monotonic()
+            if self._db_result is None or now - self._db_result[0] > DB_CACHE_S:
+                try:
+                    self._db_result = (now, self._query_database(), None)
+                except psycopg.Error as exc:
+                    self._db_result = (time.monotonic(), None, exc)
+            _, result, error = self._db_result
+        if error is not None:
+            raise error
+        return result
+
+    def _query_database(self) -> dict[str, Any]:
         """One short connection: the backlog (rows that should be moving) and the queue by status."""
         dsn = self.supervisor.settings.database_url
         with psycopg.connect(dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S,
@@ -109,6 +127,10 @@ class HealthServer:
             body["database"] = "unreachable"
             reasons.append(f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
             db = None
+        if metrics.auth_failing():
+            body["algolia"] = "credentials refused"
+            reasons.append("Algolia refuses ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY (401/403): nothing is sent and rows "
+                           "wait, without spending attempts, until the key works again")
         last_ack = metrics.last_ack_time()
         now = time.time()
         since = now - max(last_ack or 0.0, self.started_wall)

@@ -61,6 +61,11 @@ class _Metrics:
                                  registry=None)
         self.restarts = Counter("workerpool_worker_restarts", "Worker processes restarted by the supervisor",
                                 registry=None)
+        self.auth_errors = Counter("workerpool_algolia_auth_errors",
+                                   "Algolia 401/403 answers (wrong or revoked ALGOLIA_ADMIN_KEY)", registry=None)
+        self.auth_failing = Gauge("workerpool_algolia_auth_failing",
+                                  "1 while this worker's last request was refused for its credentials",
+                                  multiprocess_mode="liveall", registry=None)
         self.last_ack = Gauge("workerpool_last_ack_timestamp_seconds",
                               "Unix time of the last batch that settled rows (done or failed)",
                               multiprocess_mode="max", registry=None)
@@ -164,6 +169,32 @@ def record_throttle(batch_limit: int | None = None) -> None:
     m.throttled.inc()
     if batch_limit is not None:
         m.batch_limit.set(batch_limit)
+
+
+def record_auth(failing: bool) -> None:
+    """Algolia refused the credentials (True), or accepts them again (False)."""
+    m = _metrics()
+    if m is None:
+        return
+    if failing:
+        m.auth_errors.inc()
+    m.auth_failing.set(1 if failing else 0)
+
+
+def auth_failing() -> bool:
+    """Whether a live worker of this supervisor is being refused by Algolia for its credentials."""
+    if _dir is None:
+        return False
+    import glob
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = glob.glob(os.path.join(_dir, "gauge_liveall_*.db"))
+    for metric in MultiProcessCollector.merge(files, accumulate=False):
+        if metric.name == "workerpool_algolia_auth_failing":
+            if any(sample.value for sample in metric.samples):
+                return True
+    return False
 
 
 def record_restart() -> None:

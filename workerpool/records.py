@@ -1,9 +1,10 @@
 """Rows to Algolia records, and records to request bytes.
 
 Type mapping (documented in README): numeric becomes a JSON number when a float holds it exactly
-(prices, counts), otherwise a string, so that no digit is ever silently lost; timestamptz, date and
-time become ISO 8601 strings; uuid a string; jsonb and arrays stay structured; bytea base64; interval
-seconds as a number; NULL null. `objectID` is always the key as text (an integer objectID is a
+(prices, counts), otherwise a string, so that no digit is ever silently lost, and so do integers
+beyond ±2^53; timestamptz, date and time become ISO 8601 strings (see pgtypes for the values Python
+cannot hold); uuid a string; jsonb and arrays stay structured; bytea base64; interval seconds as a
+number; float NaN and ±Infinity null; NULL null. `objectID` is always the key as text (an integer objectID is a
 protocol error).
 """
 
@@ -42,8 +43,28 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """orjson with the project's type mapping."""
-    return orjson.dumps(value, default=json_default)
+    """orjson with the project's type mapping.
+
+    Integers beyond ±2^53 (bigint columns, jsonb) become strings, as numeric does: JavaScript and
+    Algolia's numeric filters would round them. orjson finds them in C (OPT_STRICT_INTEGER); only a
+    record that has one is walked in Python.
+    """
+    try:
+        return orjson.dumps(value, default=json_default, option=orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_wide_integers_as_text(value), default=json_default)
+
+
+def _wide_integers_as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value) if abs(value) >= _MAX_SAFE_INT else value
+    if isinstance(value, dict):
+        return {k: _wide_integers_as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wide_integers_as_text(v) for v in value]
+    return value
 
 
 def to_record(columns: Iterable[str], values: Iterable[Any], object_id: str) -> dict[str, Any]:

@@ -8,6 +8,8 @@ since the last send, or a reindex), or deleted (the row is gone, or the transfor
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,6 +27,11 @@ VERSION_COLUMN = "__workerpool_version"
 HASH_COLUMN = "__workerpool_hash"
 SHAPE_COLUMN = "__workerpool_shape"
 HIDDEN_COLUMNS = (OBJECT_ID_COLUMN, VERSION_COLUMN, HASH_COLUMN, SHAPE_COLUMN)
+
+
+class TransformTimeout(BaseException):
+    """A transform ran past TRANSFORM_TIMEOUT. A BaseException, so that a transform's own
+    `except Exception` cannot swallow it."""
 
 
 @dataclass(slots=True)
@@ -119,7 +126,7 @@ class Shaper:
         if watched.attributes is not None:
             record = {k: record[k] for k in (*watched.attributes, records.OBJECT_ID) if k in record}
         if watched.transform:
-            record = self._transform(watched.transform)(record)
+            record = self._call_transform(watched.transform, record)
             if record is None:
                 return None
             record = {**record, records.OBJECT_ID: object_id}
@@ -134,15 +141,19 @@ class Shaper:
             return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
         try:
             record = self.record(watched, row.record_id, current.columns, found)
+        except TransformTimeout as exc:
+            outcome.failed.append((row, str(exc)))
+            return None
         except Exception as exc:  # the user's transform: fail this record only
-            outcome.failed.append((row, f"transform {watched.transform} raised {type(exc).__name__}: {one_line(exc)}"))
+            what = f"transform {watched.transform} raised" if watched.transform else "building the record raised"
+            outcome.failed.append((row, f"{what} {type(exc).__name__}: {one_line(exc)}"))
             return None
         if record is None:
             return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
         try:
             body = records.dumps(record)
-        except TypeError as exc:  # a value orjson cannot represent
-            outcome.failed.append((row, f"cannot serialize record: {exc}"))
+        except Exception as exc:  # a value orjson cannot represent (a transform's own object, say)
+            outcome.failed.append((row, f"cannot serialize record {row.record_id}: {one_line(exc)}"))
             return None
         limit = self.settings.max_record_bytes
         if limit and len(body) > limit:
@@ -160,6 +171,29 @@ class Shaper:
         replace = reindex or (last_shape is not None and shape != last_shape)
         action, payload = records.versioned_action(index, body, version, replace=replace)
         return Item(row, index, action, payload, digest, shape)
+
+    def _call_transform(self, spec: str, record: dict) -> Any:
+        """The transform applied under TRANSFORM_TIMEOUT: one that hangs fails its record, not the worker.
+
+        A SIGALRM timer interrupts Python code and blocking calls alike; it needs the main thread,
+        where workers and reindex build records. Elsewhere (an embedding application's thread) the
+        transform runs without a limit.
+        """
+        func = self._transform(spec)
+        limit = self.settings.transform_timeout / 1000.0
+        if limit <= 0 or threading.current_thread() is not threading.main_thread():
+            return func(record)
+
+        def expired(signum: int, frame: object) -> None:
+            raise TransformTimeout(f"transform {spec} did not return within TRANSFORM_TIMEOUT={self.settings.transform_timeout} ms")
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            return func(record)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
     def _transform(self, spec: str) -> Callable[[dict], Any]:
         if spec not in self._transforms:

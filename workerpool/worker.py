@@ -17,9 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-import orjson
 import psycopg
-import psycopg.types.json
 
 from . import metrics, queue, records
 from .algolia import AlgoliaError, Sender
@@ -28,7 +26,7 @@ from .config import Settings
 from .db import DatabaseUnavailable, connect, describe_error, make_pool, tcp_liveness
 from .logs import host_name, one_line
 from .queue import Claim, QueueRow
-from .shaping import Item, Outcome, Shaper
+from .shaping import Current, Item, Outcome, Shaper
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +39,27 @@ HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
 SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
 BOOT_RETRY_S = 5.0
+AUTH_RETRY_MAX_S = 30.0  # while Algolia refuses the key: the longest wait before trying it again
 # --drain, nothing claimable: another worker still holds the last rows. How soon to look again, so
 # that the command exits right after they are acknowledged (the NOTIFY only announces new work).
 DRAIN_RECHECK_S = 0.05
 
 
+# SQLSTATE classes that speak of the relation, not of a row: 42 (undefined table or column,
+# insufficient privilege, syntax) and 0A (feature not supported). Their rows retry with backoff.
+_TABLE_ERROR_CLASSES = ("42", "0A")
+
+
 class LeaseLost(Exception):
     """This worker's claim token no longer holds its rows: stop touching them."""
+
+
+class AuthRejected(Exception):
+    """Algolia answered 401/403: the credentials are wrong or revoked, not the records."""
+
+    def __init__(self, error: AlgoliaError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class Throttled(Exception):
@@ -100,6 +112,7 @@ class Worker:
         self._in_flight: tuple[Prepared, Future] | None = None
         self._sender_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sender")
         self._db_failures = 0
+        self._auth_failures = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -163,7 +176,6 @@ class Worker:
                 time.sleep(0.5)
         if not exists:
             raise DatabaseUnavailable("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
-        psycopg.types.json.set_json_loads(orjson.loads)  # json/jsonb columns: C instead of the stdlib
         self._pool = make_pool(self.settings.database_url, self.settings.pool_size, f"worker-{self.number}")
         self._sender = Sender(self.settings)
 
@@ -253,6 +265,10 @@ class Worker:
             # Reading the rows failed; give the whole claim back (attempt counted) and carry on.
             self._database_trouble(exc)
             prepared.outcome = Outcome(retry=[(r, f"database error: {one_line(exc)}") for r in claim.rows])
+        except Exception as exc:  # a defect, not the data's fault: the rows retry, the worker lives
+            log.exception("preparing a batch failed", extra={"action": "prepare_failed", "worker": self.number})
+            prepared.outcome = Outcome(retry=[(r, f"internal error: {type(exc).__name__}: {one_line(exc)}")
+                                              for r in claim.rows])
         return prepared
 
     def _send_prepared(self, prepared: "Prepared") -> None:
@@ -274,6 +290,10 @@ class Worker:
         except psycopg.Error as exc:  # extending the lease failed: the rows come back by lease expiry
             self._database_trouble(exc)
             return
+        except Exception as exc:  # a defect in sending: what was not sent retries
+            log.exception("sending a batch failed", extra={"action": "send_failed", "worker": self.number})
+            prepared.outcome.retry.extend((r, f"internal error: {type(exc).__name__}: {one_line(exc)}")
+                                          for r in _unsettled_rows(prepared))
         self._finish(prepared)
 
     def _finish(self, prepared: "Prepared") -> None:
@@ -307,7 +327,10 @@ class Worker:
         return self._watched.get(table)
 
     def _prepare(self, claim: Claim, outcome: Outcome) -> list[Item]:
-        """Load the current rows for the claim (one query per table) and serialize their actions."""
+        """Load the current rows for the claim (one query per table) and serialize their actions.
+
+        A table whose rows cannot be read fails (or retries) its own rows only; a connection error
+        gives the whole claim back (the caller's `psycopg.Error` handler)."""
         by_table: dict[str, list[QueueRow]] = {}
         for row in claim.rows:
             by_table.setdefault(row.table_name, []).append(row)
@@ -317,15 +340,47 @@ class Worker:
             for table, rows in by_table.items():
                 watched = self._config_for(conn, table)
                 if watched is None:
-                    outcome.failed.extend((r, f"table {table} is not watched (no row in algolia_index_config)") for r in rows)
+                    outcome.failed.extend((r, f"table {table} is not watched (no enabled row in algolia_index_config)")
+                                          for r in rows)
                     continue
                 index = prefix + watched.index_name
-                current = self._shaper.load_rows(conn, watched, index, [r.record_id for r in rows])
-                for row in rows:
-                    item = self._shaper.item(watched, index, row, current, outcome)
-                    if item is not None:
-                        items.append(item)
+                for current, part in self._read(conn, watched, index, rows, outcome):
+                    for row in part:
+                        item = self._shaper.item(watched, index, row, current, outcome)
+                        if item is not None:
+                            items.append(item)
         return items
+
+    def _read(self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[QueueRow],
+              outcome: Outcome) -> Iterator[tuple[Current, list[QueueRow]]]:
+        """The current rows of `rows`' keys, in one query when it succeeds.
+
+        When it fails for something in the rows (a value that cannot be read, a key that no longer
+        casts to the key's type, an error a source view raises for one row), the keys are halved
+        until each offending key fails alone, with the error as its last_error; the others are read
+        in the same batch. An error about the table itself (dropped, renamed column, permission)
+        retries all of its rows with backoff, and touches no other table.
+        """
+        try:
+            yield self._shaper.load_rows(conn, watched, index, [r.record_id for r in rows]), rows
+            return
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except psycopg.Error as exc:
+            if exc.sqlstate and exc.sqlstate[:2] in _TABLE_ERROR_CLASSES:
+                reason = f"cannot read {watched.reads_from} for table {watched.table_name}: {one_line(exc)}"
+                outcome.retry.extend((r, reason) for r in rows)
+                return
+            error: BaseException = exc
+        except Exception as exc:  # a loader or value error in psycopg: one row's data
+            error = exc
+        if len(rows) == 1:
+            outcome.failed.append((rows[0], f"cannot read row {rows[0].record_id} of {watched.reads_from}: "
+                                            f"{type(error).__name__}: {one_line(error)}"))
+            return
+        middle = len(rows) // 2
+        yield from self._read(conn, watched, index, rows[:middle], outcome)
+        yield from self._read(conn, watched, index, rows[middle:], outcome)
 
     # ---- send ------------------------------------------------------------------------------
 
@@ -342,12 +397,20 @@ class Worker:
                 outcome.unsent.extend(_unsettled(chunks[n:], outcome))
                 self._slow_down(exc.retry_after)
                 return
+            except AuthRejected as exc:
+                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                self._auth_rejected(exc.error)
+                return
             except AlgoliaError as exc:
                 error = one_line(exc.message)
                 log.warning("algolia error", extra={"action": "algolia_error", "worker": self.number,
                                                     "status": exc.status, "error": error})
                 outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
                 return
+        if self._auth_failures:
+            self._auth_failures = 0
+            metrics.record_auth(False)
+            log.info("algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number})
         if self.batch_limit < self.settings.batch_size:
             self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
 
@@ -373,6 +436,8 @@ class Worker:
         except AlgoliaError as exc:
             if exc.throttled:
                 raise Throttled(exc.retry_after or 1.0) from None
+            if exc.auth:
+                raise AuthRejected(exc) from None
             if not exc.permanent:
                 raise
             if len(chunk) == 1:
@@ -399,6 +464,20 @@ class Worker:
         log.warning("algolia throttled", extra={"action": "throttled", "worker": self.number,
                                                 "retry_after_s": retry_after, "batch_limit": self.batch_limit})
         self._sleep(retry_after)
+
+    def _auth_rejected(self, error: AlgoliaError) -> None:
+        """Algolia refuses the key: give the rows back unspent, say so once, and try again later
+        (a rotated key starts working without a restart)."""
+        self._auth_failures += 1
+        metrics.record_auth(True)
+        wait = min(AUTH_RETRY_MAX_S, 2.0 * 2 ** min(self._auth_failures - 1, 4))
+        if self._auth_failures == 1:
+            log.error(
+                f"algolia refused ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY ({error.status}: {one_line(error.message)}); "
+                "nothing is sent and no row spends an attempt until the key works again",
+                extra={"action": "algolia_auth_failed", "worker": self.number, "status": error.status},
+            )
+        self._sleep(wait)
 
     def _shutdown_budget_spent(self) -> bool:
         return time.monotonic() - self.stop_requested_at > self.settings.shutdown_timeout / 2000.0
@@ -527,6 +606,14 @@ class Worker:
             if left <= 0:
                 return
             time.sleep(min(0.1, left))
+
+
+def _unsettled_rows(prepared: Prepared) -> list[QueueRow]:
+    """A claim's rows that have no outcome yet."""
+    o = prepared.outcome
+    settled = ({i.row.id for i in o.done} | {r.id for r, _ in o.failed} | {r.id for r, _ in o.retry}
+               | {r.id for r in o.unsent})
+    return [r for r in prepared.claim.rows if r.id not in settled]
 
 
 def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:

@@ -1,0 +1,78 @@
+"""How the workers' connections read Postgres values, so that every value a table can hold maps.
+
+Two things make a record depend on the row alone, and make every value loadable:
+
+- **Pinned session settings** (`SESSION_OPTIONS`): DateStyle ISO, TimeZone UTC, IntervalStyle
+  postgres on every connection that reads rows or turns keys into text. Timestamps come out in UTC
+  whatever the server's or the DSN's defaults, and key text matches what the capture triggers wrote.
+- **Loaders that never raise on a legal value** (`configure`): psycopg turns dates and times into
+  Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`. Those values
+  are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`, `24:00:00`, an
+  interval past Python's range); every
+  other value keeps psycopg's fast C loader. `timetz` becomes an ISO 8601 string (`10:00:00+02:00`).
+  JSON that orjson refuses (a number beyond double range such as `1e400`, an integer past 64 bits)
+  is parsed again with exact decimals, which the record serializer then writes without losing a digit.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.adapt import Buffer, Loader
+from psycopg.pq import Format
+from psycopg.types.json import set_json_loads
+
+SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres"
+
+_PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time", "interval")
+
+
+def json_loads(data: str | bytes) -> Any:
+    """orjson, falling back to exact decimals for what it refuses (it raises on `1e400`)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data, parse_float=Decimal, parse_constant=Decimal)
+
+
+class _Fallback(Loader):
+    """psycopg's own loader for the type, or the value's text where Python cannot hold it."""
+
+    inner: type[Loader]
+
+    def __init__(self, oid: int, context: psycopg.adapt.AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._load = self.inner(oid, context).load
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return self._load(data)
+        except (psycopg.DataError, ValueError, OverflowError):
+            return bytes(data).decode()
+
+
+class _TimeTz(_Fallback):
+    """`timetz` as ISO 8601 text: orjson cannot write a time that carries an offset."""
+
+    def load(self, data: Buffer) -> Any:
+        value = super().load(data)
+        return value if isinstance(value, str) else value.isoformat()
+
+
+def configure(conn: psycopg.Connection) -> None:
+    """Register the loaders above on one connection (never globally: embedding applications keep theirs)."""
+    adapters = conn.adapters
+    for name in (*_PASS_THROUGH_ON_ERROR, "timetz"):
+        info = adapters.types.get(name)
+        if info is None:
+            continue
+        base = _TimeTz if name == "timetz" else _Fallback
+        inner = adapters.get_loader(info.oid, Format.TEXT)
+        if inner is None or issubclass(inner, _Fallback):
+            continue
+        adapters.register_loader(info.oid, type(f"{name.title()}Loader", (base,), {"inner": inner}))
+    set_json_loads(json_loads, conn)
