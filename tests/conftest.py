@@ -268,9 +268,12 @@ def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[
     """What the index must hold for a table: every row, serialized as workerpool maps types."""
     import orjson
 
+    from workerpool.db import connect
+
     query = sql.SQL("SELECT {key}::text AS __oid, t.* FROM {rel} t").format(key=sql.Identifier(key), rel=sql.SQL(relation))
     out = {}
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+    # Read as the workers read: their session settings and value loaders.
+    with connect(conn.info.dsn, purpose="test") as pinned, pinned.cursor(row_factory=psycopg.rows.dict_row) as cur:
         for row in cur.execute(query):
             oid = row.pop("__oid")
             out[oid] = orjson.loads(records.dumps(records.to_record(row.keys(), row.values(), oid)))

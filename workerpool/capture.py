@@ -108,7 +108,10 @@ class Related:
 
 def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> tuple[int, str]:
     """(oid, canonical name) of a table or view named as typed: `Order Items`, `public.products`, `"X"`."""
-    for candidate in (_as_single_identifier(conn, name), name):
+    candidates = [_as_single_identifier(conn, name), name]
+    if "." in name and '"' not in name:  # `shop.Order Items`: a schema and a name as typed
+        candidates.append(sql.Identifier(*name.split(".", 1)).as_string(conn))
+    for candidate in candidates:
         try:
             row = conn.execute(
                 "SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",

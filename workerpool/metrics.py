@@ -63,9 +63,11 @@ class _Metrics:
                                 registry=None)
         self.auth_errors = Counter("workerpool_algolia_auth_errors",
                                    "Algolia 401/403 answers (wrong or revoked ALGOLIA_ADMIN_KEY)", registry=None)
-        self.auth_failing = Gauge("workerpool_algolia_auth_failing",
-                                  "1 while this worker's last request was refused for its credentials",
-                                  multiprocess_mode="liveall", registry=None)
+        self.auth_failed_at = Gauge("workerpool_algolia_auth_failed_timestamp_seconds",
+                                    "Unix time Algolia last refused the credentials (401/403)",
+                                    multiprocess_mode="max", registry=None)
+        self.accepted_at = Gauge("workerpool_algolia_accepted_timestamp_seconds",
+                                 "Unix time Algolia last accepted a request", multiprocess_mode="max", registry=None)
         self.last_ack = Gauge("workerpool_last_ack_timestamp_seconds",
                               "Unix time of the last batch that settled rows (done or failed)",
                               multiprocess_mode="max", registry=None)
@@ -171,30 +173,22 @@ def record_throttle(batch_limit: int | None = None) -> None:
         m.batch_limit.set(batch_limit)
 
 
-def record_auth(failing: bool) -> None:
-    """Algolia refused the credentials (True), or accepts them again (False)."""
+def record_auth(accepted: bool) -> None:
+    """Algolia accepted a request (True) or refused the credentials (False)."""
     m = _metrics()
     if m is None:
         return
-    if failing:
+    if accepted:
+        m.accepted_at.set(time.time())
+    else:
         m.auth_errors.inc()
-    m.auth_failing.set(1 if failing else 0)
+        m.auth_failed_at.set(time.time())
 
 
 def auth_failing() -> bool:
-    """Whether a live worker of this supervisor is being refused by Algolia for its credentials."""
-    if _dir is None:
-        return False
-    import glob
-
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    files = glob.glob(os.path.join(_dir, "gauge_liveall_*.db"))
-    for metric in MultiProcessCollector.merge(files, accumulate=False):
-        if metric.name == "workerpool_algolia_auth_failing":
-            if any(sample.value for sample in metric.samples):
-                return True
-    return False
+    """Whether Algolia's last word to this supervisor's workers was a refusal of the credentials."""
+    refused = _newest("workerpool_algolia_auth_failed_timestamp_seconds")
+    return refused is not None and refused > (_newest("workerpool_algolia_accepted_timestamp_seconds") or 0.0)
 
 
 def record_restart() -> None:
@@ -232,6 +226,11 @@ def registry() -> Any:
 
 def last_ack_time() -> float | None:
     """Unix time of the newest acknowledgement by any worker of this supervisor, or None."""
+    return _newest("workerpool_last_ack_timestamp_seconds")
+
+
+def _newest(name: str) -> float | None:
+    """The largest value of a max-mode gauge across this supervisor's worker files, or None."""
     if _dir is None:
         return None
     import glob
@@ -241,7 +240,7 @@ def last_ack_time() -> float | None:
     files = glob.glob(os.path.join(_dir, "gauge_max_*.db"))
     newest = None
     for metric in MultiProcessCollector.merge(files, accumulate=False):
-        if metric.name == "workerpool_last_ack_timestamp_seconds":
+        if metric.name == name:
             for sample in metric.samples:
                 if sample.value and (newest is None or sample.value > newest):
                     newest = sample.value

@@ -7,9 +7,9 @@ Two things make a record depend on the row alone, and make every value loadable:
   whatever the server's or the DSN's defaults, and key text matches what the capture triggers wrote.
 - **Loaders that never raise on a legal value** (`configure`): psycopg turns dates and times into
   Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`. Those values
-  are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`, `24:00:00`, an
-  interval past Python's range); every
+  are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`, `24:00:00`); every
   other value keeps psycopg's fast C loader. `timetz` becomes an ISO 8601 string (`10:00:00+02:00`).
+  Arrays of types psycopg does not know (enums, most extensions' types) become lists of text.
   JSON that orjson refuses (a number beyond double range such as `1e400`, an integer past 64 bits)
   is parsed again with exact decimals, which the record serializer then writes without losing a digit.
 """
@@ -17,6 +17,7 @@ Two things make a record depend on the row alone, and make every value loadable:
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -24,11 +25,12 @@ import orjson
 import psycopg
 from psycopg.adapt import Buffer, Loader
 from psycopg.pq import Format
+from psycopg.types.array import ArrayLoader
 from psycopg.types.json import set_json_loads
 
 SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres"
 
-_PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time", "interval")
+_PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time")
 
 
 def json_loads(data: str | bytes) -> Any:
@@ -63,6 +65,47 @@ class _TimeTz(_Fallback):
         return value if isinstance(value, str) else value.isoformat()
 
 
+_INTERVAL_PART = re.compile(r"([+-]?\d+) (year|mon|day)s?|([+-])?(\d+):(\d+):(\d+(?:\.\d+)?)")
+_UNIT_SECONDS = {"year": 365 * 86400, "mon": 30 * 86400, "day": 86400}
+
+
+class _IntervalSeconds(Loader):
+    """`interval` as seconds (a year is 365 days, a month 30, as psycopg counts them). Parsed here
+    with Python integers: psycopg's C loader silently wraps around past ~5.8 million years."""
+
+    def load(self, data: Buffer) -> float:
+        total = 0.0
+        for amount, unit, sign, hours, minutes, seconds in _INTERVAL_PART.findall(bytes(data).decode()):
+            if unit:
+                total += int(amount) * _UNIT_SECONDS[unit]
+            else:
+                part = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+                total += -part if sign == "-" else part
+        return total
+
+
+_TEXT_OID = 25
+_UNKNOWN_OID = 0  # what psycopg falls back to for a type it has no loader for
+
+
+class _TextArray(ArrayLoader):
+    base_oid = _TEXT_OID
+
+
+class _UserType(Loader):
+    """A type psycopg does not know (an enum, a domain's array, an extension's type): its text, and
+    an array of them (an enum[]) as a list of texts instead of the literal `{red,green}`."""
+
+    def __init__(self, oid: int, context: psycopg.adapt.AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._array = _TextArray(oid, context)
+
+    def load(self, data: Buffer) -> Any:
+        if data[:1] == b"{":
+            return self._array.load(data)
+        return bytes(data).decode()
+
+
 def configure(conn: psycopg.Connection) -> None:
     """Register the loaders above on one connection (never globally: embedding applications keep theirs)."""
     adapters = conn.adapters
@@ -75,4 +118,6 @@ def configure(conn: psycopg.Connection) -> None:
         if inner is None or issubclass(inner, _Fallback):
             continue
         adapters.register_loader(info.oid, type(f"{name.title()}Loader", (base,), {"inner": inner}))
+    adapters.register_loader("interval", _IntervalSeconds)
+    adapters.register_loader(_UNKNOWN_OID, _UserType)
     set_json_loads(json_loads, conn)

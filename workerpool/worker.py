@@ -409,7 +409,6 @@ class Worker:
                 return
         if self._auth_failures:
             self._auth_failures = 0
-            metrics.record_auth(False)
             log.info("algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number})
         if self.batch_limit < self.settings.batch_size:
             self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
@@ -447,6 +446,7 @@ class Worker:
             self._send_chunk(claim, chunk[:middle], outcome)
             self._send_chunk(claim, chunk[middle:], outcome)
             return
+        metrics.record_auth(accepted=True)
         outcome.done.extend(chunk)
 
     def _ensure_lease(self, claim: Claim) -> None:
@@ -469,7 +469,7 @@ class Worker:
         """Algolia refuses the key: give the rows back unspent, say so once, and try again later
         (a rotated key starts working without a restart)."""
         self._auth_failures += 1
-        metrics.record_auth(True)
+        metrics.record_auth(accepted=False)
         wait = min(AUTH_RETRY_MAX_S, 2.0 * 2 ** min(self._auth_failures - 1, 4))
         if self._auth_failures == 1:
             log.error(
