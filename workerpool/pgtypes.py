@@ -8,7 +8,7 @@ Two things make a record depend on the row alone, and make every value loadable:
 - **Loaders that never raise on a legal value** (`configure`): psycopg turns dates and times into
   Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`. Those values
   are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`, `24:00:00`); every
-  other value keeps psycopg's fast C loader. `timetz` becomes an ISO 8601 string (`10:00:00+02:00`).
+  other value keeps psycopg's fast C loader. `timetz` becomes an ISO 8601 string (`10:00:00+02:00`), and so does `time`.
   Arrays of types psycopg does not know (enums, most extensions' types) become lists of text.
   JSON that orjson refuses (a number beyond double range such as `1e400`, an integer past 64 bits)
   is parsed again with exact decimals, which the record serializer then writes without losing a digit.
@@ -33,12 +33,20 @@ SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgre
 _PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time")
 
 
+# 19 digits in a row: a number orjson may not hold (it turns integers past 64 bits into floats,
+# silently, and raises on `1e400`). Rare in real documents, and then parsed exactly instead.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def json_loads(data: str | bytes) -> Any:
-    """orjson, falling back to exact decimals for what it refuses (it raises on `1e400`)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data, parse_float=Decimal, parse_constant=Decimal)
+    """orjson, or exact decimals and integers where orjson would lose digits or refuse the number."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if not _LONG_DIGITS.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw, parse_float=Decimal, parse_constant=Decimal)
 
 
 class _Fallback(Loader):
@@ -57,8 +65,9 @@ class _Fallback(Loader):
             return bytes(data).decode()
 
 
-class _TimeTz(_Fallback):
-    """`timetz` as ISO 8601 text: orjson cannot write a time that carries an offset."""
+class _TimeText(_Fallback):
+    """`time` and `timetz` as ISO 8601 text: orjson cannot write a time that carries an offset, and
+    orjson 3.13 writes time(0, 0, 0, 10000) as `00:00:00.10000` (a tenth instead of a hundredth)."""
 
     def load(self, data: Buffer) -> Any:
         value = super().load(data)
@@ -113,7 +122,7 @@ def configure(conn: psycopg.Connection) -> None:
         info = adapters.types.get(name)
         if info is None:
             continue
-        base = _TimeTz if name == "timetz" else _Fallback
+        base = _TimeText if name in ("time", "timetz") else _Fallback
         inner = adapters.get_loader(info.oid, Format.TEXT)
         if inner is None or issubclass(inner, _Fallback):
             continue
