@@ -279,6 +279,7 @@ DECLARE
     attrs    text[];
     fn       text;
 BEGIN
+  BEGIN
     FOR c IN SELECT DISTINCT cfg.table_name, cfg.relation, cfg.key_attnum, cfg.attribute_attnums
                FROM algolia_index_config cfg
                JOIN pg_event_trigger_ddl_commands() d
@@ -294,10 +295,7 @@ BEGIN
             SELECT a.attname INTO new_key FROM pg_attribute a
              WHERE a.attrelid = c.relation AND a.attnum = c.key_attnum AND NOT a.attisdropped;
             IF new_key IS NULL THEN
-                EXECUTE format('DROP TRIGGER IF EXISTS algolia_sync_insert ON %1$s;
-                                DROP TRIGGER IF EXISTS algolia_sync_update ON %1$s;
-                                DROP TRIGGER IF EXISTS algolia_sync_delete ON %1$s;
-                                DROP TRIGGER IF EXISTS algolia_sync_truncate ON %1$s', c.relation);
+                PERFORM algolia_sync_detach(c.relation);
                 UPDATE algolia_index_config
                    SET enabled = false, updated_at = now(),
                        disabled_reason = format('the key column of %s was dropped; capture stopped. '
@@ -325,6 +323,9 @@ BEGIN
             RAISE WARNING 'workerpool: could not follow DDL on %: %', c.relation, SQLERRM;
         END;
     END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'workerpool: could not look for watched tables in this DDL: %', SQLERRM;
+  END;
 END;
 $$;
 
@@ -338,6 +339,83 @@ BEGIN
             WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_ddl();
     ELSE
         RAISE NOTICE 'workerpool: not a superuser, so DDL on watched tables is not followed automatically';
+    END IF;
+END;
+$$;
+
+-- Attach a watched table's capture function: statement-level triggers on the table and on each of
+-- its partitions (statement triggers fire only on the table a statement names, so writes made
+-- directly into a partition need their own). CREATE OR REPLACE: safe to repeat.
+CREATE OR REPLACE FUNCTION algolia_sync_attach(rel regclass, fn text) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT t.relid FROM pg_partition_tree(rel) t UNION SELECT rel LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER algolia_sync_insert AFTER INSERT ON %1$s
+                            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$s();
+                        CREATE OR REPLACE TRIGGER algolia_sync_update AFTER UPDATE ON %1$s
+                            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$s();
+                        CREATE OR REPLACE TRIGGER algolia_sync_delete AFTER DELETE ON %1$s
+                            REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$s();
+                        CREATE OR REPLACE TRIGGER algolia_sync_truncate BEFORE TRUNCATE ON %1$s
+                            FOR EACH STATEMENT EXECUTE FUNCTION %2$s()', part, fn);
+    END LOOP;
+END;
+$$;
+
+-- Detach it: the table's and its partitions' capture triggers.
+CREATE OR REPLACE FUNCTION algolia_sync_detach(rel regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT t.relid FROM pg_partition_tree(rel) t UNION SELECT rel LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS algolia_sync_insert ON %1$s;
+                        DROP TRIGGER IF EXISTS algolia_sync_update ON %1$s;
+                        DROP TRIGGER IF EXISTS algolia_sync_delete ON %1$s;
+                        DROP TRIGGER IF EXISTS algolia_sync_truncate ON %1$s', part);
+    END LOOP;
+END;
+$$;
+
+-- A partition created or attached under a watched table gets its capture triggers at once.
+CREATE OR REPLACE FUNCTION algolia_sync_follow_partitions() RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $$
+DECLARE
+    c record;
+BEGIN
+  BEGIN
+    FOR c IN SELECT DISTINCT cfg.relation, p.oid::regproc::text AS fn
+               FROM pg_event_trigger_ddl_commands() d
+               JOIN algolia_index_config cfg ON cfg.enabled
+                AND (d.objid = cfg.relation OR d.objid IN (SELECT t.relid FROM pg_partition_tree(cfg.relation) t))
+               JOIN pg_trigger tg ON tg.tgrelid = cfg.relation AND tg.tgname = 'algolia_sync_insert'
+               JOIN pg_proc p ON p.oid = tg.tgfoid
+              WHERE d.classid = 'pg_class'::regclass
+                AND (SELECT relkind FROM pg_class WHERE oid = cfg.relation) = 'p' LOOP
+        BEGIN
+            PERFORM algolia_sync_attach(c.relation, c.fn);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'workerpool: could not attach capture to the partitions of %: %', c.relation, SQLERRM;
+        END;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'workerpool: could not look for partitions of watched tables: %', SQLERRM;
+  END;
+END;
+$$;
+
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        DROP EVENT TRIGGER IF EXISTS algolia_sync_follow_partitions;
+        CREATE EVENT TRIGGER algolia_sync_follow_partitions ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_partitions();
     END IF;
 END;
 $$;

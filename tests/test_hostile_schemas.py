@@ -130,12 +130,16 @@ def test_every_kind_of_table_a_user_can_create_is_watched_or_refused(db, db_url,
     db.execute("CREATE TABLE ev_2 (id bigint NOT NULL, day date NOT NULL, v text)")
     db.execute("ALTER TABLE ev ATTACH PARTITION ev_2 FOR VALUES FROM (100) TO (200)")  # attached later
     db.execute("INSERT INTO ev VALUES (150, '2024-05-05', 'later')")
+    db.execute("CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (200) TO (300)")  # created later
+    db.execute("INSERT INTO ev_1 VALUES (5, '2024-01-05', 'direct')")  # straight into partitions
+    db.execute("INSERT INTO ev_3 VALUES (250, '2024-01-05', 'direct')")
+    db.execute("UPDATE ev_2 SET v = 'direct' WHERE id = 150")
     drain(env)
     mixed = emulator.records("mixed")
     assert set(mixed) == {"a", "b"}
     assert mixed["a"]["Colour"] == "red" and mixed["a"]["colours"] == ["red", "green"]
     assert mixed["a"]["doubled"] == mixed["a"]["price"] * 2 and mixed["a"]["c39"] == 39
-    assert set(emulator.records("ev")) == {"1", "150"}
+    assert set(emulator.records("ev")) == {"1", "5", "150", "250"}
     assert_index_matches(db, emulator, "ev", "ev")
     assert not failed_rows(db)
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-# event -> (trigger name, "WHEN ... REFERENCING ..." clause). Row changes are read from transition
-# tables after the statement; a TRUNCATE is read before it, while the rows are still there.
+# event -> (trigger name, "WHEN ... REFERENCING ..." clause) of the triggers on related tables (a
+# watched table's own are attached by `algolia_sync_attach` in SQL). Row changes are read from
+# transition tables after the statement; a TRUNCATE is read before it, while the rows are still there.
 TRIGGERS = {
     "INSERT": ("algolia_sync_insert", "AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows"),
     "UPDATE": ("algolia_sync_update", "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
@@ -224,7 +225,6 @@ def watch(
 
     watched = Watched(table_name, index_name, key, columns[key], source_name,
                       tuple(attributes) if attributes is not None else None, transform, table_name)
-    table_ident = sql.SQL(table_name)  # regclass text output is already quoted where needed
     with conn.transaction():
         _adopt_renamed(conn, oid, table_name)
         conn.execute(
@@ -257,12 +257,7 @@ def watch(
             "SELECT algolia_sync_create_capture(%s, %s, %s, %s, %s)",
             (_capture_function(table_name), table_name, key, compared, oid),
         ).fetchone()[0]
-        for trigger, when in TRIGGERS.values():
-            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), table_ident))
-            conn.execute(
-                sql.SQL("CREATE TRIGGER {trigger} " + when + " FOR EACH STATEMENT EXECUTE FUNCTION {function}()").format(
-                    trigger=sql.Identifier(trigger), table=table_ident, function=sql.SQL(function))
-            )
+        conn.execute("SELECT algolia_sync_attach(%s, %s)", (oid, function))
     return watched
 
 
@@ -331,10 +326,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
     with conn.transaction():
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table_name,)).fetchone()[0]
         if exists:
-            for trigger, _ in TRIGGERS.values():
-                conn.execute(
-                    sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), sql.SQL(table_name))
-                )
+            conn.execute("SELECT algolia_sync_detach(%s::regclass)", (table_name,))
         _drop_related_triggers(conn, table_name)
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(table_name))))
         deleted = conn.execute("DELETE FROM algolia_index_config WHERE table_name = %s", (table_name,)).rowcount
