@@ -96,6 +96,14 @@ def test_ddl_on_a_watched_table_never_breaks_the_applications_writes(db, env, em
     drain(env)
     assert {k: r["title"] for k, r in emulator.records("stock").items()} == {"1": "a2", "3": "c", "4": "d"}
 
+    # `watch` under the new name takes the registration over, with what waits under the old one.
+    db.execute("INSERT INTO inventory VALUES (5, 'e', 5)")
+    watch(env, "inventory", "--index", "stock", "--attributes", "title")
+    assert db.execute("SELECT array_agg(table_name) FROM algolia_index_config").fetchone()[0] == ["inventory"]
+    db.execute("INSERT INTO inventory VALUES (6, 'f', 6)")
+    drain(env)
+    assert set(emulator.records("stock")) == {"1", "3", "4", "5", "6"}
+
     # Dropping the key column stops the capture, never the application's writes.
     db.execute("ALTER TABLE inventory DROP COLUMN sku_id")
     db.execute("INSERT INTO inventory (title, qty) VALUES ('e', 5)")
@@ -314,6 +322,39 @@ def test_a_revoked_key_spends_no_attempt_and_the_pool_resumes_after_rotation(db,
     wait_until(lambda: len(emulator.records("notes")) == 8, timeout=60, message="the rows after the key works")
     wait_until(lambda: _healthz(free_port)[0] == 200, timeout=30, message="/healthz 200 again")
     assert pool.lines("algolia_auth_ok")
+    assert pool.stop() == 0
+
+
+def test_healthz_runs_one_database_check_at_a_time(db, env, start_pool, free_port):
+    import threading
+
+    pool = start_pool(extra_env={"HEALTH_PORT": str(free_port)})
+    wait_until(lambda: _healthz(free_port)[0] == 200, timeout=30, message="/healthz up")
+    most = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal most
+        with psycopg.connect(db.info.dsn, autocommit=True) as watcher:
+            while not stop.is_set():
+                n = watcher.execute("SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE application_name = 'workerpool:health'").fetchone()[0]
+                most = max(most, n)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for _ in range(3):
+            burst = [threading.Thread(target=_healthz, args=(free_port,)) for _ in range(30)]
+            for t in burst:
+                t.start()
+            for t in burst:
+                t.join()
+            time.sleep(1.1)  # past the shared result's life: the next burst checks again, once
+    finally:
+        stop.set()
+        sampler.join()
+    assert most <= 1, f"{most} health connections at once"
     assert pool.stop() == 0
 
 
