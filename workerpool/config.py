@@ -108,6 +108,7 @@ class Settings:
     retry_backoff_max: int = 300_000
     max_record_bytes: int = 100_000
     max_request_bytes: int = 9_000_000
+    requests_in_flight: int = 8
     transform_timeout: int = 5000
 
     def secrets(self) -> list[str]:
@@ -152,6 +153,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "RETRY_BACKOFF_MAX": ("retry_backoff_max", _int_range(0, 86_400_000)),
     "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
+    "REQUESTS_IN_FLIGHT": ("requests_in_flight", _int_range(1, 64)),
     "TRANSFORM_TIMEOUT": ("transform_timeout", _int_range(0, 3_600_000)),
 }
 

@@ -27,6 +27,8 @@ What it covers:
     "count": N}``, ``{"status": 503, "seconds": S}``, ``{"drop": true, "count": N}``,
     ``{"latency_ms": M, "seconds": S}``, each optionally ``"writes_only": true``;
     ``GET`` lists them, ``DELETE`` clears them.
+  - ``POST /_emulator/rtt`` with ``{"rtt_ms": 60, "jitter_ms": 10}``: every ``/1/`` answer waits
+    that round trip (± jitter) from then on; reset clears it.
   - ``GET /_emulator/indexes/{i}``: every record as ``{objectID: record}``.
   - ``GET /_emulator/health``: ``{"ok": true}``.
 
@@ -41,6 +43,7 @@ import base64
 import gzip
 import itertools
 import logging
+import random
 import re
 import signal
 import socket
@@ -353,6 +356,8 @@ class EmulatorState:
         self._requests = 0
         self._rejected: dict[str, int] = {"429": 0, "5xx": 0, "dropped": 0, "400": 0, "403": 0, "404": 0}
         self._faults: list[_Fault] = []
+        self.rtt_ms = 0.0
+        self.rtt_jitter_ms = 0.0
 
     # -- test hooks -------------------------------------------------------------------------
 
@@ -430,12 +435,21 @@ class EmulatorState:
         with self._meta_lock:
             self._rejected[key] = self._rejected.get(key, 0) + 1
 
+    def set_rtt(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
+        """Hold every `/1/` answer for a round trip of `rtt_ms`, ± up to `jitter_ms` (uniform): a far
+        Algolia region, for benchmarks and tests. Reset clears it."""
+        if not (_is_number(rtt_ms) and rtt_ms >= 0 and _is_number(jitter_ms) and jitter_ms >= 0):
+            raise ValueError(f"rtt_ms and jitter_ms must be non-negative numbers, got {rtt_ms!r}, {jitter_ms!r}")
+        self.rtt_ms, self.rtt_jitter_ms = float(rtt_ms), float(jitter_ms)
+
     def take_fault(self, is_write: bool) -> tuple[float, Optional[_Fault]]:
         """(seconds of latency to add, the status/drop fault to answer with or None)."""
-        if not self._faults:
-            return 0.0, None
-        now = time.monotonic()
         delay = 0.0
+        if self.rtt_ms or self.rtt_jitter_ms:
+            delay = max(0.0, self.rtt_ms + random.uniform(-self.rtt_jitter_ms, self.rtt_jitter_ms)) / 1000.0
+        if not self._faults:
+            return delay, None
+        now = time.monotonic()
         chosen: Optional[_Fault] = None
         with self._meta_lock:
             for fault in self._faults:
@@ -1203,6 +1217,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, f"Invalid fault: {exc}")
                 return
             self._send_json(200, {"ok": True, "faults": state.faults()})
+        elif path == "/_emulator/rtt" and method == "POST":
+            try:
+                body = _loads(raw)
+                state.set_rtt(body.get("rtt_ms", 0), body.get("jitter_ms", 0))
+            except (ApiError, AttributeError, TypeError, ValueError) as exc:
+                self._error(400, f"Invalid round trip: {exc}")
+                return
+            self._send_json(200, {"ok": True, "rtt_ms": state.rtt_ms, "jitter_ms": state.rtt_jitter_ms})
         elif path.startswith("/_emulator/indexes/") and method == "GET":
             self._send(200, state.records_json(unquote(path[len("/_emulator/indexes/"):])))
         else:
@@ -1280,6 +1302,10 @@ class Emulator:
     def clear_faults(self) -> None:
         """Remove every queued fault (``DELETE /_emulator/faults``)."""
         self.state.clear_faults()
+
+    def set_rtt(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
+        """See ``EmulatorState.set_rtt`` (same as ``POST /_emulator/rtt``)."""
+        self.state.set_rtt(rtt_ms, jitter_ms)
 
     def stats(self) -> dict[str, Any]:
         """Counters (``GET /_emulator/stats``)."""

@@ -1,7 +1,8 @@
 """A worker process: claim a batch, read the current rows, send records, acknowledge.
 
-One loop on the main thread does the database work; one sender thread does the HTTP, so the next
-batch is claimed and built while the last one is in flight. Every database call is a short
+One loop on the main thread does the database work; sender threads do the HTTP, so up to
+REQUESTS_IN_FLIGHT batches are on the wire while the next one is claimed and built: against an Algolia
+tens of milliseconds away, one request at a time would cap a worker at BATCH_SIZE / round-trip time. Every database call is a short
 autocommit statement; no transaction is ever open while an Algolia request is in flight. The worker
 owns its pool, its LISTEN connection and its Algolia transport, all created after fork.
 """
@@ -13,6 +14,7 @@ import os
 import random
 import signal
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -108,9 +110,9 @@ class Worker:
         self._next_heartbeat = 0.0
         self._next_recovery = 0.0
         self._next_spill = 0.0
-        self._pending_ack: tuple[Claim, Outcome] | None = None
-        self._in_flight: tuple[Prepared, Future] | None = None
-        self._sender_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sender")
+        self._pending_acks: list[tuple[Claim, Outcome]] = []
+        self._in_flight: deque[tuple[Prepared, Future]] = deque()
+        self._sender_thread = ThreadPoolExecutor(max_workers=settings.requests_in_flight, thread_name_prefix="sender")
         self._db_failures = 0
         self._auth_failures = 0
 
@@ -200,16 +202,23 @@ class Worker:
     # ---- the loop --------------------------------------------------------------------------
 
     def _step(self) -> bool:
-        """One iteration: housekeeping, claim and prepare a batch, then hand it to the sender.
+        """One iteration: housekeeping, claim and prepare a batch, then hand it to a sender thread.
 
-        The batch before it is still in flight meanwhile (claim N+1 while N is sent); its outcome is
-        written once it returns, before N+1 goes out. False when nothing was due.
+        Up to REQUESTS_IN_FLIGHT earlier batches are on the wire meanwhile, each under its own claim
+        (so no key is in two of them); their outcomes are written as they return. With as many in
+        flight as allowed, the oldest is waited for first. False when nothing was due (every batch in
+        flight has then been settled).
         """
         claim = None
         try:
             self._flush_pending_ack()
-            if self._pending_ack is not None:
+            if self._pending_acks:
                 return True  # never claim more while an outcome is still unwritten
+            self._settle_returned()
+            if len(self._in_flight) >= self.settings.requests_in_flight:
+                self._settle_oldest()
+                if self._pending_acks:
+                    return True
             now = time.monotonic()
             if now >= self._next_heartbeat:
                 self._heartbeat(now)
@@ -223,14 +232,15 @@ class Worker:
             self._finish_in_flight()
             self._database_trouble(exc)
             return True
-        prepared = self._prepare_claim(claim) if claim is not None else None
-        self._finish_in_flight()
-        if prepared is not None:
-            if prepared.items is None:  # reading the rows failed: nothing to send
-                self._finish(prepared)
-            else:
-                self._in_flight = (prepared, self._sender_thread.submit(self._send_prepared, prepared))
-        return claim is not None
+        if claim is None:
+            self._finish_in_flight()
+            return False
+        prepared = self._prepare_claim(claim)
+        if prepared.items is None:  # reading the rows failed: nothing to send
+            self._finish(prepared)
+        else:
+            self._in_flight.append((prepared, self._sender_thread.submit(self._send_prepared, prepared)))
+        return True
 
     def _claim(self, conn: psycopg.Connection, now: float) -> Claim | None:
         """Move inbox keys into the queue when they may be waiting, then claim a batch.
@@ -276,11 +286,21 @@ class Worker:
         self._send(prepared.claim, prepared.items, prepared.outcome)
 
     def _finish_in_flight(self) -> None:
-        """Wait for the batch on the sender thread, then write its outcome."""
-        if self._in_flight is None:
-            return
-        prepared, future = self._in_flight
-        self._in_flight = None
+        """Wait for every batch on the wire, oldest first, and write their outcomes."""
+        while self._in_flight:
+            self._settle_oldest()
+
+    def _settle_returned(self) -> None:
+        """Write the outcomes of the batches that have come back, without waiting for the others."""
+        for entry in [e for e in self._in_flight if e[1].done()]:
+            self._in_flight.remove(entry)
+            self._settle(*entry)
+
+    def _settle_oldest(self) -> None:
+        self._settle(*self._in_flight.popleft())
+
+    def _settle(self, prepared: Prepared, future: Future) -> None:
+        """Wait for one batch's HTTP part, then write its outcome."""
         try:
             future.result()
         except LeaseLost:
@@ -305,7 +325,7 @@ class Worker:
             "failed": len(outcome.failed), "retried": len(outcome.retry), "released": len(outcome.unsent),
         }
         metrics.record_batch(self, claim, outcome, started)  # before the flush, which empties the outcome's lists
-        self._pending_ack = (claim, outcome)
+        self._pending_acks.append((claim, outcome))
         self._flush_pending_ack()
         self.batches += 1
         self.records += counts["upserts"] + counts["deletes"] + counts["skipped"]
@@ -485,13 +505,17 @@ class Worker:
     # ---- acknowledge -----------------------------------------------------------------------
 
     def _flush_pending_ack(self) -> None:
-        """Write a claim's outcome; kept and retried if the database is away (nothing is lost).
+        """Write the claims' outcomes; kept and retried if the database is away (nothing is lost)."""
+        while self._pending_acks:
+            if not self._write_outcome(*self._pending_acks[0]):
+                return
+            self._pending_acks.pop(0)
+
+    def _write_outcome(self, claim: Claim, outcome: Outcome) -> bool:
+        """Write one claim's outcome; False when the database is away (it is kept for later).
 
         Each part is cleared once written, so a retry after a failure halfway never writes twice.
         """
-        if self._pending_ack is None:
-            return
-        claim, outcome = self._pending_ack
         s = self.settings
         parts = (
             ("done", lambda conn, o: queue.ack(conn, claim.token, o.done)),
@@ -520,8 +544,8 @@ class Worker:
                                 "part": name, "expected": expected, "held": held})
         except psycopg.Error as exc:
             self._database_trouble(exc)
-            return
-        self._pending_ack = None
+            return False
+        return True
 
     # ---- housekeeping ----------------------------------------------------------------------
 
