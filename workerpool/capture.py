@@ -24,7 +24,7 @@ TRIGGERS = {
     "TRUNCATE": ("algolia_sync_truncate", "BEFORE TRUNCATE ON {table}"),
 }
 RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE")
-_INDEX_NAME = re.compile(r"^[^\s/#?%&]{1,256}$")
+_INDEX_NAME = re.compile(r"^[^\s/#?%&\x00-\x1f\x7f-\x9f]{1,256}$")  # no control characters either
 
 
 class WatchError(Exception):
@@ -131,7 +131,8 @@ def watch(
     """
     if not _INDEX_NAME.match(index_name or ""):
         raise WatchError(
-            f"index name {index_name!r} is not valid; expected 1-256 characters without spaces, '/', '#', '?', '%' or '&'"
+            f"index name {index_name!r} is not valid; expected 1-256 characters without spaces, control characters, "
+            "'/', '#', '?', '%' or '&'"
         )
     oid, table_name = resolve_relation(conn, table)
     columns = _columns(conn, oid)
