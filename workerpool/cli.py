@@ -402,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "database_url", None) and argv is None:
+        from setproctitle import setproctitle
+
+        setproctitle(f"workerpool {args.command}")  # `ps` would show --database-url and its password
     try:
         return args.func(args)
     except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
