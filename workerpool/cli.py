@@ -151,8 +151,6 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
-    import psycopg
-
     from .stats import collect, json_text, render
 
     tty = sys.stdout.isatty()
@@ -189,8 +187,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             result = reindex(settings, conn, args.table, atomic=args.atomic, chunk_size=args.chunk_size,
                              restart=args.restart)
         except ReindexError as exc:
-            print(f"workerpool: error: {exc}", file=sys.stderr)
-            return exc.exit_code
+            return _fail(args, str(exc), exc.exit_code)
         except KeyboardInterrupt:
             print("\ninterrupted; run the same command again to resume", file=sys.stderr)
             return 130
