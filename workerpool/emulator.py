@@ -1397,7 +1397,7 @@ def serve(port: int, host: str = "127.0.0.1", app_id: str = DEFAULT_APP_ID, api_
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m workerpool.emulator --port P [--host H --app-id X --api-key Y]``."""
+    """``python -m workerpool.emulator --port P [--host H --allow-remote --app-id X --api-key Y]``."""
     parser = argparse.ArgumentParser(prog="python -m workerpool.emulator",
                                      description="Serve an in-memory emulation of Algolia's Search REST API.")
     parser.add_argument("--port", type=_port, default=0, help="port to listen on (0: any free port; default 0)")
