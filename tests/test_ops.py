@@ -462,7 +462,7 @@ def test_atomic_reindex_resumes_into_its_temporary_index_or_restarts_cleanly(pro
 
     # A plain reindex refuses to mix with the interrupted atomic one.
     mixed = run_cli(env, "reindex", "products")
-    assert mixed.returncode == 1 and "--restart" in mixed.stderr
+    assert mixed.returncode == 2 and "--restart" in mixed.stderr
 
     db.execute("UPDATE products SET name = 'after the interruption' WHERE id = 3")  # synced by no worker yet
     result = run_cli(env, "reindex", "products", "--atomic", "--chunk-size", "100")

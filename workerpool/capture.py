@@ -25,7 +25,7 @@ TRIGGERS = {
     "TRUNCATE": ("algolia_sync_truncate", "BEFORE TRUNCATE ON {table}"),
 }
 RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
-_INDEX_NAME = re.compile(r"^[^\s/#?%&]{1,256}$")
+_INDEX_NAME = re.compile(r"^[^\s/#?%&\x00-\x1f\x7f-\x9f]{1,256}$")  # no control characters either
 
 
 class WatchError(Exception):
@@ -180,7 +180,8 @@ def watch(
     """
     if not _INDEX_NAME.match(index_name or ""):
         raise WatchError(
-            f"index name {index_name!r} is not valid; expected 1-256 characters without spaces, '/', '#', '?', '%' or '&'"
+            f"index name {index_name!r} is not valid; expected 1-256 characters without spaces, control characters, "
+            "'/', '#', '?', '%' or '&'"
         )
     oid, table_name = resolve_relation(conn, table)
     columns = _columns(conn, oid)
@@ -314,19 +315,28 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
 
 
 def unwatch(conn: psycopg.Connection, table: str) -> str:
-    """Detach the triggers and forget the table's registration and queued rows. The index is left as is."""
-    registered = conn.execute("SELECT table_name FROM algolia_index_config").fetchall()
-    names = {r[0] for r in registered}
+    """Detach the triggers and forget the table's registration and queued rows. The index is left as is.
+
+    `table` is the table as it is called now or the name it was watched under (a renamed or dropped
+    table); the registration is found through the table's oid either way."""
+    registered = dict(conn.execute(
+        "SELECT c.table_name, t.oid FROM algolia_index_config c LEFT JOIN pg_class t ON t.oid = c.relation"
+    ).fetchall())
     try:
-        _, table_name = resolve_relation(conn, table)
+        oid, current = resolve_relation(conn, table)
+        table_name = next((name for name, rel in registered.items() if rel == oid), current)
     except WatchError:
-        if table not in names:
-            raise WatchError(f"table {table!r} is not watched; watched tables are: {', '.join(sorted(names)) or 'none'}") from None
-        table_name = table  # the table was dropped; clean up what is left
+        if table not in registered:
+            raise WatchError(f"table {table!r} is not watched; watched tables are: "
+                             f"{', '.join(sorted(registered)) or 'none'}") from None
+        table_name = table  # watched under this name: renamed since, or dropped
+    relation = registered.get(table_name)
     with conn.transaction():
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table_name,)).fetchone()[0]
+        if relation is None:  # a registration without an oid (dropped table, or written before version 5)
+            relation = conn.execute("SELECT to_regclass(%s)::oid", (table_name,)).fetchone()[0]
+        exists = relation is not None
         if exists:
-            conn.execute("SELECT algolia_sync_detach(%s::regclass)", (table_name,))
+            conn.execute("SELECT algolia_sync_detach(%s::oid::regclass)", (relation,))
         _drop_related_triggers(conn, table_name)
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(table_name))))
         deleted = conn.execute("DELETE FROM algolia_index_config WHERE table_name = %s", (table_name,)).rowcount

@@ -13,11 +13,13 @@ import sys
 from typing import Callable, Sequence
 
 import orjson
+import psycopg
 
 from . import config, logs
 from .capture import WatchError
 from .config import EXIT_CONFIG_ERROR, ConfigError, Settings
 from .db import DatabaseUnavailable, connect
+from .failures import EXIT_DRIFT, algolia_failure
 
 log = logging.getLogger("workerpool.cli")
 
@@ -45,16 +47,26 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _db(settings: Settings, purpose: str = "cli"):
+def _db(settings: Settings, purpose: str = "cli", check_schema: bool = True) -> psycopg.Connection:
+    """A connection to DATABASE_URL whose schema matches this code (exit 2 otherwise: see migrate.check_schema)."""
+    from .migrate import check_schema as check
+
     settings.require_database()
-    return connect(settings.database_url, purpose=purpose, timeout=5)
+    conn = connect(settings.database_url, purpose=purpose, timeout=5)
+    if check_schema:
+        try:
+            check(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .migrate import migrate
 
     settings = _settings(args)
-    with _db(settings, "migrate") as conn:
+    with _db(settings, "migrate", check_schema=False) as conn:
         applied = migrate(conn)
     print(f"schema up to date ({len(applied)} migration(s) applied)")
     return 0
@@ -78,12 +90,32 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_unwatch(args: argparse.Namespace) -> int:
+    """Detach a table; its pending changes (deletes included) are dropped only with --drop-pending."""
+    from psycopg import sql
+
     from .capture import unwatch
+    from .reindex import find_watched
+    from .tables import backlog
 
     settings = _settings(args)
-    with _db(settings) as conn:
-        name = unwatch(conn, args.table)
-    print(f"no longer watching {name} (its index was left as it is)")
+    with _db(settings) as conn, conn.transaction():
+        try:
+            watched = find_watched(conn, args.table)
+            name, relation = watched.table_name, watched.relation or watched.table_name
+        except WatchError:
+            name = relation = None  # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
+        if relation is not None and conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()[0]:
+            # Writers finish first and wait for us: the count below is what gets dropped.
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.SQL(relation)))
+        left = backlog(conn, name) if name is not None else None
+        if left and left.pending and not args.drop_pending:
+            raise ConfigError(
+                f"{name} has {left.pending} pending change(s) not yet in its index (deletes included); unwatching "
+                "would drop them: let `workerpool run --drain` sync them first, or pass --drop-pending to drop them")
+        name = unwatch(conn, name or args.table)
+    dropped = f"dropped {left.pending} pending change(s)" if left and left.pending else "no pending changes"
+    kept = f"; {left.failed} failed row(s) kept" if left and left.failed else ""
+    print(f"no longer watching {name} (its index was left as it is); {dropped}{kept}")
     return 0
 
 
@@ -95,14 +127,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.require_database()
     settings.require_algolia()
     require(settings.database_url)
-    with connect(settings.database_url, purpose="check", timeout=5) as conn:
-        if not conn.execute("SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL").fetchone()[0]:
-            raise ConfigError("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
+    with _db(settings, "check"):
+        pass
     return Supervisor(settings, drain=args.drain).run()
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .stats import collect, render
+    from .stats import collect, json_text, render
 
     settings = _settings(args)
     if getattr(args, "watch", False):
@@ -110,7 +141,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     with _db(settings) as conn:
         data = collect(conn)
     if args.json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(json_text(data, indent=True) + "\n")
     else:
         sys.stdout.write(render(data))
     return 0
@@ -121,9 +152,7 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
-    import psycopg
-
-    from .stats import collect, render
+    from .stats import collect, json_text, render
 
     tty = sys.stdout.isatty()
     conn = None
@@ -134,7 +163,7 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
                     conn = _db(settings)
                 data = collect(conn)
                 if args.json:
-                    text = orjson.dumps(data).decode() + "\n"
+                    text = json_text(data) + "\n"
                 else:
                     text = f"{datetime.now():%H:%M:%S}  every {args.interval:g}s, Ctrl-C to stop\n\n" + render(data) + "\n"
             except (DatabaseUnavailable, psycopg.Error) as exc:
@@ -159,8 +188,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             result = reindex(settings, conn, args.table, atomic=args.atomic, chunk_size=args.chunk_size,
                              restart=args.restart)
         except ReindexError as exc:
-            print(f"workerpool: error: {exc}", file=sys.stderr)
-            return 1
+            return _fail(args, str(exc), exc.exit_code)
         except KeyboardInterrupt:
             print("\ninterrupted; run the same command again to resume", file=sys.stderr)
             return 130
@@ -185,13 +213,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(report.render())
-    return 1 if report.drift else 0
+    return EXIT_DRIFT if report.drift else 0
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
+    from .tables import queue_table_name
+
     settings = _settings(args)
     with _db(settings) as conn:
-        n = conn.execute("SELECT algolia_sync_retry_failed(%s, %s)", (args.table, args.id)).fetchone()[0]
+        table = queue_table_name(conn, args.table) if args.table is not None else None
+        n = conn.execute("SELECT algolia_sync_retry_failed(%s, %s)", (table, args.id)).fetchone()[0]
     print(f"returned {n} failed row(s) to the queue")
     return 0
 
@@ -205,16 +236,16 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from .emulator import serve
+    from .emulator import DEFAULT_API_KEY, DEFAULT_APP_ID, refuse_unsafe_bind, serve
 
     settings = config.load()
     logs.setup(settings.log_level, settings.secrets())
-    serve(
-        port=args.port,
-        host=args.host,
-        app_id=args.app_id or settings.algolia_app_id or "EMULATOR",
-        api_key=args.api_key or settings.algolia_admin_key or "emulator-admin-key",
-    )
+    api_key = args.api_key or settings.algolia_admin_key or DEFAULT_API_KEY
+    refusal = refuse_unsafe_bind(args.host, args.allow_remote, api_key)
+    if refusal:
+        raise ConfigError(refusal)
+    serve(port=args.port, host=args.host, app_id=args.app_id or settings.algolia_app_id or DEFAULT_APP_ID,
+          api_key=api_key)
     return 0
 
 
@@ -245,14 +276,30 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_days(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--days {raw!r} is not a whole number; expected 0 or more") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--days {raw!r} is negative; expected 0 or more")
-    return value
+MAX_DAYS = 36_500  # a century: past it the log's timestamps would overflow `now() - days`
+
+
+def _bounded(flag: str, lo: int, hi: int, unit: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number from lo to hi, refused in one line naming the flag and the range."""
+    def parse(raw: str) -> int:
+        expected = f"expected a whole number{unit} from {lo} to {hi}"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {raw!r} is not a whole number; {expected}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{flag} {raw!r} is {'negative' if value < 0 else 'too small'}; {expected}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"{flag} {raw!r} is too large; {expected}")
+        return value
+
+    return parse
+
+
+_days = _bounded("--days", 0, MAX_DAYS, " of days")
+_port = _bounded("--port", 0, 65535)
+_chunk_size = _bounded("--chunk-size", 1, 100_000)
+_queue_id = _bounded("--id", 1, 2**63 - 1)
 
 
 def _positive_seconds(raw: str) -> float:
@@ -265,8 +312,15 @@ def _positive_seconds(raw: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workerpool", description="Keep Algolia indices in sync with PostgreSQL.")
+    parser = _Parser(prog="workerpool", description="Keep Algolia indices in sync with PostgreSQL.")
     parser.add_argument("--database-url", help="Postgres DSN (default: DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -290,8 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--related", action="append", metavar="TABLE:FK_COLUMN[:REF_COLUMN]",
                    help="a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)")
 
-    p = add("unwatch", cmd_unwatch, "detach a table's trigger and forget its registration")
+    p = add("unwatch", cmd_unwatch, "detach a table's trigger and forget its registration "
+            "(refused while changes are pending, unless --drop-pending)")
     p.add_argument("table")
+    p.add_argument("--drop-pending", action="store_true",
+                   help="drop the table's pending changes (deletes included) instead of refusing")
 
     p = add("run", cmd_run, "the supervisor and its workers")
     for flag, field in RUN_FLAGS.items():
@@ -305,28 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("retry-failed", cmd_retry_failed, "return failed rows to the queue")
     p.add_argument("--table")
-    p.add_argument("--id", type=int, action="append", help="a failed row's id (repeatable)")
+    p.add_argument("--id", type=_queue_id, action="append", help="a failed row's id (repeatable)")
 
     p = add("cleanup", cmd_cleanup, "delete old log rows (cleanup_old_sync_records)")
-    p.add_argument("--days", type=_positive_days, default=7)
+    p.add_argument("--days", type=_days, default=7, help=f"age in days, 0 to {MAX_DAYS} (default 7)")
 
     p = add("reindex", cmd_reindex, "full backfill of one table's index, with a progress bar (resumable)")
     p.add_argument("table")
     p.add_argument("--atomic", action="store_true",
                    help="build a temporary index and move it over the live one (changes made meanwhile are kept)")
-    p.add_argument("--chunk-size", type=int, default=1000, help="keys per chunk (default 1000)")
+    p.add_argument("--chunk-size", type=_chunk_size, default=1000, help="keys per chunk (default 1000)")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted run's progress and start over")
 
-    p = add("verify", cmd_verify, "compare an index with its table: missing, extra, stale (exit 1 on drift)")
+    p = add("verify", cmd_verify, "compare an index with its table: missing, extra, stale "
+            "(exit 1 on drift, 2 on an error, 4 when Algolia is unreachable or refuses the key)")
     p.add_argument("table")
     p.add_argument("--repair", action="store_true", help="enqueue the fixes (resync missing/stale, delete extra)")
     p.add_argument("--json", action="store_true")
 
     p = add("emulator", cmd_emulator, "the local Algolia-compatible server")
-    p.add_argument("--port", type=int, default=8089)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8089)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --host; also requires an API key of your own")
     p.add_argument("--app-id")
-    p.add_argument("--api-key")
+    p.add_argument("--api-key", help="accepted API key (default: ALGOLIA_ADMIN_KEY, else the emulator's public default)")
 
     add("demo", cmd_demo, "embedded Postgres + emulator + a sample catalog, synced and shown")
 
@@ -340,26 +400,44 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "database_url", None) and argv is None:
+        from setproctitle import setproctitle
+
+        setproctitle(f"workerpool {args.command}")  # `ps` would show --database-url and its password
     try:
         return args.func(args)
     except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
-        secrets = _known_secrets()
-        message = str(exc)
-        for secret in secrets:
-            message = message.replace(secret, "***")
-        print(f"workerpool: error: {message}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return _fail(args, str(exc), EXIT_CONFIG_ERROR)
+    except psycopg.Error as exc:  # the database failed under the command
+        return _fail(args, f"database error: {exc}", EXIT_CONFIG_ERROR)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        failure = algolia_failure(exc)
+        if failure is None:
+            raise
+        code, message = failure
+        return _fail(args, message, code)
 
 
-def _known_secrets() -> list[str]:
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """One line on stderr, secrets scrubbed; returns the exit code."""
+    message = " ".join(message.split())
+    for secret in _known_secrets(args):
+        if len(secret) >= 3:  # as logs.SecretFilter: a one-letter password would blank the message
+            message = message.replace(secret, "***")
+    print(f"workerpool: error: {message}", file=sys.stderr)
+    return code
+
+
+def _known_secrets(args: argparse.Namespace) -> list[str]:
     """The secrets to scrub from an error line, even when the configuration itself is invalid."""
+    found = config.dsn_passwords(getattr(args, "database_url", None) or "") + config.environment_secrets()
     try:
-        return config.load().secrets()
+        return found + config.load().secrets()
     except ConfigError:
-        candidates = (os.environ.get("ALGOLIA_ADMIN_KEY", ""), config.dsn_password(os.environ.get("DATABASE_URL", "")))
-        return [s for s in candidates if s]
+        return found + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""),) if s] + config.dsn_passwords(
+            os.environ.get("DATABASE_URL", ""))
 
 
 if __name__ == "__main__":

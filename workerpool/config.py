@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -114,10 +114,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
         found = [self.algolia_admin_key] if self.algolia_admin_key else []
-        password = dsn_password(self.database_url)
-        if password:
-            found.append(password)
-        return found
+        return found + dsn_passwords(self.database_url) + environment_secrets()
 
     def require_algolia(self) -> None:
         """`run` and friends need credentials; say which one is missing."""
@@ -187,20 +184,55 @@ def load(
     return replace(Settings(), **values)
 
 
-def dsn_password(dsn: str) -> str:
-    """The password inside a DSN (URL or key=value form), or ''."""
+_KV_PASSWORD = re.compile(r"(^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)+)")
+_URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)([^@/?#]*)@")
+_URL_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)")
+
+
+def dsn_passwords(dsn: str) -> list[str]:
+    """Every password written in a DSN, as written and as libpq reads it.
+
+    The forms: URL userinfo (`postgresql://user:pw@host`), the URL query (`?password=pw`) and the
+    libpq `key=value` string (`password=pw`, `password='p w'`). Percent-encoded and backslash-escaped
+    values are listed both ways, so that neither form can leak.
+    """
     if not dsn:
-        return ""
+        return []
+    found: list[str] = []
     if "://" in dsn:
-        try:
-            return urlsplit(dsn).password or ""
-        except ValueError:
-            return ""
-    match = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
-    return match.group(1).strip("'") if match else ""
+        for match in (_URL_USERINFO.match(dsn), *_URL_QUERY_PASSWORD.finditer(dsn)):
+            if match and match.group(2):
+                found += [match.group(2), unquote(match.group(2))]
+    else:
+        for match in _KV_PASSWORD.finditer(dsn):
+            raw = match.group(2)
+            value = raw[1:-1] if raw.startswith("'") else raw
+            found += [raw, value, re.sub(r"\\(.)", r"\1", value)]
+    return list(dict.fromkeys(p for p in found if p))
+
+
+def dsn_password(dsn: str) -> str:
+    """The password inside a DSN (URL or key=value form) as libpq reads it, or ''."""
+    passwords = dsn_passwords(dsn)
+    return passwords[-1] if passwords else ""
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by '***', safe to print."""
-    password = dsn_password(dsn)
-    return dsn.replace(password, "***") if password else dsn
+    """The DSN with every password replaced by '***', safe to print."""
+    if not dsn:
+        return dsn
+    if "://" in dsn:
+        redacted = _URL_USERINFO.sub(r"\1***@", dsn)
+        redacted = _URL_QUERY_PASSWORD.sub(r"\1***", redacted)
+    else:
+        redacted = _KV_PASSWORD.sub(r"\1password=***", dsn)
+    for password in dsn_passwords(dsn):  # whatever a malformed string hid from the patterns
+        if len(password) >= 3:
+            redacted = redacted.replace(password, "***")
+    return redacted
+
+
+def environment_secrets() -> list[str]:
+    """Secrets libpq takes from the environment rather than from DATABASE_URL."""
+    password = os.environ.get("PGPASSWORD", "")
+    return [password] if password else []

@@ -7,7 +7,7 @@ import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
 from . import pgtypes
-from .config import ConfigError, redact_dsn
+from .config import ConfigError, dsn_passwords, environment_secrets, redact_dsn
 
 APPLICATION_NAME = "workerpool"
 
@@ -55,8 +55,10 @@ def connect(dsn: str, *, autocommit: bool = True, purpose: str = "cli", timeout:
 
 
 def describe_error(dsn: str, exc: BaseException) -> str:
-    """One line about a connection failure, without the password."""
+    """One line about a connection failure, without the password (libpq may quote the DSN back)."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in dsn_passwords(dsn) + environment_secrets():
+        detail = detail.replace(secret, "***")
     return f"cannot connect to DATABASE_URL={redact_dsn(dsn)!r}: {detail}"
 
 

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import conninfo
 
 from . import logs, queue
+from .failures import EXIT_ERROR
 
 SCHEMA = "workerpool_demo"
 INDEX = "demo_products"
@@ -248,10 +249,10 @@ def run_demo(database_url: str | None) -> int:
         return 0
     except DemoFailed as exc:
         _say(f"\ndemo failed: {exc}")
-        return 1
+        return EXIT_ERROR
     except psycopg.Error as exc:
         _say(f"\ndemo failed: database error: {' '.join(str(exc).split())}")
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         _say("\ninterrupted")
         return 130

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import base64
 import gzip
+import ipaddress
 import itertools
 import logging
 import random
@@ -71,6 +72,7 @@ DEFAULT_APP_ID = "EMULATOR"
 DEFAULT_API_KEY = "emulator-admin-key"
 DEFAULT_MAX_RECORD_BYTES = 10_000
 EXIT_PORT_IN_USE = 2
+EXIT_REFUSED = 2  # a bad --port, or a --host it will not serve (see refuse_unsafe_bind)
 
 RECORD_SIZE_DOC_URL = (
     "https://www.algolia.com/doc/guides/sending-and-managing-data/prepare-your-data/in-depth/"
@@ -1348,6 +1350,46 @@ def _log_line(message: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one ('' and 0.0.0.0 mean every interface: no)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None) if host else []
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def refuse_unsafe_bind(host: str, allow_remote: bool, api_key: str) -> str | None:
+    """The one-line reason not to listen on `host`, or None.
+
+    Anyone who can reach the emulator can read and write every index with its key, and the default
+    key is published here: beyond loopback it needs both an explicit --allow-remote and a key of one's own.
+    """
+    if is_loopback(host):
+        return None
+    if not allow_remote:
+        return (f"emulator: refusing to listen on {host!r}, which is not a loopback address; pass --allow-remote "
+                "and an --api-key of your own to serve other hosts")
+    if api_key == DEFAULT_API_KEY:
+        return (f"emulator: refusing to listen on {host!r} with the default API key, which anyone can read; "
+                "pass --api-key with a key of your own")
+    return None
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"--port {raw!r} is not a port; expected a whole number from 0 to 65535")
+    return value
+
+
 def serve(port: int, host: str = "127.0.0.1", app_id: str = DEFAULT_APP_ID, api_key: str = DEFAULT_API_KEY,
           max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
     """Run the emulator until SIGTERM/SIGINT (then return normally, for exit code 0).
@@ -1381,11 +1423,13 @@ def serve(port: int, host: str = "127.0.0.1", app_id: str = DEFAULT_APP_ID, api_
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m workerpool.emulator --port P [--host H --app-id X --api-key Y]``."""
+    """``python -m workerpool.emulator --port P [--host H --allow-remote --app-id X --api-key Y]``."""
     parser = argparse.ArgumentParser(prog="python -m workerpool.emulator",
                                      description="Serve an in-memory emulation of Algolia's Search REST API.")
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port; default 0)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=0, help="port to listen on (0: any free port; default 0)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --allow-remote)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a non-loopback --host (also requires an --api-key other than the default)")
     parser.add_argument("--app-id", default=DEFAULT_APP_ID, help=f"accepted application ID (default {DEFAULT_APP_ID})")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="accepted API key")
     parser.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
@@ -1394,6 +1438,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    refusal = refuse_unsafe_bind(args.host, args.allow_remote, args.api_key)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return EXIT_REFUSED
     serve(args.port, host=args.host, app_id=args.app_id, api_key=args.api_key,
           max_record_bytes=args.max_record_bytes)
     return 0

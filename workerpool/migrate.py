@@ -2,6 +2,9 @@
 
 Safe to run from several hosts at once: an advisory lock serializes them, and each file runs in
 its own transaction with its version row, so a crash leaves either all of a file or none of it.
+
+The code's schema version is the highest migration file it ships; every command but `migrate`,
+`emulator` and `demo` checks the database against it first (`check_schema`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
+
+from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,37 @@ def migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
+class SchemaMismatch(ConfigError):
+    """The database's schema is missing, older or newer than this code's; the message says which."""
+
+
+def code_version() -> int:
+    """The schema version this code expects: its newest migration file."""
+    return max(m.version for m in migrations())
+
+
+def check_schema(conn: psycopg.Connection) -> None:
+    """Raise SchemaMismatch unless every migration of this code, and no newer one, is applied."""
+    applied = applied_versions(conn)
+    newest = code_version()
+    if not applied:
+        raise SchemaMismatch("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate`")
+    newer = sorted(v for v in applied if v > newest)
+    if newer:
+        raise SchemaMismatch(_newer_message(newer[-1], newest))
+    missing = sorted(m.version for m in migrations() if m.version not in applied)
+    if missing:
+        raise SchemaMismatch(
+            f"the workerpool schema in DATABASE_URL is at version {max(applied)}, older than this workerpool's "
+            f"version {newest} (missing migration(s) {', '.join(map(str, missing))}); run `workerpool migrate`"
+        )
+
+
+def _newer_message(database: int, code: int) -> str:
+    return (f"the workerpool schema in DATABASE_URL is at version {database}, newer than this workerpool's "
+            f"version {code}; upgrade workerpool on this host (an older release must not run against it)")
+
+
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     exists = conn.execute("SELECT to_regclass('workerpool_migrations') IS NOT NULL").fetchone()[0]
     if not exists:
@@ -85,6 +121,8 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         done = applied_versions(conn)
+        if done and max(done) > code_version():
+            raise SchemaMismatch(_newer_message(max(done), code_version()))
         for migration in migrations():
             if target is not None and migration.version > target:
                 break

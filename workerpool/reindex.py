@@ -41,6 +41,7 @@ from psycopg import sql
 from . import records
 from .capture import Watched, WatchError, load_watched, resolve_relation
 from .config import ConfigError, Settings
+from .failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
 from .queue import QueueRow
 from .shaping import Outcome, Shaper
 
@@ -54,7 +55,15 @@ _LOCK_CLASS = 0x7770  # advisory lock namespace: (class, hashtext(table))
 
 
 class ReindexError(Exception):
-    """The reindex could not finish; the message is one line for the operator."""
+    """The reindex could not finish; the message is one line for the operator.
+
+    `exit_code` is the command's: 2 when it cannot proceed as asked (another reindex holds the table,
+    an interrupted one of the other kind), 4 when Algolia is unreachable or refuses the credentials.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 # ---- shared with verify ----------------------------------------------------------------------
@@ -71,6 +80,9 @@ def find_watched(conn: psycopg.Connection, table: str) -> Watched:
         canonical = None
     if canonical and canonical in registered:
         return registered[canonical]
+    renamed = [w for w in registered.values() if canonical and w.relation == canonical]
+    if renamed:  # watched under an older name
+        return renamed[0]
     names = ", ".join(sorted(registered)) or "none"
     raise WatchError(f"table {table!r} is not watched; watched tables are: {names}")
 
@@ -370,7 +382,8 @@ def _drop_index(settings: Settings, name: str) -> None:
 
 def _atomic(settings: Settings, conn: psycopg.Connection, watched: Watched, chunk_size: int, restart: bool,
             stream: IO[str] | None) -> Result:
-    from algoliasearch.http.exceptions import RequestException
+    import requests
+    from algoliasearch.http.exceptions import AlgoliaException
 
     from .algolia import AlgoliaError, Sender, make_client
 
@@ -419,9 +432,9 @@ def _atomic(settings: Settings, conn: psycopg.Connection, watched: Watched, chun
         result.enqueued = _reenqueue_since(conn, watched, progress.started_at, result.skipped)
         _finish_progress(conn, watched.table_name)
         return result
-    except RequestException as exc:
-        raise ReindexError(f"algolia {exc.status_code}: {' '.join(str(exc.message).split())[:300]} "
-                           "(progress kept: run the same command again to resume)") from None
+    except (AlgoliaException, AlgoliaError, requests.RequestException) as exc:
+        code, message = algolia_failure(exc) or (EXIT_ALGOLIA, str(exc))
+        raise ReindexError(f"{message} (progress kept: run the same command again to resume)", code) from None
     finally:
         sender.close()
         client.close()
@@ -462,6 +475,8 @@ def _send_group(sender: object, tmp: str, group: list[tuple[str, bytes]], result
             if exc.throttled:
                 time.sleep(exc.retry_after or 1.0)
                 continue
+            if exc.status in (401, 403):  # the key, not the records: splitting would only repeat it
+                raise
             if exc.permanent:
                 if len(group) == 1:
                     result.skipped.append(group[0][0])
@@ -472,10 +487,10 @@ def _send_group(sender: object, tmp: str, group: list[tuple[str, bytes]], result
                 return second or first
             if attempt == SEND_ATTEMPTS:
                 raise ReindexError(f"algolia kept failing while writing {tmp}: {exc.message} "
-                                   "(progress kept: run the same command again to resume)") from None
+                                   "(progress kept: run the same command again to resume)", EXIT_ALGOLIA) from None
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
-    raise ReindexError(f"algolia kept throttling writes to {tmp} (progress kept: run again to resume)")
+    raise ReindexError(f"algolia kept throttling writes to {tmp} (progress kept: run again to resume)", EXIT_ALGOLIA)
 
 
 def _reenqueue_since(conn: psycopg.Connection, watched: Watched, t0: datetime, extra: list[str]) -> int:

@@ -1,9 +1,15 @@
-"""`workerpool stats`: what the queue holds, how fast it moves, and who is working on it."""
+"""`workerpool stats`: what the queue holds, how fast it moves, and who is working on it.
+
+Names come from the database (tables, indices, hosts) and may hold control characters: the text
+form shows them escaped (`\\x1b`), the JSON form as `\\u` escapes, so nothing reaches a terminal raw.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 
@@ -48,12 +54,27 @@ def render(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UNESCAPED_BY_JSON = re.compile(r"[\x7f-\x9f]")  # JSON requires escapes for C0 only
+
+
+def printable(text: str) -> str:
+    """`text` with every C0/C1 control character (and DEL) shown as a `\\xNN` escape."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def json_text(data: Any, indent: bool = False) -> str:
+    """JSON whose strings carry no raw control character: orjson escapes C0; DEL and C1 are escaped here."""
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2 if indent else 0).decode()
+    return _UNESCAPED_BY_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.2f}".rstrip("0").rstrip(".") if value else "0"
-    return str(value)
+    return printable(str(value))
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

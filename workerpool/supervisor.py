@@ -4,6 +4,10 @@ Signal handlers only enqueue the signal and wake the main loop through a pipe. T
 queued signals to `handle_<name>` methods, reaps children (reporting exit codes and signals, with an
 out-of-memory hint for SIGKILL), restarts dead workers with jittered exponential backoff, and gives
 up with a non-zero exit when workers crash-loop or cannot boot, so PM2/systemd can act.
+
+A crash loop is workers dying before they get into service: only a worker that dies before settling
+its first batch (and within RESTART_WINDOW of its start) counts toward RESTART_LIMIT. A worker killed
+after useful work (an OOM kill, an operator's `kill -9`) is restarted with backoff however often.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from . import health, metrics
+from . import health, liveness, metrics
 from setproctitle import setproctitle
 
 from .config import Settings
@@ -44,6 +48,7 @@ class Child:
     pid: int
     number: int
     started: float
+    slot: liveness.Slot
 
 
 class Supervisor:
@@ -60,7 +65,8 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.exit_code = EXIT_OK
-        self.crashes: deque[float] = deque()
+        self.crashes: deque[float] = deque()  # deaths before getting into service: RESTART_LIMIT counts these
+        self.deaths: deque[float] = deque()  # every death, in service or not: the restart backoff grows with these
         self.boot_failures = 0
         self.consecutive_failures = 0
         self.next_spawn_at = 0.0
@@ -192,6 +198,7 @@ class Supervisor:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         sys.stdout.flush()
         sys.stderr.flush()
+        slot = liveness.Slot()
         pid = os.fork()
         if pid == 0:
             code = EXIT_OK
@@ -200,6 +207,9 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 os.close(self._pipe_r)
                 os.close(self._pipe_w)
+                for other in self.children.values():
+                    other.slot.close()
+                liveness.adopt(slot)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
                 code = self.worker_main(self.settings, number, os.getppid(), self.drain)
             except BaseException:
@@ -210,7 +220,7 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        self.children[pid] = Child(pid, number, time.monotonic())
+        self.children[pid] = Child(pid, number, time.monotonic(), slot)
         log.info("worker spawned", extra={"action": "worker_spawned", "worker": number, "worker_pid": pid})
 
     def _reap(self, block: bool = False) -> None:
@@ -227,8 +237,11 @@ class Supervisor:
 
     def _on_exit(self, child: Child, status: int) -> None:
         metrics.process_dead(child.pid)
-        fields = {"worker": child.number, "worker_pid": child.pid,
-                  "uptime_s": round(time.monotonic() - child.started, 1)}
+        uptime = time.monotonic() - child.started
+        in_service = child.slot.marked or uptime > self.settings.restart_window / 1000.0
+        child.slot.close()
+        fields = {"worker": child.number, "worker_pid": child.pid, "uptime_s": round(uptime, 1),
+                  "in_service": in_service}
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             fields["signal"] = signal.Signals(sig).name
@@ -260,16 +273,19 @@ class Supervisor:
                 return
         else:
             self.boot_failures = 0
-        self.crashes.append(now)
         window = self.settings.restart_window / 1000.0
-        while self.crashes and now - self.crashes[0] > window:
-            self.crashes.popleft()
+        if not in_service:
+            self.crashes.append(now)
+        self.deaths.append(now)
+        for times in (self.crashes, self.deaths):
+            while times and now - times[0] > window:
+                times.popleft()
         if len(self.crashes) >= self.settings.restart_limit:
-            log.error(f"{len(self.crashes)} worker crashes within {window:.0f}s (RESTART_LIMIT); giving up",
-                      extra={"action": "gave_up", "reason": "crash_loop"})
+            log.error(f"{len(self.crashes)} workers died before settling a batch within {window:.0f}s "
+                      "(RESTART_LIMIT); giving up", extra={"action": "gave_up", "reason": "crash_loop"})
             self.exit_code = EXIT_CRASH_LOOP
             return
-        self.consecutive_failures = len(self.crashes)
+        self.consecutive_failures = len(self.deaths)
         delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (self.consecutive_failures - 1))
         delay *= random.uniform(0.5, 1.0)
         self.next_spawn_at = now + delay

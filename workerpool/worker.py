@@ -21,7 +21,7 @@ from typing import Iterator
 
 import psycopg
 
-from . import metrics, queue, records
+from . import liveness, metrics, queue, records
 from .algolia import AlgoliaError, Sender
 from .capture import Watched, load_watched
 from .config import Settings
@@ -327,6 +327,7 @@ class Worker:
         metrics.record_batch(self, claim, outcome, started)  # before the flush, which empties the outcome's lists
         self._pending_acks.append((claim, outcome))
         self._flush_pending_ack()
+        liveness.mark_in_service()
         self.batches += 1
         self.records += counts["upserts"] + counts["deletes"] + counts["skipped"]
         log.info(

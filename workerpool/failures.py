@@ -1,0 +1,38 @@
+"""Expected failures of a command, as one line and an exit code (the README's "Exit codes").
+
+Exit codes: 0 success; 1 a forced stop, or `verify` found drift; 2 bad configuration, bad input or an
+unusable database/schema; 3 the supervisor gave up; 4 Algolia unreachable or refusing the
+credentials. Anything else that escapes a command is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_DRIFT = 1
+EXIT_ERROR = 2
+EXIT_ALGOLIA = 4
+
+
+def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error from the algoliasearch client or the worker's sender; None otherwise."""
+    import requests
+    from algoliasearch.http.exceptions import AlgoliaUnreachableHostException, RequestException
+
+    from .algolia import AlgoliaError
+
+    if isinstance(exc, RequestException):
+        status, message = exc.status_code, str(exc.message)
+    elif isinstance(exc, AlgoliaError):
+        status, message = exc.status, exc.message
+    elif isinstance(exc, AlgoliaUnreachableHostException):
+        status, message = None, "no host answered (connection refused, timeouts or 5xx on every host)"
+    elif isinstance(exc, requests.RequestException):
+        status, message = None, f"network error: {type(exc).__name__}"
+    else:
+        return None
+    message = " ".join(message.split())[:300]
+    if status in (401, 403):
+        return EXIT_ALGOLIA, (f"Algolia refused the credentials ({status}: {message}); "
+                              "check ALGOLIA_APP_ID and ALGOLIA_ADMIN_KEY")
+    if status is None or status >= 500 or status in (408, 429):
+        return EXIT_ALGOLIA, f"Algolia unreachable: {message} (check ALGOLIA_HOSTS and the network)"
+    return EXIT_ERROR, f"Algolia rejected the request ({status}): {message}"
