@@ -298,6 +298,8 @@ def _healthz(port: int) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+    except OSError:  # not listening yet
+        return 0, {}
 
 
 def test_a_revoked_key_spends_no_attempt_and_the_pool_resumes_after_rotation(db, env, emulator, start_pool, free_port):

@@ -282,6 +282,7 @@ def _adopt_renamed(conn: psycopg.Connection, oid: int, table_name: str) -> None:
     if old is None:
         return
     _drop_related_triggers(conn, old[0])
+    conn.execute("SELECT algolia_sync_detach(%s::oid::regclass)", (oid,))  # `watch` attaches the new ones
     conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(old[0]))))
     conn.execute("DELETE FROM algolia_sync_queue q WHERE q.table_name = %(old)s AND q.status = 'pending' "
                  "AND EXISTS (SELECT 1 FROM algolia_sync_queue p WHERE p.table_name = %(new)s "
