@@ -98,9 +98,27 @@ def _with_dbname(url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=dbname)
 
 
+_server_used: list[str] = []  # what the run's summary says it ran on (no DSN: it may hold a password)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    yield from _server_url()
+    servers = _server_url()
+    url = next(servers)
+    with psycopg.connect(url) as conn:
+        version = conn.info.server_version
+    kind = ("127.0.0.1:5432" if url == LOCAL_URL else
+            "DATABASE_URL" if url == os.environ.get("DATABASE_URL") else "embedded, pgserver")
+    _server_used.append(f"PostgreSQL {version // 10000}.{version % 10000} ({kind})")
+    try:
+        yield url
+    finally:
+        servers.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for server in _server_used:
+        terminalreporter.write_line(f"workerpool tests ran on {server}")
 
 
 @pytest.fixture(scope="session")

@@ -189,7 +189,7 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
         parts.pop("hostaddr", None)
         unreachable = psycopg.conninfo.make_conninfo(**parts)
         bad_dsn = run_cli({**env, **extra, "DATABASE_URL": unreachable}, "stats")
-    assert bad_dsn.returncode == 2 and "***" in bad_dsn.stderr
+    assert bad_dsn.returncode == 2 and "cannot connect to DATABASE_URL" in bad_dsn.stderr and "***" in bad_dsn.stderr
     output = "".join([pool.output, result.stdout, result.stderr, stats.stdout, stats.stderr, stats_json.stdout,
                       bad_dsn.stdout, bad_dsn.stderr])
     assert API_KEY not in output and "pg-pass-9d8e7f" not in output
