@@ -1,5 +1,6 @@
 """Benchmark fixtures. The real Postgres and emulator fixtures come from tests/conftest.py, loaded
-as a plugin (not copied): `pg_server`, `template_db`, `db_url`, `env`, `emulator`, `start_pool`.
+as a plugin (not copied): `pg_server`, `template_db`, `db_url`, `env`, `emulator`, `start_pool`; so
+the server is chosen as in the tests, WORKERPOOL_TEST_EMBEDDED_PG=1 included.
 
 Run from the repository root: `python -m pytest benchmarks/` (or `pytest benchmarks/`).
 """

@@ -1,12 +1,15 @@
 """Shared fixtures: a real Postgres and the emulator over real HTTP, never mocks.
 
 Postgres: DATABASE_URL when set, otherwise the local server on 127.0.0.1:5432, otherwise an embedded
-one (pgserver). The run creates its own template database (migrated once), each test gets a fresh
-clone of it, and everything is dropped at the end.
+one (pgserver); WORKERPOOL_TEST_EMBEDDED_PG=1 forces the embedded one whatever else answers, so that
+a machine with a server can still prove the path of a machine without one. The run creates its own
+template database (migrated once), each test gets a fresh clone of it, and everything is dropped at
+the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,32 +34,91 @@ APP_ID = "TESTAPP"
 API_KEY = "test-admin-key-5f2a9c"  # grepped for in every captured output: it must never leak
 
 
-def _server_url() -> Iterator[str]:
-    """A URL whose user may create databases."""
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        psycopg.connect(local, connect_timeout=3).close()
-        yield local
-        return
-    except psycopg.Error:
-        pass
-    import pgserver
+EMBEDDED_SWITCH = "WORKERPOOL_TEST_EMBEDDED_PG"
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def embedded_forced() -> bool:
+    """Whether WORKERPOOL_TEST_EMBEDDED_PG asks for the embedded server ("1"; "0" or unset: no)."""
+    value = os.environ.get(EMBEDDED_SWITCH, "")
+    if value not in ("", "0", "1"):
+        raise pytest.UsageError(f"{EMBEDDED_SWITCH}={value!r} is not allowed: use 1 to force the embedded "
+                                f"Postgres, 0 or unset for DATABASE_URL, else 127.0.0.1:5432, else embedded")
+    return value == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    embedded_forced()  # a bad value stops the run before any test, with one line
+
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[Any]:
+    """A private embedded server (a pgserver.PostgresServer), its data in a new workerpool-pg-*
+    directory of the system's temporary directory, stopped before that directory is removed.
+
+    Not under pytest's tmp_path: run as root, pgserver runs Postgres as the user `pgserver`, which
+    must traverse every parent directory, and each pytest session that starts on the machine resets
+    pytest's temporary root to owner-only access."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, via pgserver
+        import pgserver
 
     with tempfile.TemporaryDirectory(prefix="workerpool-pg-") as data:
         server = pgserver.get_server(data, cleanup_mode="stop")
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+
+def _embedded_server_url() -> Iterator[str]:
+    with embedded_server() as server:
         yield server.get_uri()
+
+
+def _server_url() -> Iterator[str]:
+    """A URL whose user may create databases: embedded when forced, else DATABASE_URL, else the local
+    server, else embedded."""
+    if embedded_forced():
+        yield from _embedded_server_url()
+        return
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    try:
+        psycopg.connect(LOCAL_URL, connect_timeout=3).close()
+        yield LOCAL_URL
+        return
+    except psycopg.Error:
+        pass
+    yield from _embedded_server_url()
 
 
 def _with_dbname(url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=dbname)
 
 
+_server_used: list[str] = []  # what the run's summary says it ran on (no DSN: it may hold a password)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    yield from _server_url()
+    servers = _server_url()
+    url = next(servers)
+    with psycopg.connect(url) as conn:
+        version = conn.info.server_version
+    kind = ("127.0.0.1:5432" if url == LOCAL_URL else
+            "DATABASE_URL" if url == os.environ.get("DATABASE_URL") else "embedded, pgserver")
+    _server_used.append(f"PostgreSQL {version // 10000}.{version % 10000} ({kind})")
+    try:
+        yield url
+    finally:
+        servers.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for server in _server_used:
+        terminalreporter.write_line(f"workerpool tests ran on {server}")
 
 
 @pytest.fixture(scope="session")

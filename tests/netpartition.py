@@ -1,7 +1,8 @@
 """A second "host" for the tests: a Linux network namespace joined to this one by a veth pair, TCP
 relays that let it reach Postgres and the emulator (both listen on loopback only), and a partition
 that silently drops every packet to it, the way a failed switch or a cloud network split does
-(no reset, no error: replies just never arrive). Needs root and iproute2 (`ip`)."""
+(no reset, no error: replies just never arrive). Also a namespace with nothing but its own loopback,
+where no server of this machine answers. Needs root and iproute2 (`ip`)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,31 @@ class Namespace:
         self.heal()
         _ip("netns", "del", self.name, check=False)
         _ip("link", "del", self.host_dev, check=False)  # normally gone with the namespace's end
+
+
+class Isolated:
+    """A namespace with only its own loopback up: nothing of this host's network is reachable from
+    inside (no Postgres on 127.0.0.1:5432, no other host), as on a machine that runs no server."""
+
+    def __init__(self) -> None:
+        self.name = f"wpi{uuid.uuid4().hex[:6]}"
+        _ip("netns", "add", self.name)
+        try:
+            _ip("netns", "exec", self.name, "ip", "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def prefix(self) -> list[str]:
+        """Run a command inside: `[*ns.prefix, cmd, ...]`."""
+        return ["ip", "netns", "exec", self.name]
+
+    def close(self) -> None:
+        _ip("netns", "del", self.name, check=False)
+
+    def __enter__(self) -> "Isolated":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -182,8 +182,14 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
     stats = run_cli({**env, **extra}, "stats")
     stats_json = run_cli({**env, **extra}, "stats", "--json")
     assert stats.returncode == 0 and stats_json.returncode == 0 and "items" in stats.stdout
-    bad_dsn = run_cli({**env, **extra, "DATABASE_URL": dsn.replace("127.0.0.1", "127.0.0.2").replace("5432", "1")}, "stats")
-    assert bad_dsn.returncode == 2 and "***" in bad_dsn.stderr
+    # The same DSN (user, password, database) with its host moved to an empty directory: a Unix socket
+    # that does not exist, refused at once whether the server listens on TCP or on a socket (embedded).
+    with tempfile.TemporaryDirectory(prefix="workerpool-nothing-here-") as nowhere:
+        parts = {**psycopg.conninfo.conninfo_to_dict(dsn), "host": nowhere}
+        parts.pop("hostaddr", None)
+        unreachable = psycopg.conninfo.make_conninfo(**parts)
+        bad_dsn = run_cli({**env, **extra, "DATABASE_URL": unreachable}, "stats")
+    assert bad_dsn.returncode == 2 and "cannot connect to DATABASE_URL" in bad_dsn.stderr and "***" in bad_dsn.stderr
     output = "".join([pool.output, result.stdout, result.stderr, stats.stdout, stats.stderr, stats_json.stdout,
                       bad_dsn.stdout, bad_dsn.stderr])
     assert API_KEY not in output and "pg-pass-9d8e7f" not in output
@@ -233,44 +239,42 @@ def test_terminated_connections_mid_run_converge_without_crash_loop(items, env, 
     assert_index_matches(db, emulator, "items", "items")
 
 
-def test_postgres_restart_mid_run_converges(emulator, tmp_path):
+def test_postgres_restart_mid_run_converges(emulator):
     """A private embedded server, so the restart touches no other test's database."""
-    import pgserver
     from pgserver._commands import pg_ctl
 
-    from conftest import APP_ID
+    from conftest import APP_ID, embedded_server
     from workerpool.migrate import migrate
 
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
-    dsn = server.get_uri()
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn)
-            conn.execute(ITEMS)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALGOLIA_")},
-               "DATABASE_URL": dsn, "ALGOLIA_APP_ID": APP_ID, "ALGOLIA_ADMIN_KEY": API_KEY,
-               "ALGOLIA_HOSTS": emulator.url, "POLLING_INTERVAL": "500", "LEASE_TIMEOUT": "5000"}
-        assert run_cli(env, "watch", "items", "--index", "items").returncode == 0
-        pool = Pool(env, "--workers", "2")
+    with embedded_server() as server:
+        dsn = server.get_uri()
         try:
-            emulator.inject_fault(latency_ms=150, seconds=6)
             with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("INSERT INTO items (id, name) SELECT g, 'a' FROM generate_series(1, 3000) g")
-            wait_until(lambda: pool.lines("batch_synced"), timeout=30, message="work under way")
-            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("UPDATE items SET name = 'after restart' WHERE id % 7 = 0")
-                wait_until(lambda: not queue_counts(conn), timeout=60, message="the queue to drain after restart")
-                assert pool.proc.poll() is None
-                assert pool.stop() == 0
-                assert_index_matches(conn, emulator, "items", "items")
-            assert pool.lines("database_error") or pool.lines("listen_lost"), pool.output[-3000:]
+                migrate(conn)
+                conn.execute(ITEMS)
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALGOLIA_")},
+                   "DATABASE_URL": dsn, "ALGOLIA_APP_ID": APP_ID, "ALGOLIA_ADMIN_KEY": API_KEY,
+                   "ALGOLIA_HOSTS": emulator.url, "POLLING_INTERVAL": "500", "LEASE_TIMEOUT": "5000"}
+            assert run_cli(env, "watch", "items", "--index", "items").returncode == 0
+            pool = Pool(env, "--workers", "2")
+            try:
+                emulator.inject_fault(latency_ms=150, seconds=6)
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("INSERT INTO items (id, name) SELECT g, 'a' FROM generate_series(1, 3000) g")
+                wait_until(lambda: pool.lines("batch_synced"), timeout=30, message="work under way")
+                pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("UPDATE items SET name = 'after restart' WHERE id % 7 = 0")
+                    wait_until(lambda: not queue_counts(conn), timeout=60, message="the queue to drain after restart")
+                    assert pool.proc.poll() is None
+                    assert pool.stop() == 0
+                    assert_index_matches(conn, emulator, "items", "items")
+                assert pool.lines("database_error") or pool.lines("listen_lost"), pool.output[-3000:]
+            finally:
+                pool.kill_all()
         finally:
-            pool.kill_all()
-    finally:
-        # pgserver's own cleanup does not follow a restarted postmaster: stop it by its data directory.
-        pg_ctl(["-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-        server.cleanup()
+            # pgserver's own cleanup does not follow a restarted postmaster: stop it by its data directory.
+            pg_ctl(["-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
 def test_boot_error_makes_the_supervisor_give_up_without_spinning(items, env, start_pool, pg_server, db_url):
