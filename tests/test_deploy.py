@@ -209,3 +209,30 @@ def test_env_example_names_exactly_the_configuration_variables_with_their_defaul
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     in_readme = set(re.findall(r"^\| `([A-Z_]+)`", table, re.M)) | set(re.findall(r"`, `([A-Z_]+)` \|", table))
     assert in_readme and in_readme <= set(listed), in_readme - set(listed)
+
+
+def test_kubernetes_example_probes_healthz_on_every_interface_and_outwaits_a_graceful_stop():
+    import yaml
+
+    [deployment] = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
+    assert deployment["kind"] == "Deployment" and deployment["spec"]["replicas"] > 1
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["workerpool", "run"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # Only real settings, with valid values; the secrets come from a Secret, never from the file.
+    assert set(env) <= set(config.VARIABLES), set(env) - set(config.VARIABLES)
+    settings = config.load(environ=env, env_file=None)
+    assert not {"DATABASE_URL", "ALGOLIA_APP_ID", "ALGOLIA_ADMIN_KEY"} & set(env)
+    assert container["envFrom"] == [{"secretRef": {"name": "workerpool"}}]
+    assert settings.health_host == "0.0.0.0", "probes come from the node to the pod's address"
+    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout / 1000
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz" and ports[get["port"]] == settings.health_port, probe
+        assert container[probe]["timeoutSeconds"] > 3, "/healthz may take its 3 s database check"
+    [migrate] = pod["initContainers"]
+    assert migrate["command"] == ["workerpool", "migrate"] and migrate["envFrom"] == container["envFrom"]
+    # /metrics merges the workers' files in the temporary directory: it must be writable.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

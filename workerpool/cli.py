@@ -31,6 +31,7 @@ RUN_FLAGS = {
     "--lease-timeout": "lease_timeout",
     "--shutdown-timeout": "shutdown_timeout",
     "--health-port": "health_port",
+    "--health-host": "health_host",
     "--log-level": "log_level",
     "--index-prefix": "algolia_index_prefix",
 }

@@ -7,6 +7,7 @@ naming the variable, the bad value and what is allowed. Secrets are never echoed
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,18 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
+def _address(name: str, raw: str) -> str:
+    """An IP address to bind: 127.0.0.1 (this host only), 0.0.0.0 or :: (every interface), or one
+    interface's address."""
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an IP address; expected 127.0.0.1 (this host only), 0.0.0.0 (every interface) "
+            "or one of this host's addresses"
+        ) from None
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -101,6 +114,7 @@ class Settings:
     lease_timeout: int = 60000
     log_level: str = "INFO"
     health_port: int = 0
+    health_host: str = "127.0.0.1"
     health_stall_seconds: int = 60
     restart_limit: int = 5
     restart_window: int = 60_000
@@ -144,6 +158,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "LEASE_TIMEOUT": ("lease_timeout", _int_range(1000, 86_400_000)),
     "LOG_LEVEL": ("log_level", _log_level),
     "HEALTH_PORT": ("health_port", _int_range(0, 65535)),
+    "HEALTH_HOST": ("health_host", _address),
     "HEALTH_STALL_SECONDS": ("health_stall_seconds", _int_range(1, 86_400)),
     "RESTART_LIMIT": ("restart_limit", _int_range(1, 100_000)),
     "RESTART_WINDOW": ("restart_window", _int_range(1000, 86_400_000)),
