@@ -164,6 +164,8 @@ class HealthServer:
                             depth.add_metric([table, status], 0)
                 for table, age in db["ages"]:
                     oldest.add_metric([table], age or 0.0)
+                for table in {t for t, _ in seen} - {t for t, _ in db["ages"]}:
+                    oldest.add_metric([table], 0.0)  # nothing pending: no lag, rather than no series
                 yield up
                 yield depth
                 yield oldest

@@ -59,6 +59,9 @@ class _Metrics:
                              buckets=LAG_BUCKETS, registry=None)
         self.throttled = Counter("workerpool_algolia_throttled", "Algolia 429 answers (the worker slowed down)",
                                  registry=None)
+        self.auth_errors = Counter("workerpool_algolia_auth_errors",
+                                   "Algolia 401/403 answers (wrong or revoked credentials, missing ACL)",
+                                   registry=None)
         self.restarts = Counter("workerpool_worker_restarts", "Worker processes restarted by the supervisor",
                                 registry=None)
         self.last_ack = Gauge("workerpool_last_ack_timestamp_seconds",
@@ -164,6 +167,13 @@ def record_throttle(batch_limit: int | None = None) -> None:
     m.throttled.inc()
     if batch_limit is not None:
         m.batch_limit.set(batch_limit)
+
+
+def record_auth_error() -> None:
+    """Algolia answered 401 or 403: the credentials are wrong, revoked or lack an ACL."""
+    m = _metrics()
+    if m is not None:
+        m.auth_errors.inc()
 
 
 def record_restart() -> None:
