@@ -170,6 +170,48 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}
 
+# What each variable means, for `--help` (cli derives every flag's text from here).
+MEANINGS: dict[str, str] = {
+    "DATABASE_URL": "Postgres DSN, e.g. postgresql://user@host:5432/dbname",
+    "ALGOLIA_APP_ID": "Algolia application id",
+    "ALGOLIA_ADMIN_KEY": "Algolia admin API key (never logged)",
+    "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
+    "ALGOLIA_INDEX_PREFIX": "prefix for every index name (dev/staging/prod on one Algolia app)",
+    "BATCH_SIZE": "rows claimed per batch, 1-10000",
+    "POLLING_INTERVAL": "milliseconds between polls when no NOTIFY arrives",
+    "MAX_RETRIES": "attempts before a row is marked failed",
+    "SHUTDOWN_TIMEOUT": "milliseconds a graceful stop may take before workers are killed",
+    "WORKERS": "worker processes of this supervisor",
+    "POOL_SIZE": "database connections in each worker's pool",
+    "LEASE_TIMEOUT": "milliseconds before an unacknowledged claim returns to the queue",
+    "LOG_LEVEL": "level of the JSON logs on stdout: DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    "HEALTH_PORT": "port serving /healthz and /metrics (0: off)",
+    "HEALTH_HOST": "address /healthz and /metrics are served on (0.0.0.0: every interface)",
+    "HEALTH_STALL_SECONDS": "seconds a backlog may stand still before /healthz fails",
+    "RESTART_LIMIT": "worker crashes within RESTART_WINDOW that make the supervisor give up (exit 3)",
+    "RESTART_WINDOW": "milliseconds over which RESTART_LIMIT counts crashes",
+    "RETRY_BACKOFF": "milliseconds before the first retry of a failed row (doubled per attempt, jittered)",
+    "RETRY_BACKOFF_MAX": "cap in milliseconds of the retry backoff",
+    "MAX_RECORD_BYTES": "records larger than this many bytes fail before sending (0: no check)",
+    "MAX_REQUEST_BYTES": "a batch larger than this many bytes is split into several requests",
+}
+
+# Defaults whose value alone would not say what they mean.
+_DEFAULT_TEXT = {
+    "DATABASE_URL": "none, `demo` starts an embedded server",
+    "ALGOLIA_APP_ID": "none",
+    "ALGOLIA_ADMIN_KEY": "none",
+    "ALGOLIA_HOSTS": "Algolia's own hosts",
+    "ALGOLIA_INDEX_PREFIX": "none",
+    "HEALTH_PORT": "0, off",
+}
+
+
+def flag_help(var: str) -> str:
+    """The `--help` text of a flag that overrides `var`: meaning, default, and the variable itself."""
+    default = _DEFAULT_TEXT.get(var, str(getattr(Settings(), VARIABLES[var][0])))
+    return f"{MEANINGS[var]} (default: {default}; environment: {var})"
+
 
 def load(
     overrides: Mapping[str, Any] | None = None,
