@@ -101,3 +101,26 @@ def test_a_health_host_that_is_not_on_this_machine_exits_2_with_one_line(env):
     result = run_cli({**env, "HEALTH_PORT": str(_free_port()), "HEALTH_HOST": "192.0.2.7"}, "run", timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and "HEALTH_HOST=192.0.2.7" in result.stderr
+
+
+def test_health_host_takes_an_ipv6_address(products, start_pool):
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    port = _free_port()
+    pool = start_pool("--workers", "1", extra_env={"HEALTH_PORT": str(port), "HEALTH_HOST": "::1"})
+
+    def answer() -> bytes | None:
+        try:
+            with socket.create_connection(("::1", port), timeout=5) as conn:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return conn.recv(65536)
+        except OSError:
+            return None
+
+    reply = wait_until(answer, timeout=30, interval=0.2, message="/healthz on [::1]")
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    assert f'"url": "http://[::1]:{port}"' in pool.output.replace('"url":"', '"url": "')
+    assert pool.stop() == 0
