@@ -71,6 +71,10 @@ def _run_demo(install: SimpleNamespace, workdir: Path, prefix: Sequence[str] = (
     match = re.search(r"\.\.\. (\d+) records in index demo_products \((\d+) rows in products_search\)", out)
     assert match and match.group(1) == match.group(2) == "50", out  # 50 products, one deleted, one inserted
     assert "exit code 0" in out and "demo finished" in out
+    # Capture counts what waits in the inbox as well as in the queue: the 50 products loaded.
+    captured = re.search(r"the trigger captured (\d+) changes \((\d+) waiting in the inbox, (\d+) in the queue\)", out)
+    assert captured and captured.group(1) == "50", out
+    assert int(captured.group(2)) + int(captured.group(3)) == 50
     # `workerpool stats` output is part of the summary.
     assert re.search(r"products\s+demo_products\s+0\s+0\s+0\s+\d+", out), out
     # The workers' JSON logs went to a file, not to the terminal.

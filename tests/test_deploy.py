@@ -7,7 +7,9 @@ import json
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,9 @@ def test_pm2_apps_run_the_supervisor_in_fork_mode_and_outwait_a_graceful_stop():
     assert len(set(names)) == 2, names
     for app in apps:
         command = shlex.split(f"{app['script']} {app.get('args', '')}")
-        assert command[:2] == ["workerpool", "run"], command
+        # A path, not a bare name: PM2 resolves `workerpool` against its cwd first, where the repository
+        # root's package directory of that name wins over PATH (tests/test_pm2.py runs it for real).
+        assert command[:2] == [".venv/bin/workerpool", "run"], command
         assert app["exec_mode"] == "fork"  # cluster mode is for Node.js servers, not a Python supervisor
         assert app["interpreter"] == "none"  # `workerpool` is an executable, not a JS file
         env = app["env"]
@@ -112,24 +116,69 @@ def _systemd_analyze_works() -> str | None:
     return None
 
 
+def _unit_for_this_virtualenv(tmp_path: Path, env_file: Path) -> str:
+    """The shipped unit with its paths moved from /opt/workerpool to this checkout and this test's
+    virtualenv, and its EnvironmentFile to `env_file`; every other line as shipped."""
+    venv = Path(sys.prefix)
+    assert (venv / "bin" / "workerpool").is_file(), f"no workerpool executable in {venv}/bin (pip install -e .)"
+    text = UNIT.read_text()
+    assert "/opt/workerpool/.venv/" in text and "EnvironmentFile=/etc/workerpool/%i.env" in text
+    text = text.replace("/opt/workerpool/.venv/", f"{venv}/").replace("/opt/workerpool", str(ROOT))
+    return text.replace("EnvironmentFile=/etc/workerpool/%i.env", f"EnvironmentFile={env_file}")
+
+
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     reason = _systemd_analyze_works()
     if reason:
         pytest.skip(reason)
-    # verify checks that ExecStart exists: point it at this checkout's executable, keep the rest as is.
-    executable = shutil.which("workerpool") or str(ROOT / ".venv" / "bin" / "workerpool")
-    text = UNIT.read_text()
-    original = shlex.split(_unit()["Service"]["ExecStart"])[0]
+    env_file = tmp_path / "main.env"
+    env_file.write_text("DATABASE_URL=\n")
+    text = _unit_for_this_virtualenv(tmp_path, env_file)
     instance = tmp_path / "workerpool@main.service"
-    instance.write_text(text.replace(original, executable))
+    instance.write_text(text)
     result = subprocess.run(["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60)
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if "workerpool@" in line]
     assert result.returncode == 0 and not complaints, result.stdout + result.stderr
-    # The check can fail: a bad directive is reported.
+    # The check can fail: a bad directive, and an ExecStart that does not exist, are both reported.
     broken = tmp_path / "workerpool@broken.service"
-    broken.write_text(text.replace(original, executable).replace("Restart=always", "Restart=sometimes"))
+    broken.write_text(text.replace("Restart=always", "Restart=sometimes"))
     result = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True, text=True, timeout=60)
     assert "workerpool@broken" in result.stdout + result.stderr
+    missing = tmp_path / "workerpool@missing.service"
+    missing.write_text(text.replace(f"{sys.prefix}/bin/workerpool", f"{tmp_path}/nowhere/workerpool"))
+    result = subprocess.run(["systemd-analyze", "verify", str(missing)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "nowhere/workerpool" in result.stdout + result.stderr
+
+
+def test_the_units_command_line_runs_a_supervisor_that_stops_gracefully(tmp_path, env):
+    """ExecStart exactly as the unit says (on this virtualenv), with the variables an EnvironmentFile
+    would hold, from WorkingDirectory: it becomes a supervisor, and KillSignal stops it with exit 0."""
+    env_file = tmp_path / "main.env"
+    names = ("DATABASE_URL", "ALGOLIA_APP_ID", "ALGOLIA_ADMIN_KEY", "ALGOLIA_HOSTS", "SHUTDOWN_TIMEOUT")
+    env_file.write_text("".join(f"{name}={env[name]}\n" for name in names))
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str
+    parser.read_string(_unit_for_this_virtualenv(tmp_path, env_file))
+    service = parser["Service"]
+    command = shlex.split(service["ExecStart"])
+    environ = {k: v for k, v in env.items() if k not in names}
+    environ.update(config_line.split("=", 1) for config_line in env_file.read_text().splitlines())
+    proc = subprocess.Popen(command, env=environ, cwd=service["WorkingDirectory"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if '"supervisor started"' in line or "worker started" in line:
+                break
+        else:
+            pytest.fail(f"the unit's command exited {proc.wait()} without starting a supervisor")
+        proc.send_signal(getattr(signal, service["KillSignal"]))
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert '"supervisor_stopped"' in out
 
 
 def _env_example() -> dict[str, str]:
@@ -160,3 +209,30 @@ def test_env_example_names_exactly_the_configuration_variables_with_their_defaul
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     in_readme = set(re.findall(r"^\| `([A-Z_]+)`", table, re.M)) | set(re.findall(r"`, `([A-Z_]+)` \|", table))
     assert in_readme and in_readme <= set(listed), in_readme - set(listed)
+
+
+def test_kubernetes_example_probes_healthz_on_every_interface_and_outwaits_a_graceful_stop():
+    import yaml
+
+    [deployment] = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
+    assert deployment["kind"] == "Deployment" and deployment["spec"]["replicas"] > 1
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["workerpool", "run"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # Only real settings, with valid values; the secrets come from a Secret, never from the file.
+    assert set(env) <= set(config.VARIABLES), set(env) - set(config.VARIABLES)
+    settings = config.load(environ=env, env_file=None)
+    assert not {"DATABASE_URL", "ALGOLIA_APP_ID", "ALGOLIA_ADMIN_KEY"} & set(env)
+    assert container["envFrom"] == [{"secretRef": {"name": "workerpool"}}]
+    assert settings.health_host == "0.0.0.0", "probes come from the node to the pod's address"
+    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout / 1000
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz" and ports[get["port"]] == settings.health_port, probe
+        assert container[probe]["timeoutSeconds"] > 3, "/healthz may take its 3 s database check"
+    [migrate] = pod["initContainers"]
+    assert migrate["command"] == ["workerpool", "migrate"] and migrate["envFrom"] == container["envFrom"]
+    # /metrics merges the workers' files in the temporary directory: it must be writable.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

@@ -25,6 +25,7 @@ from algoliasearch.search.config import SearchConfig
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
+from . import metrics
 from .config import Settings
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class Sender:
                 verb=Verb.POST, path=path, request_options=options, use_read_transporter=False
             )
         except RequestException as exc:
+            if exc.status_code in (401, 403):
+                metrics.record_auth_error()
             retry_after = getattr(self._local, "retry_after", None) if exc.status_code == 429 else None
             raise AlgoliaError(str(exc.message), exc.status_code, retry_after) from None
         except AlgoliaUnreachableHostException:

@@ -33,6 +33,7 @@ RUN_FLAGS = {
     "--lease-timeout": "lease_timeout",
     "--shutdown-timeout": "shutdown_timeout",
     "--health-port": "health_port",
+    "--health-host": "health_host",
     "--log-level": "log_level",
     "--index-prefix": "algolia_index_prefix",
 }
@@ -319,81 +320,95 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
+def _local(meaning: str, default: str = "off") -> str:
+    """The `--help` text of a flag that no environment variable sets (see config.flag_help for the others)."""
+    return f"{meaning} (default: {default}; no environment variable)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="workerpool", description="Keep Algolia indices in sync with PostgreSQL.")
-    parser.add_argument("--database-url", help="Postgres DSN (default: DATABASE_URL)")
+    parser.add_argument("--database-url", help=config.flag_help("DATABASE_URL"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         # Also accepted after the command; SUPPRESS keeps an absent flag from erasing one given before it.
-        p.add_argument("--database-url", default=argparse.SUPPRESS, help="Postgres DSN (default: DATABASE_URL)")
+        p.add_argument("--database-url", default=argparse.SUPPRESS, help=config.flag_help("DATABASE_URL"))
         return p
 
     add("migrate", cmd_migrate, "install or upgrade the schema (idempotent, safe from several hosts at once)")
 
     p = add("watch", cmd_watch, "register a table's index and attach its trigger")
-    p.add_argument("table")
-    p.add_argument("--index", required=True, help="Algolia index name (ALGOLIA_INDEX_PREFIX is prepended)")
-    p.add_argument("--key", help="key column (default: the single-column primary key)")
-    p.add_argument("--source", help="view that records are read from, keyed by the table's key")
-    p.add_argument("--attributes", metavar="COL,COL", help="columns that make up a record (default: all); "
-                   "updates to other columns enqueue nothing")
-    p.add_argument("--transform", metavar="MODULE:FUNCTION", help="applied to each record dict; return None to delete")
-    p.add_argument("--related", action="append", metavar="TABLE:FK_COLUMN[:REF_COLUMN]",
-                   help="a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)")
+    p.add_argument("table", help="the table to watch, optionally schema-qualified")
+    p.add_argument("--index", required=True,
+                   help=_local("Algolia index name; ALGOLIA_INDEX_PREFIX is prepended", "none, required"))
+    p.add_argument("--key", help=_local("key column", "the single-column primary key"))
+    p.add_argument("--source", help=_local("view that records are read from, keyed by the table's key", "the table"))
+    p.add_argument("--attributes", metavar="COL,COL", help=_local(
+        "columns that make up a record; updates to other columns enqueue nothing", "all columns"))
+    p.add_argument("--transform", metavar="MODULE:FUNCTION",
+                   help=_local("applied to each record dict; return None to delete", "none"))
+    p.add_argument("--related", action="append", metavar="TABLE:FK_COLUMN[:REF_COLUMN]", help=_local(
+        "a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)", "none"))
 
     p = add("unwatch", cmd_unwatch, "detach a table's trigger and forget its registration "
             "(refused while changes are pending, unless --drop-pending)")
-    p.add_argument("table")
+    p.add_argument("table", help="a watched table")
     p.add_argument("--drop-pending", action="store_true",
-                   help="drop the table's pending changes (deletes included) instead of refusing")
+                   help=_local("drop the table's pending changes (deletes included) instead of refusing"))
 
     p = add("run", cmd_run, "the supervisor and its workers")
     for flag, field in RUN_FLAGS.items():
-        p.add_argument(flag, dest=field, metavar=config._FIELD_TO_VAR[field])
-    p.add_argument("--drain", action="store_true", help="exit 0 once nothing is pending or processing")
+        var = config._FIELD_TO_VAR[field]
+        p.add_argument(flag, dest=field, metavar=var, help=config.flag_help(var))
+    p.add_argument("--drain", action="store_true", help=_local("exit 0 once nothing is pending or processing"))
 
     p = add("stats", cmd_stats, "queue depth, ages, rates and failures per table/index")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", action="store_true", help="refresh every --interval seconds until Ctrl-C")
-    p.add_argument("--interval", type=_positive_seconds, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--json", action="store_true", help=_local("JSON instead of tables"))
+    p.add_argument("--watch", action="store_true", help=_local("refresh every --interval seconds until Ctrl-C"))
+    p.add_argument("--interval", type=_positive_seconds, default=2.0,
+                   help=_local("seconds between --watch refreshes", "2"))
 
     p = add("retry-failed", cmd_retry_failed, "return failed rows to the queue")
-    p.add_argument("--table")
-    p.add_argument("--id", type=_queue_id, action="append", help="a failed row's id (repeatable)")
+    p.add_argument("--table", help=_local("only this table's failed rows", "every table"))
+    p.add_argument("--id", type=_queue_id, action="append",
+                   help=_local("only this failed row's id (repeatable)", "every failed row"))
 
     p = add("cleanup", cmd_cleanup, "delete old log rows (cleanup_old_sync_records)")
-    p.add_argument("--days", type=_days, default=7, help=f"age in days, 0 to {MAX_DAYS} (default 7)")
+    p.add_argument("--days", type=_days, default=7, help=_local(f"delete rows older than this many days, 0 to {MAX_DAYS}", "7"))
 
     p = add("reindex", cmd_reindex, "full backfill of one table's index, with a progress bar (resumable)")
-    p.add_argument("table")
-    p.add_argument("--atomic", action="store_true",
-                   help="build a temporary index and move it over the live one (changes made meanwhile are kept)")
-    p.add_argument("--chunk-size", type=_chunk_size, default=1000, help="keys per chunk (default 1000)")
-    p.add_argument("--restart", action="store_true", help="ignore an interrupted run's progress and start over")
+    p.add_argument("table", help="a watched table")
+    p.add_argument("--atomic", action="store_true", help=_local(
+        "build a temporary index and move it over the live one (changes made meanwhile are kept)"))
+    p.add_argument("--chunk-size", type=_chunk_size, default=1000, help=_local("keys per chunk", "1000"))
+    p.add_argument("--restart", action="store_true", help=_local("ignore an interrupted run's progress and start over"))
 
     p = add("verify", cmd_verify, "compare an index with its table: missing, extra, stale "
             "(exit 1 on drift, 2 on an error, 4 when Algolia is unreachable or refuses the key)")
-    p.add_argument("table")
-    p.add_argument("--repair", action="store_true", help="enqueue the fixes (resync missing/stale, delete extra)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("table", help="a watched table")
+    p.add_argument("--repair", action="store_true",
+                   help=_local("enqueue the fixes (resync missing and stale records, delete extra ones)"))
+    p.add_argument("--json", action="store_true", help=_local("the report as JSON"))
 
     p = add("emulator", cmd_emulator, "the local Algolia-compatible server")
-    p.add_argument("--port", type=_port, default=8089)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --allow-remote)")
+    p.add_argument("--port", type=_port, default=8089, help=_local("port to listen on", "8089"))
+    p.add_argument("--host", default="127.0.0.1",
+                   help=_local("address to listen on; another than loopback needs --allow-remote", "127.0.0.1"))
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --host; also requires an API key of your own")
-    p.add_argument("--app-id")
-    p.add_argument("--api-key", help="accepted API key (default: ALGOLIA_ADMIN_KEY, else the emulator's public default)")
+                   help=_local("allow a non-loopback --host; also requires an API key of your own"))
+    p.add_argument("--app-id", help="application id clients must send (default: ALGOLIA_APP_ID if set, else "
+                   "EMULATOR; environment: ALGOLIA_APP_ID)")
+    p.add_argument("--api-key", help="API key clients must send (default: ALGOLIA_ADMIN_KEY if set, else the "
+                   "emulator's public default; environment: ALGOLIA_ADMIN_KEY)")
 
     add("demo", cmd_demo, "embedded Postgres + emulator + a sample catalog, synced and shown")
 
     p = add("settings", cmd_settings, "Algolia index settings kept as code")
     p.add_argument("action", choices=["push"], help="push: apply the settings, showing the diff against the live index")
-    p.add_argument("--file", help="JSON file {index name: settings}; default: algolia_index_config.settings")
-    p.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    p.add_argument("--file", help=_local("JSON file {index name: settings}", "algolia_index_config.settings"))
+    p.add_argument("--dry-run", action="store_true", help=_local("show the diff, change nothing"))
     return parser
 
 

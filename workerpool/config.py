@@ -7,6 +7,7 @@ naming the variable, the bad value and what is allowed. Secrets are never echoed
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,18 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
+def _address(name: str, raw: str) -> str:
+    """An IP address to bind: 127.0.0.1 (this host only), 0.0.0.0 or :: (every interface), or one
+    interface's address."""
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an IP address; expected 127.0.0.1 (this host only), 0.0.0.0 (every interface) "
+            "or one of this host's addresses"
+        ) from None
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -101,6 +114,7 @@ class Settings:
     lease_timeout: int = 60000
     log_level: str = "INFO"
     health_port: int = 0
+    health_host: str = "127.0.0.1"
     health_stall_seconds: int = 60
     restart_limit: int = 5
     restart_window: int = 60_000
@@ -143,6 +157,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "LEASE_TIMEOUT": ("lease_timeout", _int_range(1000, 86_400_000)),
     "LOG_LEVEL": ("log_level", _log_level),
     "HEALTH_PORT": ("health_port", _int_range(0, 65535)),
+    "HEALTH_HOST": ("health_host", _address),
     "HEALTH_STALL_SECONDS": ("health_stall_seconds", _int_range(1, 86_400)),
     "RESTART_LIMIT": ("restart_limit", _int_range(1, 100_000)),
     "RESTART_WINDOW": ("restart_window", _int_range(1000, 86_400_000)),
@@ -155,6 +170,51 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 }
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}
+
+# What each variable means, for `--help` (cli derives every flag's text from here).
+MEANINGS: dict[str, str] = {
+    "DATABASE_URL": "Postgres DSN, e.g. postgresql://user@host:5432/dbname",
+    "ALGOLIA_APP_ID": "Algolia application id",
+    "ALGOLIA_ADMIN_KEY": "Algolia admin API key (never logged)",
+    "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
+    "ALGOLIA_INDEX_PREFIX": "prefix for every index name (dev/staging/prod on one Algolia app)",
+    "BATCH_SIZE": "rows claimed per batch, 1-10000",
+    "POLLING_INTERVAL": "milliseconds between polls when no NOTIFY arrives",
+    "MAX_RETRIES": "attempts before a row is marked failed",
+    "SHUTDOWN_TIMEOUT": "milliseconds a graceful stop may take before workers are killed",
+    "WORKERS": "worker processes of this supervisor",
+    "POOL_SIZE": "database connections in each worker's pool",
+    "LEASE_TIMEOUT": "milliseconds before an unacknowledged claim returns to the queue",
+    "LOG_LEVEL": "level of the JSON logs on stdout: DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    "HEALTH_PORT": "port serving /healthz and /metrics (0: off)",
+    "HEALTH_HOST": "address /healthz and /metrics are served on (0.0.0.0: every interface)",
+    "HEALTH_STALL_SECONDS": "seconds a backlog may stand still before /healthz fails",
+    "RESTART_LIMIT": "workers dying before their first settled batch, within RESTART_WINDOW, that make the "
+                     "supervisor give up (exit 3)",
+    "RESTART_WINDOW": "milliseconds over which RESTART_LIMIT counts crashes",
+    "RETRY_BACKOFF": "milliseconds before the first retry of a failed row (doubled per attempt, jittered)",
+    "RETRY_BACKOFF_MAX": "cap in milliseconds of the retry backoff",
+    "MAX_RECORD_BYTES": "records larger than this many bytes fail before sending (0: no check)",
+    "MAX_REQUEST_BYTES": "a batch larger than this many bytes is split into several requests",
+    "REQUESTS_IN_FLIGHT": "batches each worker keeps on the wire at once, each under its own claim",
+    "TRANSFORM_TIMEOUT": "milliseconds a --transform may take for one record before that record fails (0: no limit)",
+}
+
+# Defaults whose value alone would not say what they mean.
+_DEFAULT_TEXT = {
+    "DATABASE_URL": "none, `demo` starts an embedded server",
+    "ALGOLIA_APP_ID": "none",
+    "ALGOLIA_ADMIN_KEY": "none",
+    "ALGOLIA_HOSTS": "Algolia's own hosts",
+    "ALGOLIA_INDEX_PREFIX": "none",
+    "HEALTH_PORT": "0, off",
+}
+
+
+def flag_help(var: str) -> str:
+    """The `--help` text of a flag that overrides `var`: meaning, default, and the variable itself."""
+    default = _DEFAULT_TEXT.get(var, str(getattr(Settings(), VARIABLES[var][0])))
+    return f"{MEANINGS[var]} (default: {default}; environment: {var})"
 
 
 def load(

@@ -179,9 +179,13 @@ def run_demo(database_url: str | None) -> int:
             watched = watch(conn, "products", INDEX, source="products_search")
         products = _load_catalog(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            queued = conn.execute("SELECT count(*) FROM algolia_sync_queue").fetchone()[0]
+            # Statements capture into the inbox; the workers move its keys into the queue later.
+            queued, inbox = conn.execute(
+                "SELECT (SELECT count(*) FROM algolia_sync_queue), "
+                "(SELECT coalesce(sum(keys), 0) FROM algolia_sync_inbox)").fetchone()
         _done(t, f"{len(BRANDS)} brands, {len(CATEGORIES)} categories, {products} products; "
-                 f"watching {watched.table_name} -> index {INDEX}; the trigger queued {queued} changes")
+                 f"watching {watched.table_name} -> index {INDEX}; the trigger captured {queued + inbox} changes "
+                 f"({inbox} waiting in the inbox, {queued} in the queue)")
 
         t = _step(4, "workerpool run --workers 2 (a subprocess; SIGTERM stops it)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ALGOLIA_", "PROMETHEUS_"))}

@@ -1,4 +1,5 @@
-"""`/healthz` and `/metrics` for one supervisor, served on 127.0.0.1:HEALTH_PORT from a daemon thread.
+"""`/healthz` and `/metrics` for one supervisor, served on HEALTH_HOST:HEALTH_PORT from a daemon thread
+(HEALTH_HOST is 127.0.0.1 unless set: 0.0.0.0 for Prometheus on another host and Kubernetes probes).
 
 `/healthz` answers 200 with a small JSON body when all three hold, otherwise 503 with the reasons:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 DEFAULT_STALL_SECONDS = 60.0
 DB_TIMEOUT_S = 3
 DB_CACHE_S = 1.0
@@ -185,6 +186,8 @@ class HealthServer:
                             depth.add_metric([table, status], 0)
                 for table, age in db["ages"]:
                     oldest.add_metric([table], age or 0.0)
+                for table in {t for t, _ in seen} - {t for t, _ in db["ages"]}:
+                    oldest.add_metric([table], 0.0)  # nothing pending: no lag, rather than no series
                 yield up
                 yield depth
                 yield oldest
@@ -240,6 +243,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def start(supervisor: "Supervisor") -> HealthServer | None:
     """Set up metrics and serve /healthz and /metrics, when HEALTH_PORT is set. Call before forking."""
     settings = supervisor.settings
@@ -247,12 +254,14 @@ def start(supervisor: "Supervisor") -> HealthServer | None:
         return None
     stall = stall_seconds(settings)
     metrics.setup()
+    host = settings.health_host
+    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
     try:
-        httpd = ThreadingHTTPServer((HOST, settings.health_port), _Handler)
+        httpd = server_class((host, settings.health_port), _Handler)
     except OSError as exc:
         metrics.teardown()
         raise ConfigError(
-            f"HEALTH_PORT={settings.health_port} cannot be used on {HOST}: {exc.strerror or exc}"
+            f"HEALTH_PORT={settings.health_port} cannot be used on HEALTH_HOST={host}: {exc.strerror or exc}"
         ) from None
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.25},
@@ -260,7 +269,8 @@ def start(supervisor: "Supervisor") -> HealthServer | None:
     server = HealthServer(supervisor, httpd, thread, stall_s=stall)
     httpd.owner = server  # type: ignore[attr-defined]
     thread.start()
-    log.info("health server listening", extra={"action": "health_started", "url": f"http://{HOST}:{server.port}",
+    url_host = f"[{host}]" if ":" in host else host
+    log.info("health server listening", extra={"action": "health_started", "url": f"http://{url_host}:{server.port}",
                                                "stall_after_s": stall})
     return server
 

@@ -59,10 +59,11 @@ class _Metrics:
                              buckets=LAG_BUCKETS, registry=None)
         self.throttled = Counter("workerpool_algolia_throttled", "Algolia 429 answers (the worker slowed down)",
                                  registry=None)
+        self.auth_errors = Counter("workerpool_algolia_auth_errors",
+                                   "Algolia 401/403 answers (wrong or revoked credentials, missing ACL)",
+                                   registry=None)
         self.restarts = Counter("workerpool_worker_restarts", "Worker processes restarted by the supervisor",
                                 registry=None)
-        self.auth_errors = Counter("workerpool_algolia_auth_errors",
-                                   "Algolia 401/403 answers (wrong or revoked ALGOLIA_ADMIN_KEY)", registry=None)
         self.auth_failed_at = Gauge("workerpool_algolia_auth_failed_timestamp_seconds",
                                     "Unix time Algolia last refused the credentials (401/403)",
                                     multiprocess_mode="max", registry=None)
@@ -181,7 +182,6 @@ def record_auth(accepted: bool) -> None:
     if accepted:
         m.accepted_at.set(time.time())
     else:
-        m.auth_errors.inc()
         m.auth_failed_at.set(time.time())
 
 
@@ -189,6 +189,13 @@ def auth_failing() -> bool:
     """Whether Algolia's last word to this supervisor's workers was a refusal of the credentials."""
     refused = _newest("workerpool_algolia_auth_failed_timestamp_seconds")
     return refused is not None and refused > (_newest("workerpool_algolia_accepted_timestamp_seconds") or 0.0)
+
+
+def record_auth_error() -> None:
+    """Algolia answered 401 or 403: the credentials are wrong, revoked or lack an ACL."""
+    m = _metrics()
+    if m is not None:
+        m.auth_errors.inc()
 
 
 def record_restart() -> None:

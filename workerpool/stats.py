@@ -15,7 +15,8 @@ from psycopg.rows import dict_row
 
 
 def collect(conn: psycopg.Connection) -> dict[str, Any]:
-    """Per table/index counts, ages and rates, plus live workers (heartbeat in the last 30 s)."""
+    """Per table/index counts, ages and rates, plus live workers (heartbeat in the last 30 s) with the
+    batches and records each has settled up to its last acknowledgement."""
     with conn.cursor(row_factory=dict_row) as cur:
         tables = cur.execute(
             """SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
@@ -29,11 +30,24 @@ def collect(conn: psycopg.Connection) -> dict[str, Any]:
                           AND l.synced_at > now() - interval '1 hour') AS success_rate_pct
                  FROM algolia_sync_stats s ORDER BY s.table_name"""
         ).fetchall()
+        # A worker writes its counts with its heartbeat (every few seconds, and only between batches or
+        # polls), so the heartbeat alone lags: a burst synced since then would show as 0. What it
+        # acknowledged after its heartbeat is read from the log (its rows there carry its id), so the
+        # counts are those of the last acknowledgement. The log's synced_at index bounds the scan to
+        # the rows written since the oldest live heartbeat.
         workers = cur.execute(
-            """SELECT worker_id, host, pid, batches, records,
-                      round(extract(epoch FROM now() - heartbeat_at)::numeric, 1)::float AS heartbeat_age_s
-                 FROM algolia_sync_workers WHERE heartbeat_at > now() - interval '30 seconds'
-                ORDER BY host, pid"""
+            """SELECT w.worker_id, w.host, w.pid,
+                      w.batches + coalesce(since.batches, 0) AS batches,
+                      w.records + coalesce(since.records, 0) AS records,
+                      round(extract(epoch FROM now() - w.heartbeat_at)::numeric, 1)::float AS heartbeat_age_s
+                 FROM algolia_sync_workers w
+                 LEFT JOIN LATERAL (
+                      SELECT count(DISTINCT l.claim_token) AS batches,
+                             count(*) FILTER (WHERE l.status IN ('success', 'skipped')) AS records
+                        FROM algolia_sync_log l
+                       WHERE l.synced_at > w.heartbeat_at AND l.claimed_by = w.worker_id) since ON true
+                WHERE w.heartbeat_at > now() - interval '30 seconds'
+                ORDER BY w.host, w.pid"""
         ).fetchall()
     return {"tables": tables, "workers": workers}
 
