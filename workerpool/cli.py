@@ -358,7 +358,8 @@ def _known_secrets() -> list[str]:
     try:
         return config.load().secrets()
     except ConfigError:
-        candidates = (os.environ.get("ALGOLIA_ADMIN_KEY", ""), config.dsn_password(os.environ.get("DATABASE_URL", "")))
+        candidates = (os.environ.get("ALGOLIA_ADMIN_KEY", ""), os.environ.get("DASHBOARD_TOKEN", "").strip(),
+                      config.dsn_password(os.environ.get("DATABASE_URL", "")))
         return [s for s in candidates if s]
 
 

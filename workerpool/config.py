@@ -74,6 +74,21 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+DASHBOARD_TOKEN_MIN = 16
+
+
+def _token(name: str, raw: str) -> str:
+    """A bearer token: long enough not to be guessed, and sendable in an HTTP header. Never echoed."""
+    token = raw.strip()
+    if len(token) < DASHBOARD_TOKEN_MIN:
+        raise ConfigError(f"{name} is too short ({len(token)} characters); expected at least {DASHBOARD_TOKEN_MIN} "
+                          "characters, e.g. from `openssl rand -hex 24`")
+    if not all(33 <= ord(c) <= 126 for c in token):
+        raise ConfigError(f"{name} has a space or a non-ASCII character; expected printable ASCII without spaces "
+                          "(it travels in an HTTP Authorization header)")
+    return token
+
+
 def _dsn(name: str, raw: str) -> str:
     raw = raw.strip()
     if raw and not (raw.startswith(("postgres://", "postgresql://")) or "=" in raw):
@@ -108,10 +123,11 @@ class Settings:
     retry_backoff_max: int = 300_000
     max_record_bytes: int = 100_000
     max_request_bytes: int = 9_000_000
+    dashboard_token: str = field(default="", repr=False)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
-        found = [self.algolia_admin_key] if self.algolia_admin_key else []
+        found = [s for s in (self.algolia_admin_key, self.dashboard_token) if s]
         password = dsn_password(self.database_url)
         if password:
             found.append(password)
@@ -151,6 +167,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "RETRY_BACKOFF_MAX": ("retry_backoff_max", _int_range(0, 86_400_000)),
     "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
+    "DASHBOARD_TOKEN": ("dashboard_token", _token),
 }
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}

@@ -1,0 +1,206 @@
+"""The operator dashboard at `/` of the health server: its JSON, its guarded action, and the page itself
+driven in a real headless Chromium.
+
+Real `workerpool run` supervisors against a real Postgres and the emulator over real HTTP; the
+browser test uses Debian's `chromium` and `chromium-driver` (installed by `.ci/run`) through selenium,
+which downloads nothing. Set WORKERPOOL_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the
+README's screenshot from the browser test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from conftest import assert_index_matches, queue_counts, run_cli, wait_until, workerpool_cmd
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(port: int, path: str, method: str = "GET", body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(request, timeout=15) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+    except OSError:
+        return 0, {}, b""
+
+
+def _overview(port: int) -> dict | None:
+    status, _, body = _request(port, "/api/overview")
+    return orjson.loads(body) if status == 200 else None
+
+
+def _retry(port: int, doc: object, token: str | None = None, content_type: str = "application/json",
+           raw: bytes | None = None) -> tuple[int, dict[str, str], dict]:
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    status, head, body = _request(port, "/api/retry", "POST", raw if raw is not None else orjson.dumps(doc), headers)
+    return status, head, orjson.loads(body) if body else {}
+
+
+def _insert(db: psycopg.Connection, first: int, last: int) -> None:
+    db.execute("INSERT INTO products (id, name, price, stock) "
+               "SELECT g, 'item ' || g, g * 1.25, g %% 7 FROM generate_series(%s::int, %s::int) g", (first, last))
+
+
+def _index(doc: dict, table: str = "products") -> dict:
+    return next(i for i in doc["indices"] if i["table"] == table)
+
+
+def _failed(db: psycopg.Connection) -> list[tuple[int, str, str]]:
+    return db.execute("SELECT id, record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' "
+                      "ORDER BY record_id").fetchall()
+
+
+# ---- the JSON endpoint and the action, over plain HTTP ------------------------------------------
+
+
+def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(products, env, emulator, start_pool):
+    db = products
+    port, token = _free_port(), "tok-" + secrets.token_hex(16)
+    pool = start_pool("--workers", "1", "--batch-size", "10", extra_env={
+        "HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200"})
+    doc = wait_until(lambda: _overview(port), timeout=20, message="/api/overview to answer")
+    assert doc["database"] == "ok" and doc["actions"] is True and token not in orjson.dumps(doc).decode()
+    products_index = _index(doc)
+    assert products_index["index"] == "products" and products_index["depth"] == {
+        "pending": 0, "processing": 0, "failed": 0, "inbox": 0}
+    assert len(products_index["per_minute"]) == 60 and products_index["reindex"] is None
+
+    # The page and its files, from the package, with a policy that keeps them to this origin.
+    status, head, html = _request(port, "/")
+    assert status == 200 and head["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in head["Content-Security-Policy"] and b'src="/assets/app.js"' in html
+    assert b"http" not in html.replace(b"http-equiv", b"")  # nothing fetched from elsewhere
+    for path, kind in (("/assets/app.js", "text/javascript"), ("/assets/style.css", "text/css")):
+        status, head, _ = _request(port, path)
+        assert status == 200 and head["Content-Type"].startswith(kind), path
+
+    # Algolia refuses every write: with MAX_RETRIES=1 the rows fail for good, with a readable error.
+    emulator.inject_fault(status=503, writes_only=True)
+    _insert(db, 1, 3)
+    wait_until(lambda: len(_failed(db)) == 3, message="three failed rows")
+    emulator.clear_faults()
+    failed = _failed(db)
+    doc = wait_until(lambda: (lambda d: d if d and _index(d)["depth"]["failed"] == 3 else None)(_overview(port)),
+                     message="the overview to show the failures")
+    index = _index(doc)
+    assert [(r["id"], r["record_id"], r["last_error"]) for r in index["failed_rows"]] == failed
+    assert all(r["last_error"] for r in index["failed_rows"])
+    log_failed = db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'failed'").fetchone()[0]
+    assert sum(m["failed"] for m in index["per_minute"]) == log_failed == 3
+    live = db.execute("SELECT worker_id, host, pid FROM algolia_sync_workers").fetchall()
+    assert [(w["worker_id"], w["host"], w["pid"]) for w in doc["workers"]] == live and len(live) == 1
+
+    # Many viewers at once share one refresh: every answer carries the number of the query set it
+    # came from, and a burst of 16 concurrent requests sees at most two of them.
+    answers: list[dict] = []
+    threads = [threading.Thread(target=lambda: answers.append(_overview(port))) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 16 and all(answers)
+    assert len({a["refresh"] for a in answers}) <= 2, sorted(a["refresh"] for a in answers)
+
+    # Actions need the token: none, another scheme or a wrong one are refused and change nothing.
+    for given in (None, "", "not-the-token-at-all"):
+        status, head, body = _retry(port, {"ids": [failed[0][0]]}, token=given)
+        assert status == 401 and "WWW-Authenticate" in head and "bearer" in body["error"].lower(), (given, body)
+    status, _, _ = _request(port, "/api/retry", "POST", b"{}", {"Authorization": f"Basic {token}",
+                                                               "Content-Type": "application/json"})
+    assert status == 401
+    assert len(_failed(db)) == 3
+    assert _request(port, "/api/retry")[0] == 405
+    assert _request(port, "/api/overview", "POST", b"{}", {"Authorization": f"Bearer {token}"})[0] == 405
+
+    # Bad input: one line naming the bad value and what is expected.
+    assert _retry(port, {}, token, content_type="text/plain")[0] == 415
+    status, _, body = _retry(port, None, token, raw=b"{nope")
+    assert status == 400 and "not JSON" in body["error"]
+    status, _, body = _retry(port, {"ids": ["7"]}, token)
+    assert status == 400 and 'ids=["7"]' in body["error"] and "positive row ids" in body["error"]
+    for bad in ({}, {"ids": None}, {"everything": True}):
+        status, _, body = _retry(port, bad, token)
+        assert status == 400 and "expected" in body["error"], bad
+    assert len(_failed(db)) == 3
+
+    # With the token: one row by id, then the rest of the table; they sync.
+    status, _, body = _retry(port, {"ids": [failed[0][0]]}, token)
+    assert status == 200 and body == {"returned": 1}
+    wait_until(lambda: len(_failed(db)) == 2 and not queue_counts(db).get("pending"), message="the retried row to sync")
+    assert set(emulator.records("products")) == {failed[0][1]}
+    status, _, body = _retry(port, {"table": "products"}, token)
+    assert status == 200 and body == {"returned": 2}
+    wait_until(lambda: not queue_counts(db), message="the table's failed rows to sync")
+    assert_index_matches(db, emulator, "products", "products")
+    doc = wait_until(lambda: (lambda d: d if d and _index(d)["depth"]["failed"] == 0 else None)(_overview(port)),
+                     message="the overview to show no failure")
+    assert _index(doc)["failed_rows"] == []
+    assert sum(m["synced"] for m in _index(doc)["per_minute"]) == \
+        db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0] == 3
+    assert [e["returned"] for e in pool.lines("dashboard_retry")] == [1, 2]
+
+    # A reindex in progress shows its progress while it holds its lock. It is held up on key 7 by
+    # an uncommitted pending row of that key (another session's), after two chunks of 3 keys.
+    _insert(db, 4, 12)
+    wait_until(lambda: not queue_counts(db), message="the new rows to sync")
+    with psycopg.connect(env["DATABASE_URL"]) as blocker:
+        blocker.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) VALUES ('products', '7', 'UPDATE')")
+        reindex = subprocess.Popen(workerpool_cmd("reindex", "products", "--chunk-size", "3"), env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+        try:
+            doc = wait_until(lambda: (lambda d: d if d and _index(d)["reindex"] else None)(_overview(port)),
+                             message="the reindex to show up")
+            progress = _index(doc)["reindex"]
+            assert progress["mode"] == "queue" and progress["running"] is True and progress["rows_total"] == 12
+            assert progress["rows_done"] == 6, progress
+        finally:
+            blocker.rollback()
+        out, err = reindex.communicate(timeout=60)
+    assert reindex.returncode == 0, out + err
+    doc = wait_until(lambda: (lambda d: d if d and _index(d)["reindex"] is None else None)(_overview(port)),
+                     message="the finished reindex to disappear")
+    assert pool.stop() == 0
+    assert token not in pool.output
+
+    # No token configured: every action is refused with 403, whatever the request carries.
+    port = _free_port()
+    pool = start_pool("--workers", "1", extra_env={"HEALTH_PORT": str(port)})
+    doc = wait_until(lambda: _overview(port), timeout=20, message="/api/overview to answer")
+    assert doc["actions"] is False
+    status, _, body = _retry(port, {"table": "products"}, token)
+    assert status == 403 and "DASHBOARD_TOKEN is not set" in body["error"]
+    assert pool.stop() == 0
+
+
+def test_a_bad_dashboard_token_stops_start_up_without_echoing_it(env):
+    for bad, why in (("short-secret", "too short"), ("has a space in the middle!", "space")):
+        result = run_cli({**env, "HEALTH_PORT": str(_free_port()), "DASHBOARD_TOKEN": bad}, "run", timeout=30)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.count("\n") == 1 and "DASHBOARD_TOKEN" in result.stderr and why in result.stderr
+        assert bad not in result.stderr + result.stdout
