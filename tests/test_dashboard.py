@@ -204,3 +204,139 @@ def test_a_bad_dashboard_token_stops_start_up_without_echoing_it(env):
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.count("\n") == 1 and "DASHBOARD_TOKEN" in result.stderr and why in result.stderr
         assert bad not in result.stderr + result.stdout
+
+
+# ---- the page in a real headless Chromium --------------------------------------------------------
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Debian's Chromium through its own chromedriver; selenium downloads nothing."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (Debian's chromium and chromium-driver; .ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1200"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
+                              options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+_SHOWN = """
+const card = document.querySelector('[data-table="products"]');
+const status = document.querySelector('#status');
+if (!card) return null;
+const out = {updated: parseFloat(status.dataset.updated || '0'), database: status.dataset.database || null};
+card.querySelectorAll('[data-depth]').forEach(e => out[e.dataset.depth] = parseInt(e.textContent.replace(/,/g, ''), 10));
+const chart = card.querySelector('.chart svg');
+out.chart_synced = chart ? parseInt(chart.dataset.synced, 10) : null;
+out.failed_rows = Array.from(card.querySelectorAll('.failures tbody tr')).map(tr => ({
+  id: parseInt(tr.dataset.id, 10), key: tr.dataset.key, error: tr.querySelector('.error-text').textContent}));
+out.failures_visible = !card.querySelector('.failures').hidden;
+out.workers = Array.from(document.querySelectorAll('#workers tbody tr')).map(tr => tr.dataset.worker);
+out.message = document.querySelector('#message').hidden ? '' : document.querySelector('#message').textContent;
+return out;
+"""
+
+
+def _total(shown: dict | None) -> int:
+    return sum(shown[s] for s in ("pending", "inbox", "processing")) if shown else -1
+
+
+def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_failed_row(
+        products, env, emulator, start_pool, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    db = products
+    port, token = _free_port(), "tok-" + secrets.token_hex(16)
+    pool = start_pool("--workers", "1", "--batch-size", "5", extra_env={
+        "HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200"})
+    wait_until(lambda: _overview(port), timeout=20, message="/api/overview to answer")
+    browser.get(f"http://127.0.0.1:{port}/")
+    shown = wait_until(lambda: browser.execute_script(_SHOWN), timeout=20, message="the page to render the index")
+    assert shown["database"] == "ok" and _total(shown) == 0 and shown["failed"] == 0
+    workers = [w for (w,) in db.execute("SELECT worker_id FROM algolia_sync_workers").fetchall()]
+    wait_until(lambda: browser.execute_script(_SHOWN)["workers"] == workers, message="the live worker on the page")
+    assert browser.find_element(By.ID, "readonly").is_displayed() is False
+    assert browser.find_element(By.ID, "token").is_displayed()
+
+    # Every write to Algolia takes 1.5 s, 5 records a batch: rows written in three bursts pile up, and
+    # the page shows the queue growing as they are written.
+    emulator.inject_fault(latency_ms=1500, writes_only=True)
+    seen = []
+    for burst in range(3):
+        _insert(db, burst * 30 + 1, burst * 30 + 30)
+        floor = max(seen, default=0)
+        shown = wait_until(lambda: (lambda s: s if _total(s) > floor else None)(browser.execute_script(_SHOWN)),
+                           timeout=30, message=f"the page to show more than {floor} waiting after burst {burst + 1}")
+        seen.append(_total(shown))
+    assert seen == sorted(seen) and seen[-1] > seen[0] > 0, seen
+
+    # Algolia is fast again: the page shows the queue draining to 0 and 90 records in the chart.
+    emulator.clear_faults()
+    wait_until(lambda: not queue_counts(db), timeout=60, message="the queue to drain")
+    synced = db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0]
+    assert synced == 90
+    shown = wait_until(lambda: (lambda s: s if _total(s) == 0 and s["chart_synced"] == synced else None)(
+        browser.execute_script(_SHOWN)), timeout=20, message="the page to show the drained queue")
+    assert shown["failed"] == 0 and not shown["failures_visible"]
+    assert_index_matches(db, emulator, "products", "products")
+
+    # Algolia refuses writes: an update fails for good (MAX_RETRIES=1) and the page lists it with its error.
+    emulator.inject_fault(status=503, writes_only=True)
+    db.execute("UPDATE products SET stock = 1000 WHERE id = 7")
+    wait_until(lambda: len(_failed(db)) == 1, message="the update to fail")
+    emulator.clear_faults()
+    (row_id, key, last_error), = _failed(db)
+    shown = wait_until(lambda: (lambda s: s if s["failed_rows"] else None)(browser.execute_script(_SHOWN)),
+                       message="the failed row on the page")
+    assert shown["failed"] == 1 and shown["failures_visible"]
+    assert shown["failed_rows"] == [{"id": row_id, "key": "7", "error": last_error}]
+    _screenshot(browser, tmp_path)
+
+    # The retry button without the token, then with a wrong one: refused, and the row stays failed.
+    def click_retry() -> None:  # the rows are redrawn on every refresh: find the button afresh
+        browser.find_element(By.CSS_SELECTOR, f'button.retry[data-id="{row_id}"]').click()
+
+    click_retry()
+    wait_until(lambda: "refused (401)" in browser.execute_script(_SHOWN)["message"], message="the refusal")
+    field = browser.find_element(By.ID, "token")
+    field.send_keys("wrong-token-wrong-token")
+    click_retry()
+    wait_until(lambda: "does not match" in browser.execute_script(_SHOWN)["message"], message="the wrong token refused")
+    assert _failed(db) == [(row_id, key, last_error)]
+
+    # With the token: the row goes back to the queue, syncs, and the page shows no failure.
+    field.clear()
+    field.send_keys(token)
+    click_retry()
+    wait_until(lambda: "returned 1 failed row(s)" in browser.execute_script(_SHOWN)["message"], message="the retry")
+    wait_until(lambda: not queue_counts(db), message="the retried row to sync")
+    assert emulator.records("products")["7"]["stock"] == 1000
+    wait_until(lambda: (lambda s: s["failed"] == 0 and not s["failures_visible"] and _total(s) == 0
+                        and s["chart_synced"] == 91)(browser.execute_script(_SHOWN)),
+               message="the page to show the row synced and no failure")
+    assert token not in browser.page_source and token not in pool.output
+    assert pool.stop() == 0
+
+
+def _screenshot(browser, tmp_path: Path) -> None:
+    """A PNG of the page; copied to WORKERPOOL_DASHBOARD_SCREENSHOT (e.g. docs/dashboard.png) when set."""
+    path = tmp_path / "dashboard.png"
+    assert browser.save_screenshot(str(path))
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    target = os.environ.get("WORKERPOOL_DASHBOARD_SCREENSHOT")
+    if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_bytes(png)

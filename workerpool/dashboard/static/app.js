@@ -86,11 +86,11 @@ function renderIndex(index, now) {
   el.querySelector(".tile.failed").classList.toggle("bad", index.depth.failed > 0);
   $(".oldest", el).textContent = fmtSeconds(index.oldest_waiting_s);
   if (index.lag) {
-    $(".lag", el).textContent = `p50 ${fmtSeconds(index.lag.p50_s)} · p95 ${fmtSeconds(index.lag.p95_s)}`;
-    $(".lag-note", el).textContent = `(last ${fmtNum(index.lag.samples)} acks, max ${fmtSeconds(index.lag.max_s)})`;
+    $(".lag", el).textContent = `${fmtSeconds(index.lag.p50_s)} / ${fmtSeconds(index.lag.p95_s)}`;
+    $(".lag-note", el).textContent = `last ${fmtNum(index.lag.samples)} acks of 5 min; max ${fmtSeconds(index.lag.max_s)}`;
   } else {
     $(".lag", el).textContent = "–";
-    $(".lag-note", el).textContent = "(no acks in 5 min)";
+    $(".lag-note", el).textContent = "no acks in 5 min";
   }
   renderReindex(el, index.reindex);
   renderChart($(".chart", el), index.per_minute);
@@ -115,7 +115,7 @@ function renderReindex(el, reindex) {
 }
 
 function renderChart(host, minutes) {
-  const width = 720, height = 140, top = 14, bottom = 18, left = 4;
+  const width = Math.max(300, Math.round(host.clientWidth) || 720), height = 140, top = 14, bottom = 18, left = 4;
   const barW = (width - left) / minutes.length;
   const peak = Math.max(1, ...minutes.map((m) => m.synced + m.failed));
   const scale = (height - top - bottom) / peak;
