@@ -340,3 +340,19 @@ def _screenshot(browser, tmp_path: Path) -> None:
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_bytes(png)
+
+
+def test_the_wheel_ships_the_dashboard_files(tmp_path):
+    """The page is served from package data: a built wheel must carry it (and the schema it reads)."""
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("workerpool-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("index.html", "app.js", "style.css"):
+        assert f"workerpool/dashboard/static/{name}" in names
+    assert "workerpool/sql/001_schema.sql" in names
