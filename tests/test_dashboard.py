@@ -127,6 +127,25 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     assert len(answers) == 16 and all(answers)
     assert len({a["refresh"] for a in answers}) <= 2, sorted(a["refresh"] for a in answers)
 
+    # The dashboard's one connection is killed: that refresh says so (503), a later one reconnects.
+    before = answers[0]["refresh"]
+    killed = db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'workerpool:dashboard' AND datname = current_database()").fetchone()[0]
+    assert killed == 1
+    statuses = []
+
+    def recovered() -> dict | None:
+        status, _, body = _request(port, "/api/overview")
+        statuses.append(status)
+        doc = orjson.loads(body)
+        assert status in (200, 503) and doc["database"] == ("ok" if status == 200 else "unreachable"), doc
+        return doc if status == 200 and doc["refresh"] > before + 1 else None
+
+    wait_until(recovered, message="the dashboard to reconnect")
+    assert 503 in statuses
+    assert db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'workerpool:dashboard' "
+                      "AND datname = current_database()").fetchone()[0] == 1
+
     # Actions need the token: none, another scheme or a wrong one are refused and change nothing.
     for given in (None, "", "not-the-token-at-all"):
         status, head, body = _retry(port, {"ids": [failed[0][0]]}, token=given)
@@ -152,7 +171,7 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     # With the token: one row by id, then the rest of the table; they sync.
     status, _, body = _retry(port, {"ids": [failed[0][0]]}, token)
     assert status == 200 and body == {"returned": 1}
-    wait_until(lambda: len(_failed(db)) == 2 and not queue_counts(db).get("pending"), message="the retried row to sync")
+    wait_until(lambda: queue_counts(db) == {"failed": 2}, message="the retried row to sync")
     assert set(emulator.records("products")) == {failed[0][1]}
     status, _, body = _retry(port, {"table": "products"}, token)
     assert status == 200 and body == {"returned": 2}
