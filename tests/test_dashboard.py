@@ -375,3 +375,51 @@ def test_the_wheel_ships_the_dashboard_files(tmp_path):
     for name in ("index.html", "app.js", "style.css"):
         assert f"workerpool/dashboard/static/{name}" in names
     assert "workerpool/sql/001_schema.sql" in names
+
+
+def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minutes(db):
+    """However long the log, a refresh counts at most ~12 minutes of it: the first the last ten, each
+    next one ten more of the past until the hour is complete, and from then on the last two minutes.
+    The counts always equal the log's."""
+    from workerpool.dashboard.overview import MINUTES, MinuteSeries, collect
+
+    db.execute("INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type) "
+               "VALUES ('products', 'products', 'id', 'integer')")
+    # One acknowledgement every 5 s over the last 70 minutes, every 7th a failure.
+    db.execute("""INSERT INTO algolia_sync_log (table_name, record_id, operation, status, enqueued_at, synced_at)
+                  SELECT 'products', g::text, 'UPDATE', CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'success' END,
+                         now() - g * interval '5 s' - interval '1 s', now() - g * interval '5 s'
+                    FROM generate_series(0, 840) g""")
+
+    def truth(now_minute: int) -> dict[int, tuple[int, int]]:
+        rows = db.execute("""SELECT extract(epoch FROM date_trunc('minute', synced_at))::bigint,
+                                    count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
+                               FROM algolia_sync_log WHERE synced_at >= to_timestamp(%s) GROUP BY 1""",
+                          (now_minute - (MINUTES - 1) * 60,)).fetchall()
+        return {m: (s, f) for m, s, f in rows}
+
+    series = MinuteSeries()
+    spans = []
+    for _ in range(7):
+        minute = int(db.execute("SELECT extract(epoch FROM date_trunc('minute', now()))").fetchone()[0])
+        spans.append((minute, series.ranges(minute)))
+        doc = collect(db, series)
+        now_minute = doc["indices"][0]["per_minute"][-1]["t"]
+        known = {m["t"]: (m["synced"], m["failed"]) for m in doc["indices"][0]["per_minute"]
+                 if m["t"] >= doc["chart_counted_from"]}
+        expected = truth(now_minute)
+        assert known == {t: expected.get(t, (0, 0)) for t in known}
+    assert doc["chart_counted_from"] == now_minute - (MINUTES - 1) * 60  # the whole hour, after six refreshes
+    assert sum(s for s, _ in known.values()) == sum(s for s, _ in truth(now_minute).values()) > 0
+    counted = [sum(min(end, minute + 60) - start for start, end in refresh) / 60 for minute, refresh in spans]
+    assert max(counted) <= 12 and counted[-1] <= 2, counted
+
+    # New acknowledgements show up in the next refresh.
+    db.execute("""INSERT INTO algolia_sync_log (table_name, record_id, operation, status, synced_at)
+                  SELECT 'products', g::text, 'UPDATE', 'success', now() FROM generate_series(1, 25) g""")
+    doc = collect(db, series)
+    now_minute = doc["indices"][0]["per_minute"][-1]["t"]
+    expected = truth(now_minute)
+    assert {m["t"]: (m["synced"], m["failed"]) for m in doc["indices"][0]["per_minute"]} == \
+        {t: expected.get(t, (0, 0)) for t in range(now_minute - (MINUTES - 1) * 60, now_minute + 60, 60)}
+    assert expected[now_minute][0] >= 25

@@ -5,9 +5,9 @@ query is bounded however large the tables grow, except the queue count, which `/
 `/healthz` pay as well:
 
 - depth and oldest wait by table and status: one pass over the queue and the inbox;
-- records per minute over the last hour: only the log of the previous and the current minute is
-  counted on each refresh (through the index on `synced_at`); older minutes cannot change any more and
-  are kept in memory (`MinuteSeries`);
+- records per minute over the last hour: each refresh counts the log of the previous and the current
+  minute (through the index on `synced_at`) plus, until the hour is complete, ten more minutes of the
+  past; counted minutes cannot change any more and are kept in memory (`MinuteSeries`);
 - change-to-ack lag: the latest `LAG_SAMPLE` successful acknowledgements of the last five minutes;
 - failed rows: the first `FAILED_ROWS` of each table in key order (the index on failed keys), next to
   the table's total;
@@ -17,12 +17,14 @@ query is bounded however large the tables grow, except the queue count, which `/
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 MINUTES = 60
+BACKFILL_MINUTES = 10
 LAG_SAMPLE = 1000
 FAILED_ROWS = 20
 LIVE_WORKER_S = 30
@@ -34,28 +36,44 @@ _REINDEX_LOCK_CLASS = 0x7770
 
 @dataclass
 class MinuteSeries:
-    """Per table and minute: records synced and failed, from `algolia_sync_log`, counted incrementally."""
+    """Per table and minute: records synced and failed, from `algolia_sync_log`, counted incrementally.
+
+    A refresh counts the log from `final_before` on (the previous and the current minute) and, until
+    the whole hour is known, `BACKFILL_MINUTES` more of the past: however busy the log, no refresh
+    counts more than about twelve minutes of it, and the chart fills its hour within a few refreshes."""
 
     counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    final_before: int | None = None  # minutes that start before this (epoch seconds) are counted for good
+    first_counted: int | None = None  # the earliest minute (epoch seconds) counted so far
+    final_before: int | None = None  # minutes before this one are counted for good
 
-    def since(self, now_minute: int) -> int:
-        """The first minute (epoch seconds) this refresh must count."""
+    def ranges(self, now_minute: int) -> list[tuple[int, float]]:
+        """The [start, end) spans of the log (epoch seconds) this refresh counts, the recent one first."""
         window_start = now_minute - (MINUTES - 1) * 60
-        if self.final_before is None:
-            return window_start
-        return max(window_start, self.final_before)
+        if self.final_before is None or self.first_counted is None or self.final_before < window_start:
+            return [(max(window_start, now_minute - (BACKFILL_MINUTES - 1) * 60), math.inf)]
+        out: list[tuple[int, float]] = [(self.final_before, math.inf)]
+        if self.first_counted > window_start:
+            out.append((max(window_start, self.first_counted - BACKFILL_MINUTES * 60), self.first_counted))
+        return out
 
-    def update(self, since: int, now_minute: int, rows: list[tuple[str, int, int, int]]) -> None:
-        """Replace the minutes from `since` on with fresh counts; forget minutes older than the window.
+    def update(self, ranges: list[tuple[int, float]], now_minute: int, rows: list[tuple[str, int, int, int]]) -> None:
+        """Take the counts of `ranges`; forget minutes older than the window.
 
         The previous minute is counted again next time: an acknowledgement stamped just before the
         minute turned may commit just after this refresh read."""
         window_start = now_minute - (MINUTES - 1) * 60
-        self.counts = {k: v for k, v in self.counts.items() if window_start <= k[1] < since}
+        recent = ranges[0][0]
+        if self.final_before is None or recent != self.final_before:  # a fresh start
+            self.counts, self.first_counted = {}, recent
+        self.counts = {k: v for k, v in self.counts.items() if window_start <= k[1] < recent}
         for table, minute, synced, failed in rows:
             self.counts[(table, int(minute))] = [int(synced), int(failed)]
+        self.first_counted = max(window_start, min(start for start, _ in ranges + [(self.first_counted, 0)]))
         self.final_before = now_minute - 60
+
+    def counted_from(self, now_minute: int) -> int:
+        """The first minute of the chart whose count is known (later minutes are known too)."""
+        return max(now_minute - (MINUTES - 1) * 60, self.first_counted if self.first_counted is not None else now_minute)
 
     def series(self, table: str, now_minute: int) -> list[dict[str, int]]:
         """The last hour of one table, oldest minute first, the current (partial) minute last."""
@@ -84,15 +102,18 @@ def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = 
                SELECT table_name, 'inbox', sum(keys), extract(epoch FROM now() - min(created_at))::float8
                  FROM algolia_sync_inbox GROUP BY 1"""
         ).fetchall()
-        since = series.since(now_minute)
-        minutes = conn.execute(
-            """SELECT table_name, extract(epoch FROM date_trunc('minute', synced_at))::bigint,
-                      count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
-                 FROM algolia_sync_log
-                WHERE synced_at >= to_timestamp(%s) AND status IN ('success', 'failed')
-                GROUP BY 1, 2""",
-            (since,),
-        ).fetchall()
+        ranges = series.ranges(now_minute)
+        minutes = []
+        for first, end in ranges:
+            minutes += conn.execute(
+                """SELECT table_name, extract(epoch FROM date_trunc('minute', synced_at))::bigint,
+                          count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
+                     FROM algolia_sync_log
+                    WHERE synced_at >= to_timestamp(%s) AND synced_at < to_timestamp(%s)
+                      AND status IN ('success', 'failed')
+                    GROUP BY 1, 2""",
+                (first, end),
+            ).fetchall()
         lag = conn.execute(
             """SELECT table_name, count(*),
                       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s),
@@ -133,7 +154,7 @@ def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = 
                  FROM workerpool_reindex_progress p ORDER BY p.table_name""",
             (_REINDEX_LOCK_CLASS,),
         ).fetchall()
-    series.update(since, now_minute, minutes)
+    series.update(ranges, now_minute, minutes)
     return _shape(now, now_minute, index_prefix, config, depth, series, lag, failed_rows, workers, reindex)
 
 
@@ -174,4 +195,5 @@ def _shape(now: float, now_minute: int, prefix: str, config: list, depth: list, 
                      "heartbeat_age_s": round(age, 1), "batches": batches, "records": records}
                     for w, h, pid, started, age, batches, records in workers],
         "live_worker_s": LIVE_WORKER_S,
+        "chart_counted_from": series.counted_from(now_minute),
     }

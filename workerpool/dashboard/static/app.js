@@ -74,7 +74,7 @@ function card(index) {
   return el;
 }
 
-function renderIndex(index, now) {
+function renderIndex(index, now, countedFrom) {
   const el = card(index);
   $(".index-name", el).textContent = index.index || "(not watched)";
   $(".table-name", el).textContent = index.table;
@@ -93,10 +93,11 @@ function renderIndex(index, now) {
     $(".lag-note", el).textContent = "no acks in 5 min";
   }
   renderReindex(el, index.reindex);
-  renderChart($(".chart", el), index.per_minute);
+  renderChart($(".chart", el), index.per_minute, countedFrom);
   const synced = index.per_minute.reduce((sum, m) => sum + m.synced, 0);
   const failed = index.per_minute.reduce((sum, m) => sum + m.failed, 0);
-  $(".chart-total", el).textContent = `(${fmtNum(synced)} synced, ${fmtNum(failed)} failed)`;
+  const partial = countedFrom > index.per_minute[0].t ? `; counting the log before ${clock(countedFrom).slice(0, 5)}…` : "";
+  $(".chart-total", el).textContent = `(${fmtNum(synced)} synced, ${fmtNum(failed)} failed${partial})`;
   renderFailures(el, index, now);
 }
 
@@ -114,7 +115,7 @@ function renderReindex(el, reindex) {
   box.dataset.running = String(reindex.running);
 }
 
-function renderChart(host, minutes) {
+function renderChart(host, minutes, countedFrom) {
   const width = Math.max(300, Math.round(host.clientWidth) || 720), height = 140, top = 14, bottom = 18, left = 4;
   const barW = (width - left) / minutes.length;
   const peak = Math.max(1, ...minutes.map((m) => m.synced + m.failed));
@@ -129,6 +130,12 @@ function renderChart(host, minutes) {
   const line = document.createElementNS(SVG, "line");
   for (const [k, v] of Object.entries({ x1: left, x2: width, y1: base + 0.5, y2: base + 0.5, class: "axis" })) line.setAttribute(k, v);
   svg.appendChild(line);
+  const uncounted = minutes.filter((m) => m.t < countedFrom).length;
+  if (uncounted) {  // minutes not counted yet: shaded, not drawn as zero
+    const rect = document.createElementNS(SVG, "rect");
+    for (const [k, v] of Object.entries({ x: left, y: top, width: uncounted * barW, height: base - top, class: "uncounted" })) rect.setAttribute(k, v);
+    svg.appendChild(rect);
+  }
   minutes.forEach((m, i) => {
     const x = left + i * barW;
     const group = document.createElementNS(SVG, "g");
@@ -233,7 +240,7 @@ function render(doc) {
   $("#status").dataset.updated = String(doc.now);
   const seen = new Set();
   for (const index of doc.indices) {
-    renderIndex(index, doc.now);
+    renderIndex(index, doc.now, doc.chart_counted_from);
     seen.add(index.table);
   }
   for (const [table, el] of cards) {
