@@ -79,6 +79,7 @@ def _failed(db: psycopg.Connection) -> list[tuple[int, str, str]]:
 # ---- the JSON endpoint and the action, over plain HTTP ------------------------------------------
 
 
+@pytest.mark.slow
 def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(products, env, emulator, start_pool):
     db = products
     port, token = _free_port(), "tok-" + secrets.token_hex(16)
@@ -274,6 +275,7 @@ def _total(shown: dict | None) -> int:
     return sum(shown[s] for s in ("pending", "inbox", "processing")) if shown else -1
 
 
+@pytest.mark.slow
 def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_failed_row(
         products, env, emulator, start_pool, browser, tmp_path):
     from selenium.webdriver.common.by import By
