@@ -451,8 +451,8 @@ def _known_secrets(args: argparse.Namespace) -> list[str]:
     try:
         return found + config.load().secrets()
     except ConfigError:
-        return found + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""),) if s] + config.dsn_passwords(
-            os.environ.get("DATABASE_URL", ""))
+        return found + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), os.environ.get("DASHBOARD_TOKEN", "").strip())
+                        if s] + config.dsn_passwords(os.environ.get("DATABASE_URL", ""))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,21 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+DASHBOARD_TOKEN_MIN = 16
+
+
+def _token(name: str, raw: str) -> str:
+    """A bearer token: long enough not to be guessed, and sendable in an HTTP header. Never echoed."""
+    token = raw.strip()
+    if len(token) < DASHBOARD_TOKEN_MIN:
+        raise ConfigError(f"{name} is too short ({len(token)} characters); expected at least {DASHBOARD_TOKEN_MIN} "
+                          "characters, e.g. from `openssl rand -hex 24`")
+    if not all(33 <= ord(c) <= 126 for c in token):
+        raise ConfigError(f"{name} has a space or a non-ASCII character; expected printable ASCII without spaces "
+                          "(it travels in an HTTP Authorization header)")
+    return token
+
+
 def _dsn(name: str, raw: str) -> str:
     raw = raw.strip()
     if raw and not (raw.startswith(("postgres://", "postgresql://")) or "=" in raw):
@@ -124,10 +139,11 @@ class Settings:
     max_request_bytes: int = 9_000_000
     requests_in_flight: int = 8
     transform_timeout: int = 5000
+    dashboard_token: str = field(default="", repr=False)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
-        found = [self.algolia_admin_key] if self.algolia_admin_key else []
+        found = [s for s in (self.algolia_admin_key, self.dashboard_token) if s]
         return found + dsn_passwords(self.database_url) + environment_secrets()
 
     def require_algolia(self) -> None:
@@ -167,6 +183,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
     "REQUESTS_IN_FLIGHT": ("requests_in_flight", _int_range(1, 64)),
     "TRANSFORM_TIMEOUT": ("transform_timeout", _int_range(0, 3_600_000)),
+    "DASHBOARD_TOKEN": ("dashboard_token", _token),
 }
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}
@@ -198,6 +215,7 @@ MEANINGS: dict[str, str] = {
     "MAX_REQUEST_BYTES": "a batch larger than this many bytes is split into several requests",
     "REQUESTS_IN_FLIGHT": "batches each worker keeps on the wire at once, each under its own claim",
     "TRANSFORM_TIMEOUT": "milliseconds a --transform may take for one record before that record fails (0: no limit)",
+    "DASHBOARD_TOKEN": "bearer token that allows the dashboard's actions (never logged)",
 }
 
 # Defaults whose value alone would not say what they mean.
@@ -208,6 +226,7 @@ _DEFAULT_TEXT = {
     "ALGOLIA_HOSTS": "Algolia's own hosts",
     "ALGOLIA_INDEX_PREFIX": "none",
     "HEALTH_PORT": "0, off",
+    "DASHBOARD_TOKEN": "empty, the dashboard is read-only",
 }
 
 

@@ -16,6 +16,8 @@
 `/metrics` is the Prometheus text format: the workers' merged multiprocess metrics plus, read from the
 database at scrape time, queue depth by table and status and the oldest pending age by table, and the
 supervisor's own worker counts.
+
+`/` is the operator dashboard and `/api/…` its JSON and actions (`workerpool.dashboard`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
-from . import metrics
+from . import dashboard, metrics
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -59,6 +61,9 @@ class HealthServer:
     stall_s: float = DEFAULT_STALL_SECONDS
     _db_lock: threading.Lock = field(default_factory=threading.Lock)
     _db_result: tuple[float, Any, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.dashboard = dashboard.Dashboard(self.supervisor.settings)
 
     @property
     def port(self) -> int:
@@ -214,11 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -234,13 +241,26 @@ class _Handler(BaseHTTPRequestHandler):
                 from prometheus_client import CONTENT_TYPE_LATEST
 
                 self._send(200, owner.metrics_text(), CONTENT_TYPE_LATEST)
+            elif path in dashboard.PATHS:
+                r = owner.dashboard.get(path)
+                self._send(r.status, r.body, r.content_type, r.headers)
             else:
-                self._send(404, b'{"status":"not found","paths":["/healthz","/metrics"]}\n', "application/json")
+                self._send(404, b'{"status":"not found","paths":["/healthz","/metrics","/"]}\n', "application/json")
         except Exception as exc:  # never kill the thread; say what broke
             self._send(500, orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n",
                        "application/json")
 
     do_HEAD = do_GET
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        owner: HealthServer = self.server.owner  # type: ignore[attr-defined]
+        try:
+            r = owner.dashboard.post(self.path.split("?", 1)[0], self.headers, self.rfile)
+        except Exception as exc:  # never kill the thread; say what broke
+            r = dashboard.Response(500, orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n",
+                                   close=True)
+        self.close_connection = self.close_connection or r.close
+        self._send(r.status, r.body, r.content_type, r.headers)
 
 
 class _IPv6Server(ThreadingHTTPServer):
@@ -282,4 +302,5 @@ def stop(server: HealthServer | None) -> None:
     server.httpd.shutdown()
     server.httpd.server_close()
     server.thread.join(timeout=5)
+    server.dashboard.close()
     metrics.teardown()

@@ -1,0 +1,199 @@
+"""The dashboard's picture of the queue: one short, read-only query set per refresh.
+
+Everything is read in one REPEATABLE READ transaction, so the numbers agree with each other. Each
+query is bounded however large the tables grow, except the queue count, which `/metrics` and
+`/healthz` pay as well:
+
+- depth and oldest wait by table and status: one pass over the queue and the inbox;
+- records per minute over the last hour: each refresh counts the log of the previous and the current
+  minute (through the index on `synced_at`) plus, until the hour is complete, ten more minutes of the
+  past; counted minutes cannot change any more and are kept in memory (`MinuteSeries`);
+- change-to-ack lag: the latest `LAG_SAMPLE` successful acknowledgements of the last five minutes;
+- failed rows: the first `FAILED_ROWS` of each table in key order (the index on failed keys), next to
+  the table's total;
+- live workers (heartbeat in the last `LIVE_WORKER_S` seconds, as `stats` counts them) and reindex
+  progress rows, with whether the reindex still holds its lock (running) or was interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+MINUTES = 60
+BACKFILL_MINUTES = 10
+LAG_SAMPLE = 1000
+FAILED_ROWS = 20
+LIVE_WORKER_S = 30
+STATUSES = ("pending", "processing", "failed", "inbox")
+
+# The advisory lock class `reindex` holds per table while it runs (reindex._LOCK_CLASS).
+_REINDEX_LOCK_CLASS = 0x7770
+
+
+@dataclass
+class MinuteSeries:
+    """Per table and minute: records synced and failed, from `algolia_sync_log`, counted incrementally.
+
+    A refresh counts the log from `final_before` on (the previous and the current minute) and, until
+    the whole hour is known, `BACKFILL_MINUTES` more of the past: however busy the log, no refresh
+    counts more than about twelve minutes of it, and the chart fills its hour within a few refreshes."""
+
+    counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    first_counted: int | None = None  # the earliest minute (epoch seconds) counted so far
+    final_before: int | None = None  # minutes before this one are counted for good
+
+    def ranges(self, now_minute: int) -> list[tuple[int, float]]:
+        """The [start, end) spans of the log (epoch seconds) this refresh counts, the recent one first."""
+        window_start = now_minute - (MINUTES - 1) * 60
+        if self.final_before is None or self.first_counted is None or self.final_before < window_start:
+            return [(max(window_start, now_minute - (BACKFILL_MINUTES - 1) * 60), math.inf)]
+        out: list[tuple[int, float]] = [(self.final_before, math.inf)]
+        if self.first_counted > window_start:
+            out.append((max(window_start, self.first_counted - BACKFILL_MINUTES * 60), self.first_counted))
+        return out
+
+    def update(self, ranges: list[tuple[int, float]], now_minute: int, rows: list[tuple[str, int, int, int]]) -> None:
+        """Take the counts of `ranges`; forget minutes older than the window.
+
+        The previous minute is counted again next time: an acknowledgement stamped just before the
+        minute turned may commit just after this refresh read."""
+        window_start = now_minute - (MINUTES - 1) * 60
+        recent = ranges[0][0]
+        if self.final_before is None or recent != self.final_before:  # a fresh start
+            self.counts, self.first_counted = {}, recent
+        self.counts = {k: v for k, v in self.counts.items() if window_start <= k[1] < recent}
+        for table, minute, synced, failed in rows:
+            self.counts[(table, int(minute))] = [int(synced), int(failed)]
+        self.first_counted = max(window_start, min(start for start, _ in ranges + [(self.first_counted, 0)]))
+        self.final_before = now_minute - 60
+
+    def counted_from(self, now_minute: int) -> int:
+        """The first minute of the chart whose count is known (later minutes are known too)."""
+        return max(now_minute - (MINUTES - 1) * 60, self.first_counted if self.first_counted is not None else now_minute)
+
+    def series(self, table: str, now_minute: int) -> list[dict[str, int]]:
+        """The last hour of one table, oldest minute first, the current (partial) minute last."""
+        out = []
+        for i in range(MINUTES - 1, -1, -1):
+            minute = now_minute - i * 60
+            synced, failed = self.counts.get((table, minute), (0, 0))
+            out.append({"t": minute, "synced": synced, "failed": failed})
+        return out
+
+
+def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = "") -> dict[str, Any]:
+    """The overview document the dashboard page renders (see the module docstring for the costs)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        now, now_minute = conn.execute(
+            "SELECT extract(epoch FROM now())::float8, extract(epoch FROM date_trunc('minute', now()))::bigint"
+        ).fetchone()
+        config = conn.execute(
+            "SELECT table_name, index_name, enabled FROM algolia_index_config ORDER BY table_name"
+        ).fetchall()
+        depth = conn.execute(
+            """SELECT table_name, status, count(*), extract(epoch FROM now() - min(created_at))::float8
+                 FROM algolia_sync_queue GROUP BY 1, 2
+               UNION ALL
+               SELECT table_name, 'inbox', sum(keys), extract(epoch FROM now() - min(created_at))::float8
+                 FROM algolia_sync_inbox GROUP BY 1"""
+        ).fetchall()
+        ranges = series.ranges(now_minute)
+        minutes = []
+        for first, end in ranges:
+            minutes += conn.execute(
+                """SELECT table_name, extract(epoch FROM date_trunc('minute', synced_at))::bigint,
+                          count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
+                     FROM algolia_sync_log
+                    WHERE synced_at >= to_timestamp(%s) AND synced_at < to_timestamp(%s)
+                      AND status IN ('success', 'failed')
+                    GROUP BY 1, 2""",
+                (first, end),
+            ).fetchall()
+        lag = conn.execute(
+            """SELECT table_name, count(*),
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s),
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_s), max(lag_s)
+                 FROM (SELECT table_name, extract(epoch FROM synced_at - enqueued_at)::float8 AS lag_s
+                         FROM algolia_sync_log
+                        WHERE synced_at > now() - interval '5 minutes' AND status = 'success'
+                          AND enqueued_at IS NOT NULL
+                        ORDER BY synced_at DESC LIMIT %s) recent
+                GROUP BY 1""",
+            (LAG_SAMPLE,),
+        ).fetchall()
+        failing = sorted({t for t, status, n, _ in depth if status == "failed" and n})
+        failed_rows = conn.execute(
+            """SELECT t.name, f.id, f.record_id, f.operation, f.attempts, f.last_error,
+                      extract(epoch FROM f.updated_at)::float8
+                 FROM unnest(%s::text[]) AS t(name)
+                CROSS JOIN LATERAL (SELECT q.id, q.record_id, q.operation, q.attempts, q.last_error, q.updated_at
+                                      FROM algolia_sync_queue q
+                                     WHERE q.status = 'failed' AND q.table_name = t.name
+                                     ORDER BY q.record_id, q.id LIMIT %s) f""",
+            (failing, FAILED_ROWS),
+        ).fetchall()
+        workers = conn.execute(
+            """SELECT worker_id, host, pid, extract(epoch FROM started_at)::float8,
+                      extract(epoch FROM now() - heartbeat_at)::float8, batches, records
+                 FROM algolia_sync_workers WHERE heartbeat_at > now() - make_interval(secs => %s)
+                ORDER BY host, pid""",
+            (LIVE_WORKER_S,),
+        ).fetchall()
+        reindex = conn.execute(
+            """SELECT p.table_name, p.mode, p.tmp_index, extract(epoch FROM p.started_at)::float8,
+                      extract(epoch FROM now() - p.updated_at)::float8, p.rows_done, p.rows_total,
+                      EXISTS (SELECT 1 FROM pg_locks l
+                               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                 AND l.classid = %s AND l.objid = hashtext(p.table_name)::oid)
+                 FROM workerpool_reindex_progress p ORDER BY p.table_name""",
+            (_REINDEX_LOCK_CLASS,),
+        ).fetchall()
+    series.update(ranges, now_minute, minutes)
+    return _shape(now, now_minute, index_prefix, config, depth, series, lag, failed_rows, workers, reindex)
+
+
+def _shape(now: float, now_minute: int, prefix: str, config: list, depth: list, series: MinuteSeries,
+           lag: list, failed_rows: list, workers: list, reindex: list) -> dict[str, Any]:
+    tables: dict[str, dict[str, Any]] = {}
+
+    def table(name: str, index: str | None = None, enabled: bool = True) -> dict[str, Any]:
+        if name not in tables:
+            tables[name] = {"table": name, "index": prefix + index if index else None, "enabled": enabled,
+                            "watched": index is not None, "depth": dict.fromkeys(STATUSES, 0),
+                            "oldest_waiting_s": None, "lag": None, "failed_rows": [], "reindex": None}
+        return tables[name]
+
+    for name, index, enabled in config:
+        table(name, index, enabled)
+    for name, status, count, age in depth:
+        t = table(name)
+        t["depth"][status] = int(count or 0)
+        if status in ("pending", "inbox") and age is not None:
+            t["oldest_waiting_s"] = round(max(age, t["oldest_waiting_s"] or 0.0), 3)
+    for name, samples, p50, p95, worst in lag:
+        table(name)["lag"] = {"samples": samples, "p50_s": round(p50, 3), "p95_s": round(p95, 3),
+                              "max_s": round(worst, 3)}
+    for name, row_id, record_id, operation, attempts, last_error, updated in failed_rows:
+        table(name)["failed_rows"].append({"id": row_id, "record_id": record_id, "operation": operation,
+                                           "attempts": attempts, "last_error": last_error, "failed_at": updated})
+    for name, mode, tmp_index, started, idle_s, done, total, running in reindex:
+        table(name)["reindex"] = {"mode": mode, "tmp_index": tmp_index, "started_at": started,
+                                  "last_progress_s": round(idle_s, 1), "rows_done": done, "rows_total": total,
+                                  "running": running}
+    for t in tables.values():
+        t["per_minute"] = series.series(t["table"], now_minute)
+    return {
+        "now": now,
+        "indices": list(tables.values()),
+        "workers": [{"worker_id": w, "host": h, "pid": pid, "started_at": started,
+                     "heartbeat_age_s": round(age, 1), "batches": batches, "records": records}
+                    for w, h, pid, started, age, batches, records in workers],
+        "live_worker_s": LIVE_WORKER_S,
+        "chart_counted_from": series.counted_from(now_minute),
+    }
