@@ -282,8 +282,10 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
 
     db = products
     port, token = _free_port(), "tok-" + secrets.token_hex(16)
+    # One request on the wire at a time: the queue must visibly wait behind the slow writes below.
     pool = start_pool("--workers", "1", "--batch-size", "5", extra_env={
-        "HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200"})
+        "HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200",
+        "REQUESTS_IN_FLIGHT": "1"})
     wait_until(lambda: _overview(port), timeout=20, message="/api/overview to answer")
     browser.get(f"http://127.0.0.1:{port}/")
     shown = wait_until(lambda: browser.execute_script(_SHOWN), timeout=20, message="the page to render the index")
