@@ -50,6 +50,9 @@ DRAIN_RECHECK_S = 0.05
 # SQLSTATE classes that speak of the relation, not of a row: 42 (undefined table or column,
 # insufficient privilege, syntax) and 0A (feature not supported). Their rows retry with backoff.
 _TABLE_ERROR_CLASSES = ("42", "0A")
+# Classes that speak of the server or the moment (a deadlock, a cancelled statement, no memory, a
+# shutdown): nobody's data is at fault, so the whole claim is given back as on a lost connection.
+_TRANSIENT_ERROR_CLASSES = ("08", "40", "53", "57", "58")
 
 
 class LeaseLost(Exception):
@@ -388,6 +391,8 @@ class Worker:
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except psycopg.Error as exc:
+            if exc.sqlstate and exc.sqlstate[:2] in _TRANSIENT_ERROR_CLASSES:
+                raise
             if exc.sqlstate and exc.sqlstate[:2] in _TABLE_ERROR_CLASSES:
                 reason = f"cannot read {watched.reads_from} for table {watched.table_name}: {one_line(exc)}"
                 outcome.retry.extend((r, reason) for r in rows)
