@@ -103,12 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from .stats import collect, render
+    from .vacuum import Thresholds
 
     settings = _settings(args)
     if getattr(args, "watch", False):
         return _watch_stats(settings, args)
     with _db(settings) as conn:
-        data = collect(conn)
+        data = collect(conn, Thresholds.from_settings(settings))
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -124,6 +125,7 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
     from .stats import collect, render
+    from .vacuum import Thresholds
 
     tty = sys.stdout.isatty()
     conn = None
@@ -132,7 +134,7 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 if conn is None or conn.closed:
                     conn = _db(settings)
-                data = collect(conn)
+                data = collect(conn, Thresholds.from_settings(settings))
                 if args.json:
                     text = orjson.dumps(data).decode() + "\n"
                 else:

@@ -70,6 +70,27 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
+def _days(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip().replace("_", ""))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 36_500:  # also refuses nan and inf
+        raise ConfigError(f"{name}={raw!r} is not a number of days; expected 0 (keep forever) or a number up to 36500, "
+                          "decimals allowed (0.5 = 12 hours)")
+    return value
+
+
+def _ratio(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1_000_000:
+        raise ConfigError(f"{name}={raw!r} is not a ratio; expected a number from 0 (no warning) to 1000000")
+    return value
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -108,6 +129,10 @@ class Settings:
     retry_backoff_max: int = 300_000
     max_record_bytes: int = 100_000
     max_request_bytes: int = 9_000_000
+    log_retention_days: float = 7.0
+    vacuum_warn_dead_ratio: float = 5.0
+    vacuum_warn_min_dead: int = 10_000
+    vacuum_warn_horizon_seconds: int = 300
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
@@ -151,6 +176,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "RETRY_BACKOFF_MAX": ("retry_backoff_max", _int_range(0, 86_400_000)),
     "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
+    "LOG_RETENTION_DAYS": ("log_retention_days", _days),
+    "VACUUM_WARN_DEAD_RATIO": ("vacuum_warn_dead_ratio", _ratio),
+    "VACUUM_WARN_MIN_DEAD": ("vacuum_warn_min_dead", _int_range(0, 1_000_000_000)),
+    "VACUUM_WARN_HORIZON_SECONDS": ("vacuum_warn_horizon_seconds", _int_range(0, 31_536_000)),
 }
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}

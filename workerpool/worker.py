@@ -28,6 +28,7 @@ from .config import Settings
 from .db import DatabaseUnavailable, connect, describe_error, make_pool, tcp_liveness
 from .logs import host_name, one_line
 from .queue import Claim, QueueRow
+from .retention import Retention
 from .shaping import Item, Outcome, Shaper
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class Worker:
         self._in_flight: tuple[Prepared, Future] | None = None
         self._sender_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sender")
         self._db_failures = 0
+        self._retention = Retention(settings.log_retention_days)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -203,6 +205,9 @@ class Worker:
                 self._heartbeat(now)
             if now >= self._next_recovery:
                 self._recover(now)
+            if self._retention.due(now) and not self.stopping:
+                with self._pool.connection() as conn:
+                    self._retention.step(conn, now)
             if not self.stopping:
                 with self._pool.connection() as conn:
                     claim = self._claim(conn, now)
