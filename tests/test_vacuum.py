@@ -150,9 +150,13 @@ def test_a_standby_slot_is_named_while_dead_tuples_grow(cluster, cluster_env, st
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         reader.execute("SELECT count(*) FROM products")  # a long report on the replica
         with psycopg.connect(cluster_env["DATABASE_URL"], autocommit=True) as db:
-            held = wait_until(lambda: db.execute("SELECT xmin FROM pg_replication_slots "
-                                                 "WHERE slot_name = 'reporting_replica'").fetchone()[0],
-                              timeout=30, message="the standby's feedback to set the slot's xmin")
+            seen: list[Any] = []
+
+            def settled() -> Any:  # the feedback (every second) has caught up with the report's snapshot
+                seen.append(db.execute("SELECT xmin FROM pg_replication_slots").fetchone()[0])
+                return seen[-1] if len(seen) >= 3 and seen[-1] is not None and seen[-1] == seen[-3] else None
+
+            held = wait_until(settled, timeout=30, interval=1.0, message="the standby's feedback to hold the slot's xmin")
             first, second, stats = _queue_dead_after_rounds(db, cluster_env)
             assert db.execute("SELECT xmin FROM pg_replication_slots").fetchone()[0] == held
         assert 800 <= first < second, (first, second)

@@ -109,7 +109,7 @@ class Cluster:
         """A streaming standby of this cluster through a new physical slot (pg_basebackup -C -S)."""
         replica = Cluster(settings)
         replica._run([str(bindir() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                      "-D", str(replica.data), "-R", "-X", "stream", "-C", "-S", slot, "--no-sync"])
+                      "-D", str(replica.data), "-R", "-X", "stream", "-C", "-S", slot, "-c", "fast", "--no-sync"])
         replica.configure()
         replica.start()
         return replica
