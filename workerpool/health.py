@@ -204,11 +204,10 @@ def _vacuum_metrics(health: vacuum.VacuumHealth) -> Any:
     yield GaugeMetricFamily("workerpool_xmin_horizon_age_seconds",
                             "Age of the oldest transaction or prepared transaction holding the xmin horizon "
                             "back for the hot tables (0: none)", value=health.horizon_age_s)
-    xids = GaugeMetricFamily("workerpool_xmin_horizon_age_xids",
-                             "How many transactions behind the oldest holder of the hot tables' xmin horizon "
-                             "is (any kind, replication slots included; 0: none)",
-                             value=health.horizon.age_xids if health.horizon else 0)
-    yield xids
+    yield GaugeMetricFamily("workerpool_xmin_horizon_age_xids",
+                            "How many transactions behind the oldest holder of the hot tables' xmin horizon "
+                            "is (any kind, replication slots included; 0: none)",
+                            value=health.horizon.age_xids if health.horizon else 0)
     holder = GaugeMetricFamily("workerpool_xmin_horizon_holder",
                                "Transactions behind, of each holder of the xmin horizon: kind, holder (slot or prepared "
                                "transaction name), pid, application, and what it holds back (tables, or catalog only)",
@@ -217,9 +216,8 @@ def _vacuum_metrics(health: vacuum.VacuumHealth) -> Any:
         holder.add_metric([h.kind, h.name or "", str(h.pid or ""), h.application_name or "",
                            "tables" if h.blocks_hot_tables else "catalog"], h.age_xids)
     yield holder
-    warn = GaugeMetricFamily("workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows",
-                             value=len(health.warnings))
-    yield warn
+    yield GaugeMetricFamily("workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows",
+                            value=len(health.warnings))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -62,7 +62,6 @@ class HorizonHolder:
     name: str | None = None  # the slot's name or the prepared transaction's gid
     slot_type: str | None = None
     active: bool | None = None
-    query: str | None = None  # the session's current or last statement, first 200 characters
 
     def describe(self) -> str:
         """One phrase naming the holder, for a warning line."""
@@ -127,30 +126,31 @@ SELECT c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), coal
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
  ORDER BY h.n"""
 
-# Holders at least a second old, oldest (in transactions) first. Sessions of other databases do not
+# Holders at least a second old, oldest (in transactions) first. Never a session's query text: it may
+# hold another application's secrets, and stats output is shared freely. Sessions of other databases do not
 # hold this database's tables back (Postgres 14+), so they are left out; this query's own session
 # holds a snapshot too and is left out.
 _HOLDERS = """
 SELECT 'transaction', greatest(age(a.backend_xid), age(a.backend_xmin)),
        extract(epoch FROM now() - a.xact_start)::float8, true, a.pid, a.state, a.application_name,
-       a.usename::text, NULL::text, NULL::text, NULL::boolean, left(a.query, 200)
+       a.usename::text, NULL::text, NULL::text, NULL::boolean
   FROM pg_stat_activity a
  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
    AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.backend_type <> 'walsender'
    AND a.xact_start < now() - interval '1 second'
 UNION ALL
 SELECT 'walsender', age(a.backend_xmin), NULL, true, a.pid, a.state, a.application_name,
-       a.usename::text, NULL, NULL, NULL, NULL
+       a.usename::text, NULL, NULL, NULL
   FROM pg_stat_activity a
  WHERE a.backend_type = 'walsender' AND a.backend_xmin IS NOT NULL
 UNION ALL
 SELECT 'prepared_transaction', age(p.transaction), extract(epoch FROM now() - p.prepared)::float8, true,
-       NULL, NULL, NULL, p.owner::text, p.gid, NULL, NULL, NULL
+       NULL, NULL, NULL, p.owner::text, p.gid, NULL, NULL
   FROM pg_prepared_xacts p
  WHERE p.database = current_database()
 UNION ALL
 SELECT 'replication_slot', age(coalesce(r.xmin, r.catalog_xmin)), NULL, r.xmin IS NOT NULL, r.active_pid, NULL,
-       NULL, NULL, r.slot_name::text, r.slot_type, r.active, NULL
+       NULL, NULL, r.slot_name::text, r.slot_type, r.active
   FROM pg_replication_slots r
  WHERE r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL
  ORDER BY 2 DESC, 3 DESC NULLS LAST"""
@@ -164,7 +164,7 @@ def collect(conn: psycopg.Connection, thresholds: Thresholds | None = None) -> V
     holders = [
         HorizonHolder(kind=r[0], age_xids=int(r[1] or 0), age_s=None if r[2] is None else round(r[2], 1),
                       blocks_hot_tables=bool(r[3]), pid=r[4], state=r[5], application_name=r[6] or None,
-                      user=r[7], name=r[8], slot_type=r[9], active=r[10], query=r[11])
+                      user=r[7], name=r[8], slot_type=r[9], active=r[10])
         for r in conn.execute(_HOLDERS).fetchall()
     ]
     horizon = next((h for h in holders if h.blocks_hot_tables), None)
