@@ -37,6 +37,9 @@ SAMPLE_EVERY_S = 1.0 if _bench.SMOKE else 5.0
 # its retained size within the run and must stay there.
 RETENTION_DAYS = os.environ.get("WORKERPOOL_BENCH_SOAK_RETENTION_DAYS", "0.0002" if _bench.SMOKE else "0.002")
 WORKERS = 2
+# `off` for the comparison run: the same workload with nothing but the workers' own page pruning.
+AUTOVACUUM = os.environ.get("WORKERPOOL_BENCH_SOAK_AUTOVACUUM", "on")
+SUFFIX = "" if AUTOVACUUM == "on" else f"-autovacuum-{AUTOVACUUM}"
 STATS_FLUSH_S = 11.0
 
 
@@ -45,7 +48,7 @@ def soak_cluster():
     reason = throwaway_pg.missing_reason()
     if reason:
         pytest.skip(reason)
-    with throwaway_pg.Cluster({"autovacuum": "on"}) as cluster:
+    with throwaway_pg.Cluster({"autovacuum": AUTOVACUUM}) as cluster:
         cluster.start()
         yield cluster
 
@@ -103,12 +106,12 @@ def test_soak(benchmark, soak_cluster, env, emulator, start_pool, tmp_path):
     summary = _summary(samples, writer, records, _soak.churn(before, after, records))
     result = {"seconds": SECONDS, "rate": RATE, "products": PRODUCTS, "workers": WORKERS,
               "log_retention_days": float(RETENTION_DAYS), "sample_every_s": SAMPLE_EVERY_S,
-              "autovacuum": "on (throwaway cluster, server defaults)", "summary": summary, "samples": samples}
+              "autovacuum": f"{AUTOVACUUM} (throwaway cluster, server defaults otherwise)", "summary": summary, "samples": samples}
     (out_dir / "results").mkdir(exist_ok=True)
-    (out_dir / "results" / "soak.json").write_text(json.dumps(result, indent=1, default=str))
-    _soak.plot(samples, out_dir / "soak.png",
+    (out_dir / "results" / f"soak{SUFFIX}.json").write_text(json.dumps(result, indent=1, default=str))
+    _soak.plot(samples, out_dir / f"soak{SUFFIX}.png",
                f"soak: {SECONDS / 60:g} min, {RATE} single-row writes/s + a {writer.bulk_rows}-row UPDATE every "
-               f"{writer.bulk_every_s:g} s, {WORKERS} workers, autovacuum on, LOG_RETENTION_DAYS={RETENTION_DAYS}")
+               f"{writer.bulk_every_s:g} s, {WORKERS} workers, autovacuum {AUTOVACUUM}, LOG_RETENTION_DAYS={RETENTION_DAYS}")
     benchmark.extra_info.update(summary)
 
 
