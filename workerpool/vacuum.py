@@ -119,7 +119,7 @@ class Thresholds:
 
 
 _TABLES = """
-SELECT c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
+SELECT current_setting('autovacuum')::boolean, c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
        s.last_vacuum, s.last_autovacuum, coalesce(s.vacuum_count, 0), coalesce(s.autovacuum_count, 0)
   FROM unnest(%s::text[]) WITH ORDINALITY AS h(name, n)
   JOIN pg_class c ON c.oid = to_regclass(h.name)
@@ -159,8 +159,9 @@ SELECT 'replication_slot', age(coalesce(r.xmin, r.catalog_xmin)), NULL, r.xmin I
 def collect(conn: psycopg.Connection, thresholds: Thresholds | None = None) -> VacuumHealth:
     """Read the hot tables' statistics and the horizon's holders; a few catalog queries, no locks."""
     limits = thresholds or Thresholds()
-    autovacuum = conn.execute("SELECT current_setting('autovacuum')::boolean").fetchone()[0]
-    tables = [TableHealth(*row) for row in conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()]
+    rows = conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()
+    autovacuum = bool(rows[0][0]) if rows else True
+    tables = [TableHealth(*row[1:]) for row in rows]
     holders = [
         HorizonHolder(kind=r[0], age_xids=int(r[1] or 0), age_s=None if r[2] is None else round(r[2], 1),
                       blocks_hot_tables=bool(r[3]), pid=r[4], state=r[5], application_name=r[6] or None,
