@@ -71,7 +71,8 @@ class HorizonHolder:
                 who += f" ({self.application_name})"
             return f"transaction of {who}, {self.state or 'unknown state'}, open {self.age_s or 0:.0f}s"
         if self.kind == "prepared_transaction":
-            return f"prepared transaction {self.name!r}, prepared {self.age_s or 0:.0f}s ago (COMMIT/ROLLBACK PREPARED it)"
+            return (f"prepared transaction {self.name!r}, prepared {self.age_s or 0:.0f}s ago "
+                    "(COMMIT/ROLLBACK PREPARED it)")
         if self.kind == "replication_slot":
             active = "active" if self.active else "inactive"
             return f"{active} {self.slot_type} replication slot {self.name!r}, {self.age_xids} transactions behind"
@@ -119,17 +120,18 @@ class Thresholds:
 
 
 _TABLES = """
-SELECT current_setting('autovacuum')::boolean, c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
-       s.last_vacuum, s.last_autovacuum, coalesce(s.vacuum_count, 0), coalesce(s.autovacuum_count, 0)
+SELECT current_setting('autovacuum')::boolean, c.relname, pg_total_relation_size(c.oid),
+       coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0), s.last_vacuum, s.last_autovacuum,
+       coalesce(s.vacuum_count, 0), coalesce(s.autovacuum_count, 0)
   FROM unnest(%s::text[]) WITH ORDINALITY AS h(name, n)
   JOIN pg_class c ON c.oid = to_regclass(h.name)
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
  ORDER BY h.n"""
 
-# Holders at least a second old, oldest (in transactions) first. Never a session's query text: it may
-# hold another application's secrets, and stats output is shared freely. Sessions of other databases do not
+# Holders at least a second old, oldest (in transactions) first. Sessions of other databases do not
 # hold this database's tables back (Postgres 14+), so they are left out; this query's own session
-# holds a snapshot too and is left out.
+# holds a snapshot too and is left out. Never a session's query text: it may hold another
+# application's secrets, and stats output is shared freely.
 _HOLDERS = """
 SELECT 'transaction', greatest(age(a.backend_xid), age(a.backend_xmin)),
        extract(epoch FROM now() - a.xact_start)::float8, true, a.pid, a.state, a.application_name,
@@ -177,7 +179,8 @@ def _warnings(autovacuum: bool, tables: list[TableHealth], holders: list[Horizon
     out = []
     blocker = f"; the xmin horizon is held by the {horizon.describe()}" if horizon else ""
     for t in tables:
-        if limits.dead_ratio > 0 and t.dead_tuples >= limits.min_dead and t.dead_tuples > limits.dead_ratio * t.live_tuples:
+        outgrown = t.dead_tuples >= limits.min_dead and t.dead_tuples > limits.dead_ratio * t.live_tuples
+        if limits.dead_ratio > 0 and outgrown:
             cause = blocker or ("; autovacuum is off on this server: run VACUUM on it (README: Vacuum)"
                                 if not autovacuum else "; autovacuum has not caught up yet")
             out.append(f"{t.table} has {t.dead_tuples} dead tuples for {t.live_tuples} live ones "
