@@ -140,8 +140,6 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
                 else:
                     text = f"{datetime.now():%H:%M:%S}  every {args.interval:g}s, Ctrl-C to stop\n\n" + render(data) + "\n"
             except (DatabaseUnavailable, psycopg.Error) as exc:
-                if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C mid-query, then the cancel failed
-                    raise KeyboardInterrupt from None
                 conn = None
                 text = f"{datetime.now():%H:%M:%S}  database unavailable: {' '.join(str(exc).split())[:200]}\n"
             sys.stdout.write(("\033[H\033[2J" if tty and not args.json else "") + text)
