@@ -135,12 +135,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from .stats import collect, json_text, render
+    from .vacuum import Thresholds
 
     settings = _settings(args)
     if getattr(args, "watch", False):
         return _watch_stats(settings, args)
     with _db(settings) as conn:
-        data = collect(conn)
+        data = collect(conn, Thresholds.from_settings(settings))
     if args.json:
         sys.stdout.write(json_text(data, indent=True) + "\n")
     else:
@@ -153,7 +154,10 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
+    import psycopg
+
     from .stats import collect, json_text, render
+    from .vacuum import Thresholds
 
     tty = sys.stdout.isatty()
     conn = None
@@ -162,7 +166,7 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 if conn is None or conn.closed:
                     conn = _db(settings)
-                data = collect(conn)
+                data = collect(conn, Thresholds.from_settings(settings))
                 if args.json:
                     text = json_text(data) + "\n"
                 else:

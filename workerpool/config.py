@@ -83,6 +83,27 @@ def _address(name: str, raw: str) -> str:
         ) from None
 
 
+def _days(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip().replace("_", ""))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 36_500:  # also refuses nan and inf
+        raise ConfigError(f"{name}={raw!r} is not a number of days; expected 0 (keep forever) or a number up to 36500, "
+                          "decimals allowed (0.5 = 12 hours)")
+    return value
+
+
+def _ratio(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1_000_000:
+        raise ConfigError(f"{name}={raw!r} is not a ratio; expected a number from 0 (no warning) to 1000000")
+    return value
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -140,6 +161,10 @@ class Settings:
     requests_in_flight: int = 8
     transform_timeout: int = 5000
     dashboard_token: str = field(default="", repr=False)
+    log_retention_days: float = 7.0
+    vacuum_warn_dead_ratio: float = 5.0
+    vacuum_warn_min_dead: int = 10_000
+    vacuum_warn_horizon_seconds: int = 300
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
@@ -184,6 +209,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "REQUESTS_IN_FLIGHT": ("requests_in_flight", _int_range(1, 64)),
     "TRANSFORM_TIMEOUT": ("transform_timeout", _int_range(0, 3_600_000)),
     "DASHBOARD_TOKEN": ("dashboard_token", _token),
+    "LOG_RETENTION_DAYS": ("log_retention_days", _days),
+    "VACUUM_WARN_DEAD_RATIO": ("vacuum_warn_dead_ratio", _ratio),
+    "VACUUM_WARN_MIN_DEAD": ("vacuum_warn_min_dead", _int_range(0, 1_000_000_000)),
+    "VACUUM_WARN_HORIZON_SECONDS": ("vacuum_warn_horizon_seconds", _int_range(0, 31_536_000)),
 }
 
 _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}
@@ -216,6 +245,10 @@ MEANINGS: dict[str, str] = {
     "REQUESTS_IN_FLIGHT": "batches each worker keeps on the wire at once, each under its own claim",
     "TRANSFORM_TIMEOUT": "milliseconds a --transform may take for one record before that record fails (0: no limit)",
     "DASHBOARD_TOKEN": "bearer token that allows the dashboard's actions (never logged)",
+    "LOG_RETENTION_DAYS": "days the running pool keeps algolia_sync_log rows (decimals allowed; 0: forever)",
+    "VACUUM_WARN_DEAD_RATIO": "warn when a hot table's dead tuples pass this many times its live ones (0: never)",
+    "VACUUM_WARN_MIN_DEAD": "dead tuples a hot table must have before VACUUM_WARN_DEAD_RATIO warns",
+    "VACUUM_WARN_HORIZON_SECONDS": "warn when the xmin horizon has been held back this many seconds (0: never)",
 }
 
 # Defaults whose value alone would not say what they mean.

@@ -13,9 +13,14 @@
    multiprocess metric `workerpool_last_ack_timestamp_seconds` (`metrics.last_ack_time`); the
    supervisor's start time stands in until the first one.
 
+A 200 body may carry `warnings` (the status stays 200: vacuum trouble hurts slowly, restarting the
+pool does not cure it): the hot tables' dead tuples outgrowing their live ones, or the xmin horizon
+held back too long, naming what holds it (`vacuum.collect`, thresholds VACUUM_WARN_*).
+
 `/metrics` is the Prometheus text format: the workers' merged multiprocess metrics plus, read from the
-database at scrape time, queue depth by table and status and the oldest pending age by table, and the
-supervisor's own worker counts.
+database at scrape time, queue depth by table and status, the oldest pending age by table, the hot
+tables' size and live and dead tuples, the xmin horizon's age and holder, and the supervisor's own
+worker counts.
 
 `/` is the operator dashboard and `/api/…` its JSON and actions (`workerpool.dashboard`).
 """
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
-from . import dashboard, metrics
+from . import dashboard, metrics, vacuum
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -113,7 +118,9 @@ class HealthServer:
                            UNION ALL SELECT table_name, created_at FROM algolia_sync_inbox) w
                     GROUP BY 1 ORDER BY 1"""
             ).fetchall()
-        return {"backlog": int(backlog or 0), "backlog_oldest_s": float(oldest or 0.0), "depth": depth, "ages": ages}
+            health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.supervisor.settings))
+        return {"backlog": int(backlog or 0), "backlog_oldest_s": float(oldest or 0.0), "depth": depth, "ages": ages,
+                "vacuum": health}
 
     def health(self) -> tuple[int, dict[str, Any]]:
         sup = self.supervisor
@@ -129,6 +136,9 @@ class HealthServer:
             body["database"] = "ok"
             body["backlog"] = db["backlog"]
             body["backlog_oldest_s"] = round(db["backlog_oldest_s"], 1)
+            horizon = db["vacuum"].horizon
+            body["xmin_horizon"] = {"held_by": horizon.describe(), "age_s": horizon.age_s,
+                                    "age_xids": horizon.age_xids} if horizon else None
         except psycopg.Error as exc:
             body["database"] = "unreachable"
             reasons.append(f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
@@ -151,6 +161,8 @@ class HealthServer:
             body.update(status="unhealthy", reasons=reasons)
             return 503, body
         body["status"] = "ok"
+        if db and db["vacuum"].warnings:
+            body["warnings"] = db["vacuum"].warnings
         return 200, body
 
     def metrics_text(self) -> bytes:
@@ -196,9 +208,46 @@ class HealthServer:
                 yield up
                 yield depth
                 yield oldest
+                yield from _vacuum_metrics(db["vacuum"])
 
         reg.register(_Live())
         return generate_latest(reg)
+
+
+def _vacuum_metrics(health: vacuum.VacuumHealth) -> Any:
+    """The hot tables' size and tuples, and the xmin horizon's age and holder (names alert rules use)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    families = {
+        "size_bytes": GaugeMetricFamily("workerpool_table_size_bytes",
+                                        "Size of a hot table with its indexes and TOAST", labels=["table"]),
+        "live_tuples": GaugeMetricFamily("workerpool_table_live_tuples",
+                                         "Live tuples of a hot table (statistics estimate)", labels=["table"]),
+        "dead_tuples": GaugeMetricFamily("workerpool_table_dead_tuples",
+                                         "Dead tuples of a hot table waiting for vacuum (statistics estimate)",
+                                         labels=["table"]),
+    }
+    for t in health.tables:
+        for name, family in families.items():
+            family.add_metric([t.table], getattr(t, name))
+    yield from families.values()
+    yield GaugeMetricFamily("workerpool_xmin_horizon_age_seconds",
+                            "Age of the oldest transaction or prepared transaction holding the xmin horizon "
+                            "back for the hot tables (0: none)", value=health.horizon_age_s)
+    yield GaugeMetricFamily("workerpool_xmin_horizon_age_xids",
+                            "How many transactions behind the oldest holder of the hot tables' xmin horizon "
+                            "is (any kind, replication slots included; 0: none)",
+                            value=health.horizon.age_xids if health.horizon else 0)
+    holder = GaugeMetricFamily("workerpool_xmin_horizon_holder",
+                               "Transactions behind, of each holder of the xmin horizon: kind, holder (slot or prepared "
+                               "transaction name), pid, application, and what it holds back (tables, or catalog only)",
+                               labels=["kind", "holder", "pid", "application", "holds"])
+    for h in health.holders[:10]:
+        holder.add_metric([h.kind, h.name or "", str(h.pid or ""), h.application_name or "",
+                           "tables" if h.blocks_hot_tables else "catalog"], h.age_xids)
+    yield holder
+    yield GaugeMetricFamily("workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows",
+                            value=len(health.warnings))
 
 
 def _pid_alive(pid: int) -> bool:

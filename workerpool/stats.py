@@ -13,10 +13,13 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from . import vacuum
 
-def collect(conn: psycopg.Connection) -> dict[str, Any]:
-    """Per table/index counts, ages and rates, plus live workers (heartbeat in the last 30 s) with the
-    batches and records each has settled up to its last acknowledgement."""
+
+def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = None) -> dict[str, Any]:
+    """Per table/index counts, ages and rates, live workers (heartbeat in the last 30 s) with the
+    batches and records each has settled up to its last acknowledgement, and the hot tables' vacuum
+    health with its warnings (`vacuum.collect`)."""
     with conn.cursor(row_factory=dict_row) as cur:
         tables = cur.execute(
             """SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
@@ -49,7 +52,8 @@ def collect(conn: psycopg.Connection) -> dict[str, Any]:
                 WHERE w.heartbeat_at > now() - interval '30 seconds'
                 ORDER BY w.host, w.pid"""
         ).fetchall()
-    return {"tables": tables, "workers": workers}
+    health = vacuum.collect(conn, thresholds)
+    return {"tables": tables, "workers": workers, "vacuum": health.to_dict(), "warnings": health.warnings}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -65,6 +69,8 @@ def render(data: dict[str, Any]) -> str:
         out.append(_table(["worker", "host", "pid", "batches", "records", "heartbeat(s)"],
                           [[_fmt(w[k]) for k in ("worker_id", "host", "pid", "batches", "records", "heartbeat_age_s")]
                            for w in live]))
+    if "vacuum" in data:
+        out.append("\n" + _render_vacuum(data["vacuum"]))
     return "".join(out)
 
 
@@ -81,6 +87,30 @@ def json_text(data: Any, indent: bool = False) -> str:
     """JSON whose strings carry no raw control character: orjson escapes C0; DEL and C1 are escaped here."""
     text = orjson.dumps(data, option=orjson.OPT_INDENT_2 if indent else 0).decode()
     return _UNESCAPED_BY_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _render_vacuum(v: dict[str, Any]) -> str:
+    headers = ["table", "size", "live", "dead", "last vacuum", "last autovacuum"]
+    rows = [[t["table"], _bytes(t["size_bytes"]), str(t["live_tuples"]), str(t["dead_tuples"]),
+             (t["last_vacuum"] or "never")[:19], (t["last_autovacuum"] or "never")[:19]] for t in v["tables"]]
+    out = [f"vacuum (autovacuum {'on' if v['autovacuum'] else 'OFF on this server'})\n", _table(headers, rows)]
+    horizon = v["horizon"]
+    out.append(f"xmin horizon: {'held by the ' + _holder(horizon) if horizon else 'nothing holds it back'}\n")
+    out += [f"  also: {_holder(h)} (holds system catalogs only)\n" for h in v["holders"] if not h["blocks_hot_tables"]]
+    out += [f"WARNING: {w}\n" for w in v["warnings"]]
+    return "".join(out)
+
+
+def _holder(h: dict[str, Any]) -> str:
+    return vacuum.HorizonHolder(**h).describe()
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def _fmt(value: Any) -> str:

@@ -28,6 +28,7 @@ from .config import Settings
 from .db import DatabaseUnavailable, connect, describe_error, make_pool, tcp_liveness
 from .logs import host_name, one_line
 from .queue import Claim, QueueRow
+from .retention import Retention
 from .shaping import Current, Item, Outcome, Shaper
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class Worker:
         self._sender_thread = ThreadPoolExecutor(max_workers=settings.requests_in_flight, thread_name_prefix="sender")
         self._db_failures = 0
         self._auth_failures = 0
+        self._retention = Retention(settings.log_retention_days)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -227,6 +229,9 @@ class Worker:
                 self._heartbeat(now)
             if now >= self._next_recovery:
                 self._recover(now)
+            if self._retention.due(now) and not self.stopping:
+                with self._pool.connection() as conn:
+                    self._retention.step(conn, now)
             if not self.stopping:
                 with self._pool.connection() as conn:
                     claim = self._claim(conn, now)

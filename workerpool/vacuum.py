@@ -1,0 +1,192 @@
+"""Vacuum health of the queue's hot tables, and what holds the xmin horizon back.
+
+A Postgres queue writes a dead row version for every claim and every acknowledgement. Vacuum removes
+them only once no snapshot can still see them: one long transaction, a prepared transaction or a
+replication slot (a standby with `hot_standby_feedback`) anywhere in reach holds that horizon back,
+the dead versions pile up and claims slow down. `collect` reads, in a few catalog queries, each hot
+table's size, live and dead tuples and last (auto)vacuum, and the oldest holder of the horizon, and
+turns them into warnings. `stats`, `/healthz` and `/metrics` show the same `VacuumHealth`.
+
+Which holders count: for these tables (ordinary tables of this database) Postgres keeps a dead version
+while any transaction *of this database* may still see it, while any replication slot's `xmin` is older,
+or while a WAL sender without a slot reports an older one. A logical slot's `catalog_xmin` holds back
+only system catalogs: it is listed (`blocks_hot_tables` false) but never blamed for dead tuples here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+HOT_TABLES = ("algolia_sync_queue", "algolia_sync_inbox", "algolia_sync_hashes", "algolia_sync_log")
+DEFAULT_DEAD_RATIO = 5.0
+DEFAULT_MIN_DEAD = 10_000
+DEFAULT_HORIZON_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class TableHealth:
+    """One hot table, from pg_stat_user_tables (tuple counts are the statistics system's estimates)."""
+
+    table: str
+    size_bytes: int  # heap, indexes and TOAST
+    live_tuples: int
+    dead_tuples: int
+    last_vacuum: datetime | None
+    last_autovacuum: datetime | None
+    vacuum_count: int
+    autovacuum_count: int
+
+
+@dataclass(frozen=True)
+class HorizonHolder:
+    """Something that holds the xmin horizon back.
+
+    kind: `transaction` (a session's open transaction or snapshot), `prepared_transaction`,
+    `replication_slot`, or `walsender` (a standby streaming without a slot, with hot_standby_feedback).
+    age_s is known for transactions (since the transaction began) and prepared transactions (since
+    PREPARE); a slot or WAL sender only says how many transactions behind it is (age_xids).
+    """
+
+    kind: str
+    age_xids: int
+    age_s: float | None = None
+    blocks_hot_tables: bool = True
+    pid: int | None = None
+    state: str | None = None
+    application_name: str | None = None
+    user: str | None = None
+    name: str | None = None  # the slot's name or the prepared transaction's gid
+    slot_type: str | None = None
+    active: bool | None = None
+
+    def describe(self) -> str:
+        """One phrase naming the holder, for a warning line."""
+        if self.kind == "transaction":
+            who = f"pid {self.pid}"
+            if self.application_name:
+                who += f" ({self.application_name})"
+            return f"transaction of {who}, {self.state or 'unknown state'}, open {self.age_s or 0:.0f}s"
+        if self.kind == "prepared_transaction":
+            return (f"prepared transaction {self.name!r}, prepared {self.age_s or 0:.0f}s ago "
+                    "(COMMIT/ROLLBACK PREPARED it)")
+        if self.kind == "replication_slot":
+            active = "active" if self.active else "inactive"
+            return f"{active} {self.slot_type} replication slot {self.name!r}, {self.age_xids} transactions behind"
+        return f"WAL sender pid {self.pid} ({self.application_name or 'standby'}), {self.age_xids} transactions behind"
+
+
+@dataclass(frozen=True)
+class VacuumHealth:
+    """The hot tables and the horizon, with the warnings they call for (empty when all is well)."""
+
+    autovacuum: bool  # the server-wide switch
+    tables: list[TableHealth]
+    horizon: HorizonHolder | None  # the oldest holder that keeps dead versions of the hot tables
+    holders: list[HorizonHolder] = field(default_factory=list)  # every holder older than a few seconds, oldest first
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def horizon_age_s(self) -> float:
+        """Age in seconds of the oldest holder whose age in time is known (0 when none)."""
+        return max((h.age_s or 0.0 for h in self.holders if h.blocks_hot_tables), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (timestamps as ISO 8601 strings)."""
+        out = asdict(self)
+        for t in out["tables"]:
+            for key in ("last_vacuum", "last_autovacuum"):
+                t[key] = t[key].isoformat() if t[key] else None
+        out["horizon_age_s"] = round(self.horizon_age_s, 1)
+        return out
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When to warn: dead tuples above `dead_ratio` x live ones (and at least `min_dead`), or a horizon
+    holder older than `horizon_s` seconds."""
+
+    dead_ratio: float = DEFAULT_DEAD_RATIO
+    min_dead: int = DEFAULT_MIN_DEAD
+    horizon_s: float = DEFAULT_HORIZON_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Thresholds":
+        return cls(float(settings.vacuum_warn_dead_ratio), int(settings.vacuum_warn_min_dead),
+                   float(settings.vacuum_warn_horizon_seconds))
+
+
+_TABLES = """
+SELECT current_setting('autovacuum')::boolean, c.relname, pg_total_relation_size(c.oid),
+       coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0), s.last_vacuum, s.last_autovacuum,
+       coalesce(s.vacuum_count, 0), coalesce(s.autovacuum_count, 0)
+  FROM unnest(%s::text[]) WITH ORDINALITY AS h(name, n)
+  JOIN pg_class c ON c.oid = to_regclass(h.name)
+  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+ ORDER BY h.n"""
+
+# Holders at least a second old, oldest (in transactions) first. Sessions of other databases do not
+# hold this database's tables back (Postgres 14+), so they are left out; this query's own session
+# holds a snapshot too and is left out. Never a session's query text: it may hold another
+# application's secrets, and stats output is shared freely.
+_HOLDERS = """
+SELECT 'transaction', greatest(age(a.backend_xid), age(a.backend_xmin)),
+       extract(epoch FROM now() - a.xact_start)::float8, true, a.pid, a.state, a.application_name,
+       a.usename::text, NULL::text, NULL::text, NULL::boolean
+  FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.backend_type <> 'walsender'
+   AND a.xact_start < now() - interval '1 second'
+UNION ALL
+SELECT 'walsender', age(a.backend_xmin), NULL, true, a.pid, a.state, a.application_name,
+       a.usename::text, NULL, NULL, NULL
+  FROM pg_stat_activity a
+ WHERE a.backend_type = 'walsender' AND a.backend_xmin IS NOT NULL
+UNION ALL
+SELECT 'prepared_transaction', age(p.transaction), extract(epoch FROM now() - p.prepared)::float8, true,
+       NULL, NULL, NULL, p.owner::text, p.gid, NULL, NULL
+  FROM pg_prepared_xacts p
+ WHERE p.database = current_database()
+UNION ALL
+SELECT 'replication_slot', age(coalesce(r.xmin, r.catalog_xmin)), NULL, r.xmin IS NOT NULL, r.active_pid, NULL,
+       NULL, NULL, r.slot_name::text, r.slot_type, r.active
+  FROM pg_replication_slots r
+ WHERE r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL
+ ORDER BY 2 DESC, 3 DESC NULLS LAST"""
+
+
+def collect(conn: psycopg.Connection, thresholds: Thresholds | None = None) -> VacuumHealth:
+    """Read the hot tables' statistics and the horizon's holders; a few catalog queries, no locks."""
+    limits = thresholds or Thresholds()
+    rows = conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()
+    autovacuum = bool(rows[0][0]) if rows else True
+    tables = [TableHealth(*row[1:]) for row in rows]
+    holders = [
+        HorizonHolder(kind=r[0], age_xids=int(r[1] or 0), age_s=None if r[2] is None else round(r[2], 1),
+                      blocks_hot_tables=bool(r[3]), pid=r[4], state=r[5], application_name=r[6] or None,
+                      user=r[7], name=r[8], slot_type=r[9], active=r[10])
+        for r in conn.execute(_HOLDERS).fetchall()
+    ]
+    horizon = next((h for h in holders if h.blocks_hot_tables), None)
+    return VacuumHealth(autovacuum, tables, horizon, holders, _warnings(autovacuum, tables, holders, horizon, limits))
+
+
+def _warnings(autovacuum: bool, tables: list[TableHealth], holders: list[HorizonHolder],
+              horizon: HorizonHolder | None, limits: Thresholds) -> list[str]:
+    out = []
+    blocker = f"; the xmin horizon is held by the {horizon.describe()}" if horizon else ""
+    for t in tables:
+        outgrown = t.dead_tuples >= limits.min_dead and t.dead_tuples > limits.dead_ratio * t.live_tuples
+        if limits.dead_ratio > 0 and outgrown:
+            cause = blocker or ("; autovacuum is off on this server: run VACUUM on it (README: Vacuum)"
+                                if not autovacuum else "; autovacuum has not caught up yet")
+            out.append(f"{t.table} has {t.dead_tuples} dead tuples for {t.live_tuples} live ones "
+                       f"(VACUUM_WARN_DEAD_RATIO={limits.dead_ratio:g}){cause}")
+    for h in holders:
+        if h.blocks_hot_tables and h.age_s is not None and limits.horizon_s > 0 and h.age_s > limits.horizon_s:
+            out.append(f"the xmin horizon is held back by the {h.describe()} "
+                       f"(VACUUM_WARN_HORIZON_SECONDS={limits.horizon_s:g}): vacuum cannot remove dead tuples")
+    return out
