@@ -116,6 +116,12 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     assert sum(m["failed"] for m in index["per_minute"]) == log_failed == 3
     live = db.execute("SELECT worker_id, host, pid FROM algolia_sync_workers").fetchall()
     assert [(w["worker_id"], w["host"], w["pid"]) for w in doc["workers"]] == live and len(live) == 1
+    # Vacuum health of the hot tables, as `stats` reports it.
+    vac = doc["vacuum"]
+    assert {t["table"] for t in vac["tables"]} == {"algolia_sync_queue", "algolia_sync_inbox",
+                                                   "algolia_sync_hashes", "algolia_sync_log"}
+    assert all(t["size_bytes"] > 0 and t["live_tuples"] >= 0 and t["dead_tuples"] >= 0 for t in vac["tables"])
+    assert vac["autovacuum"] is False  # this server's CI setting, reported as it is
 
     # Many viewers at once share refreshes: every answer carries the number of the query set it came
     # from, and a burst of 16 concurrent requests is served by a few of them (one, or two when the
@@ -266,6 +272,7 @@ out.failed_rows = Array.from(card.querySelectorAll('.failures tbody tr')).map(tr
   id: parseInt(tr.dataset.id, 10), key: tr.dataset.key, error: tr.querySelector('.error-text').textContent}));
 out.failures_visible = !card.querySelector('.failures').hidden;
 out.workers = Array.from(document.querySelectorAll('#workers tbody tr')).map(tr => tr.dataset.worker);
+out.vacuum_tables = Array.from(document.querySelectorAll('#vacuum tbody tr')).map(tr => tr.dataset.table);
 out.message = document.querySelector('#message').hidden ? '' : document.querySelector('#message').textContent;
 return out;
 """
@@ -290,6 +297,8 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     browser.get(f"http://127.0.0.1:{port}/")
     shown = wait_until(lambda: browser.execute_script(_SHOWN), timeout=20, message="the page to render the index")
     assert shown["database"] == "ok" and _total(shown) == 0 and shown["failed"] == 0
+    assert sorted(shown["vacuum_tables"]) == ["algolia_sync_hashes", "algolia_sync_inbox", "algolia_sync_log",
+                                              "algolia_sync_queue"]
     workers = [w for (w,) in db.execute("SELECT worker_id FROM algolia_sync_workers").fetchall()]
     wait_until(lambda: browser.execute_script(_SHOWN)["workers"] == workers, message="the live worker on the page")
     assert browser.find_element(By.ID, "readonly").is_displayed() is False

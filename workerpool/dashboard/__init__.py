@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Mapping
 import orjson
 import psycopg
 
+from .. import vacuum
 from ..config import Settings
 from ..db import APPLICATION_NAME, describe_error, tcp_liveness
 from ..logs import host_name, one_line
@@ -140,7 +141,11 @@ class Dashboard:
             if self._cached is not None and time.monotonic() - self._cached_at < CACHE_S:
                 return self._cached
             try:
-                doc = collect(self._connection(), self._series, self.settings.algolia_index_prefix)
+                conn = self._connection()
+                doc = collect(conn, self._series, self.settings.algolia_index_prefix)
+                health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))
+                doc["vacuum"] = {**health.to_dict(),
+                                 "horizon_text": health.horizon.describe() if health.horizon else None}
                 doc["database"] = "ok"
                 status = 200
             except psycopg.Error as exc:

@@ -221,6 +221,35 @@ function renderWorkers(doc) {
   }));
 }
 
+function fmtBytes(n) {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+}
+
+function renderVacuum(v) {
+  if (!v) return;
+  $("#autovacuum").textContent = v.autovacuum ? "(autovacuum on)" : "(autovacuum OFF on this server)";
+  $("#horizon").textContent = v.horizon_text ? `xmin horizon held by the ${v.horizon_text}` : "nothing holds the xmin horizon back";
+  $("#vacuum tbody").replaceChildren(...v.tables.map((t) => {
+    const tr = document.createElement("tr");
+    tr.dataset.table = t.table;
+    for (const value of [t.table, fmtBytes(t.size_bytes), fmtNum(t.live_tuples), fmtNum(t.dead_tuples),
+                         (t.last_vacuum || "never").slice(0, 19), (t.last_autovacuum || "never").slice(0, 19)]) {
+      const td = document.createElement("td");
+      td.textContent = String(value);
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+  $("#vacuum-warnings").replaceChildren(...v.warnings.map((w) => {
+    const li = document.createElement("li");
+    li.textContent = w;
+    return li;
+  }));
+}
+
 function render(doc) {
   refreshMs = doc.refresh_ms || refreshMs;
   actionsEnabled = Boolean(doc.actions);
@@ -247,6 +276,7 @@ function render(doc) {
     if (!seen.has(table)) { el.remove(); cards.delete(table); }
   }
   renderWorkers(doc);
+  renderVacuum(doc.vacuum);
 }
 
 // ---- polling --------------------------------------------------------------------------------
