@@ -21,7 +21,7 @@ from tests.conftest import queue_counts
 
 RTTS_MS = [0, 60] if _bench.SMOKE else [0, 60, 200]
 BATCHES = [100] if _bench.SMOKE else [100, 1000]
-IN_FLIGHT = [8, 1]  # the default, and one request at a time
+IN_FLIGHT = _bench._ints("WORKERPOOL_BENCH_RTT_IN_FLIGHT", [8, 1])  # the default, and one request at a time
 ROWS = 300 if _bench.SMOKE else _bench._int("WORKERPOOL_BENCH_RTT_ROWS", 20_000)
 WORKERS = 2
 HERE = Path(__file__).resolve().parent

@@ -1,6 +1,6 @@
 """Configuration: environment variables, a `.env` file, and command-line overrides.
 
-The contract (DESIGN.md): every variable has a default or is required for `run`; the environment
+The contract (README, Configuration): every variable has a default or is required for `run`; the environment
 wins over `.env`; flags win over both; a bad value stops start-up with exit code 2 and one line
 naming the variable, the bad value and what is allowed. Secrets are never echoed back.
 """

@@ -63,7 +63,8 @@ def describe_error(dsn: str, exc: BaseException) -> str:
 
 
 def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
-    """A worker's own pool. Created after fork, never inherited (DESIGN.md's known traps)."""
+    """A worker's own pool. Created after fork, never inherited: a connection shared by two processes
+    interleaves their protocol messages."""
     return ConnectionPool(
         dsn,
         min_size=1,

@@ -3,7 +3,8 @@
 Two things make a record depend on the row alone, and make every value loadable:
 
 - **Pinned session settings** (`SESSION_OPTIONS`): DateStyle ISO, TimeZone UTC, IntervalStyle
-  postgres on every connection that reads rows or turns keys into text. Timestamps come out in UTC
+  postgres, shortest exact float text and the C locale's money format on every connection that reads
+  rows or turns keys into text. Timestamps come out in UTC
   whatever the server's or the DSN's defaults, and key text matches what the capture triggers wrote.
 - **Loaders that never raise on a legal value** (`configure`): psycopg turns dates and times into
   Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`. Those values
@@ -28,7 +29,8 @@ from psycopg.pq import Format
 from psycopg.types.array import ArrayLoader
 from psycopg.types.json import set_json_loads
 
-SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres"
+SESSION_OPTIONS = ("-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 "
+                   "-c lc_monetary=C")
 
 _PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time")
 
