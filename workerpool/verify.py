@@ -1,11 +1,18 @@
 """`workerpool verify TABLE [--repair]`: compare an index with its table, record for record.
 
-The index is browsed with the algoliasearch client (`browse_objects`); the table is walked in key
-order (keyset chunks) and each row is built into the record the worker would send (`RecordBuilder`:
-the worker's own read query and record code, attribute selection and transform included). Both sides
-are reduced to a content hash of their canonical JSON (sorted keys, integral floats as integers, the
-`_version` bookkeeping attribute left out), so the comparison keeps two hashes per record in memory,
-not the records themselves. A row the worker could not build (a transform error, over
+Both sides are reduced to `(objectID, content hash)` pairs streamed into temporary tables of the
+verifying session, and the comparison is SQL over those tables, so the process holds one page of the
+index or one chunk of the table at a time: its memory does not grow with the index.
+
+* The index is walked page by page with its browse cursor (`browse.iter_pages`: a plain loop over
+  the client's single-page browse call), asking for every attribute but `_version`; each page is
+  hashed and copied into the session (COPY) before the next one is fetched.
+* The table is walked in key order (keyset chunks) and each row is built into the record the worker
+  would send (`RecordBuilder`: the worker's own read query and record code, attribute selection and
+  transform included); each chunk's hashes are copied the same way.
+
+A content hash is that of the record's canonical JSON (sorted keys, integral floats as integers, the
+`_version` bookkeeping attribute left out). A row the worker could not build (a transform error, over
 MAX_RECORD_BYTES) is counted as "unbuildable", not as drift: `--repair` could not fix it.
 
 * **missing**: a row whose record is not in the index;
@@ -26,17 +33,28 @@ from __future__ import annotations
 import hashlib
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import orjson
 import psycopg
 from psycopg import sql
 
 from . import records
+from .browse import HIT_EXTRAS, MAX_PAGE, iter_pages
+from .capture import Watched
 from .config import Settings
 from .reindex import DEFAULT_CHUNK, ProgressBar, RecordBuilder, count_rows, find_watched, iter_key_chunks
 
 SAMPLE = 5
+KINDS = ("missing", "extra", "stale")
+
+# Temporary tables of the verifying session (dropped at the end, and by Postgres with the session).
+INDEX_HASHES = "workerpool_verify_index"
+TABLE_HASHES = "workerpool_verify_table"
+DRIFT = "workerpool_verify_drift"
+
+# Keys in natural order: integers by value first, then the rest by code point.
+_NATURAL_ORDER = "(k !~ '^-?[0-9]+$'), CASE WHEN k ~ '^-?[0-9]+$' THEN k::numeric END, k"
 
 
 def canonical(value: Any) -> Any:
@@ -60,40 +78,45 @@ class Report:
     index: str
     rows: int = 0
     indexed: int = 0
-    missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
+    missing: int = 0
+    extra: int = 0
+    stale: int = 0
     in_flight: int = 0
-    unbuildable: list[str] = field(default_factory=list)
+    unbuildable: int = 0
+    samples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first keys in natural order
     repaired_enqueued: int = 0
     repaired_deleted: int = 0
     repaired: bool = False
 
     @property
     def drift(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.stale)
+        return self.missing + self.extra + self.stale
+
+    def sample(self, kind: str) -> list[str]:
+        return self.samples.get(kind, [])[:SAMPLE]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "table": self.table, "index": self.index, "rows": self.rows, "records": self.indexed,
-            "missing": len(self.missing), "extra": len(self.extra), "stale": len(self.stale),
-            "in_flight": self.in_flight, "unbuildable": len(self.unbuildable), "drift": self.drift,
-            "samples": {"missing": self.missing[:SAMPLE], "extra": self.extra[:SAMPLE], "stale": self.stale[:SAMPLE]},
+            "missing": self.missing, "extra": self.extra, "stale": self.stale,
+            "in_flight": self.in_flight, "unbuildable": self.unbuildable, "drift": self.drift,
+            "samples": {kind: self.sample(kind) for kind in KINDS},
             "repaired": self.repaired, "enqueued": self.repaired_enqueued, "deleted": self.repaired_deleted,
         }
 
     def render(self) -> str:
-        def line(name: str, keys: list[str]) -> str:
-            sample = f"  e.g. {', '.join(keys[:SAMPLE])}" if keys else ""
-            return f"  {name:<9}{len(keys):>8}{sample}\n"
+        def line(name: str) -> str:
+            keys = self.sample(name)
+            sample = f"  e.g. {', '.join(keys)}" if keys else ""
+            return f"  {name:<9}{getattr(self, name):>8}{sample}\n"
 
         out = [f"verify {self.table} -> index {self.index}\n",
                f"  rows in table      {self.rows:>8}\n",
                f"  records in index   {self.indexed:>8}\n",
-               line("missing", self.missing), line("extra", self.extra), line("stale", self.stale),
+               *(line(kind) for kind in KINDS),
                f"  in flight {self.in_flight:>7}  (changed while verifying; not counted)\n"]
         if self.unbuildable:
-            out.append(f"  unbuildable {len(self.unbuildable):>5}  e.g. {', '.join(self.unbuildable[:SAMPLE])} "
+            out.append(f"  unbuildable {self.unbuildable:>5}  e.g. {', '.join(self.sample('unbuildable'))} "
                        "(the worker cannot build these records; see failed rows in the queue)\n")
         if not self.drift:
             out.append("clean: the index matches the table\n")
@@ -106,30 +129,77 @@ class Report:
         return "".join(out)
 
 
-def browse_hashes(client: Any, index: str) -> dict[str, bytes]:
-    """{objectID: content hash} of every record of the index ({} when it does not exist)."""
-    from algoliasearch.http.exceptions import RequestException
+# ---- the two sides, streamed into the session ------------------------------------------------
 
-    found: dict[str, bytes] = {}
 
-    def take(page: Any) -> None:
-        for hit in page.hits:
-            record = dict(hit.model_extra or {})
-            record.pop(records.VERSION, None)
-            record[records.OBJECT_ID] = hit.object_id
-            found[hit.object_id] = content_hash(record)
+def hit_hash(hit: dict[str, Any]) -> bytes:
+    """The content hash of a browsed record: what the worker sent, without `_version` or hit metadata."""
+    hit.pop(records.VERSION, None)
+    for name in HIT_EXTRAS:
+        hit.pop(name, None)
+    return content_hash(hit)
 
-    try:
-        client.browse_objects(index, take, {"hitsPerPage": 1000})
-    except RequestException as exc:
-        if exc.status_code == 404:
-            return {}
-        raise
-    return found
+
+def copy_index_hashes(client: Any, index: str, conn: psycopg.Connection, page_size: int = MAX_PAGE) -> int:
+    """Browse `index` into INDEX_HASHES (one COPY per page, so no transaction stays open); returns
+    the number of records (0 when the index does not exist)."""
+    n = 0
+    for hits in iter_pages(client, index, page_size=page_size, attributes=["*", f"-{records.VERSION}"]):
+        if not hits:
+            continue
+        with conn.cursor() as cur, cur.copy(f"COPY {INDEX_HASHES} (k, hash) FROM STDIN") as copy:
+            for hit in hits:
+                copy.write_row((hit[records.OBJECT_ID], hit_hash(hit)))
+        n += len(hits)
+    return n
+
+
+@dataclass
+class TableSide:
+    rows: int = 0  # rows whose record belongs in the index
+    unbuildable: int = 0
+    unbuildable_sample: list[str] = field(default_factory=list)
+
+
+def copy_table_hashes(settings: Settings, conn: psycopg.Connection, watched: Watched, index: str, chunk_size: int,
+                      stream: IO[str] | None) -> TableSide:
+    """Build every row's record as the worker would and copy `(key, hash)` into TABLE_HASHES, one
+    chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
+    for it, repair cannot do better); a row the view or the transform filters out is left out, so its
+    record in the index, if any, is extra."""
+    builder = RecordBuilder(settings)
+    side = TableSide()
+    total = count_rows(conn, watched)
+    bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
+    done = 0
+    for keys in iter_key_chunks(conn, watched, chunk_size):
+        built = builder.build(conn, watched, index, keys)
+        with conn.cursor() as cur, cur.copy(f"COPY {TABLE_HASHES} (k, hash) FROM STDIN") as copy:
+            for key in keys:
+                if key in built.failed:
+                    side.unbuildable += 1
+                    if len(side.unbuildable_sample) < SAMPLE:
+                        side.unbuildable_sample.append(key)
+                    copy.write_row((key, None))
+                    continue
+                record = built.record(key)
+                if record is None:
+                    continue
+                side.rows += 1
+                copy.write_row((key, content_hash(record)))
+        done += len(keys)
+        bar.update(done)
+    bar.finish()
+    return side
+
+
+# ---- the command -----------------------------------------------------------------------------
 
 
 def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: bool = False,
-           chunk_size: int = DEFAULT_CHUNK, stream: IO[str] | None = None) -> Report:
+           chunk_size: int = DEFAULT_CHUNK, page_size: int = MAX_PAGE, stream: IO[str] | None = None) -> Report:
+    """Compare the index of `table` with the table, on `conn` (autocommit); `page_size` is the
+    browse page (hitsPerPage), `chunk_size` the keys read per query."""
     from .algolia import make_client
 
     settings.require_algolia()
@@ -137,61 +207,78 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
     index = settings.algolia_index_prefix + watched.index_name
     report = Report(watched.table_name, index)
     started_at = conn.execute("SELECT now()").fetchone()[0]
-    client = make_client(settings)
+    _create_scratch(conn)
     try:
-        indexed = browse_hashes(client, index)
+        client = make_client(settings)
+        try:
+            report.indexed = copy_index_hashes(client, index, conn, page_size)
+        finally:
+            client.close()
+        side = copy_table_hashes(settings, conn, watched, index, chunk_size, stream)
+        report.rows, report.unbuildable = side.rows, side.unbuildable
+        report.samples["unbuildable"] = side.unbuildable_sample
+        _compare(conn, watched, started_at, report)
+        if repair and report.drift:
+            _repair(settings, conn, watched, report)
     finally:
-        client.close()
-    report.indexed = len(indexed)
-
-    builder = RecordBuilder(settings)
-    total = count_rows(conn, watched)
-    bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
-    seen: set[str] = set()
-    done = 0
-    for keys in iter_key_chunks(conn, watched, chunk_size):
-        built = builder.build(conn, watched, index, keys)
-        for key in keys:
-            if key in built.failed:
-                report.unbuildable.append(key)
-                seen.add(key)  # whatever the index holds for it, repair cannot do better
-                continue
-            record = built.record(key)
-            if record is None:
-                continue  # filtered out by the view or the transform: must not be indexed (extra below)
-            seen.add(key)
-            have = indexed.get(key)
-            if have is None:
-                report.missing.append(key)
-            elif have != content_hash(record):
-                report.stale.append(key)
-        done += len(keys)
-        bar.update(done)
-    bar.finish()
-    report.rows = len(seen) - len(report.unbuildable)
-    report.extra = [k for k in indexed if k not in seen]
-
-    moving = {r[0] for r in conn.execute(
-        """SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status IN ('pending', 'processing')
-           UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
-           UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s""",
-        {"t": watched.table_name, "since": started_at},
-    )}
-    before = report.drift
-    report.missing = [k for k in report.missing if k not in moving]
-    report.extra = [k for k in report.extra if k not in moving]
-    report.stale = [k for k in report.stale if k not in moving]
-    report.in_flight = before - report.drift
-    for keys in (report.missing, report.extra, report.stale):
-        keys.sort(key=_natural)
-
-    if repair and report.drift:
-        _repair(settings, conn, watched, report)
+        _drop_scratch(conn)
     return report
 
 
-def _natural(key: str) -> tuple:
-    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+def _create_scratch(conn: psycopg.Connection) -> None:
+    _drop_scratch(conn)
+    # COLLATE "C": key order is code point order, and keyset walks use the primary key index.
+    conn.execute(f'CREATE TEMPORARY TABLE {INDEX_HASHES} (k text COLLATE "C" NOT NULL, hash bytea NOT NULL)')
+    conn.execute(f'CREATE TEMPORARY TABLE {TABLE_HASHES} (k text COLLATE "C" NOT NULL, hash bytea)')
+
+
+def _drop_scratch(conn: psycopg.Connection) -> None:
+    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return  # a broken session: its temporary tables go with it
+    conn.execute(f"DROP TABLE IF EXISTS {INDEX_HASHES}, {TABLE_HASHES}, {DRIFT}")
+
+
+def _compare(conn: psycopg.Connection, watched: Watched, started_at: Any, report: Report) -> None:
+    """Classify every key into DRIFT, leave out the keys in flight, and count and sample the rest."""
+    conn.execute(f"ANALYZE {INDEX_HASHES}")
+    conn.execute(f"ANALYZE {TABLE_HASHES}")
+    conn.execute(f"""
+        CREATE TEMPORARY TABLE {DRIFT} AS
+        SELECT t.k, CASE WHEN i.k IS NULL THEN 'missing' ELSE 'stale' END AS kind
+          FROM {TABLE_HASHES} t LEFT JOIN {INDEX_HASHES} i ON i.k = t.k
+         WHERE t.hash IS NOT NULL AND i.hash IS DISTINCT FROM t.hash
+        UNION ALL
+        SELECT i.k, 'extra' FROM {INDEX_HASHES} i
+         WHERE NOT EXISTS (SELECT 1 FROM {TABLE_HASHES} t WHERE t.k = i.k)""")
+    report.in_flight = conn.execute(
+        f"""DELETE FROM {DRIFT} d USING (
+                SELECT record_id AS k FROM algolia_sync_queue
+                 WHERE table_name = %(t)s AND status IN ('pending', 'processing')
+                UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
+                UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s
+            ) moving
+            WHERE d.k = moving.k""",
+        {"t": watched.table_name, "since": started_at},
+    ).rowcount
+    conn.execute(f"CREATE INDEX ON {DRIFT} (kind, k)")
+    conn.execute(f"ANALYZE {DRIFT}")
+    for kind, n in conn.execute(f"SELECT kind, count(*) FROM {DRIFT} GROUP BY kind"):
+        setattr(report, kind, n)
+    for kind in KINDS:
+        report.samples[kind] = [r[0] for r in conn.execute(
+            f"SELECT k FROM {DRIFT} WHERE kind = %s ORDER BY {_NATURAL_ORDER} LIMIT {SAMPLE}", (kind,))]
+
+
+def _drifted(conn: psycopg.Connection, kind: str, size: int = DEFAULT_CHUNK) -> Iterator[list[str]]:
+    """The keys of one kind of drift, `size` at a time (keyset over the DRIFT index)."""
+    last = ""
+    while True:
+        keys = [r[0] for r in conn.execute(
+            f"SELECT k FROM {DRIFT} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s", (kind, last, size))]
+        if not keys:
+            return
+        yield keys
+        last = keys[-1]
 
 
 def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[str]:
@@ -216,25 +303,29 @@ def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[
     return good
 
 
-def _repair(settings: Settings, conn: psycopg.Connection, watched: Any, report: Report) -> None:
+def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, report: Report) -> None:
+    """Enqueue every drifted key whose objectID is a valid key; delete the others from the index."""
     from .algolia import Sender
 
-    castable_extra = _castable(conn, watched.key_type, report.extra)
-    keys = report.missing + report.stale + castable_extra
+    for keys in _drifted(conn, "extra"):
+        impossible = sorted(set(keys) - set(_castable(conn, watched.key_type, keys)))
+        if impossible:
+            conn.execute(f"UPDATE {DRIFT} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s)", (impossible,))
     with conn.transaction():
         report.repaired_enqueued = conn.execute(
-            """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-               SELECT %s, k, 'REINDEX' FROM unnest(%s::text[]) AS k
-               ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
-            (watched.table_name, keys),
+            f"""INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+                SELECT %s, k, 'REINDEX' FROM {DRIFT} WHERE kind <> 'impossible'
+                ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+            (watched.table_name,),
         ).rowcount
         conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
-    impossible = sorted(set(report.extra) - set(castable_extra))
-    if impossible:
-        sender = Sender(settings)
-        try:
-            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in impossible))
-        finally:
+    sender: Any = None
+    try:
+        for keys in _drifted(conn, "impossible"):
+            sender = sender or Sender(settings)
+            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in keys))
+            report.repaired_deleted += len(keys)
+    finally:
+        if sender is not None:
             sender.close()
-        report.repaired_deleted = len(impossible)
     report.repaired = True
