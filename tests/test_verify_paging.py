@@ -1,0 +1,97 @@
+"""verify over an index of more pages than Python's recursion limit, in flat memory.
+
+An index past ~1,000 browse pages broke the algoliasearch `browse_objects` helper (one recursion per
+page, every page kept alive). A million records are too slow for a test, so the page is made small
+instead (hitsPerPage=2 through the emulator): a few thousand records are more than 1,000 pages.
+verify runs in its own process (the in-process emulator's allocations must not count) under
+tracemalloc; its peak must not grow with the index.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from conftest import API_KEY, APP_ID, drain
+from workerpool.browse import iter_pages
+from workerpool.emulator import make_client
+
+PAGE = 2
+CHUNK = 100  # table rows read per query: both runs hold full chunks
+
+# Warm up once (imports, prepared statements, the client's models), then trace a second run.
+_TRACED_VERIFY = """
+import json, sys, tracemalloc
+import psycopg
+from workerpool import config
+from workerpool.verify import verify
+
+settings = config.load(environ=dict(__import__("os").environ), env_file=None)
+with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    verify(settings, conn, "products", page_size=int(sys.argv[1]), chunk_size=int(sys.argv[2]), stream=open("/dev/null", "w"))
+    tracemalloc.start()
+    report = verify(settings, conn, "products", page_size=int(sys.argv[1]), chunk_size=int(sys.argv[2]), stream=open("/dev/null", "w"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+print(json.dumps({"peak": peak, "recursion_limit": sys.getrecursionlimit(), **report.as_dict()}))
+"""
+
+
+def _traced_verify(env: dict[str, str]) -> dict:
+    result = subprocess.run([sys.executable, "-c", _TRACED_VERIFY, str(PAGE), str(CHUNK)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _add_products(db: psycopg.Connection, first: int, last: int) -> None:
+    db.execute("INSERT INTO products (id, name, price, stock, tags, attrs) "
+               "SELECT g, 'item ' || g, g * 1.25, g %% 7, ARRAY['t' || g %% 5], jsonb_build_object('n', g) "
+               "FROM generate_series(%s::int, %s::int) g", (first, last))
+
+
+@pytest.mark.slow
+def test_verify_walks_more_pages_than_the_recursion_limit_in_flat_memory(products, env, emulator):
+    db = products
+    _add_products(db, 1, 500)
+    drain(env, "--batch-size", "500")
+    small = _traced_verify(env)
+    assert (small["records"], small["drift"]) == (500, 0), small
+
+    _add_products(db, 501, 3000)
+    drain(env, "--batch-size", "1000")
+    client = make_client(emulator.url, APP_ID, API_KEY)
+    client.delete_object("products", "2999")  # missing
+    client.partial_update_object("products", "1234", {"name": "tampered"})  # stale
+    client.save_object("products", {"objectID": "77777", "name": "ghost"})  # extra
+    big = _traced_verify(env)
+
+    pages = (big["records"] + PAGE - 1) // PAGE
+    assert pages > big["recursion_limit"], (pages, big["recursion_limit"])  # the old helper would recurse past it
+    assert (big["rows"], big["records"]) == (3000, 3000)
+    assert (big["missing"], big["extra"], big["stale"], big["in_flight"]) == (1, 1, 1, 0)
+    assert big["samples"] == {"missing": ["2999"], "extra": ["77777"], "stale": ["1234"]}
+    # Six times the records (and pages) and the peak stays put: a held {objectID: hash} of 3,000
+    # records alone is ~400 kB, one page and one chunk are a few kB.
+    assert big["peak"] < small["peak"] + 64 * 1024, (small["peak"], big["peak"])
+
+
+def test_browsing_an_index_that_does_not_exist_yields_nothing(emulator):
+    client = make_client(emulator.url, APP_ID, API_KEY)
+    assert list(iter_pages(client, "no-such-index", page_size=PAGE)) == []
+    with pytest.raises(ValueError, match="page_size 0 is not valid"):
+        next(iter_pages(client, "no-such-index", page_size=0))
+
+
+def test_browse_pages_leave_out_excluded_attributes(emulator):
+    client = make_client(emulator.url, APP_ID, API_KEY)
+    client.save_objects("things", [{"objectID": str(i), "a": i, "_version": 7} for i in range(5)],
+                        wait_for_tasks=True)
+    pages = list(iter_pages(client, "things", page_size=PAGE, attributes=["*", "-_version"]))
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert sorted((h["objectID"], h["a"]) for p in pages for h in p) == [(str(i), i) for i in range(5)]
+    assert not any("_version" in h for p in pages for h in p)
