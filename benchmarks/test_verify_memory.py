@@ -4,7 +4,7 @@ For each size, a fresh database holds a watched `products` table of N realistic 
 data set, nothing queued). `reindex products --atomic` builds the index in the emulator from nothing,
 then `verify products` compares it with the table and must find it clean (exit 0). Each command is a
 real CLI subprocess; its peak RSS is the kernel's own figure for that process (`ru_maxrss` from
-`wait4`), its rate the rows over the whole command's wall time (start-up included).
+`wait4`, by a small parent started for it), its rate the rows over the whole command's wall time (start-up included).
 
 Sizes: WORKERPOOL_BENCH_VERIFY_ROWS (comma-separated), else 3,000 in the smoke form, 100,000 by
 default and 100,000 + 1,000,000 with WORKERPOOL_BENCH_FULL; 5,000,000 is opt-in
@@ -14,9 +14,11 @@ figures compare the sizes (peak at 1,000,000 within 1.2x of 100,000 and under 20
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -35,36 +37,37 @@ VERIFY_ROWS = _bench._ints("WORKERPOOL_BENCH_VERIFY_ROWS",
                            [3000] if _bench.SMOKE else ([100_000, 1_000_000] if _bench.FULL else [100_000]))
 
 
-def run_measured(env: dict[str, str], *args: str, timeout: float) -> dict[str, Any]:
-    """Run one `workerpool` command to completion: exit code, wall time, its own peak RSS and CPU.
+# Runs the command as its own child and reports that child's rusage. The command is not started
+# from pytest directly: a child forked (or vforked) from a process carries that process's RSS
+# high-water mark across exec, so ru_maxrss would be the pytest process's (emulator included). This
+# small parent's own high-water mark is far below any workerpool command's.
+_MEASURE = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"maxrss_kb": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
-    The child is reaped with `wait4` (not Popen.wait) to get its own resource usage; its output
-    goes to files so that no pipe can fill while it runs.
-    """
+
+def run_measured(env: dict[str, str], *args: str, timeout: float) -> dict[str, Any]:
+    """Run one `workerpool` command to completion: exit code, wall time, its own peak RSS and CPU."""
     before = CpuSnapshot.take()
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(workerpool_cmd(*args), env=env, stdout=out, stderr=err, text=True)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                proc.returncode = -9
-                raise TimeoutError(f"workerpool {' '.join(args)} took more than {timeout:.0f} s")
-            time.sleep(0.05)
+    with tempfile.TemporaryDirectory() as tmp:
+        usage_file = os.path.join(tmp, "usage.json")
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, usage_file, *workerpool_cmd(*args)[1:]], env=env,
+                              capture_output=True, text=True, timeout=timeout)
         wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+        with open(usage_file) as f:
+            usage = json.load(f)
     spent = CpuSnapshot.take().since(before, "cpu_children_s")
     return {
-        "exit": proc.returncode, "stdout": stdout, "stderr": stderr, "wall_s": round(wall, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_cli_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "exit": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "wall_s": round(wall, 2),
+        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1), "cpu_cli_s": round(usage["cpu_s"], 2),
         "cpu_emulator_s": spent["cpu_emulator_s"], "cpu_postgres_s": spent.get("cpu_postgres_s"),
     }
 

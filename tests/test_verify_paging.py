@@ -15,6 +15,8 @@ import sys
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import API_KEY, APP_ID, drain
 from workerpool.browse import iter_pages
@@ -95,3 +97,24 @@ def test_browse_pages_leave_out_excluded_attributes(emulator):
     assert [len(p) for p in pages] == [2, 2, 1]
     assert sorted((h["objectID"], h["a"]) for p in pages for h in p) == [(str(i), i) for i in range(5)]
     assert not any("_version" in h for p in pages for h in p)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**60, 2**60) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2**54, 2**54).map(float)
+    | st.sampled_from([0.0, -0.0, 15.0, 1e15, 2.0**53, 1e16, "1.0", "v2.0,"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_json)
+def test_content_hash_equals_the_hash_of_the_canonical_form(value):
+    import hashlib
+
+    import orjson
+
+    from workerpool.verify import canonical, content_hash
+
+    expected = hashlib.blake2b(orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    assert content_hash(value) == expected
