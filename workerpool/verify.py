@@ -72,8 +72,9 @@ def canonical(value: Any) -> Any:
 
 
 # orjson writes every integral float below 2**53 as digits and ".0" (15.0, 1000000000000000.0); JSON
-# without that pattern anywhere (strings included) has no float that `canonical` would change.
-_MAYBE_INTEGRAL_FLOAT = re.compile(rb"[0-9]\.0(?![0-9])")
+# without ".0" before a non-digit anywhere (strings included) has no float that `canonical` would
+# change. (A literal first character keeps the search fast; text that matches only costs the walk.)
+_MAYBE_INTEGRAL_FLOAT = re.compile(rb"\.0(?![0-9])")
 
 
 def content_hash(record: Any) -> bytes:
@@ -152,6 +153,19 @@ def hit_hash(hit: dict[str, Any]) -> bytes:
     return content_hash(hit)
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\t\\N\n"
+_COPY_BYTEA = "\t\\\\x"  # a tab, then bytea's hex form with its backslash escaped for COPY
+
+
+def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple[str, bytes | None]]) -> None:
+    """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
+    `write_row` costs more than the hashing)."""
+    lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
+    with conn.cursor() as cur, cur.copy(f"COPY {table} (k, hash) FROM STDIN") as copy:
+        copy.write("".join(lines))
+
+
 class IndexReader(threading.Thread):
     """Browses the index and hashes each page in the background, while the table is walked.
 
@@ -209,9 +223,7 @@ def copy_index_hashes(reader: IndexReader, conn: psycopg.Connection, *, wait: bo
             if reader.error is not None:
                 raise reader.error
         elif page:
-            with conn.cursor() as cur, cur.copy(f"COPY {INDEX_HASHES} (k, hash) FROM STDIN") as copy:
-                for row in page:
-                    copy.write_row(row)
+            copy_rows(conn, INDEX_HASHES, page)
             reader.count += len(page)
     return reader.count
 
@@ -237,19 +249,21 @@ def copy_table_hashes(settings: Settings, conn: psycopg.Connection, watched: Wat
     done = 0
     for keys in iter_key_chunks(conn, watched, chunk_size):
         built = builder.build(conn, watched, index, keys)
-        with conn.cursor() as cur, cur.copy(f"COPY {TABLE_HASHES} (k, hash) FROM STDIN") as copy:
-            for key in keys:
-                if key in built.failed:
-                    side.unbuildable += 1
-                    if len(side.unbuildable_sample) < SAMPLE:
-                        side.unbuildable_sample.append(key)
-                    copy.write_row((key, None))
-                    continue
-                record = built.record(key)
-                if record is None:
-                    continue
-                side.rows += 1
-                copy.write_row((key, content_hash(record)))
+        hashes: list[tuple[str, bytes | None]] = []
+        for key in keys:
+            if key in built.failed:
+                side.unbuildable += 1
+                if len(side.unbuildable_sample) < SAMPLE:
+                    side.unbuildable_sample.append(key)
+                hashes.append((key, None))
+                continue
+            record = built.record(key)
+            if record is None:
+                continue
+            side.rows += 1
+            hashes.append((key, content_hash(record)))
+        if hashes:
+            copy_rows(conn, TABLE_HASHES, hashes)
         done += len(keys)
         bar.update(done)
         between()
