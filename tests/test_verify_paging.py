@@ -19,7 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import API_KEY, APP_ID, drain
-from workerpool.browse import iter_pages
+from workerpool import config
+from workerpool.browse import Browser, iter_pages
 from workerpool.emulator import make_client
 
 PAGE = 2
@@ -82,18 +83,22 @@ def test_verify_walks_more_pages_than_the_recursion_limit_in_flat_memory(product
     assert big["peak"] < small["peak"] + 64 * 1024, (small["peak"], big["peak"])
 
 
-def test_browsing_an_index_that_does_not_exist_yields_nothing(emulator):
-    client = make_client(emulator.url, APP_ID, API_KEY)
-    assert list(iter_pages(client, "no-such-index", page_size=PAGE)) == []
+def _browser(env: dict[str, str]) -> Browser:
+    return Browser(config.load(environ=env, env_file=None))
+
+
+def test_browsing_an_index_that_does_not_exist_yields_nothing(env):
+    browser = _browser(env)
+    assert list(iter_pages(browser, "no-such-index", page_size=PAGE)) == []
     with pytest.raises(ValueError, match="page_size 0 is not valid"):
-        next(iter_pages(client, "no-such-index", page_size=0))
+        next(iter_pages(browser, "no-such-index", page_size=0))
 
 
-def test_browse_pages_leave_out_excluded_attributes(emulator):
+def test_browse_pages_leave_out_excluded_attributes(env, emulator):
     client = make_client(emulator.url, APP_ID, API_KEY)
     client.save_objects("things", [{"objectID": str(i), "a": i, "_version": 7} for i in range(5)],
                         wait_for_tasks=True)
-    pages = list(iter_pages(client, "things", page_size=PAGE, attributes=["*", "-_version"]))
+    pages = list(iter_pages(_browser(env), "things", page_size=PAGE, attributes=["*", "-_version"]))
     assert [len(p) for p in pages] == [2, 2, 1]
     assert sorted((h["objectID"], h["a"]) for p in pages for h in p) == [(str(i), i) for i in range(5)]
     assert not any("_version" in h for p in pages for h in p)
@@ -128,3 +133,12 @@ def test_hashes_reach_the_database_intact_whatever_the_objectid(db):
     rows = [(k, bytes([i, 0, 255])) for i, k in enumerate(keys)] + [("unbuildable", None)]
     copy_rows(db, "hashes", rows)
     assert db.execute("SELECT k, hash FROM hashes").fetchall() == rows
+
+
+def test_a_throttled_browse_waits_and_goes_on(env, emulator):
+    client = make_client(emulator.url, APP_ID, API_KEY)
+    client.save_objects("things", [{"objectID": str(i)} for i in range(5)], wait_for_tasks=True)
+    emulator.inject_fault(status=429, retry_after=0, count=2)
+    pages = list(iter_pages(_browser(env), "things", page_size=PAGE))
+    assert sorted(h["objectID"] for p in pages for h in p) == [str(i) for i in range(5)]
+    assert emulator.stats()["rejected"]["429"] == 2

@@ -5,8 +5,9 @@ verifying session, and the comparison is SQL over those tables, so the process h
 index or one chunk of the table at a time: its memory does not grow with the index.
 
 * The index is walked page by page with its browse cursor (`browse.iter_pages`: a plain loop over
-  the client's single-page browse call), asking for every attribute but `_version`; each page is
-  hashed and copied into the session (COPY) before the next one is fetched.
+  single-page browse calls through the client's transport), asking for every attribute but
+  `_version`. A thread does it (`IndexReader`) while the table is walked, and hands each page's
+  hashes over through a short queue; they are copied into the session (COPY) between table chunks.
 * The table is walked in key order (keyset chunks) and each row is built into the record the worker
   would send (`RecordBuilder`: the worker's own read query and record code, attribute selection and
   transform included); each chunk's hashes are copied the same way.
@@ -43,7 +44,7 @@ import psycopg
 from psycopg import sql
 
 from . import records
-from .browse import HIT_EXTRAS, MAX_PAGE, iter_pages
+from .browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
 from .capture import Watched
 from .config import Settings
 from .reindex import DEFAULT_CHUNK, ProgressBar, RecordBuilder, count_rows, find_watched, iter_key_chunks
@@ -175,9 +176,9 @@ class IndexReader(threading.Thread):
     so at most a few pages are held, however large the index.
     """
 
-    def __init__(self, client: Any, index: str, page_size: int = MAX_PAGE, depth: int = 4) -> None:
+    def __init__(self, browser: Browser, index: str, page_size: int = MAX_PAGE, depth: int = 4) -> None:
         super().__init__(name="verify-browse", daemon=True)
-        self._client, self._index, self._page_size = client, index, page_size
+        self._browser, self._index, self._page_size = browser, index, page_size
         self.pages: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self._halt = threading.Event()
@@ -186,7 +187,7 @@ class IndexReader(threading.Thread):
 
     def run(self) -> None:
         try:
-            for hits in iter_pages(self._client, self._index, page_size=self._page_size,
+            for hits in iter_pages(self._browser, self._index, page_size=self._page_size,
                                    attributes=["*", f"-{records.VERSION}"]):
                 if not self._put([(hit[records.OBJECT_ID], hit_hash(hit)) for hit in hits]):
                     return
@@ -278,8 +279,6 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
            chunk_size: int = DEFAULT_CHUNK, page_size: int = MAX_PAGE, stream: IO[str] | None = None) -> Report:
     """Compare the index of `table` with the table, on `conn` (autocommit); `page_size` is the
     browse page (hitsPerPage), `chunk_size` the keys read per query."""
-    from .algolia import make_client
-
     settings.require_algolia()
     watched = find_watched(conn, table)
     index = settings.algolia_index_prefix + watched.index_name
@@ -287,8 +286,8 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
     started_at = conn.execute("SELECT now()").fetchone()[0]
     _create_scratch(conn)
     try:
-        client = make_client(settings)
-        reader = IndexReader(client, index, page_size)
+        browser = Browser(settings)
+        reader = IndexReader(browser, index, page_size)
         reader.start()
         try:
             side = copy_table_hashes(settings, conn, watched, index, chunk_size, stream,
@@ -296,7 +295,7 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
             report.indexed = copy_index_hashes(reader, conn, wait=True) or 0
         finally:
             reader.stop()
-            client.close()
+            browser.close()
         report.rows, report.unbuildable = side.rows, side.unbuildable
         report.samples["unbuildable"] = side.unbuildable_sample
         _compare(conn, watched, started_at, report)
