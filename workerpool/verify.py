@@ -1,8 +1,8 @@
 """`workerpool verify TABLE [--repair]`: compare an index with its table, record for record.
 
 Both sides are reduced to `(objectID, content hash)` pairs streamed into temporary tables of the
-verifying session, and the comparison is SQL over those tables, so the process holds one page of the
-index or one chunk of the table at a time: its memory does not grow with the index.
+verifying session, and the comparison is SQL over those tables, so the process holds a few pages of
+the index and one chunk of the table at a time: its memory does not grow with the index.
 
 * The index is walked page by page with its browse cursor (`browse.iter_pages`: a plain loop over
   single-page browse calls through the client's transport), asking for every attribute but
