@@ -314,9 +314,14 @@ def _create_scratch(conn: psycopg.Connection) -> None:
 
 
 def _drop_scratch(conn: psycopg.Connection) -> None:
+    """Best effort: temporary tables go with the session anyway, and an error here must not hide
+    the one that ended the verify."""
     if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        return  # a broken session: its temporary tables go with it
-    conn.execute(f"DROP TABLE IF EXISTS {INDEX_HASHES}, {TABLE_HASHES}, {DRIFT}")
+        return
+    try:
+        conn.execute(f"DROP TABLE IF EXISTS {INDEX_HASHES}, {TABLE_HASHES}, {DRIFT}")
+    except psycopg.Error:
+        pass
 
 
 def _compare(conn: psycopg.Connection, watched: Watched, started_at: Any, report: Report) -> None:
