@@ -308,7 +308,7 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
 
 def _create_scratch(conn: psycopg.Connection) -> None:
     _drop_scratch(conn)
-    # COLLATE "C": key order is code point order, and keyset walks use the primary key index.
+    # COLLATE "C" (inherited by DRIFT): code point order for the samples and the repair's keyset walk.
     conn.execute(f'CREATE TEMPORARY TABLE {INDEX_HASHES} (k text COLLATE "C" NOT NULL, hash bytea NOT NULL)')
     conn.execute(f'CREATE TEMPORARY TABLE {TABLE_HASHES} (k text COLLATE "C" NOT NULL, hash bytea)')
 
