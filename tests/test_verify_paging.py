@@ -4,7 +4,10 @@ An index past ~1,000 browse pages broke the algoliasearch `browse_objects` helpe
 page, every page kept alive). A million records are too slow for a test, so the page is made small
 instead (hitsPerPage=2 through the emulator): a few thousand records are more than 1,000 pages.
 verify runs in its own process (the in-process emulator's allocations must not count) under
-tracemalloc; its peak must not grow with the index.
+tracemalloc, browsing thread included; its peak must not grow with the index.
+
+Also here: the page loop's edges (no such index, excluded attributes, throttling), the content
+hash's shortcut against its definition, and hashes reaching Postgres intact through COPY.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ from workerpool.emulator import make_client
 PAGE = 2
 CHUNK = 100  # table rows read per query: both runs hold full chunks
 
-# Warm up once (imports, prepared statements, the client's models), then trace a second run.
+# As the CLI runs it (its connection, its session settings); warmed up once (imports, prepared
+# statements), then a second run traced.
 _TRACED_VERIFY = """
-import json, sys, tracemalloc
-import psycopg
+import json, os, sys, tracemalloc
 from workerpool import config
+from workerpool.db import connect
 from workerpool.verify import verify
 
-settings = config.load(environ=dict(__import__("os").environ), env_file=None)
-with psycopg.connect(settings.database_url, autocommit=True) as conn:
+settings = config.load(environ=dict(os.environ), env_file=None)
+with connect(settings.database_url, purpose="verify") as conn:
     verify(settings, conn, "products", page_size=int(sys.argv[1]), chunk_size=int(sys.argv[2]), stream=open("/dev/null", "w"))
     tracemalloc.start()
     report = verify(settings, conn, "products", page_size=int(sys.argv[1]), chunk_size=int(sys.argv[2]), stream=open("/dev/null", "w"))
