@@ -152,6 +152,18 @@ def summarize(data: dict, markdown: bool = False) -> tuple[str, dict]:
                               _fmt(r["rss_end_kb"] / 1024, 1), _fmt(r["peak_hwm_kb"] / 1024, 1),
                               f"{r['growth_after_10pct_kb'] / 1024:+.1f} MB"] for r in m.get("rss", [])], markdown))
 
+    verify = sorted((info(b) for b in tests.get("test_verify_and_atomic_reindex_memory", [])), key=lambda v: v["rows"])
+    if verify:
+        figures["verify"] = verify
+        parts.append(h("verify and reindex --atomic (CLI subprocesses; peak RSS of the command's own process)"))
+        parts.append(_table(["command", "rows", "wall s", "rows/s", "peak RSS MB", "CPU s: command / pg / emulator"],
+                            [[name, _fmt(v["rows"]), _fmt(v[key]["wall_s"], 1), _fmt(v[key]["rows_per_s"]),
+                              _fmt(v[key]["peak_rss_mb"], 1),
+                              f"{_fmt(v[key]['cpu_cli_s'], 1)} / {_fmt(v[key].get('cpu_postgres_s'), 1)} / "
+                              f"{_fmt(v[key]['cpu_emulator_s'], 1)}"]
+                             for key, name in (("reindex", "reindex --atomic"), ("verify", "verify")) for v in verify],
+                            markdown))
+
     profiles = [info(b) for b in tests.get("test_profile_drain", [])]
     for p in profiles:
         prof = p["profile"]
@@ -251,6 +263,17 @@ def evaluate_targets(f: dict) -> list[list[str]]:
         peak = max(r["peak_hwm_kb"] for r in f["memory"]["rss"])
         out.append([f"worker RSS flat over {f['memory']['rows']:,} records (growth after 10% <= {MEMORY_FLAT_KB // 1024} MB)",
                     f"worst growth {worst / 1024:+.1f} MB, peak {peak / 1024:.0f} MB", verdict(worst <= MEMORY_FLAT_KB)])
+    verify = {v["rows"]: v for v in f.get("verify", [])}
+    if 1_000_000 in verify:
+        big = verify[1_000_000]
+        for key, name in (("verify", "verify"), ("reindex", "reindex --atomic")):
+            peak = big[key]["peak_rss_mb"]
+            out.append([f"{name} peak RSS at 1,000,000 rows < 200 MB", f"{peak:.1f} MB", verdict(peak < 200)])
+            if 100_000 in verify:
+                ratio = peak / verify[100_000][key]["peak_rss_mb"]
+                out.append([f"{name} peak RSS at 1,000,000 within 1.2x of 100,000", f"{ratio:.2f}x", verdict(ratio <= 1.2)])
+        rate = big["verify"]["rows_per_s"]
+        out.append(["verify >= 20,000 rows/s at 1,000,000 rows", f"{_fmt(rate)} rows/s", verdict(rate >= 20_000)])
     return out
 
 

@@ -257,9 +257,13 @@ _NUMERIC_OPS = frozenset({"IncrementSet", "IncrementFrom", "Increment", "Decreme
 
 
 def _project(rec: dict, attributes: Optional[list[str]]) -> dict:
-    """``attributesToRetrieve``: keep those attributes (objectID always)."""
-    if not attributes or "*" in attributes:
+    """``attributesToRetrieve``: keep those attributes (objectID always); with ``*``, every attribute
+    but those named with a leading ``-`` (``["*", "-price"]``)."""
+    if not attributes:
         return rec
+    if "*" in attributes:
+        excluded = {name[1:] for name in attributes if name.startswith("-") and name[1:] != "objectID"}
+        return {k: v for k, v in rec.items() if k not in excluded} if excluded else rec
     out = {"objectID": rec.get("objectID")}
     for name in attributes:
         if name in rec:

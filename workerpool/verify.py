@@ -1,11 +1,19 @@
 """`workerpool verify TABLE [--repair]`: compare an index with its table, record for record.
 
-The index is browsed with the algoliasearch client (`browse_objects`); the table is walked in key
-order (keyset chunks) and each row is built into the record the worker would send (`RecordBuilder`:
-the worker's own read query and record code, attribute selection and transform included). Both sides
-are reduced to a content hash of their canonical JSON (sorted keys, integral floats as integers, the
-`_version` bookkeeping attribute left out), so the comparison keeps two hashes per record in memory,
-not the records themselves. A row the worker could not build (a transform error, over
+Both sides are reduced to `(objectID, content hash)` pairs streamed into temporary tables of the
+verifying session, and the comparison is SQL over those tables, so the process holds a few pages of
+the index and one chunk of the table at a time: its memory does not grow with the index.
+
+* The index is walked page by page with its browse cursor (`browse.iter_pages`: a plain loop over
+  single-page browse calls through the client's transport), asking for every attribute but
+  `_version`. A thread does it (`IndexReader`) while the table is walked, and hands each page's
+  hashes over through a short queue; they are copied into the session (COPY) between table chunks.
+* The table is walked in key order (keyset chunks) and each row is built into the record the worker
+  would send (`RecordBuilder`: the worker's own read query and record code, attribute selection and
+  transform included); each chunk's hashes are copied the same way.
+
+A content hash is that of the record's canonical JSON (sorted keys, integral floats as integers, the
+`_version` bookkeeping attribute left out). A row the worker could not build (a transform error, over
 MAX_RECORD_BYTES) is counted as "unbuildable", not as drift: `--repair` could not fix it.
 
 * **missing**: a row whose record is not in the index;
@@ -24,19 +32,33 @@ The exit code is 1 when drift was found (repaired or not), 0 when the index is c
 from __future__ import annotations
 
 import hashlib
+import queue
+import re
 import sys
+import threading
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterator
 
 import orjson
 import psycopg
 from psycopg import sql
 
 from . import records
+from .browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
+from .capture import Watched
 from .config import Settings
 from .reindex import DEFAULT_CHUNK, ProgressBar, RecordBuilder, count_rows, find_watched, iter_key_chunks
 
 SAMPLE = 5
+KINDS = ("missing", "extra", "stale")
+
+# Temporary tables of the verifying session (dropped at the end, and by Postgres with the session).
+INDEX_HASHES = "workerpool_verify_index"
+TABLE_HASHES = "workerpool_verify_table"
+DRIFT = "workerpool_verify_drift"
+
+# Keys in natural order: integers by value first, then the rest by code point.
+_NATURAL_ORDER = "(k !~ '^-?[0-9]+$'), CASE WHEN k ~ '^-?[0-9]+$' THEN k::numeric END, k"
 
 
 def canonical(value: Any) -> Any:
@@ -50,8 +72,18 @@ def canonical(value: Any) -> Any:
     return value
 
 
+# orjson writes every integral float below 2**53 as digits and ".0" (15.0, 1000000000000000.0); JSON
+# without ".0" before a non-digit anywhere (strings included) has no float that `canonical` would
+# change. (A literal first character keeps the search fast; text that matches only costs the walk.)
+_MAYBE_INTEGRAL_FLOAT = re.compile(rb"\.0(?![0-9])")
+
+
 def content_hash(record: Any) -> bytes:
-    return hashlib.blake2b(orjson.dumps(canonical(record), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    """blake2b-128 of the record's canonical JSON (sorted keys, `canonical` numbers)."""
+    body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    if _MAYBE_INTEGRAL_FLOAT.search(body):
+        body = orjson.dumps(canonical(record), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 @dataclass
@@ -60,40 +92,45 @@ class Report:
     index: str
     rows: int = 0
     indexed: int = 0
-    missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
+    missing: int = 0
+    extra: int = 0
+    stale: int = 0
     in_flight: int = 0
-    unbuildable: list[str] = field(default_factory=list)
+    unbuildable: int = 0
+    samples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first keys in natural order
     repaired_enqueued: int = 0
     repaired_deleted: int = 0
     repaired: bool = False
 
     @property
     def drift(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.stale)
+        return self.missing + self.extra + self.stale
+
+    def sample(self, kind: str) -> list[str]:
+        return self.samples.get(kind, [])[:SAMPLE]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "table": self.table, "index": self.index, "rows": self.rows, "records": self.indexed,
-            "missing": len(self.missing), "extra": len(self.extra), "stale": len(self.stale),
-            "in_flight": self.in_flight, "unbuildable": len(self.unbuildable), "drift": self.drift,
-            "samples": {"missing": self.missing[:SAMPLE], "extra": self.extra[:SAMPLE], "stale": self.stale[:SAMPLE]},
+            "missing": self.missing, "extra": self.extra, "stale": self.stale,
+            "in_flight": self.in_flight, "unbuildable": self.unbuildable, "drift": self.drift,
+            "samples": {kind: self.sample(kind) for kind in KINDS},
             "repaired": self.repaired, "enqueued": self.repaired_enqueued, "deleted": self.repaired_deleted,
         }
 
     def render(self) -> str:
-        def line(name: str, keys: list[str]) -> str:
-            sample = f"  e.g. {', '.join(keys[:SAMPLE])}" if keys else ""
-            return f"  {name:<9}{len(keys):>8}{sample}\n"
+        def line(name: str) -> str:
+            keys = self.sample(name)
+            sample = f"  e.g. {', '.join(keys)}" if keys else ""
+            return f"  {name:<9}{getattr(self, name):>8}{sample}\n"
 
         out = [f"verify {self.table} -> index {self.index}\n",
                f"  rows in table      {self.rows:>8}\n",
                f"  records in index   {self.indexed:>8}\n",
-               line("missing", self.missing), line("extra", self.extra), line("stale", self.stale),
+               *(line(kind) for kind in KINDS),
                f"  in flight {self.in_flight:>7}  (changed while verifying; not counted)\n"]
         if self.unbuildable:
-            out.append(f"  unbuildable {len(self.unbuildable):>5}  e.g. {', '.join(self.unbuildable[:SAMPLE])} "
+            out.append(f"  unbuildable {self.unbuildable:>5}  e.g. {', '.join(self.sample('unbuildable'))} "
                        "(the worker cannot build these records; see failed rows in the queue)\n")
         if not self.drift:
             out.append("clean: the index matches the table\n")
@@ -106,92 +143,228 @@ class Report:
         return "".join(out)
 
 
-def browse_hashes(client: Any, index: str) -> dict[str, bytes]:
-    """{objectID: content hash} of every record of the index ({} when it does not exist)."""
-    from algoliasearch.http.exceptions import RequestException
+# ---- the two sides, streamed into the session ------------------------------------------------
 
-    found: dict[str, bytes] = {}
 
-    def take(page: Any) -> None:
-        for hit in page.hits:
-            record = dict(hit.model_extra or {})
-            record.pop(records.VERSION, None)
-            record[records.OBJECT_ID] = hit.object_id
-            found[hit.object_id] = content_hash(record)
+def hit_hash(hit: dict[str, Any]) -> bytes:
+    """The content hash of a browsed record: what the worker sent, without `_version` or hit metadata."""
+    hit.pop(records.VERSION, None)
+    for name in HIT_EXTRAS:
+        hit.pop(name, None)
+    return content_hash(hit)
 
-    try:
-        client.browse_objects(index, take, {"hitsPerPage": 1000})
-    except RequestException as exc:
-        if exc.status_code == 404:
-            return {}
-        raise
-    return found
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\t\\N\n"
+_COPY_BYTEA = "\t\\\\x"  # a tab, then bytea's hex form with its backslash escaped for COPY
+
+
+def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple[str, bytes | None]]) -> None:
+    """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
+    `write_row` costs more than the hashing)."""
+    lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
+    with conn.cursor() as cur, cur.copy(f"COPY {table} (k, hash) FROM STDIN") as copy:
+        copy.write("".join(lines))
+
+
+class IndexReader(threading.Thread):
+    """Browses the index and hashes each page in the background, while the table is walked.
+
+    Against a remote Algolia the walk of the index is bound by round trips, the walk of the table by
+    CPU and the database: side by side, verify takes about as long as the longer of the two. Pages
+    of `(objectID, hash)` wait in a short queue (`depth`) for the connection's thread to copy them,
+    so at most a few pages are held, however large the index.
+    """
+
+    def __init__(self, browser: Browser, index: str, page_size: int = MAX_PAGE, depth: int = 4) -> None:
+        super().__init__(name="verify-browse", daemon=True)
+        self._browser, self._index, self._page_size = browser, index, page_size
+        self.pages: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+        self.count = 0  # records copied so far (by the connection's thread)
+        self.done = False  # every page copied
+
+    def run(self) -> None:
+        try:
+            for hits in iter_pages(self._browser, self._index, page_size=self._page_size,
+                                   attributes=["*", f"-{records.VERSION}"]):
+                if not self._put([(hit[records.OBJECT_ID], hit_hash(hit)) for hit in hits]):
+                    return
+        except BaseException as exc:  # handed to the connection's thread, which raises it
+            self.error = exc
+        finally:
+            self._put(None)
+
+    def _put(self, item: list[tuple[str, bytes]] | None) -> bool:
+        while not self._halt.is_set():
+            try:
+                self.pages.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def copy_index_hashes(reader: IndexReader, conn: psycopg.Connection, *, wait: bool) -> int | None:
+    """Copy the pages the reader has hashed into INDEX_HASHES (one COPY per page, so no transaction
+    stays open). Returns the index's record count once the reader is done, else None; with `wait`,
+    blocks until it is done."""
+    while not reader.done:
+        try:
+            page = reader.pages.get(block=wait)
+        except queue.Empty:
+            return None
+        if page is None:
+            reader.done = True
+            if reader.error is not None:
+                raise reader.error
+        elif page:
+            copy_rows(conn, INDEX_HASHES, page)
+            reader.count += len(page)
+    return reader.count
+
+
+@dataclass
+class TableSide:
+    rows: int = 0  # rows whose record belongs in the index
+    unbuildable: int = 0
+    unbuildable_sample: list[str] = field(default_factory=list)
+
+
+def copy_table_hashes(settings: Settings, conn: psycopg.Connection, watched: Watched, index: str, chunk_size: int,
+                      stream: IO[str] | None, between: Callable[[], Any] = lambda: None) -> TableSide:
+    """Build every row's record as the worker would and copy `(key, hash)` into TABLE_HASHES, one
+    chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
+    for it, repair cannot do better); a row the view or the transform filters out is left out, so its
+    record in the index, if any, is extra. `between` runs after each chunk (the index's pages are
+    copied there, on the same connection)."""
+    builder = RecordBuilder(settings)
+    side = TableSide()
+    total = count_rows(conn, watched)
+    bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
+    done = 0
+    for keys in iter_key_chunks(conn, watched, chunk_size):
+        built = builder.build(conn, watched, index, keys)
+        hashes: list[tuple[str, bytes | None]] = []
+        for key in keys:
+            if key in built.failed:
+                side.unbuildable += 1
+                if len(side.unbuildable_sample) < SAMPLE:
+                    side.unbuildable_sample.append(key)
+                hashes.append((key, None))
+                continue
+            record = built.record(key)
+            if record is None:
+                continue
+            side.rows += 1
+            hashes.append((key, content_hash(record)))
+        if hashes:
+            copy_rows(conn, TABLE_HASHES, hashes)
+        done += len(keys)
+        bar.update(done)
+        between()
+    bar.finish()
+    return side
+
+
+# ---- the command -----------------------------------------------------------------------------
 
 
 def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: bool = False,
-           chunk_size: int = DEFAULT_CHUNK, stream: IO[str] | None = None) -> Report:
-    from .algolia import make_client
-
+           chunk_size: int = DEFAULT_CHUNK, page_size: int = MAX_PAGE, stream: IO[str] | None = None) -> Report:
+    """Compare the index of `table` with the table, on `conn` (autocommit); `page_size` is the
+    browse page (hitsPerPage), `chunk_size` the keys read per query."""
     settings.require_algolia()
     watched = find_watched(conn, table)
     index = settings.algolia_index_prefix + watched.index_name
     report = Report(watched.table_name, index)
     started_at = conn.execute("SELECT now()").fetchone()[0]
-    client = make_client(settings)
+    _create_scratch(conn)
     try:
-        indexed = browse_hashes(client, index)
+        browser = Browser(settings)
+        reader = IndexReader(browser, index, page_size)
+        reader.start()
+        try:
+            side = copy_table_hashes(settings, conn, watched, index, chunk_size, stream,
+                                     between=lambda: copy_index_hashes(reader, conn, wait=False))
+            report.indexed = copy_index_hashes(reader, conn, wait=True) or 0
+        finally:
+            reader.stop()
+            browser.close()
+        report.rows, report.unbuildable = side.rows, side.unbuildable
+        report.samples["unbuildable"] = side.unbuildable_sample
+        _compare(conn, watched, started_at, report)
+        if repair and report.drift:
+            _repair(settings, conn, watched, report)
     finally:
-        client.close()
-    report.indexed = len(indexed)
-
-    builder = RecordBuilder(settings)
-    total = count_rows(conn, watched)
-    bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
-    seen: set[str] = set()
-    done = 0
-    for keys in iter_key_chunks(conn, watched, chunk_size):
-        built = builder.build(conn, watched, index, keys)
-        for key in keys:
-            if key in built.failed:
-                report.unbuildable.append(key)
-                seen.add(key)  # whatever the index holds for it, repair cannot do better
-                continue
-            record = built.record(key)
-            if record is None:
-                continue  # filtered out by the view or the transform: must not be indexed (extra below)
-            seen.add(key)
-            have = indexed.get(key)
-            if have is None:
-                report.missing.append(key)
-            elif have != content_hash(record):
-                report.stale.append(key)
-        done += len(keys)
-        bar.update(done)
-    bar.finish()
-    report.rows = len(seen) - len(report.unbuildable)
-    report.extra = [k for k in indexed if k not in seen]
-
-    moving = {r[0] for r in conn.execute(
-        """SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status IN ('pending', 'processing')
-           UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
-           UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s""",
-        {"t": watched.table_name, "since": started_at},
-    )}
-    before = report.drift
-    report.missing = [k for k in report.missing if k not in moving]
-    report.extra = [k for k in report.extra if k not in moving]
-    report.stale = [k for k in report.stale if k not in moving]
-    report.in_flight = before - report.drift
-    for keys in (report.missing, report.extra, report.stale):
-        keys.sort(key=_natural)
-
-    if repair and report.drift:
-        _repair(settings, conn, watched, report)
+        _drop_scratch(conn)
     return report
 
 
-def _natural(key: str) -> tuple:
-    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+def _create_scratch(conn: psycopg.Connection) -> None:
+    _drop_scratch(conn)
+    # COLLATE "C" (inherited by DRIFT): code point order for the samples and the repair's keyset walk.
+    conn.execute(f'CREATE TEMPORARY TABLE {INDEX_HASHES} (k text COLLATE "C" NOT NULL, hash bytea NOT NULL)')
+    conn.execute(f'CREATE TEMPORARY TABLE {TABLE_HASHES} (k text COLLATE "C" NOT NULL, hash bytea)')
+
+
+def _drop_scratch(conn: psycopg.Connection) -> None:
+    """Best effort: temporary tables go with the session anyway, and an error here must not hide
+    the one that ended the verify."""
+    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute(f"DROP TABLE IF EXISTS {INDEX_HASHES}, {TABLE_HASHES}, {DRIFT}")
+    except psycopg.Error:
+        pass
+
+
+def _compare(conn: psycopg.Connection, watched: Watched, started_at: Any, report: Report) -> None:
+    """Classify every key into DRIFT, leave out the keys in flight, and count and sample the rest."""
+    conn.execute(f"ANALYZE {INDEX_HASHES}")
+    conn.execute(f"ANALYZE {TABLE_HASHES}")
+    conn.execute(f"""
+        CREATE TEMPORARY TABLE {DRIFT} AS
+        SELECT t.k, CASE WHEN i.k IS NULL THEN 'missing' ELSE 'stale' END AS kind
+          FROM {TABLE_HASHES} t LEFT JOIN {INDEX_HASHES} i ON i.k = t.k
+         WHERE t.hash IS NOT NULL AND i.hash IS DISTINCT FROM t.hash
+        UNION ALL
+        SELECT i.k, 'extra' FROM {INDEX_HASHES} i
+         WHERE NOT EXISTS (SELECT 1 FROM {TABLE_HASHES} t WHERE t.k = i.k)""")
+    report.in_flight = conn.execute(
+        f"""DELETE FROM {DRIFT} d USING (
+                SELECT record_id AS k FROM algolia_sync_queue
+                 WHERE table_name = %(t)s AND status IN ('pending', 'processing')
+                UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
+                UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s
+            ) moving
+            WHERE d.k = moving.k""",
+        {"t": watched.table_name, "since": started_at},
+    ).rowcount
+    conn.execute(f"CREATE INDEX ON {DRIFT} (kind, k)")
+    conn.execute(f"ANALYZE {DRIFT}")
+    for kind, n in conn.execute(f"SELECT kind, count(*) FROM {DRIFT} GROUP BY kind"):
+        setattr(report, kind, n)
+    for kind in KINDS:
+        report.samples[kind] = [r[0] for r in conn.execute(
+            f"SELECT k FROM {DRIFT} WHERE kind = %s ORDER BY {_NATURAL_ORDER} LIMIT {SAMPLE}", (kind,))]
+
+
+def _drifted(conn: psycopg.Connection, kind: str, size: int = DEFAULT_CHUNK) -> Iterator[list[str]]:
+    """The keys of one kind of drift, `size` at a time (keyset over the DRIFT index)."""
+    last = ""
+    while True:
+        keys = [r[0] for r in conn.execute(
+            f"SELECT k FROM {DRIFT} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s", (kind, last, size))]
+        if not keys:
+            return
+        yield keys
+        last = keys[-1]
 
 
 def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[str]:
@@ -216,25 +389,29 @@ def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[
     return good
 
 
-def _repair(settings: Settings, conn: psycopg.Connection, watched: Any, report: Report) -> None:
+def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, report: Report) -> None:
+    """Enqueue every drifted key whose objectID is a valid key; delete the others from the index."""
     from .algolia import Sender
 
-    castable_extra = _castable(conn, watched.key_type, report.extra)
-    keys = report.missing + report.stale + castable_extra
+    for keys in _drifted(conn, "extra"):
+        impossible = sorted(set(keys) - set(_castable(conn, watched.key_type, keys)))
+        if impossible:
+            conn.execute(f"UPDATE {DRIFT} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s)", (impossible,))
     with conn.transaction():
         report.repaired_enqueued = conn.execute(
-            """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-               SELECT %s, k, 'REINDEX' FROM unnest(%s::text[]) AS k
-               ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
-            (watched.table_name, keys),
+            f"""INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+                SELECT %s, k, 'REINDEX' FROM {DRIFT} WHERE kind <> 'impossible'
+                ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+            (watched.table_name,),
         ).rowcount
         conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
-    impossible = sorted(set(report.extra) - set(castable_extra))
-    if impossible:
-        sender = Sender(settings)
-        try:
-            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in impossible))
-        finally:
+    sender: Any = None
+    try:
+        for keys in _drifted(conn, "impossible"):
+            sender = sender or Sender(settings)
+            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in keys))
+            report.repaired_deleted += len(keys)
+    finally:
+        if sender is not None:
             sender.close()
-        report.repaired_deleted = len(impossible)
     report.repaired = True
