@@ -182,6 +182,7 @@ class IndexReader(threading.Thread):
         self.pages: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self._halt = threading.Event()
+        self.answered = threading.Event()  # the first page (or the error) is in
         self.count = 0  # records copied so far (by the connection's thread)
         self.done = False  # every page copied
 
@@ -194,9 +195,11 @@ class IndexReader(threading.Thread):
         except BaseException as exc:  # handed to the connection's thread, which raises it
             self.error = exc
         finally:
+            self.answered.set()
             self._put(None)
 
     def _put(self, item: list[tuple[str, bytes]] | None) -> bool:
+        self.answered.set()
         while not self._halt.is_set():
             try:
                 self.pages.put(item, timeout=0.2)
@@ -290,6 +293,11 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
         reader = IndexReader(browser, index, page_size)
         reader.start()
         try:
+            # Algolia refusing the key or out of reach shows on the first page: fail before the
+            # table's walk prints any progress.
+            reader.answered.wait()
+            if reader.error is not None:
+                raise reader.error
             side = copy_table_hashes(settings, conn, watched, index, chunk_size, stream,
                                      between=lambda: copy_index_hashes(reader, conn, wait=False))
             report.indexed = copy_index_hashes(reader, conn, wait=True) or 0
