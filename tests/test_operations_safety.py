@@ -63,9 +63,17 @@ def _one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
 
 def _url_form(db_url: str, **query: str) -> str:
     """The database of `db_url` as a postgresql:// URL with extra query parameters."""
+    from urllib.parse import quote
+
     parts = psycopg.conninfo.conninfo_to_dict(db_url)
+    host = parts.get("host", "")
+    if host.startswith("/"):  # a Unix socket directory (the embedded server): a query parameter
+        query = {"host": quote(host, safe=""), **({"port": parts["port"]} if "port" in parts else {}), **query}
+        netloc = ""
+    else:
+        netloc = host + (f":{parts['port']}" if "port" in parts else "")
     params = "&".join(f"{k}={v}" for k, v in query.items())
-    return f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}" + (f"?{params}" if params else "")
+    return f"postgresql://{parts.get('user', 'postgres')}@{netloc}/{parts['dbname']}" + (f"?{params}" if params else "")
 
 
 # ---- 1. secrets --------------------------------------------------------------------------------

@@ -299,7 +299,9 @@ def test_two_hosts_one_frozen_the_other_finishes_and_late_acks_change_nothing(it
     db = items
     db.execute("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 4000) g")
     emulator.inject_fault(latency_ms=30, seconds=600)
-    extra = {"LEASE_TIMEOUT": "2000"}
+    # One request on the wire per worker: with more, host-b can drain all 4,000 rows before a slow
+    # host-a has booted, and there is nothing left to freeze it over.
+    extra = {"LEASE_TIMEOUT": "2000", "REQUESTS_IN_FLIGHT": "1"}
     host_a = start_pool("--workers", "2", "--batch-size", "100", extra_env={**extra, "WORKERPOOL_HOSTNAME": "host-a"})
     host_b = start_pool("--workers", "2", "--batch-size", "100", extra_env={**extra, "WORKERPOOL_HOSTNAME": "host-b"})
     wait_until(lambda: len(host_a.lines("batch_synced")) >= 2, message="host-a at work")
