@@ -40,12 +40,19 @@ DECLARE
     new_cmp    text := 'ROW(n.*)::text';
     old_cmp    text := 'ROW(o.*)::text';
     pinned     text;
+    nullable   boolean;
+    has_key    text := '';
     src        text[];
     small      text[];
     block      text[];
 BEGIN
-    SELECT algolia_sync_key_settings(a.atttypid::regtype) INTO pinned
+    SELECT algolia_sync_key_settings(a.atttypid::regtype), NOT a.attnotnull INTO pinned, nullable
       FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = key_col AND NOT a.attisdropped;
+    -- Only a nullable key needs the filter (the spill drops NULL keys anyway; this keeps them out of
+    -- the inbox); a primary key pays nothing for it.
+    IF nullable THEN
+        has_key := format(' AND r.%I IS NOT NULL', key_col);
+    END IF;
     IF cols IS NOT NULL AND cardinality(cols) > 0 THEN
         SELECT 'ROW(' || string_agg(format('n.%I', c), ', ') || ')::text',
                'ROW(' || string_agg(format('o.%I', c), ', ') || ')::text'
@@ -55,16 +62,17 @@ BEGIN
     -- INSERT, UPDATE, DELETE, TRUNCATE (BEFORE, while the rows are still there): (k, op) per
     -- change with a key. Every column reference is qualified by an alias of this code's own.
     src := ARRAY[
-        format('SELECT (r.%I)::text AS k, ''INSERT''::text AS op FROM new_rows r WHERE r.%1$I IS NOT NULL', key_col),
+        format('SELECT (r.%I)::text AS k, ''INSERT''::text AS op FROM new_rows r WHERE true%s', key_col, has_key),
         format('SELECT coalesce(n.%1$I, o.%1$I)::text AS k, CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END AS op
                   FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
-                 WHERE (n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s)
-                   AND coalesce(n.%1$I, o.%1$I) IS NOT NULL', key_col, new_cmp, old_cmp),
-        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM old_rows r WHERE r.%1$I IS NOT NULL', key_col),
+                 WHERE (n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s)%4$s',
+               key_col, new_cmp, old_cmp,
+               CASE WHEN nullable THEN format(' AND coalesce(n.%1$I, o.%1$I) IS NOT NULL', key_col) ELSE '' END),
+        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM old_rows r WHERE true%s', key_col, has_key),
         -- Formatted again when it runs (FROM the table as it is then called): '%' in the key's
         -- name is doubled for that second pass.
-        format('SELECT (r.%1$s)::text AS k, ''DELETE''::text AS op FROM %%s r WHERE r.%1$s IS NOT NULL',
-               replace(quote_ident(key_col), '%', '%%'))];
+        format('SELECT (r.%s)::text AS k, ''DELETE''::text AS op FROM %%s r WHERE true%s',
+               replace(quote_ident(key_col), '%', '%%'), replace(has_key, '%', '%%'))];
     -- The small path: an ARRAY(subquery) where every change has one operation (cheaper than an
     -- aggregate for the single-row statements that matter most), two filtered aggregates for UPDATE.
     small := ARRAY[
