@@ -337,19 +337,6 @@ BEGIN
 END;
 $$;
 
--- Event triggers need a superuser. Without one, `migrate` says so and DDL on a watched table may
--- break its capture until `workerpool watch` is run again (README: Supported tables and types).
-DO $$
-BEGIN
-    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        DROP EVENT TRIGGER IF EXISTS algolia_sync_follow_ddl;
-        CREATE EVENT TRIGGER algolia_sync_follow_ddl ON ddl_command_end
-            WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_ddl();
-    ELSE
-        RAISE NOTICE 'workerpool: not a superuser, so DDL on watched tables is not followed automatically';
-    END IF;
-END;
-$$;
 
 -- Attach a watched table's capture function: statement-level triggers on the table and on each of
 -- its partitions (statement triggers fire only on the table a statement names, so writes made
@@ -418,12 +405,19 @@ BEGIN
 END;
 $$;
 
+-- Event triggers need a superuser. Without one, `migrate` says so and DDL on a watched table may
+-- break its capture until `workerpool watch` is run again (README: Supported tables and types).
 DO $$
 BEGIN
     IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        DROP EVENT TRIGGER IF EXISTS algolia_sync_follow_ddl;
+        CREATE EVENT TRIGGER algolia_sync_follow_ddl ON ddl_command_end
+            WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_ddl();
         DROP EVENT TRIGGER IF EXISTS algolia_sync_follow_partitions;
         CREATE EVENT TRIGGER algolia_sync_follow_partitions ON ddl_command_end
             WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_partitions();
+    ELSE
+        RAISE NOTICE 'workerpool: not a superuser, so DDL on watched tables is not followed automatically';
     END IF;
 END;
 $$;

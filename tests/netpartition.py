@@ -84,49 +84,6 @@ class Relay:
             s.close()
 
 
-class Namespace:
-    """A namespace `name` at `peer_ip`, reachable from here at `host_ip`."""
-
-    def __init__(self) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.name, self.host_dev, self.peer_dev = f"wp{tag}", f"wph{tag}", f"wpn{tag}"
-        octet = 16 + os.getpid() % 200  # a /30 of 10.213.x.0 per test run, so parallel runs don't meet
-        self.host_ip, self.peer_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
-        self.partitioned = False
-        _ip("netns", "add", self.name)
-        try:
-            _ip("link", "add", self.host_dev, "type", "veth", "peer", "name", self.peer_dev)
-            _ip("link", "set", self.peer_dev, "netns", self.name)
-            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_dev)
-            _ip("link", "set", self.host_dev, "up")
-            for cmd in (("addr", "add", f"{self.peer_ip}/30", "dev", self.peer_dev),
-                        ("link", "set", self.peer_dev, "up"), ("link", "set", "lo", "up")):
-                _ip("netns", "exec", self.name, "ip", *cmd)
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def prefix(self) -> list[str]:
-        """Run a command inside: `[*ns.prefix, cmd, ...]`."""
-        return ["ip", "netns", "exec", self.name]
-
-    def partition(self) -> None:
-        """Every packet from this side to the namespace is dropped, silently."""
-        _ip("route", "add", "blackhole", f"{self.peer_ip}/32")
-        self.partitioned = True
-
-    def heal(self) -> None:
-        if self.partitioned:
-            _ip("route", "del", "blackhole", f"{self.peer_ip}/32", check=False)
-            self.partitioned = False
-
-    def close(self) -> None:
-        self.heal()
-        _ip("netns", "del", self.name, check=False)
-        _ip("link", "del", self.host_dev, check=False)  # normally gone with the namespace's end
-
-
 class Isolated:
     """A namespace with only its own loopback up: nothing of this host's network is reachable from
     inside (no Postgres on 127.0.0.1:5432, no other host), as on a machine that runs no server."""
@@ -153,3 +110,41 @@ class Isolated:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Namespace(Isolated):
+    """A namespace `name` at `peer_ip`, reachable from here at `host_ip`."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.name, self.host_dev, self.peer_dev = f"wp{tag}", f"wph{tag}", f"wpn{tag}"
+        octet = 16 + os.getpid() % 200  # a /30 of 10.213.x.0 per test run, so parallel runs don't meet
+        self.host_ip, self.peer_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
+        self.partitioned = False
+        _ip("netns", "add", self.name)
+        try:
+            _ip("link", "add", self.host_dev, "type", "veth", "peer", "name", self.peer_dev)
+            _ip("link", "set", self.peer_dev, "netns", self.name)
+            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_dev)
+            _ip("link", "set", self.host_dev, "up")
+            for cmd in (("addr", "add", f"{self.peer_ip}/30", "dev", self.peer_dev),
+                        ("link", "set", self.peer_dev, "up"), ("link", "set", "lo", "up")):
+                _ip("netns", "exec", self.name, "ip", *cmd)
+        except BaseException:
+            self.close()
+            raise
+
+    def partition(self) -> None:
+        """Every packet from this side to the namespace is dropped, silently."""
+        _ip("route", "add", "blackhole", f"{self.peer_ip}/32")
+        self.partitioned = True
+
+    def heal(self) -> None:
+        if self.partitioned:
+            _ip("route", "del", "blackhole", f"{self.peer_ip}/32", check=False)
+            self.partitioned = False
+
+    def close(self) -> None:
+        self.heal()
+        _ip("netns", "del", self.name, check=False)
+        _ip("link", "del", self.host_dev, check=False)  # normally gone with the namespace's end
