@@ -10,9 +10,9 @@ import math
 import os
 import resource
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -98,8 +98,13 @@ def peer_points() -> list[tuple[int, int]]:
 def bench_overrides(database_url: str) -> dict[str, str]:
     """What a benchmark changes in the tests' subprocess environment (`env`): its own database, and
     the production defaults for what the tests shorten (polling, lease, shutdown)."""
-    return {"DATABASE_URL": database_url, "POLLING_INTERVAL": "5000", "LEASE_TIMEOUT": "60000",
-            "SHUTDOWN_TIMEOUT": "30000", "LOG_LEVEL": "INFO"}
+    return {
+        "DATABASE_URL": database_url,
+        "POLLING_INTERVAL": "5000",
+        "LEASE_TIMEOUT": "60000",
+        "SHUTDOWN_TIMEOUT": "30000",
+        "LOG_LEVEL": "INFO",
+    }
 
 
 def rows_for(batch_size: int) -> int:
@@ -159,8 +164,9 @@ def create_products(conn: psycopg.Connection, name: str = "products") -> None:
     conn.execute(sql.SQL(PRODUCTS_DDL).format(name=sql.Identifier(name)))
 
 
-def fill_products(conn: psycopg.Connection, rows: int, name: str = "products", first: int = 1,
-                  chunk: int = 250_000) -> None:
+def fill_products(
+    conn: psycopg.Connection, rows: int, name: str = "products", first: int = 1, chunk: int = 250_000
+) -> None:
     """Insert ids first..first+rows-1 (in chunks, so 1,000,000 rows never make one huge transaction)."""
     start = first
     end = first + rows - 1
@@ -192,8 +198,8 @@ def _proc_stat(pid: str) -> tuple[str, int, float, float] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    comm = raw[raw.index("(") + 1: raw.rindex(")")]
-    f = raw[raw.rindex(")") + 2:].split()
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    f = raw[raw.rindex(")") + 2 :].split()
     # fields after comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
     return comm, int(f[1]), (int(f[11]) + int(f[12])) / _TICK, (int(f[13]) + int(f[14])) / _TICK
 
@@ -230,12 +236,12 @@ class CpuSnapshot:
     postgres_cpu: float | None
 
     @classmethod
-    def take(cls) -> "CpuSnapshot":
+    def take(cls) -> CpuSnapshot:
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         return cls(time.perf_counter(), me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, postgres_cpu_s())
 
-    def since(self, before: "CpuSnapshot", children_label: str = "cpu_workerpool_s") -> dict[str, float]:
+    def since(self, before: CpuSnapshot, children_label: str = "cpu_workerpool_s") -> dict[str, float]:
         """CPU seconds per component between two snapshots (children: processes reaped in between)."""
         out = {
             "wall_s": round(self.wall - before.wall, 3),

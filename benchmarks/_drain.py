@@ -7,9 +7,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -53,15 +54,18 @@ class RssSampler(threading.Thread):
         for pid, samples in sorted(self.samples.items()):
             warm = next((s for s in samples if s[1] >= self.total * 0.10), samples[0])
             last = samples[-1]
-            out.append({
-                "pid": pid, "samples": len(samples),
-                "rss_first_kb": samples[0][2],
-                "rss_at_10pct_kb": warm[2],
-                "rss_end_kb": last[2],
-                "peak_hwm_kb": max(s[3] for s in samples),
-                "growth_after_10pct_kb": last[2] - warm[2],
-                "progress_at_end": last[1],
-            })
+            out.append(
+                {
+                    "pid": pid,
+                    "samples": len(samples),
+                    "rss_first_kb": samples[0][2],
+                    "rss_at_10pct_kb": warm[2],
+                    "rss_end_kb": last[2],
+                    "peak_hwm_kb": max(s[3] for s in samples),
+                    "growth_after_10pct_kb": last[2] - warm[2],
+                    "progress_at_end": last[1],
+                }
+            )
         return out
 
 
@@ -101,9 +105,18 @@ def log_figures(output: str) -> dict[str, Any]:
     return out
 
 
-def run_drain(start_pool: Callable[..., Pool], overrides: dict[str, str], batch: int, workers: int, pool: int,
-              *, expected: int, progress: Callable[[], int] | None = None, sample_rss: bool = False,
-              timeout: float = 3600) -> dict[str, Any]:
+def run_drain(
+    start_pool: Callable[..., Pool],
+    overrides: dict[str, str],
+    batch: int,
+    workers: int,
+    pool: int,
+    *,
+    expected: int,
+    progress: Callable[[], int] | None = None,
+    sample_rss: bool = False,
+    timeout: float = 3600,
+) -> dict[str, Any]:
     """One `workerpool run --drain` (the tests' `start_pool` fixture, environment `overrides` on top
     of the tests' `env`), timed end to end: process start to exit."""
     before = CpuSnapshot.take()
@@ -125,9 +138,14 @@ def run_drain(start_pool: Callable[..., Pool], overrides: dict[str, str], batch:
     figures = after.since(before)
     seconds = figures["wall_s"]
     result: dict[str, Any] = {
-        "rows": expected, "batch_size": batch, "workers": workers, "pool_size": pool,
-        "seconds": seconds, "records_per_s": round(expected / seconds, 1),
-        **figures, **log_figures(output),
+        "rows": expected,
+        "batch_size": batch,
+        "workers": workers,
+        "pool_size": pool,
+        "seconds": seconds,
+        "records_per_s": round(expected / seconds, 1),
+        **figures,
+        **log_figures(output),
     }
     if "worker_window_s" in result and result["worker_window_s"] > 0:
         result["records_per_s_in_workers"] = round(expected / result["worker_window_s"], 1)
@@ -137,6 +155,7 @@ def run_drain(start_pool: Callable[..., Pool], overrides: dict[str, str], batch:
 
 
 # ---- profiling ---------------------------------------------------------------------------------
+
 
 # Which thread of a worker a py-spy stack belongs to, and (first match wins) what it was doing.
 # Matching is by function name, so a renamed function lands in "other"; the report lists the most
@@ -155,9 +174,14 @@ _MAIN: list[tuple[str, Callable[[str], bool]]] = [
     ("db: read rows, jsonb decode (stdlib json)", lambda s: "load_rows (" in s and "json/" in s),
     ("db: read rows, building dict rows", lambda s: "load_rows (" in s and "fetchall" in s),
     ("db: read rows, query", lambda s: "load_rows (" in s),
-    ("db: housekeeping (heartbeat, recover, queue empty?, release)",
-     lambda s: any(k in s for k in ("_heartbeat (", "_recover (", "_queue_empty (", "release (", "extend ("))),
-    ("waiting for the sender thread (HTTP of the previous batch)", lambda s: "_finish_in_flight (" in s and "result (" in s),
+    (
+        "db: housekeeping (heartbeat, recover, queue empty?, release)",
+        lambda s: any(k in s for k in ("_heartbeat (", "_recover (", "_queue_empty (", "release (", "extend (")),
+    ),
+    (
+        "waiting for the sender thread (HTTP of the previous batch)",
+        lambda s: "_finish_in_flight (" in s and "result (" in s,
+    ),
     ("http: send batch (on the main thread)", lambda s: "send_batch (" in s),
     ("records: transform, hash, serialize", lambda s: "records.py" in s or "item (" in s),
     ("metrics", lambda s: "metrics.py" in s),
@@ -182,7 +206,7 @@ def categorize_profile(raw_text: str) -> dict[str, Any]:
         role = _role(stack)
         if role is None or not n.isdigit():
             continue
-        for name, match in (_MAIN if role == "main" else _SENDER):
+        for name, match in _MAIN if role == "main" else _SENDER:
             if match(stack):
                 counts[role][name] += int(n)
                 break
@@ -198,17 +222,32 @@ def categorize_profile(raw_text: str) -> dict[str, Any]:
     return out
 
 
-def run_profiled_drain(env: dict[str, str], batch: int, workers: int, pool: int, py_spy: str,
-                       rate: int = 200, timeout: float = 1800) -> tuple[dict[str, Any], str]:
+def run_profiled_drain(
+    env: dict[str, str], batch: int, workers: int, pool: int, py_spy: str, rate: int = 200, timeout: float = 1800
+) -> tuple[dict[str, Any], str]:
     """Drain under `py-spy record --subprocesses --idle --threads`; returns (summary, raw stacks)."""
     with tempfile.TemporaryDirectory(prefix="workerpool-prof-") as tmp:
         raw = Path(tmp) / "profile.txt"
         log = Path(tmp) / "run.log"
-        cmd = [py_spy, "record", "--subprocesses", "--idle", "--threads", "--rate", str(rate), "--format", "raw",
-               "--output", str(raw), "--", *workerpool_cmd("run", *drain_args(batch, workers, pool))]
+        cmd = [
+            py_spy,
+            "record",
+            "--subprocesses",
+            "--idle",
+            "--threads",
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--",
+            *workerpool_cmd("run", *drain_args(batch, workers, pool)),
+        ]
         with open(log, "wb") as out:
-            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
-                                  cwd=tempfile.gettempdir())
+            proc = subprocess.run(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, cwd=tempfile.gettempdir()
+            )
         if proc.returncode != 0:
             raise AssertionError(f"profiled drain exited {proc.returncode}:\n{log.read_text()[-4000:]}")
         text = raw.read_text()

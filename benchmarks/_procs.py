@@ -7,11 +7,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _acker() -> Callable[[Any, Any], int]:
-    """workerpool.queue.ack as the worker calls it, for a claim whose every row was sent as an upsert.
+    """workerpool.runtime.queue.ack as the worker calls it, for a claim whose every row was sent as an upsert.
 
     Follows the signature in use: `ack(conn, token, items)` (items with .row, .index, .action,
     .hash, .shape, as the worker's Item) or the older `ack(conn, token, ids, actions, indexes)`.
@@ -19,7 +20,7 @@ def _acker() -> Callable[[Any, Any], int]:
     import inspect
     from types import SimpleNamespace
 
-    from workerpool import queue, records
+    from workerpool.runtime import queue, records
 
     params = list(inspect.signature(queue.ack).parameters)
     if len(params) >= 3 and params[2] == "items":
@@ -27,14 +28,24 @@ def _acker() -> Callable[[Any, Any], int]:
         shape = records.shape_hash({"id": 0, "objectID": ""}) if hasattr(records, "shape_hash") else None
 
         def ack(conn, claim) -> int:
-            items = [SimpleNamespace(row=r, index="products", action="updateObject", body=b"",
-                                     hash=content_hash(r.record_id.encode()) if content_hash else None, shape=shape)
-                     for r in claim.rows]
+            items = [
+                SimpleNamespace(
+                    row=r,
+                    index="products",
+                    action="updateObject",
+                    body=b"",
+                    hash=content_hash(r.record_id.encode()) if content_hash else None,
+                    shape=shape,
+                )
+                for r in claim.rows
+            ]
             return queue.ack(conn, claim.token, items)
     else:
+
         def ack(conn, claim) -> int:
             ids = [r.id for r in claim.rows]
             return queue.ack(conn, claim.token, ids, ["updateObject"] * len(ids), ["products"] * len(ids))
+
     return ack
 
 
@@ -43,7 +54,7 @@ def claim_ack_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
     reading: the database's ceiling for the pipeline at this batch size and process count."""
     import psycopg
 
-    from workerpool import queue
+    from workerpool.runtime import queue
 
     ack = _acker()
     conn = psycopg.connect(dsn, autocommit=True, application_name=f"workerpool-bench:{name}")
@@ -54,14 +65,25 @@ def claim_ack_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
     while True:
         claim = queue.claim_batch(conn, batch, 60_000, name, time.monotonic())
         if claim is None:
-            if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM algolia_sync_queue WHERE status = 'pending')").fetchone()[0]:
+            if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM algolia_sync_queue WHERE status = 'pending')").fetchone()[
+                0
+            ]:
                 break
             time.sleep(0.01)
             continue
         done += ack(conn, claim)
         batches += 1
-    results.put({"name": name, "pid": os.getpid(), "records": done, "batches": batches,
-                 "started": started, "ended": time.monotonic(), "cpu_s": time.process_time() - cpu0})
+    results.put(
+        {
+            "name": name,
+            "pid": os.getpid(),
+            "records": done,
+            "batches": batches,
+            "started": started,
+            "ended": time.monotonic(),
+            "cpu_s": time.process_time() - cpu0,
+        }
+    )
     conn.close()
 
 
@@ -117,7 +139,7 @@ def pgqueuer_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
     from datetime import timedelta
 
     import asyncpg
-    from pgqueuer import QueueManager, Queries
+    from pgqueuer import Queries, QueueManager
     from pgqueuer.types import QueueExecutionMode
 
     logging.getLogger("pgqueuer").setLevel(logging.WARNING)
@@ -138,8 +160,12 @@ def pgqueuer_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
         started, cpu0 = time.monotonic(), time.process_time()
         # Drain mode exits once nothing is queued and no job runs. dequeue_timeout bounds the wait
         # at the very end (workerpool's drain re-checks every 0.05 s); batch_size is the claim size.
-        await qm.run(batch_size=batch, mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1),
-                     log_aggregation_interval=timedelta(0))
+        await qm.run(
+            batch_size=batch,
+            mode=QueueExecutionMode.drain,
+            dequeue_timeout=timedelta(seconds=1),
+            log_aggregation_interval=timedelta(0),
+        )
         ended, cpu = time.monotonic(), time.process_time() - cpu0
         await conn.close()
         return {"started": started, "ended": ended, "cpu_s": cpu}
@@ -153,8 +179,9 @@ def pgqueuer_loop(dsn: str, batch: int, name: str, ready, go, results) -> None:
     results.put({"name": name, "pid": os.getpid(), "records": done, **times})
 
 
-def run_processes(target: Callable[..., None], dsn: str, batch: int, workers: int,
-                  timeout: float = 3600) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
+def run_processes(
+    target: Callable[..., None], dsn: str, batch: int, workers: int, timeout: float = 3600
+) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
     """Start `workers` processes that connect and wait; returns (start, finish).
 
     `start()` lets them all go at once; `finish()` collects them and returns the figures, timed
@@ -164,8 +191,10 @@ def run_processes(target: Callable[..., None], dsn: str, batch: int, workers: in
     ready = ctx.Barrier(workers + 1)
     go = ctx.Event()
     results = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(dsn, batch, f"{target.__name__}-{i}", ready, go, results), daemon=True)
-             for i in range(workers)]
+    procs = [
+        ctx.Process(target=target, args=(dsn, batch, f"{target.__name__}-{i}", ready, go, results), daemon=True)
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     ready.wait(timeout=120)
@@ -181,7 +210,9 @@ def run_processes(target: Callable[..., None], dsn: str, batch: int, workers: in
         while len(got) < workers:
             dead = [p for p in procs if p.exitcode not in (None, 0)]
             if dead:
-                raise AssertionError(f"{len(dead)} benchmark process(es) failed: exit codes {[p.exitcode for p in dead]}")
+                raise AssertionError(
+                    f"{len(dead)} benchmark process(es) failed: exit codes {[p.exitcode for p in dead]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError("benchmark processes timed out")
             try:
@@ -192,17 +223,24 @@ def run_processes(target: Callable[..., None], dsn: str, batch: int, workers: in
             p.join(30)
         seconds = max(r["ended"] for r in got) - state["t0"]
         records = sum(r["records"] for r in got)
-        return {"seconds": round(seconds, 3), "records": records, "records_per_s": round(records / seconds, 1),
-                # CPU from the start signal to each process's end: start-up (imports, connecting) excluded.
-                "cpu_clients_busy_s": round(sum(r.get("cpu_s", 0.0) for r in got), 3),
-                "per_process": [{"records": r["records"], "batches": r.get("batches"),
-                                 "seconds": round(r["ended"] - state["t0"], 3)} for r in got]}
+        return {
+            "seconds": round(seconds, 3),
+            "records": records,
+            "records_per_s": round(records / seconds, 1),
+            # CPU from the start signal to each process's end: start-up (imports, connecting) excluded.
+            "cpu_clients_busy_s": round(sum(r.get("cpu_s", 0.0) for r in got), 3),
+            "per_process": [
+                {"records": r["records"], "batches": r.get("batches"), "seconds": round(r["ended"] - state["t0"], 3)}
+                for r in got
+            ],
+        }
 
     return start, finish
 
 
-def measure_processes(benchmark, target: Callable[..., None], dsn: str, batch: int, workers: int,
-                      group: str) -> dict[str, Any]:
+def measure_processes(
+    benchmark, target: Callable[..., None], dsn: str, batch: int, workers: int, group: str
+) -> dict[str, Any]:
     """Run `workers` processes of `target` once under pytest-benchmark (start-up excluded) and return
     what they reported, with the client processes' CPU time."""
     from benchmarks._bench import CpuSnapshot

@@ -12,14 +12,15 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 
 from benchmarks._bench import read_status_kb
-from workerpool.vacuum import HOT_TABLES
+from workerpool.observability.vacuum import HOT_TABLES
 
 
 @dataclass
@@ -48,21 +49,28 @@ class Writer:
                 while not self.stop.is_set():
                     roll = rng.random()
                     if roll < 0.80:
-                        conn.execute("UPDATE products SET stock = stock + 1, updated_at = now() WHERE id = %s",
-                                     (rng.randint(1, self.existing),), prepare=True)
+                        conn.execute(
+                            "UPDATE products SET stock = stock + 1, updated_at = now() WHERE id = %s",
+                            (rng.randint(1, self.existing),),
+                            prepare=True,
+                        )
                     elif roll < 0.95:
-                        conn.execute("INSERT INTO products SELECT * FROM products_src WHERE id = %s",
-                                     (next_id,), prepare=True)
+                        conn.execute(
+                            "INSERT INTO products SELECT * FROM products_src WHERE id = %s", (next_id,), prepare=True
+                        )
                         next_id += 1
                     else:
-                        conn.execute("DELETE FROM products WHERE id = %s", (rng.randint(1, self.existing),),
-                                     prepare=True)
+                        conn.execute(
+                            "DELETE FROM products WHERE id = %s", (rng.randint(1, self.existing),), prepare=True
+                        )
                     self.statements += 1
                     self.changed_keys += 1
                     if time.monotonic() >= next_bulk:
                         start = rng.randint(1, max(1, self.existing - self.bulk_rows))
-                        conn.execute("UPDATE products SET price = price + 0.01 WHERE id BETWEEN %s AND %s",
-                                     (start, start + self.bulk_rows - 1))
+                        conn.execute(
+                            "UPDATE products SET price = price + 0.01 WHERE id BETWEEN %s AND %s",
+                            (start, start + self.bulk_rows - 1),
+                        )
                         self.statements += 1
                         self.changed_keys += self.bulk_rows
                         next_bulk += self.bulk_every_s
@@ -90,8 +98,10 @@ SELECT coalesce(extract(epoch FROM now() - min(since)), 0)::float8, coalesce(sum
 
 def counters(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
     """Cumulative row-version counters of the hot tables (pg_stat_user_tables)."""
-    return {r[0]: {"ins": r[5], "upd": r[6], "hot_upd": r[7], "del": r[8]}
-            for r in conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()}
+    return {
+        r[0]: {"ins": r[5], "upd": r[6], "hot_upd": r[7], "del": r[8]}
+        for r in conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()
+    }
 
 
 def sample(conn: psycopg.Connection, t0: float, worker_pids: Callable[[], list[int]]) -> dict[str, Any]:
@@ -119,11 +129,16 @@ def churn(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], r
         needs_vacuum = dead - d["hot_upd"]
         total_dead += dead
         total_needing_vacuum += needs_vacuum
-        out[table] = {**d, "dead_per_record": round(dead / records, 3) if records else None,
-                      "dead_needing_vacuum_per_record": round(needs_vacuum / records, 3) if records else None}
-    out["total"] = {"records": records,
-                    "dead_per_record": round(total_dead / records, 3) if records else None,
-                    "dead_needing_vacuum_per_record": round(total_needing_vacuum / records, 3) if records else None}
+        out[table] = {
+            **d,
+            "dead_per_record": round(dead / records, 3) if records else None,
+            "dead_needing_vacuum_per_record": round(needs_vacuum / records, 3) if records else None,
+        }
+    out["total"] = {
+        "records": records,
+        "dead_per_record": round(total_dead / records, 3) if records else None,
+        "dead_needing_vacuum_per_record": round(total_needing_vacuum / records, 3) if records else None,
+    }
     return out
 
 
@@ -145,8 +160,11 @@ def plot(samples: list[dict[str, Any]], path: Path, title: str) -> None:
     dead_ax.set_title("dead tuples (pg_stat_user_tables)")
     workers = max((len(s["worker_rss_kb"]) for s in samples), default=0)
     for i in range(workers):
-        rss_ax.plot(t, [s["worker_rss_kb"][i] / 1024 if i < len(s["worker_rss_kb"]) else None for s in samples],
-                    label=f"worker {i + 1}")
+        rss_ax.plot(
+            t,
+            [s["worker_rss_kb"][i] / 1024 if i < len(s["worker_rss_kb"]) else None for s in samples],
+            label=f"worker {i + 1}",
+        )
     rss_ax.set_title("worker RSS (MB)")
     rss_ax.set_ylim(bottom=0)
     lag_ax.plot(t, [s["lag_s"] for s in samples], color="tab:red")

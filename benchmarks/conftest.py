@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psycopg
 import pytest
@@ -22,19 +22,18 @@ if str(ROOT) not in sys.path:  # `tests` must be importable as a (namespace) pac
 
 pytest_plugins = ["tests.conftest"]
 
-from tests.conftest import _with_dbname  # noqa: E402  (after the path is set up)
-
 from benchmarks import _bench  # noqa: E402
-from workerpool.capture import watch  # noqa: E402
+from tests.conftest import _with_dbname  # noqa: E402  (after the path is set up)
+from workerpool.capture.triggers import watch  # noqa: E402
 
 
 def source_fingerprint() -> str:
-    """A short hash of workerpool/ and sql/ as benchmarked (the code changes often; git is not used)."""
+    """A short hash of the package (code and SQL) as benchmarked (the code changes often; git is not used)."""
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted([*ROOT.glob("workerpool/*.py"), *ROOT.glob("sql/*.sql")]):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted([*ROOT.glob("workerpool/**/*.py"), *ROOT.glob("workerpool/**/*.sql")]):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -43,9 +42,11 @@ SOURCE_AT_START = source_fingerprint()
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     mode = "smoke" if _bench.SMOKE else ("full" if _bench.FULL else "default subset")
-    return [f"workerpool benchmarks: {mode}, rows={_bench.ROWS}, batch sizes={_bench.BATCH_SIZES}, "
-            f"workers={_bench.WORKER_COUNTS}, pool sizes={_bench.POOL_SIZES}, memory rows={_bench.MEMORY_ROWS}, "
-            f"source {SOURCE_AT_START}"]
+    return [
+        f"workerpool benchmarks: {mode}, rows={_bench.ROWS}, batch sizes={_bench.BATCH_SIZES}, "
+        f"workers={_bench.WORKER_COUNTS}, pool sizes={_bench.POOL_SIZES}, memory rows={_bench.MEMORY_ROWS}, "
+        f"source {SOURCE_AT_START}"
+    ]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -59,10 +60,14 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     import os
 
     machine_info["workerpool_bench"] = {
-        "smoke": _bench.SMOKE, "full": _bench.FULL, "rows": _bench.ROWS,
-        "small_batch_rows": _bench.SMALL_BATCH_ROWS, "memory_rows": _bench.MEMORY_ROWS,
+        "smoke": _bench.SMOKE,
+        "full": _bench.FULL,
+        "rows": _bench.ROWS,
+        "small_batch_rows": _bench.SMALL_BATCH_ROWS,
+        "memory_rows": _bench.MEMORY_ROWS,
         "cpu_count": os.cpu_count(),
-        "source_at_start": SOURCE_AT_START, "source_at_end": source_fingerprint(),
+        "source_at_start": SOURCE_AT_START,
+        "source_at_end": source_fingerprint(),
     }
 
 
@@ -80,7 +85,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Rounds interleave: every repeated point's round 1, then every round 2, and so on."""
     if _bench.REPEAT > 1:
-        items.sort(key=lambda item: getattr(item, "callspec", None) and item.callspec.params.get("bench_round", 0) or 0)
+        items.sort(
+            key=lambda item: (getattr(item, "callspec", None) and item.callspec.params.get("bench_round", 0)) or 0
+        )
 
 
 def _create_db(pg_server: str, name: str, template: str) -> None:
@@ -135,4 +142,3 @@ def products_db(pg_server: str, products_templates: Callable[[int], str]) -> Ite
     yield make
     for name in made:
         _drop_db(pg_server, name)
-

@@ -26,8 +26,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -40,13 +41,14 @@ from psycopg import sql  # noqa: E402
 
 from benchmarks import _bench  # noqa: E402
 from tests.conftest import _server_url, _with_dbname  # noqa: E402
-from workerpool import queue, records  # noqa: E402
-from workerpool.algolia import Sender  # noqa: E402
-from workerpool.capture import load_watched, watch  # noqa: E402
+from workerpool.capture.model import load_watched
+from workerpool.capture.triggers import watch  # noqa: E402
 from workerpool.config import load  # noqa: E402
 from workerpool.emulator import Emulator  # noqa: E402
-from workerpool.migrate import migrate  # noqa: E402
-from workerpool.shaping import Outcome, Shaper  # noqa: E402
+from workerpool.ops.migrate import migrate  # noqa: E402
+from workerpool.runtime import queue, records  # noqa: E402
+from workerpool.runtime.algolia import Sender  # noqa: E402
+from workerpool.runtime.shaping import Outcome, Shaper  # noqa: E402
 
 STEPS = ("spill", "claim", "read", "build", "body", "http", "ack")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -71,8 +73,15 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             conn.execute(_bench.ENQUEUE_ALL)
         conn.execute("VACUUM ANALYZE")
     with Emulator() as emu:
-        settings = load(environ={"DATABASE_URL": url, "ALGOLIA_APP_ID": emu.app_id,
-                                 "ALGOLIA_ADMIN_KEY": emu.api_key, "ALGOLIA_HOSTS": emu.url}, env_file=None)
+        settings = load(
+            environ={
+                "DATABASE_URL": url,
+                "ALGOLIA_APP_ID": emu.app_id,
+                "ALGOLIA_ADMIN_KEY": emu.api_key,
+                "ALGOLIA_HOSTS": emu.url,
+            },
+            env_file=None,
+        )
         psycopg.types.json.set_json_loads(orjson.loads)  # as the worker does at boot
         conn = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")  # as the worker's pool
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -95,7 +104,9 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             if claim is None:
                 break
             outcome = Outcome()
-            current = step("read", lambda: shaper.load_rows(conn, watched, "products", [r.record_id for r in claim.rows]))
+            current = step(
+                "read", lambda: shaper.load_rows(conn, watched, "products", [r.record_id for r in claim.rows])
+            )
             items = step("build", lambda: [shaper.item(watched, "products", r, current, outcome) for r in claim.rows])
             body = step("body", lambda: records.batch_body(i.body for i in items))
             step("http", lambda: sender.send_batch(body))
@@ -108,9 +119,16 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
         conn.close()
     assert done == rows, f"acknowledged {done} of {rows}"
     per = lambda s: round(s / done * 1e6, 1)  # noqa: E731
-    return {"rows": done, "indexed": indexed, "batch": batch, "wall_s": round(wall, 2), "records_per_s": round(done / wall),
-            "client_us": {k: per(client[k]) for k in STEPS}, "server_us": {k: per(server[k]) for k in STEPS},
-            "emulator_us": per(emulator_s)}
+    return {
+        "rows": done,
+        "indexed": indexed,
+        "batch": batch,
+        "wall_s": round(wall, 2),
+        "records_per_s": round(done / wall),
+        "client_us": {k: per(client[k]) for k in STEPS},
+        "server_us": {k: per(server[k]) for k in STEPS},
+        "emulator_us": per(emulator_s),
+    }
 
 
 def measure_peer(url: str, jobs: int, batch: int, processes: int) -> dict[str, Any]:
@@ -118,7 +136,12 @@ def measure_peer(url: str, jobs: int, batch: int, processes: int) -> dict[str, A
     its rate, and its CPU per job in its own processes (start-up excluded) and in Postgres."""
     import asyncio
 
-    from benchmarks._procs import pgqueuer_install_and_enqueue, pgqueuer_left, pgqueuer_loop, run_processes
+    from benchmarks._procs import (
+        pgqueuer_install_and_enqueue,
+        pgqueuer_left,
+        pgqueuer_loop,
+        run_processes,
+    )
 
     assert asyncio.run(pgqueuer_install_and_enqueue(url, jobs)) == jobs
     start, finish = run_processes(pgqueuer_loop, url, batch, processes)
@@ -128,9 +151,13 @@ def measure_peer(url: str, jobs: int, batch: int, processes: int) -> dict[str, A
     pg1 = _bench.postgres_cpu_s()
     assert result["records"] == jobs and asyncio.run(pgqueuer_left(url)) == 0, result
     per = lambda s: round(s / jobs * 1e6, 1)  # noqa: E731
-    return {"jobs": jobs, "processes": processes, "records_per_s": result["records_per_s"],
-            "client_us": per(result["cpu_clients_busy_s"]),
-            "postgres_us": per(pg1 - pg0) if pg0 is not None and pg1 is not None else None}
+    return {
+        "jobs": jobs,
+        "processes": processes,
+        "records_per_s": result["records_per_s"],
+        "client_us": per(result["cpu_clients_busy_s"]),
+        "postgres_us": per(pg1 - pg0) if pg0 is not None and pg1 is not None else None,
+    }
 
 
 def budget(f: dict[str, Any], peer: dict[str, Any], cpus: int, factor: float = 2.0) -> dict[str, Any]:
@@ -140,9 +167,17 @@ def budget(f: dict[str, Any], peer: dict[str, Any], cpus: int, factor: float = 2
     allowed = cpus / rate * 1e6
     worker, postgres = sum(f["client_us"].values()), sum(f["server_us"].values())
     used = worker + f["emulator_us"] + postgres
-    return {"factor": factor, "rate": rate, "cpus": cpus, "budget_us": round(allowed, 1),
-            "worker_us": round(worker, 1), "emulator_us": f["emulator_us"], "postgres_us": round(postgres, 1),
-            "used_us": round(used, 1), "over_budget": round(used / allowed, 2)}
+    return {
+        "factor": factor,
+        "rate": rate,
+        "cpus": cpus,
+        "budget_us": round(allowed, 1),
+        "worker_us": round(worker, 1),
+        "emulator_us": f["emulator_us"],
+        "postgres_us": round(postgres, 1),
+        "used_us": round(used, 1),
+        "over_budget": round(used / allowed, 2),
+    }
 
 
 def main() -> int:
@@ -150,8 +185,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--capture", action="store_true", help="make the backlog with bulk INSERTs (via the inbox)")
-    parser.add_argument("--peer", type=int, metavar="N", default=0,
-                        help="then PgQueuer in N processes, and the CPU budget of 2x its rate (needs the bench extra)")
+    parser.add_argument(
+        "--peer",
+        type=int,
+        metavar="N",
+        default=0,
+        help="then PgQueuer in N processes, and the CPU budget of 2x its rate (needs the bench extra)",
+    )
     args = parser.parse_args()
     servers = _server_url()
     admin = next(servers)
@@ -167,9 +207,11 @@ def main() -> int:
             for name in names:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         servers.close()
-    print(f"{f['rows']:,} records ({'captured by bulk INSERTs' if args.capture else 'queued directly'}), "
-          f"BATCH {f['batch']}, one process, steps in series: {f['wall_s']} s "
-          f"({f['records_per_s']:,}/s)")
+    print(
+        f"{f['rows']:,} records ({'captured by bulk INSERTs' if args.capture else 'queued directly'}), "
+        f"BATCH {f['batch']}, one process, steps in series: {f['wall_s']} s "
+        f"({f['records_per_s']:,}/s)"
+    )
     print(f"{'step':8} {'worker us/record':>17} {'postgres us/record':>19}")
     for k in STEPS:
         print(f"{k:8} {f['client_us'][k]:17.1f} {f['server_us'][k]:19.1f}")
@@ -178,13 +220,19 @@ def main() -> int:
     if peer:
         b = budget(f, peer, os.cpu_count() or 1)
         pg = f"{peer['postgres_us']:.1f}" if peer["postgres_us"] is not None else "?"
-        print(f"\nPgQueuer, {peer['processes']} processes, BATCH {f['batch']}, {peer['jobs']:,} no-op jobs: "
-              f"{peer['records_per_s']:,.0f} jobs/s; CPU per job: its processes {peer['client_us']:.1f} us "
-              f"(start-up excluded), Postgres {pg} us")
-        print(f"{b['factor']:g}x that rate is {b['rate']:,.0f} records/s: on {b['cpus']} CPU(s), all busy all the time, "
-              f"{b['budget_us']:.1f} us of CPU per record for everything")
-        print(f"the steps above used {b['used_us']:.1f} us (worker {b['worker_us']:.1f} + emulator "
-              f"{b['emulator_us']:.1f} + Postgres {b['postgres_us']:.1f}) = {b['over_budget']:.2f}x that budget")
+        print(
+            f"\nPgQueuer, {peer['processes']} processes, BATCH {f['batch']}, {peer['jobs']:,} no-op jobs: "
+            f"{peer['records_per_s']:,.0f} jobs/s; CPU per job: its processes {peer['client_us']:.1f} us "
+            f"(start-up excluded), Postgres {pg} us"
+        )
+        print(
+            f"{b['factor']:g}x that rate is {b['rate']:,.0f} records/s: on {b['cpus']} CPU(s), all busy all the time, "
+            f"{b['budget_us']:.1f} us of CPU per record for everything"
+        )
+        print(
+            f"the steps above used {b['used_us']:.1f} us (worker {b['worker_us']:.1f} + emulator "
+            f"{b['emulator_us']:.1f} + Postgres {b['postgres_us']:.1f}) = {b['over_budget']:.2f}x that budget"
+        )
     return 0
 
 

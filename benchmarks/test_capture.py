@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import _bench
 from tests.conftest import spill_all
-from workerpool.capture import watch
+from workerpool.capture.triggers import watch
 
 INSERT_COLUMNS = "id, sku, name, description, brand, category, price, stock, tags, attrs, created_at, updated_at"
 
@@ -47,7 +47,7 @@ def test_capture_bulk_insert(benchmark, db):
 
     def run() -> None:
         for r in range(rounds):
-            for mode in (("unwatched", "watched") if r % 2 == 0 else ("watched", "unwatched")):
+            for mode in ("unwatched", "watched") if r % 2 == 0 else ("watched", "unwatched"):
                 _reset(db)
                 t = time.perf_counter()
                 db.execute(f"INSERT INTO {TABLES[mode]} SELECT * FROM products_src")
@@ -61,14 +61,22 @@ def test_capture_bulk_insert(benchmark, db):
     benchmark.group = "capture"
     benchmark.pedantic(run, rounds=1, iterations=1)
     plain, watched = statistics.median(times["unwatched"]), statistics.median(times["watched"])
-    benchmark.extra_info.update({
-        "rows": rows, "rounds": rounds, "unwatched_s": round(plain, 4), "watched_s": round(watched, 4),
-        "unwatched_rows_per_s": round(rows / plain, 1), "watched_rows_per_s": round(rows / watched, 1),
-        "ratio": round(watched / plain, 3), "target_ratio": 3.0,
-        "spill_s": round(statistics.median(spills), 4), "spill_keys_per_s": round(rows / statistics.median(spills), 1),
-        "all_unwatched_s": [round(t, 4) for t in times["unwatched"]],
-        "all_watched_s": [round(t, 4) for t in times["watched"]],
-    })
+    benchmark.extra_info.update(
+        {
+            "rows": rows,
+            "rounds": rounds,
+            "unwatched_s": round(plain, 4),
+            "watched_s": round(watched, 4),
+            "unwatched_rows_per_s": round(rows / plain, 1),
+            "watched_rows_per_s": round(rows / watched, 1),
+            "ratio": round(watched / plain, 3),
+            "target_ratio": 3.0,
+            "spill_s": round(statistics.median(spills), 4),
+            "spill_keys_per_s": round(rows / statistics.median(spills), 1),
+            "all_unwatched_s": [round(t, 4) for t in times["unwatched"]],
+            "all_watched_s": [round(t, 4) for t in times["watched"]],
+        }
+    )
 
 
 @pytest.mark.timeout(1800)
@@ -77,15 +85,17 @@ def test_capture_single_row_transactions(benchmark, db):
     blocks = 1 if _bench.SMOKE else 5
     _tables(db, rows)
     # attrs as text, cast back to jsonb by the INSERT: what an application driver sends anyway.
-    source = db.execute(f"SELECT {INSERT_COLUMNS.replace('attrs', 'attrs::text')} FROM products_src ORDER BY id").fetchall()
+    source = db.execute(
+        f"SELECT {INSERT_COLUMNS.replace('attrs', 'attrs::text')} FROM products_src ORDER BY id"
+    ).fetchall()
     size = -(-len(source) // blocks)
-    chunks = [source[i:i + size] for i in range(0, len(source), size)]
+    chunks = [source[i : i + size] for i in range(0, len(source), size)]
     times: dict[str, float] = {"unwatched": 0.0, "watched": 0.0}
     placeholders = ", ".join("%s::jsonb" if c.strip() == "attrs" else "%s" for c in INSERT_COLUMNS.split(","))
 
     def run() -> None:
         for n, chunk in enumerate(chunks):
-            for mode in (("unwatched", "watched") if n % 2 == 0 else ("watched", "unwatched")):
+            for mode in ("unwatched", "watched") if n % 2 == 0 else ("watched", "unwatched"):
                 _reset(db)
                 query = f"INSERT INTO {TABLES[mode]} ({INSERT_COLUMNS}) VALUES ({placeholders})"
                 t = time.perf_counter()
@@ -96,8 +106,15 @@ def test_capture_single_row_transactions(benchmark, db):
     benchmark.group = "capture"
     benchmark.pedantic(run, rounds=1, iterations=1)
     plain, watched = times["unwatched"], times["watched"]
-    benchmark.extra_info.update({
-        "rows": rows, "blocks": blocks, "unwatched_s": round(plain, 4), "watched_s": round(watched, 4),
-        "unwatched_us_per_row": round(plain / rows * 1e6, 1), "watched_us_per_row": round(watched / rows * 1e6, 1),
-        "ratio": round(watched / plain, 3), "target_ratio": 1.3,
-    })
+    benchmark.extra_info.update(
+        {
+            "rows": rows,
+            "blocks": blocks,
+            "unwatched_s": round(plain, 4),
+            "watched_s": round(watched, 4),
+            "unwatched_us_per_row": round(plain / rows * 1e6, 1),
+            "watched_us_per_row": round(watched / rows * 1e6, 1),
+            "ratio": round(watched / plain, 3),
+            "target_ratio": 1.3,
+        }
+    )

@@ -1,5 +1,5 @@
 """The database's own ceiling for the pipeline: workerpool's claim and ack SQL back to back
-(`get_pending_algolia_syncs` + `algolia_sync_ack`, through workerpool.queue), no Algolia step and no
+(`get_pending_algolia_syncs` + `algolia_sync_ack`, through workerpool.runtime.queue), no Algolia step and no
 row reading, at the drain's batch sizes and process counts, each process with its own connection."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from tests.conftest import queue_counts
 
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize(
-    "batch,workers", _bench.ceiling_points(),
+    "batch,workers",
+    _bench.ceiling_points(),
     ids=[f"batch{b}-workers{w}" for b, w in _bench.ceiling_points()],
 )
 def test_claim_ack_ceiling(benchmark, batch, workers, products_db, bench_round):

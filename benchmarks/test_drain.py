@@ -30,7 +30,8 @@ def _check_synced(url: str, emulator, rows: int) -> None:
 
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize(
-    "batch,workers,pool", _bench.drain_points(),
+    "batch,workers,pool",
+    _bench.drain_points(),
     ids=[f"batch{b}-workers{w}-pool{p}" for b, w, p in _bench.drain_points()],
 )
 def test_drain(benchmark, batch, workers, pool, products_db, emulator, start_pool, bench_round):
@@ -61,8 +62,18 @@ def test_memory_flat_over_long_drain(benchmark, products_db, emulator, start_poo
         return emulator.stats()["record_writes_total"]
 
     def drain() -> None:
-        result.update(run_drain(start_pool, bench_overrides(url), batch, workers, pool, expected=rows,
-                                progress=progress, sample_rss=True))
+        result.update(
+            run_drain(
+                start_pool,
+                bench_overrides(url),
+                batch,
+                workers,
+                pool,
+                expected=rows,
+                progress=progress,
+                sample_rss=True,
+            )
+        )
 
     benchmark.group = "memory"
     benchmark.pedantic(drain, rounds=1, iterations=1)
@@ -99,8 +110,9 @@ def test_profile_drain(benchmark, workers, products_db, env, emulator):
 
     benchmark.group = "profile"
     benchmark.pedantic(drain, rounds=1, iterations=1)
-    benchmark.extra_info.update({"rows": rows, "batch_size": batch, "workers": workers,
-                                 "pool_size": _bench.DEFAULT_POOL, "profile": out})
+    benchmark.extra_info.update(
+        {"rows": rows, "batch_size": batch, "workers": workers, "pool_size": _bench.DEFAULT_POOL, "profile": out}
+    )
     print(f"\nbatch {batch}, {workers} worker(s); raw stacks in {out['raw_stacks']}")
     for role in ("main", "sender"):
         if role in out:

@@ -16,7 +16,7 @@ import pytest
 from benchmarks import _bench
 from benchmarks._bench import bench_overrides, percentile
 from tests.conftest import wait_until
-from workerpool.capture import watch
+from workerpool.capture.triggers import watch
 
 LATENCY_WORKERS = [1] if not _bench.FULL else [1, 2, 4]
 
@@ -31,10 +31,17 @@ def test_idle_latency(benchmark, workers, db, db_url, emulator, start_pool):
     watch(db, "products", "products")
 
     start_pool("--workers", str(workers), extra_env=bench_overrides(db_url))
-    wait_until(lambda: db.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name LIKE 'workerpool:listen-%%' AND state = 'idle'").fetchone()[0] >= workers,
-        timeout=30, message="every worker LISTENing")
+    wait_until(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'workerpool:listen-%%' AND state = 'idle'"
+            ).fetchone()[0]
+            >= workers
+        ),
+        timeout=30,
+        message="every worker LISTENing",
+    )
 
     state = emulator.state
     original = state.apply_batch
@@ -80,9 +87,17 @@ def test_idle_latency(benchmark, workers, db, db_url, emulator, start_pool):
     finally:
         del state.apply_batch
     ms = [x * 1000 for x in latencies]
-    benchmark.extra_info.update({
-        "changes": changes, "workers": workers, "polling_interval_ms": 5000,
-        "p50_ms": round(percentile(ms, 50), 2), "p95_ms": round(percentile(ms, 95), 2),
-        "p99_ms": round(percentile(ms, 99), 2), "max_ms": round(max(ms), 2), "min_ms": round(min(ms), 2),
-        "mean_ms": round(statistics.fmean(ms), 2), "target_p50_ms": 50,
-    })
+    benchmark.extra_info.update(
+        {
+            "changes": changes,
+            "workers": workers,
+            "polling_interval_ms": 5000,
+            "p50_ms": round(percentile(ms, 50), 2),
+            "p95_ms": round(percentile(ms, 95), 2),
+            "p99_ms": round(percentile(ms, 99), 2),
+            "max_ms": round(max(ms), 2),
+            "min_ms": round(min(ms), 2),
+            "mean_ms": round(statistics.fmean(ms), 2),
+            "target_p50_ms": 50,
+        }
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks import _bench
 import pytest
 
+from benchmarks import _bench
 from benchmarks.phases import STEPS, measure
 
 

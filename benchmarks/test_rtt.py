@@ -46,24 +46,36 @@ def test_drain_rate_at_round_trip_times(benchmark, products_db, emulator, start_
 
                     with psycopg.connect(url, autocommit=True) as conn:
                         assert queue_counts(conn) == {}
-                    points.append({
-                        "rtt_ms": rtt, "batch_size": batch, "requests_in_flight": in_flight, "rows": ROWS,
-                        "records_per_s": result.get("records_per_s_in_workers", result["records_per_s"]),
-                        "requests_per_1000_records": round(1000 * stats["batch_requests"] / ROWS, 2),
-                    })
+                    points.append(
+                        {
+                            "rtt_ms": rtt,
+                            "batch_size": batch,
+                            "requests_in_flight": in_flight,
+                            "rows": ROWS,
+                            "records_per_s": result.get("records_per_s_in_workers", result["records_per_s"]),
+                            "requests_per_1000_records": round(1000 * stats["batch_requests"] / ROWS, 2),
+                        }
+                    )
         emulator.set_rtt(0)
 
     benchmark.group = "rtt"
     benchmark.pedantic(run_all, rounds=1, iterations=1)
     for p in points:
-        base = next(q for q in points if q["rtt_ms"] == 0 and q["batch_size"] == p["batch_size"]
-                    and q["requests_in_flight"] == p["requests_in_flight"])
+        base = next(
+            q
+            for q in points
+            if q["rtt_ms"] == 0
+            and q["batch_size"] == p["batch_size"]
+            and q["requests_in_flight"] == p["requests_in_flight"]
+        )
         p["ratio_to_rtt0"] = round(p["records_per_s"] / base["records_per_s"], 3)
     benchmark.extra_info.update({"points": points})
     print("\nrtt_ms batch in_flight records/s ratio requests/1000")
     for p in points:
-        print(f"{p['rtt_ms']:6} {p['batch_size']:5} {p['requests_in_flight']:9} {p['records_per_s']:9.0f} "
-              f"{p['ratio_to_rtt0']:5.2f} {p['requests_per_1000_records']:8.1f}")
+        print(
+            f"{p['rtt_ms']:6} {p['batch_size']:5} {p['requests_in_flight']:9} {p['records_per_s']:9.0f} "
+            f"{p['ratio_to_rtt0']:5.2f} {p['requests_per_1000_records']:8.1f}"
+        )
     if not _bench.SMOKE:
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "rtt.json").write_text(json.dumps(points, indent=1) + "\n")
@@ -80,8 +92,12 @@ def _plot(points: list[dict], path: Path) -> None:
     for batch in BATCHES:
         for in_flight in IN_FLIGHT:
             line = [p for p in points if p["batch_size"] == batch and p["requests_in_flight"] == in_flight]
-            ax.plot([p["rtt_ms"] for p in line], [p["records_per_s"] for p in line], marker="o",
-                    label=f"BATCH_SIZE {batch}, REQUESTS_IN_FLIGHT {in_flight}")
+            ax.plot(
+                [p["rtt_ms"] for p in line],
+                [p["records_per_s"] for p in line],
+                marker="o",
+                label=f"BATCH_SIZE {batch}, REQUESTS_IN_FLIGHT {in_flight}",
+            )
     ax.set_xlabel("round-trip time to Algolia (ms)")
     ax.set_ylabel("records/s (2 workers)")
     ax.set_title("Drain rate against a far Algolia")

@@ -18,13 +18,13 @@ import pytest
 from psycopg.rows import dict_row
 
 from benchmarks import _bench
-from workerpool import records
-from workerpool.capture import Watched
+from workerpool.capture.model import Watched
 from workerpool.config import Settings
-from workerpool.queue import QueueRow
-from workerpool.shaping import Current, Outcome, Shaper
+from workerpool.runtime import records
+from workerpool.runtime.queue import QueueRow
+from workerpool.runtime.shaping import Current, Outcome, Shaper
 
-OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.worker.OBJECT_ID_COLUMN)
+OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.runtime.worker.OBJECT_ID_COLUMN)
 INDEX = "products"
 
 
@@ -38,19 +38,24 @@ def _rows(db) -> list[dict]:
 def orjson_path(rows: list[dict]) -> bytes:
     head = b'{"action":"updateObject","indexName":' + orjson.dumps(INDEX) + b',"body":'
     columns = tuple(k for k in rows[0] if k != OID)
-    return records.batch_body(head + records.dumps(records.to_record(columns, (r[c] for c in columns), r[OID])) + b"}"
-                              for r in rows)
+    return records.batch_body(
+        head + records.dumps(records.to_record(columns, (r[c] for c in columns), r[OID])) + b"}" for r in rows
+    )
 
 
 def worker_path(rows: list[dict]) -> bytes:
     """What the worker does per record (`Shaper.item` on the rows as `Shaper.load_rows` hands them
     over, without the database): record, orjson body, content hash and versioned action."""
     columns = tuple(k for k in rows[0] if k != OID)
-    current = Current(columns, {r[OID]: (1, None, None, *(r[c] for c in columns)) for r in rows},
-                      records.shape_hash(dict.fromkeys([*columns, records.OBJECT_ID])))
+    current = Current(
+        columns,
+        {r[OID]: (1, None, None, *(r[c] for c in columns)) for r in rows},
+        records.shape_hash(dict.fromkeys([*columns, records.OBJECT_ID])),
+    )
     shaper, watched, outcome = Shaper(Settings()), Watched("products", INDEX, "id", "bigint"), Outcome()
-    items = [shaper.item(watched, INDEX, QueueRow(0, "products", r[OID], "INSERT", 1, None), current, outcome)
-             for r in rows]
+    items = [
+        shaper.item(watched, INDEX, QueueRow(0, "products", r[OID], "INSERT", 1, None), current, outcome) for r in rows
+    ]
     assert not outcome.failed, outcome.failed
     return records.batch_body(i.body for i in items)
 
@@ -58,8 +63,14 @@ def worker_path(rows: list[dict]) -> bytes:
 def client_default_path(rows: list[dict]) -> str:
     from algoliasearch.http.serializer import body_serializer
 
-    requests = [{"action": "updateObject", "indexName": INDEX,
-                 "body": {**{k: v for k, v in r.items() if k != OID}, "objectID": r[OID]}} for r in rows]
+    requests = [
+        {
+            "action": "updateObject",
+            "indexName": INDEX,
+            "body": {**{k: v for k, v in r.items() if k != OID}, "objectID": r[OID]},
+        }
+        for r in rows
+    ]
     return json.dumps(body_serializer({"requests": requests}))
 
 
@@ -67,8 +78,11 @@ def _iso(rows: list[dict]) -> list[dict]:
     return [{k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v) for k, v in r.items()} for r in rows]
 
 
-PATHS = {"workerpool-orjson": orjson_path, "algoliasearch-json": client_default_path,
-         "workerpool-worker-path": worker_path}
+PATHS = {
+    "workerpool-orjson": orjson_path,
+    "algoliasearch-json": client_default_path,
+    "workerpool-worker-path": worker_path,
+}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -82,7 +96,11 @@ def test_serialization(benchmark, path, db):
     benchmark.group = "serialization"
     benchmark.pedantic(fn, args=(data,), rounds=5 if _bench.SMOKE else 60, iterations=1, warmup_rounds=2)
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update({
-        "records": len(rows), "us_per_record": round(median / len(rows) * 1e6, 3),
-        "records_per_s": round(len(rows) / median, 1), "bytes_per_record": round(len(body) / len(rows), 1),
-    })
+    benchmark.extra_info.update(
+        {
+            "records": len(rows),
+            "us_per_record": round(median / len(rows) * 1e6, 3),
+            "records_per_s": round(len(rows) / median, 1),
+            "bytes_per_record": round(len(body) / len(rows), 1),
+        }
+    )

@@ -26,7 +26,7 @@ from benchmarks import _bench, _soak
 from benchmarks._bench import bench_overrides
 from tests import throwaway_pg
 from tests.conftest import assert_index_matches, queue_counts, run_cli, wait_until
-from workerpool.capture import watch
+from workerpool.capture.triggers import watch
 
 HERE = Path(__file__).resolve().parent
 SECONDS = _bench._int("WORKERPOOL_BENCH_SOAK_SECONDS", 8 if _bench.SMOKE else 600)
@@ -104,18 +104,29 @@ def test_soak(benchmark, soak_cluster, env, emulator, start_pool, tmp_path):
         assert_index_matches(conn, emulator, "products", "products")
 
     summary = _summary(samples, writer, records, _soak.churn(before, after, records))
-    result = {"seconds": SECONDS, "rate": RATE, "products": PRODUCTS, "workers": WORKERS,
-              "log_retention_days": float(RETENTION_DAYS), "sample_every_s": SAMPLE_EVERY_S,
-              "autovacuum": f"{AUTOVACUUM} (throwaway cluster, server defaults otherwise)", "summary": summary, "samples": samples}
+    result = {
+        "seconds": SECONDS,
+        "rate": RATE,
+        "products": PRODUCTS,
+        "workers": WORKERS,
+        "log_retention_days": float(RETENTION_DAYS),
+        "sample_every_s": SAMPLE_EVERY_S,
+        "autovacuum": f"{AUTOVACUUM} (throwaway cluster, server defaults otherwise)",
+        "summary": summary,
+        "samples": samples,
+    }
     (out_dir / "results").mkdir(exist_ok=True)
     (out_dir / "results" / f"soak{SUFFIX}.json").write_text(json.dumps(result, indent=1, default=str))
-    _soak.plot(samples, out_dir / f"soak{SUFFIX}.png",
-               f"soak: {SECONDS / 60:g} min, {RATE} single-row writes/s + a {writer.bulk_rows}-row UPDATE every "
-               f"{writer.bulk_every_s:g} s, {WORKERS} workers, autovacuum {AUTOVACUUM}, LOG_RETENTION_DAYS={RETENTION_DAYS}")
+    _soak.plot(
+        samples,
+        out_dir / f"soak{SUFFIX}.png",
+        f"soak: {SECONDS / 60:g} min, {RATE} single-row writes/s + a {writer.bulk_rows}-row UPDATE every "
+        f"{writer.bulk_every_s:g} s, {WORKERS} workers, autovacuum {AUTOVACUUM}, LOG_RETENTION_DAYS={RETENTION_DAYS}",
+    )
     benchmark.extra_info.update(summary)
 
 
-def _summary(samples: list[dict], writer: "_soak.Writer", records: int, churn: dict) -> dict:
+def _summary(samples: list[dict], writer: _soak.Writer, records: int, churn: dict) -> dict:
     """Sizes at the end of the first third and at the end (flat means the two are close), peaks of
     dead tuples, the workers' RSS then and at the end, drain lag percentiles, churn per record."""
     third = next((s for s in samples if s["t"] >= samples[-1]["t"] / 3), samples[0])
@@ -123,7 +134,9 @@ def _summary(samples: list[dict], writer: "_soak.Writer", records: int, churn: d
     mb = lambda s, t: round(s["tables"].get(t, {}).get("size_bytes", 0) / 2**20, 2)  # noqa: E731
     lags = [s["lag_s"] for s in samples]
     return {
-        "records_synced": records, "statements_written": writer.statements, "keys_changed": writer.changed_keys,
+        "records_synced": records,
+        "statements_written": writer.statements,
+        "keys_changed": writer.changed_keys,
         "size_mb_at_third": {t: mb(third, t) for t in _soak.HOT_TABLES},
         "size_mb_at_end": {t: mb(last, t) for t in _soak.HOT_TABLES},
         "dead_tuples_max": {t: max(s["tables"].get(t, {}).get("dead", 0) for s in samples) for t in _soak.HOT_TABLES},
@@ -131,6 +144,8 @@ def _summary(samples: list[dict], writer: "_soak.Writer", records: int, churn: d
         "log_rows_at_end": last["tables"].get("algolia_sync_log", {}).get("live", 0),
         "worker_rss_mb_at_third": [round(k / 1024, 1) for k in third["worker_rss_kb"]],
         "worker_rss_mb_at_end": [round(k / 1024, 1) for k in last["worker_rss_kb"]],
-        "lag_s_p50": statistics.median(lags), "lag_s_p95": _bench.percentile(lags, 95), "lag_s_max": max(lags),
+        "lag_s_p50": statistics.median(lags),
+        "lag_s_p95": _bench.percentile(lags, 95),
+        "lag_s_max": max(lags),
         "churn": churn,
     }

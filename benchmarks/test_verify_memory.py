@@ -22,7 +22,8 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -31,10 +32,11 @@ from benchmarks import _bench
 from benchmarks._bench import CpuSnapshot, bench_overrides
 from benchmarks.conftest import _create_db, _drop_db
 from tests.conftest import _with_dbname, workerpool_cmd
-from workerpool.capture import watch
+from workerpool.capture.triggers import watch
 
-VERIFY_ROWS = _bench._ints("WORKERPOOL_BENCH_VERIFY_ROWS",
-                           [3000] if _bench.SMOKE else ([100_000, 1_000_000] if _bench.FULL else [100_000]))
+VERIFY_ROWS = _bench._ints(
+    "WORKERPOOL_BENCH_VERIFY_ROWS", [3000] if _bench.SMOKE else ([100_000, 1_000_000] if _bench.FULL else [100_000])
+)
 
 
 # Runs the command as its own child and reports that child's rusage. The command is not started
@@ -59,16 +61,26 @@ def run_measured(env: dict[str, str], *args: str, timeout: float) -> dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         usage_file = os.path.join(tmp, "usage.json")
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _MEASURE, usage_file, *workerpool_cmd(*args)[1:]], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEASURE, usage_file, *workerpool_cmd(*args)[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         wall = time.perf_counter() - started
         with open(usage_file) as f:
             usage = json.load(f)
     spent = CpuSnapshot.take().since(before, "cpu_children_s")
     return {
-        "exit": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "wall_s": round(wall, 2),
-        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1), "cpu_cli_s": round(usage["cpu_s"], 2),
-        "cpu_emulator_s": spent["cpu_emulator_s"], "cpu_postgres_s": spent.get("cpu_postgres_s"),
+        "exit": proc.returncode,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+        "cpu_cli_s": round(usage["cpu_s"], 2),
+        "cpu_emulator_s": spent["cpu_emulator_s"],
+        "cpu_postgres_s": spent.get("cpu_postgres_s"),
     }
 
 
@@ -113,11 +125,16 @@ def test_verify_and_atomic_reindex_memory(benchmark, rows, catalogue, env, emula
     assert reindexed["exit"] == 0, reindexed["stderr"][-2000:]
     assert emulator.stats()["indices"].get("products") == rows
     assert verified["exit"] == 0 and "clean" in verified["stdout"], verified["stdout"] + verified["stderr"][-2000:]
-    info: dict[str, Any] = {"rows": rows, "max_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    info: dict[str, Any] = {
+        "rows": rows,
+        "max_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
     for name, r in result.items():
         info[name] = {k: v for k, v in r.items() if k not in ("stdout", "stderr")}
         info[name]["rows_per_s"] = round(rows / r["wall_s"])
     benchmark.extra_info.update(info)
-    print(f"\n{rows:,} rows: reindex --atomic {info['reindex']['rows_per_s']:,} rows/s, "
-          f"peak {info['reindex']['peak_rss_mb']} MB; verify {info['verify']['rows_per_s']:,} rows/s, "
-          f"peak {info['verify']['peak_rss_mb']} MB")
+    print(
+        f"\n{rows:,} rows: reindex --atomic {info['reindex']['rows_per_s']:,} rows/s, "
+        f"peak {info['reindex']['peak_rss_mb']} MB; verify {info['verify']['rows_per_s']:,} rows/s, "
+        f"peak {info['verify']['peak_rss_mb']} MB"
+    )

@@ -18,16 +18,17 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from workerpool import queue, records
 from workerpool.emulator import Emulator
-from workerpool.migrate import migrate
+from workerpool.ops.migrate import migrate
+from workerpool.runtime import queue, records
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "TESTAPP"
@@ -42,8 +43,10 @@ def embedded_forced() -> bool:
     """Whether WORKERPOOL_TEST_EMBEDDED_PG asks for the embedded server ("1"; "0" or unset: no)."""
     value = os.environ.get(EMBEDDED_SWITCH, "")
     if value not in ("", "0", "1"):
-        raise pytest.UsageError(f"{EMBEDDED_SWITCH}={value!r} is not allowed: use 1 to force the embedded "
-                                f"Postgres, 0 or unset for DATABASE_URL, else 127.0.0.1:5432, else embedded")
+        raise pytest.UsageError(
+            f"{EMBEDDED_SWITCH}={value!r} is not allowed: use 1 to force the embedded "
+            f"Postgres, 0 or unset for DATABASE_URL, else 127.0.0.1:5432, else embedded"
+        )
     return value == "1"
 
 
@@ -107,8 +110,13 @@ def pg_server() -> Iterator[str]:
     url = next(servers)
     with psycopg.connect(url) as conn:
         version = conn.info.server_version
-    kind = ("127.0.0.1:5432" if url == LOCAL_URL else
-            "DATABASE_URL" if url == os.environ.get("DATABASE_URL") else "embedded, pgserver")
+    kind = (
+        "127.0.0.1:5432"
+        if url == LOCAL_URL
+        else "DATABASE_URL"
+        if url == os.environ.get("DATABASE_URL")
+        else "embedded, pgserver"
+    )
     _server_used.append(f"PostgreSQL {version // 10000}.{version % 10000} ({kind})")
     try:
         yield url
@@ -141,7 +149,9 @@ def db_url(pg_server: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
     name = f"{template_db}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db))
+        )
     yield _with_dbname(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -219,10 +229,18 @@ def workerpool_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "workerpool", *args]
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120, cwd: str | None = None
+) -> subprocess.CompletedProcess:
     """Run one `workerpool` command to completion."""
-    return subprocess.run(workerpool_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or tempfile.gettempdir())
+    return subprocess.run(
+        workerpool_cmd(*args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or tempfile.gettempdir(),
+    )
 
 
 class Pool:
@@ -231,9 +249,14 @@ class Pool:
     def __init__(self, env: dict[str, str], *args: str, cwd: str | None = None, prefix: Sequence[str] = ()) -> None:
         # `prefix` runs the command through another, e.g. `ip netns exec NAME` (which execs in place).
         self.log_file = tempfile.NamedTemporaryFile(prefix="workerpool-run-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([*prefix, *workerpool_cmd("run", *args)], env=env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT, cwd=cwd or tempfile.gettempdir(),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [*prefix, *workerpool_cmd("run", *args)],
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            cwd=cwd or tempfile.gettempdir(),
+            start_new_session=True,
+        )
 
     @property
     def output(self) -> str:
@@ -312,10 +335,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
 def queue_counts(conn: psycopg.Connection) -> dict[str, int]:
     """Queue rows by status, and keys that bulk statements left in the inbox as "inbox": empty when
     nothing is left to sync."""
-    return dict(conn.execute(
-        """SELECT status, count(*) FROM algolia_sync_queue GROUP BY status
+    return dict(
+        conn.execute(
+            """SELECT status, count(*) FROM algolia_sync_queue GROUP BY status
            UNION ALL SELECT 'inbox', sum(keys) FROM algolia_sync_inbox HAVING count(*) > 0"""
-    ).fetchall())
+        ).fetchall()
+    )
 
 
 def spill_all(conn: psycopg.Connection, max_keys: int = 10_000) -> int:
@@ -331,9 +356,11 @@ def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[
     """What the index must hold for a table: every row, serialized as workerpool maps types."""
     import orjson
 
-    from workerpool.db import connect
+    from workerpool.db.connection import connect
 
-    query = sql.SQL("SELECT {key}::text AS __oid, t.* FROM {rel} t").format(key=sql.Identifier(key), rel=sql.SQL(relation))
+    query = sql.SQL("SELECT {key}::text AS __oid, t.* FROM {rel} t").format(
+        key=sql.Identifier(key), rel=sql.SQL(relation)
+    )
     out = {}
     # Read as the workers read: their session settings and value loaders.
     with connect(conn.info.dsn, purpose="test") as pinned, pinned.cursor(row_factory=psycopg.rows.dict_row) as cur:
@@ -343,7 +370,9 @@ def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[
     return out
 
 
-def assert_index_matches(conn: psycopg.Connection, emulator: Emulator, relation: str, index: str, key: str = "id") -> None:
+def assert_index_matches(
+    conn: psycopg.Connection, emulator: Emulator, relation: str, index: str, key: str = "id"
+) -> None:
     """The index equals the table record for record: no missing, no extra, no stale."""
     expected = expected_records(conn, relation, key)
     actual = emulator.records(index)

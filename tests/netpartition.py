@@ -11,14 +11,13 @@ import socket
 import subprocess
 import threading
 import uuid
-from typing import Optional
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
-def unavailable() -> Optional[str]:
+def unavailable() -> str | None:
     """Why a namespace cannot be made here, or None."""
     if os.geteuid() != 0:
         return "network namespaces need root"
@@ -105,7 +104,7 @@ class Isolated:
     def close(self) -> None:
         _ip("netns", "del", self.name, check=False)
 
-    def __enter__(self) -> "Isolated":
+    def __enter__(self) -> Isolated:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -127,8 +126,11 @@ class Namespace(Isolated):
             _ip("link", "set", self.peer_dev, "netns", self.name)
             _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_dev)
             _ip("link", "set", self.host_dev, "up")
-            for cmd in (("addr", "add", f"{self.peer_ip}/30", "dev", self.peer_dev),
-                        ("link", "set", self.peer_dev, "up"), ("link", "set", "lo", "up")):
+            for cmd in (
+                ("addr", "add", f"{self.peer_ip}/30", "dev", self.peer_dev),
+                ("link", "set", self.peer_dev, "up"),
+                ("link", "set", "lo", "up"),
+            ):
                 _ip("netns", "exec", self.name, "ip", *cmd)
         except BaseException:
             self.close()

@@ -16,13 +16,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, queue_counts, wait_until
 
 RULES = ROOT / "deploy" / "prometheus" / "workerpool-alerts.yml"
@@ -72,17 +69,20 @@ def test_alert_rules_pass_promtool_and_their_unit_tests_which_catch_a_broken_rul
     promtool = _tool("promtool")
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and "SUCCESS: 10 rules found" in check.stdout, check.stdout + check.stderr
-    result = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=RULES.parent, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [promtool, "test", "rules", RULE_TESTS.name], cwd=RULES.parent, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
     # The unit tests can fail: a backlog threshold of 100 minutes instead of 10 is caught.
     shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
-    broken = RULES.read_text().replace("workerpool_last_ack_timestamp_seconds)) > 600",
-                                       "workerpool_last_ack_timestamp_seconds)) > 6000")
+    broken = RULES.read_text().replace(
+        "workerpool_last_ack_timestamp_seconds)) > 600", "workerpool_last_ack_timestamp_seconds)) > 6000"
+    )
     assert broken != RULES.read_text()
     (tmp_path / RULES.name).write_text(broken)
-    result = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0 and "WorkerpoolBacklogNotMoving" in result.stdout + result.stderr
 
 
@@ -93,8 +93,14 @@ def test_grafana_dashboard_parses_and_opens_on_the_on_call_panels():
     assert len(ids) == len(set(ids))
     # The first row, what on-call looks at first: is it syncing, how far behind, what is broken.
     first_row = [p["title"] for p in panels if p["gridPos"]["y"] == 1]
-    assert first_row == ["Backlog", "Oldest pending", "Since last ack", "Failed rows", "Workers alive / wanted",
-                         "Database / Algolia auth"]
+    assert first_row == [
+        "Backlog",
+        "Oldest pending",
+        "Since last ack",
+        "Failed rows",
+        "Workers alive / wanted",
+        "Database / Algolia auth",
+    ]
     for panel in panels:
         assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), panel["title"]
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
@@ -108,20 +114,35 @@ def _sample_names(metrics_text: str) -> set[str]:
 
 @pytest.mark.slow
 def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_records(
-        products, env, emulator, start_pool, tmp_path):
+    products, env, emulator, start_pool, tmp_path
+):
     prometheus = _tool("prometheus")
     db = products
     port = _free_port()
-    pool = start_pool("--workers", "2", "--batch-size", "20", extra_env={
-        "HEALTH_PORT": str(port), "MAX_RECORD_BYTES": "2000", "RETRY_BACKOFF": "100", "RETRY_BACKOFF_MAX": "200",
-        "POLLING_INTERVAL": "200"})
+    pool = start_pool(
+        "--workers",
+        "2",
+        "--batch-size",
+        "20",
+        extra_env={
+            "HEALTH_PORT": str(port),
+            "MAX_RECORD_BYTES": "2000",
+            "RETRY_BACKOFF": "100",
+            "RETRY_BACKOFF_MAX": "200",
+            "POLLING_INTERVAL": "200",
+        },
+    )
     wait_until(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30, message="/healthz")
 
     # Give every metric a reason to exist: syncs, a 429, a 5xx retry, a 403, a record too large to
     # send (failed for good), and a worker that dies and is restarted.
-    emulator.state.inject_faults([dict(status=429, retry_after=0, count=1, writes_only=True),
-                                  dict(status=503, count=1, writes_only=True),
-                                  dict(status=403, count=1, writes_only=True)])
+    emulator.state.inject_faults(
+        [
+            dict(status=429, retry_after=0, count=1, writes_only=True),
+            dict(status=503, count=1, writes_only=True),
+            dict(status=403, count=1, writes_only=True),
+        ]
+    )
     db.execute("INSERT INTO products (name, price) SELECT 'p' || g, g FROM generate_series(1, 120) g")
     db.execute("INSERT INTO products (name) VALUES (repeat('x', 5000))")
     wait_until(lambda: queue_counts(db) == {"failed": 1}, timeout=60, message="everything but the big record synced")
@@ -148,9 +169,18 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
         "scrape_configs:\n"
         f"  - job_name: workerpool\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
     )
-    server = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{web}",
-                               "--log.level=warn"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     api = f"http://127.0.0.1:{web}/api/v1"
 
     def query(promql: str) -> list[dict]:
@@ -158,8 +188,12 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
         return json.loads(body)["data"]["result"] if status == 200 else []
 
     try:
-        result = wait_until(lambda: query('sum(workerpool_records_synced_total{job="workerpool"})'), timeout=60,
-                            interval=0.5, message="Prometheus to scrape the supervisor")
+        result = wait_until(
+            lambda: query('sum(workerpool_records_synced_total{job="workerpool"})'),
+            timeout=60,
+            interval=0.5,
+            message="Prometheus to scrape the supervisor",
+        )
         assert float(result[0]["value"][1]) == 120
         [failed] = query('workerpool_records_failed_total{job="workerpool"}')
         assert failed["metric"]["index"] == "products" and float(failed["value"][1]) == 1
@@ -176,10 +210,16 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
         db.execute("UPDATE products SET price = price + 1 WHERE id = 1")
 
         def alerts() -> dict[str, str]:
-            return {a["labels"]["alertname"]: a["state"] for a in json.loads(_get(f"{api}/alerts")[1])["data"]["alerts"]}
+            return {
+                a["labels"]["alertname"]: a["state"] for a in json.loads(_get(f"{api}/alerts")[1])["data"]["alerts"]
+            }
 
-        wait_until(lambda: alerts().get("WorkerpoolAlgoliaAuthErrors") == "firing", timeout=30, interval=0.5,
-                   message="the auth alert to fire")
+        wait_until(
+            lambda: alerts().get("WorkerpoolAlgoliaAuthErrors") == "firing",
+            timeout=30,
+            interval=0.5,
+            message="the auth alert to fire",
+        )
         raised = alerts()
         assert raised.pop("WorkerpoolAlgoliaAuthErrors") == "firing"
         assert raised in ({}, {"WorkerpoolFailureRate": "pending"}), raised

@@ -5,17 +5,16 @@ serialization exactly as a direct capture did."""
 from __future__ import annotations
 
 import hashlib
-
 import json
 import threading
 import time
 import uuid
 
 import psycopg
-
 from conftest import assert_index_matches, drain, queue_counts, run_cli
-from workerpool import queue
-from workerpool.migrate import migrate
+
+from workerpool.ops.migrate import migrate
+from workerpool.runtime import queue
 
 
 def _inbox(db: psycopg.Connection) -> dict[str, list[str]]:
@@ -63,8 +62,10 @@ def test_every_statement_writes_its_keys_to_the_inbox_in_rows_of_at_most_1000(pr
     db.execute("TRUNCATE algolia_sync_inbox")
     # Over 1,000 changes take the streaming path, an UPDATE that moves keys included.
     db.execute("UPDATE products SET id = id + 100000 WHERE id <= 1200")  # 1,199 rows (7 became 9999)
-    assert _inbox(db) == {"UPDATE": [k for k in _keys(100001, 101200) if k != "100007"],
-                          "DELETE": [k for k in _keys(1, 1200) if k != "7"]}
+    assert _inbox(db) == {
+        "UPDATE": [k for k in _keys(100001, 101200) if k != "100007"],
+        "DELETE": [k for k in _keys(1, 1200) if k != "7"],
+    }
     assert all(n <= 1000 for _, n in _rows(db)) and sum(n for _, n in _rows(db)) == 2398
 
     db.execute("TRUNCATE algolia_sync_inbox")
@@ -99,8 +100,10 @@ def test_spill_coalesces_with_pending_rows_and_waits_for_live_claims(products):
     assert by_key["1"] == [("processing", "INSERT"), ("pending", "UPDATE")]
     assert all(v == [("pending", "UPDATE")] for k, v in by_key.items() if k != "1")
     # The claim never takes key 1 while its claim lives.
-    again = {r[0] for r in db.execute("SELECT record_id FROM get_pending_algolia_syncs(1000, 60000, %s, 'test')",
-                                      (uuid.uuid4(),))}
+    again = {
+        r[0]
+        for r in db.execute("SELECT record_id FROM get_pending_algolia_syncs(1000, 60000, %s, 'test')", (uuid.uuid4(),))
+    }
     assert len(again) == 199 and "1" not in again
 
 
@@ -119,14 +122,16 @@ def test_spill_gives_way_to_an_open_transaction_instead_of_blocking_it(products,
     db = products
     db.execute("INSERT INTO products (id, name) SELECT g, 'p' || g FROM generate_series(1, 200) g")
     with psycopg.connect(db_url) as other:  # e.g. a reindex chunk: an uncommitted pending row of key 150
-        other.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) "
-                      "VALUES ('products', '150', 'REINDEX')")
+        other.execute(
+            "INSERT INTO algolia_sync_queue (table_name, record_id, operation) VALUES ('products', '150', 'REINDEX')"
+        )
         started = time.monotonic()
         assert queue.spill(db, 1000) is None  # waited on that row at most lock_timeout, then gave up
         assert time.monotonic() - started < 5
         assert queue_counts(db) == {"inbox": 200}  # nothing half-moved
-        other.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) "
-                      "VALUES ('products', '151', 'REINDEX')")  # not blocked by the spill either
+        other.execute(
+            "INSERT INTO algolia_sync_queue (table_name, record_id, operation) VALUES ('products', '151', 'REINDEX')"
+        )  # not blocked by the spill either
         other.commit()
     assert queue.spill(db, 1000) == 200  # keys 150 and 151 merged into the committed rows
     assert queue_counts(db) == {"pending": 200}
@@ -143,14 +148,19 @@ def test_concurrent_bulk_writes_and_workers_converge(products, env, emulator, st
             with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
                 for round_ in range(15):
                     lo = (n * 700 + round_ * 97) % 2500
-                    conn.execute("UPDATE products SET stock = stock + 1, name = %s WHERE id BETWEEN %s AND %s",
-                                 (f"w{n}-{round_}", lo, lo + 400))
+                    conn.execute(
+                        "UPDATE products SET stock = stock + 1, name = %s WHERE id BETWEEN %s AND %s",
+                        (f"w{n}-{round_}", lo, lo + 400),
+                    )
                     conn.execute("UPDATE products SET stock = stock + 1 WHERE id = %s", (lo + 3,))
                     if round_ % 5 == 4:
                         conn.execute("DELETE FROM products WHERE id BETWEEN %s AND %s", (lo + 100, lo + 230))
-                        conn.execute("INSERT INTO products (id, name) SELECT g, 'back' FROM generate_series(%s::int, %s::int) g "
-                                     "ON CONFLICT (id) DO NOTHING", (lo + 100, lo + 230))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+                        conn.execute(
+                            "INSERT INTO products (id, name) SELECT g, 'back' FROM generate_series(%s::int, %s::int) g "
+                            "ON CONFLICT (id) DO NOTHING",
+                            (lo + 100, lo + 230),
+                        )
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
@@ -182,12 +192,16 @@ def _watch_as_version_3_did(conn: psycopg.Connection) -> None:
     """`watch items --attributes name` as the code of schema version 3 registered it."""
     conn.execute("""INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, attributes)
                     VALUES ('items', 'items', 'id', 'integer', '{name}')""")
-    fn = conn.execute("SELECT algolia_sync_create_capture(%s, 'items', 'id', '{id,name}')",
-                      ("algolia_sync_capture_" + hashlib.md5(b"items").hexdigest()[:16],)).fetchone()[0]
-    for name, when in (("insert", "AFTER INSERT ON items REFERENCING NEW TABLE AS new_rows"),
-                       ("update", "AFTER UPDATE ON items REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
-                       ("delete", "AFTER DELETE ON items REFERENCING OLD TABLE AS old_rows"),
-                       ("truncate", "BEFORE TRUNCATE ON items")):
+    fn = conn.execute(
+        "SELECT algolia_sync_create_capture(%s, 'items', 'id', '{id,name}')",
+        ("algolia_sync_capture_" + hashlib.md5(b"items").hexdigest()[:16],),
+    ).fetchone()[0]
+    for name, when in (
+        ("insert", "AFTER INSERT ON items REFERENCING NEW TABLE AS new_rows"),
+        ("update", "AFTER UPDATE ON items REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+        ("delete", "AFTER DELETE ON items REFERENCING OLD TABLE AS old_rows"),
+        ("truncate", "BEFORE TRUNCATE ON items"),
+    ):
         conn.execute(f"CREATE TRIGGER algolia_sync_{name} {when} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
 
 

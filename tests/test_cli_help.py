@@ -12,8 +12,10 @@ import pytest
 
 from workerpool import cli, config
 
-HELP = re.compile(r"^(?P<meaning>.*\S) \(default: (?P<default>[^;]+); "
-                  r"(?:environment: (?P<var>[A-Z_]+)|no environment variable)\)$")
+HELP = re.compile(
+    r"^(?P<meaning>.*\S) \(default: (?P<default>[^;]+); "
+    r"(?:environment: (?P<var>[A-Z_]+)|no environment variable)\)$"
+)
 # Flags of the emulator that read a variable under a shorter name.
 OTHER_DESTS = {"app_id": "ALGOLIA_APP_ID", "api_key": "ALGOLIA_ADMIN_KEY"}
 
@@ -40,7 +42,9 @@ def test_every_flag_says_its_meaning_default_and_variable(command):
             assert var in config.VARIABLES
             assert config.VARIABLES[var][0] == action.dest or OTHER_DESTS.get(action.dest) == var, (action.dest, var)
         elif action.dest in config._FIELD_TO_VAR:
-            pytest.fail(f"{action.option_strings[0]} sets {config._FIELD_TO_VAR[action.dest]} but its help says no variable")
+            pytest.fail(
+                f"{action.option_strings[0]} sets {config._FIELD_TO_VAR[action.dest]} but its help says no variable"
+            )
     for action in parser._actions:
         if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
             assert action.help, f"workerpool {command} {action.dest} has no help"
@@ -54,8 +58,9 @@ def test_every_setting_has_a_meaning_and_run_has_a_flag_for_each_worker_setting(
 
 @pytest.mark.parametrize("command", sorted(c for c in _commands() if c))
 def test_help_output_of_each_command_shows_all_three_for_every_flag(command):
-    result = subprocess.run([sys.executable, "-m", "workerpool", command, "--help"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "workerpool", command, "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     flags = _flags(_commands()[command])

@@ -22,8 +22,13 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-
-from conftest import assert_index_matches, queue_counts, run_cli, wait_until, workerpool_cmd
+from conftest import (
+    assert_index_matches,
+    queue_counts,
+    run_cli,
+    wait_until,
+    workerpool_cmd,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -36,8 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _request(port: int, path: str, method: str = "GET", body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def _request(
+    port: int, path: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers or {})
     try:
         with _OPENER.open(request, timeout=15) as response:
@@ -53,8 +59,9 @@ def _overview(port: int) -> dict | None:
     return orjson.loads(body) if status == 200 else None
 
 
-def _retry(port: int, doc: object, token: str | None = None, content_type: str = "application/json",
-           raw: bytes | None = None) -> tuple[int, dict[str, str], dict]:
+def _retry(
+    port: int, doc: object, token: str | None = None, content_type: str = "application/json", raw: bytes | None = None
+) -> tuple[int, dict[str, str], dict]:
     headers = {"Content-Type": content_type}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -63,8 +70,11 @@ def _retry(port: int, doc: object, token: str | None = None, content_type: str =
 
 
 def _insert(db: psycopg.Connection, first: int, last: int) -> None:
-    db.execute("INSERT INTO products (id, name, price, stock) "
-               "SELECT g, 'item ' || g, g * 1.25, g %% 7 FROM generate_series(%s::int, %s::int) g", (first, last))
+    db.execute(
+        "INSERT INTO products (id, name, price, stock) "
+        "SELECT g, 'item ' || g, g * 1.25, g %% 7 FROM generate_series(%s::int, %s::int) g",
+        (first, last),
+    )
 
 
 def _index(doc: dict, table: str = "products") -> dict:
@@ -72,8 +82,9 @@ def _index(doc: dict, table: str = "products") -> dict:
 
 
 def _failed(db: psycopg.Connection) -> list[tuple[int, str, str]]:
-    return db.execute("SELECT id, record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' "
-                      "ORDER BY record_id").fetchall()
+    return db.execute(
+        "SELECT id, record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' ORDER BY record_id"
+    ).fetchall()
 
 
 # ---- the JSON endpoint and the action, over plain HTTP ------------------------------------------
@@ -83,13 +94,22 @@ def _failed(db: psycopg.Connection) -> list[tuple[int, str, str]]:
 def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(products, env, emulator, start_pool):
     db = products
     port, token = _free_port(), "tok-" + secrets.token_hex(16)
-    pool = start_pool("--workers", "1", "--batch-size", "10", extra_env={
-        "HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200"})
+    pool = start_pool(
+        "--workers",
+        "1",
+        "--batch-size",
+        "10",
+        extra_env={"HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200"},
+    )
     doc = wait_until(lambda: _overview(port), timeout=20, message="/api/overview to answer")
     assert doc["database"] == "ok" and doc["actions"] is True and token not in orjson.dumps(doc).decode()
     products_index = _index(doc)
     assert products_index["index"] == "products" and products_index["depth"] == {
-        "pending": 0, "processing": 0, "failed": 0, "inbox": 0}
+        "pending": 0,
+        "processing": 0,
+        "failed": 0,
+        "inbox": 0,
+    }
     assert len(products_index["per_minute"]) == 60 and products_index["reindex"] is None
 
     # The page and its files, from the package, with a policy that keeps them to this origin.
@@ -107,8 +127,10 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     wait_until(lambda: len(_failed(db)) == 3, message="three failed rows")
     emulator.clear_faults()
     failed = _failed(db)
-    doc = wait_until(lambda: (lambda d: d if d and _index(d)["depth"]["failed"] == 3 else None)(_overview(port)),
-                     message="the overview to show the failures")
+    doc = wait_until(
+        lambda: (lambda d: d if d and _index(d)["depth"]["failed"] == 3 else None)(_overview(port)),
+        message="the overview to show the failures",
+    )
     index = _index(doc)
     assert [(r["id"], r["record_id"], r["last_error"]) for r in index["failed_rows"]] == failed
     assert all(r["last_error"] for r in index["failed_rows"])
@@ -118,8 +140,12 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     assert [(w["worker_id"], w["host"], w["pid"]) for w in doc["workers"]] == live and len(live) == 1
     # Vacuum health of the hot tables, as `stats` reports it.
     vac = doc["vacuum"]
-    assert {t["table"] for t in vac["tables"]} == {"algolia_sync_queue", "algolia_sync_inbox",
-                                                   "algolia_sync_hashes", "algolia_sync_log"}
+    assert {t["table"] for t in vac["tables"]} == {
+        "algolia_sync_queue",
+        "algolia_sync_inbox",
+        "algolia_sync_hashes",
+        "algolia_sync_log",
+    }
     assert all(t["size_bytes"] > 0 and t["live_tuples"] >= 0 and t["dead_tuples"] >= 0 for t in vac["tables"])
     assert vac["autovacuum"] is (db.execute("SHOW autovacuum").fetchone()[0] == "on")  # reported as it is
 
@@ -137,8 +163,10 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
 
     # The dashboard's one connection is killed: that refresh says so (503), a later one reconnects.
     before = answers[0]["refresh"]
-    killed = db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE application_name = 'workerpool:dashboard' AND datname = current_database()").fetchone()[0]
+    killed = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = 'workerpool:dashboard' AND datname = current_database()"
+    ).fetchone()[0]
     assert killed == 1
     statuses = []
 
@@ -151,15 +179,21 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
 
     wait_until(recovered, message="the dashboard to reconnect")
     assert 503 in statuses
-    assert db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'workerpool:dashboard' "
-                      "AND datname = current_database()").fetchone()[0] == 1
+    assert (
+        db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'workerpool:dashboard' "
+            "AND datname = current_database()"
+        ).fetchone()[0]
+        == 1
+    )
 
     # Actions need the token: none, another scheme or a wrong one are refused and change nothing.
     for given in (None, "", "not-the-token-at-all"):
         status, head, body = _retry(port, {"ids": [failed[0][0]]}, token=given)
         assert status == 401 and "WWW-Authenticate" in head and "bearer" in body["error"].lower(), (given, body)
-    status, _, _ = _request(port, "/api/retry", "POST", b"{}", {"Authorization": f"Basic {token}",
-                                                               "Content-Type": "application/json"})
+    status, _, _ = _request(
+        port, "/api/retry", "POST", b"{}", {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    )
     assert status == 401
     assert len(_failed(db)) == 3
     assert _request(port, "/api/retry")[0] == 405
@@ -185,11 +219,16 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     assert status == 200 and body == {"returned": 2}
     wait_until(lambda: not queue_counts(db), message="the table's failed rows to sync")
     assert_index_matches(db, emulator, "products", "products")
-    doc = wait_until(lambda: (lambda d: d if d and _index(d)["depth"]["failed"] == 0 else None)(_overview(port)),
-                     message="the overview to show no failure")
+    doc = wait_until(
+        lambda: (lambda d: d if d and _index(d)["depth"]["failed"] == 0 else None)(_overview(port)),
+        message="the overview to show no failure",
+    )
     assert _index(doc)["failed_rows"] == []
-    assert sum(m["synced"] for m in _index(doc)["per_minute"]) == \
-        db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0] == 3
+    assert (
+        sum(m["synced"] for m in _index(doc)["per_minute"])
+        == db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0]
+        == 3
+    )
     assert [e["returned"] for e in pool.lines("dashboard_retry")] == [1, 2]
 
     # A reindex in progress shows its progress while it holds its lock. It is held up on key 7 by
@@ -197,12 +236,22 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
     _insert(db, 4, 12)
     wait_until(lambda: not queue_counts(db), message="the new rows to sync")
     with psycopg.connect(env["DATABASE_URL"]) as blocker:
-        blocker.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) VALUES ('products', '7', 'UPDATE')")
-        reindex = subprocess.Popen(workerpool_cmd("reindex", "products", "--chunk-size", "3"), env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+        blocker.execute(
+            "INSERT INTO algolia_sync_queue (table_name, record_id, operation) VALUES ('products', '7', 'UPDATE')"
+        )
+        reindex = subprocess.Popen(
+            workerpool_cmd("reindex", "products", "--chunk-size", "3"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
         try:
-            doc = wait_until(lambda: (lambda d: d if d and _index(d)["reindex"] else None)(_overview(port)),
-                             message="the reindex to show up")
+            doc = wait_until(
+                lambda: (lambda d: d if d and _index(d)["reindex"] else None)(_overview(port)),
+                message="the reindex to show up",
+            )
             progress = _index(doc)["reindex"]
             assert progress["mode"] == "queue" and progress["running"] is True and progress["rows_total"] == 12
             assert progress["rows_done"] == 6, progress
@@ -210,8 +259,10 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
             blocker.rollback()
         out, err = reindex.communicate(timeout=60)
     assert reindex.returncode == 0, out + err
-    doc = wait_until(lambda: (lambda d: d if d and _index(d)["reindex"] is None else None)(_overview(port)),
-                     message="the finished reindex to disappear")
+    doc = wait_until(
+        lambda: (lambda d: d if d and _index(d)["reindex"] is None else None)(_overview(port)),
+        message="the finished reindex to disappear",
+    )
     assert pool.stop() == 0
     assert token not in pool.output
 
@@ -241,19 +292,32 @@ def browser(tmp_path):
     """Debian's Chromium through its own chromedriver; selenium downloads nothing."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (Debian's chromium and chromium-driver; .ci/run installs them)")
+        pytest.skip(
+            f"{' and '.join(missing)} not installed (Debian's chromium and chromium-driver; .ci/run installs them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1200"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1280,1200",
+    ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
+    driver = webdriver.Chrome(
+        service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options
+    )
     try:
         yield driver
     finally:
@@ -284,21 +348,36 @@ def _total(shown: dict | None) -> int:
 
 @pytest.mark.slow
 def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_failed_row(
-        products, env, emulator, start_pool, browser, tmp_path):
+    products, env, emulator, start_pool, browser, tmp_path
+):
     from selenium.webdriver.common.by import By
 
     db = products
     port, token = _free_port(), "tok-" + secrets.token_hex(16)
     # One request on the wire at a time: the queue must visibly wait behind the slow writes below.
-    pool = start_pool("--workers", "1", "--batch-size", "5", extra_env={
-        "HEALTH_PORT": str(port), "DASHBOARD_TOKEN": token, "MAX_RETRIES": "1", "POLLING_INTERVAL": "200",
-        "REQUESTS_IN_FLIGHT": "1"})
+    pool = start_pool(
+        "--workers",
+        "1",
+        "--batch-size",
+        "5",
+        extra_env={
+            "HEALTH_PORT": str(port),
+            "DASHBOARD_TOKEN": token,
+            "MAX_RETRIES": "1",
+            "POLLING_INTERVAL": "200",
+            "REQUESTS_IN_FLIGHT": "1",
+        },
+    )
     wait_until(lambda: _overview(port), timeout=20, message="/api/overview to answer")
     browser.get(f"http://127.0.0.1:{port}/")
     shown = wait_until(lambda: browser.execute_script(_SHOWN), timeout=20, message="the page to render the index")
     assert shown["database"] == "ok" and _total(shown) == 0 and shown["failed"] == 0
-    assert sorted(shown["vacuum_tables"]) == ["algolia_sync_hashes", "algolia_sync_inbox", "algolia_sync_log",
-                                              "algolia_sync_queue"]
+    assert sorted(shown["vacuum_tables"]) == [
+        "algolia_sync_hashes",
+        "algolia_sync_inbox",
+        "algolia_sync_log",
+        "algolia_sync_queue",
+    ]
     workers = [w for (w,) in db.execute("SELECT worker_id FROM algolia_sync_workers").fetchall()]
     wait_until(lambda: browser.execute_script(_SHOWN)["workers"] == workers, message="the live worker on the page")
     assert browser.find_element(By.ID, "readonly").is_displayed() is False
@@ -311,8 +390,11 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     for burst in range(3):
         _insert(db, burst * 30 + 1, burst * 30 + 30)
         floor = max(seen, default=0)
-        shown = wait_until(lambda: (lambda s: s if _total(s) > floor else None)(browser.execute_script(_SHOWN)),
-                           timeout=30, message=f"the page to show more than {floor} waiting after burst {burst + 1}")
+        shown = wait_until(
+            lambda: (lambda s: s if _total(s) > floor else None)(browser.execute_script(_SHOWN)),
+            timeout=30,
+            message=f"the page to show more than {floor} waiting after burst {burst + 1}",
+        )
         seen.append(_total(shown))
     assert seen == sorted(seen) and seen[-1] > seen[0] > 0, seen
 
@@ -321,8 +403,13 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     wait_until(lambda: not queue_counts(db), timeout=60, message="the queue to drain")
     synced = db.execute("SELECT count(*) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0]
     assert synced == 90
-    shown = wait_until(lambda: (lambda s: s if _total(s) == 0 and s["chart_synced"] == synced else None)(
-        browser.execute_script(_SHOWN)), timeout=20, message="the page to show the drained queue")
+    shown = wait_until(
+        lambda: (lambda s: s if _total(s) == 0 and s["chart_synced"] == synced else None)(
+            browser.execute_script(_SHOWN)
+        ),
+        timeout=20,
+        message="the page to show the drained queue",
+    )
     assert shown["failed"] == 0 and not shown["failures_visible"]
     assert_index_matches(db, emulator, "products", "products")
 
@@ -331,9 +418,11 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     db.execute("UPDATE products SET stock = 1000 WHERE id = 7")
     wait_until(lambda: len(_failed(db)) == 1, message="the update to fail")
     emulator.clear_faults()
-    (row_id, key, last_error), = _failed(db)
-    shown = wait_until(lambda: (lambda s: s if s["failed_rows"] else None)(browser.execute_script(_SHOWN)),
-                       message="the failed row on the page")
+    ((row_id, key, last_error),) = _failed(db)
+    shown = wait_until(
+        lambda: (lambda s: s if s["failed_rows"] else None)(browser.execute_script(_SHOWN)),
+        message="the failed row on the page",
+    )
     assert shown["failed"] == 1 and shown["failures_visible"]
     assert shown["failed_rows"] == [{"id": row_id, "key": "7", "error": last_error}]
     _screenshot(browser, tmp_path)
@@ -357,9 +446,12 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     wait_until(lambda: "returned 1 failed row(s)" in browser.execute_script(_SHOWN)["message"], message="the retry")
     wait_until(lambda: not queue_counts(db), message="the retried row to sync")
     assert emulator.records("products")["7"]["stock"] == 1000
-    wait_until(lambda: (lambda s: s["failed"] == 0 and not s["failures_visible"] and _total(s) == 0
-                        and s["chart_synced"] == 91)(browser.execute_script(_SHOWN)),
-               message="the page to show the row synced and no failure")
+    wait_until(
+        lambda: (
+            lambda s: s["failed"] == 0 and not s["failures_visible"] and _total(s) == 0 and s["chart_synced"] == 91
+        )(browser.execute_script(_SHOWN)),
+        message="the page to show the row synced and no failure",
+    )
     assert token not in browser.page_source and token not in pool.output
     # No script error and no Content-Security-Policy violation; the refused retries are the only failed loads.
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -385,24 +477,34 @@ def test_the_wheel_ships_the_dashboard_files(tmp_path):
     import zipfile
 
     root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = tmp_path.glob("workerpool-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("index.html", "app.js", "style.css"):
-        assert f"workerpool/dashboard/static/{name}" in names
-    assert "workerpool/sql/001_schema.sql" in names
+        assert f"workerpool/observability/dashboard/static/{name}" in names
+    assert "workerpool/db/sql/001_schema.sql" in names
 
 
 def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minutes(db):
     """However long the log, a refresh counts at most ~12 minutes of it: the first the last ten, each
     next one ten more of the past until the hour is complete, and from then on the last two minutes.
     The counts always equal the log's."""
-    from workerpool.dashboard.overview import MINUTES, MinuteSeries, collect
+    from workerpool.observability.dashboard.overview import (
+        MINUTES,
+        MinuteSeries,
+        collect,
+    )
 
-    db.execute("INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type) "
-               "VALUES ('products', 'products', 'id', 'integer')")
+    db.execute(
+        "INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type) "
+        "VALUES ('products', 'products', 'id', 'integer')"
+    )
     # One acknowledgement every 5 s over the last 70 minutes, every 7th a failure.
     db.execute("""INSERT INTO algolia_sync_log (table_name, record_id, operation, status, enqueued_at, synced_at)
                   SELECT 'products', g::text, 'UPDATE', CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'success' END,
@@ -410,10 +512,12 @@ def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minute
                     FROM generate_series(0, 840) g""")
 
     def truth(now_minute: int) -> dict[int, tuple[int, int]]:
-        rows = db.execute("""SELECT extract(epoch FROM date_trunc('minute', synced_at))::bigint,
+        rows = db.execute(
+            """SELECT extract(epoch FROM date_trunc('minute', synced_at))::bigint,
                                     count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
                                FROM algolia_sync_log WHERE synced_at >= to_timestamp(%s) GROUP BY 1""",
-                          (now_minute - (MINUTES - 1) * 60,)).fetchall()
+            (now_minute - (MINUTES - 1) * 60,),
+        ).fetchall()
         return {m: (s, f) for m, s, f in rows}
 
     series = MinuteSeries()
@@ -423,8 +527,11 @@ def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minute
         spans.append((minute, series.ranges(minute)))
         doc = collect(db, series)
         now_minute = doc["indices"][0]["per_minute"][-1]["t"]
-        known = {m["t"]: (m["synced"], m["failed"]) for m in doc["indices"][0]["per_minute"]
-                 if m["t"] >= doc["chart_counted_from"]}
+        known = {
+            m["t"]: (m["synced"], m["failed"])
+            for m in doc["indices"][0]["per_minute"]
+            if m["t"] >= doc["chart_counted_from"]
+        }
         expected = truth(now_minute)
         assert known == {t: expected.get(t, (0, 0)) for t in known}
     assert doc["chart_counted_from"] == now_minute - (MINUTES - 1) * 60  # the whole hour, after six refreshes
@@ -438,6 +545,7 @@ def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minute
     doc = collect(db, series)
     now_minute = doc["indices"][0]["per_minute"][-1]["t"]
     expected = truth(now_minute)
-    assert {m["t"]: (m["synced"], m["failed"]) for m in doc["indices"][0]["per_minute"]} == \
-        {t: expected.get(t, (0, 0)) for t in range(now_minute - (MINUTES - 1) * 60, now_minute + 60, 60)}
+    assert {m["t"]: (m["synced"], m["failed"]) for m in doc["indices"][0]["per_minute"]} == {
+        t: expected.get(t, (0, 0)) for t in range(now_minute - (MINUTES - 1) * 60, now_minute + 60, 60)
+    }
     assert expected[now_minute][0] >= 25

@@ -8,9 +8,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Sequence
 
 import pytest
 
@@ -19,9 +19,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _bare_env(home: Path) -> dict[str, str]:
     """No DATABASE_URL, no ALGOLIA_*, no virtualenv or Python path leaking in from this test run."""
-    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST",
-            "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-            "http_proxy", "https_proxy", "no_proxy")
+    keep = (
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_TRUSTED_HOST",
+        "PIP_CERT",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    )
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env["HOME"] = str(home)
     env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
@@ -43,11 +58,15 @@ def fresh_install(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     # A genuinely fresh environment: not even this run's packages are importable.
     probe = subprocess.run([str(python), "-c", "import psycopg"], env=env, capture_output=True, timeout=60)
     assert probe.returncode != 0
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"{ROOT}[demo]"], env=env,
-                             capture_output=True, text=True, timeout=720)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", f"{ROOT}[demo]"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=720,
+    )
     if install.returncode != 0 and "Failed to establish a new connection" in install.stderr:
-        pytest.skip("pip cannot reach its package index from here (no network), so no fresh virtualenv "
-                    "can be built")
+        pytest.skip("pip cannot reach its package index from here (no network), so no fresh virtualenv can be built")
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     assert "DATABASE_URL" not in env
     return SimpleNamespace(python=python, workerpool=venv / "bin" / "workerpool", env=env, base=base)
@@ -56,15 +75,25 @@ def fresh_install(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def _run_demo(install: SimpleNamespace, workdir: Path, prefix: Sequence[str] = ()) -> str:
     """Run `workerpool demo` in an empty directory (no .env) and check everything it shows; its output."""
     workdir.mkdir()
-    result = subprocess.run([*prefix, str(install.workerpool), "demo"], env=install.env, cwd=workdir,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*prefix, str(install.workerpool), "demo"],
+        env=install.env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
     assert "starting an embedded server" in out
     # The index table: a header and real records (objectID, name, brand and category joined in by the view).
     assert re.search(r"objectID\s+name\s+brand\s+category\s+price", out), out
-    rows = re.findall(r"^\s+(\d+)\s+(.+?)\s{2,}(Acme|Globex|Initech|Umbrella|Stark)\s+(Chairs|Tables|Lamps|Shelves)"
-                      r"\s+(\d+\.\d\d)", out, re.M)
+    rows = re.findall(
+        r"^\s+(\d+)\s+(.+?)\s{2,}(Acme|Globex|Initech|Umbrella|Stark)\s+(Chairs|Tables|Lamps|Shelves)"
+        r"\s+(\d+\.\d\d)",
+        out,
+        re.M,
+    )
     assert len(rows) >= 5, out
     assert ("1", "9.99") in [(r[0], r[4]) for r in rows], "the live price update shows in the index"
     assert any(r[1] == "Demo lamp" for r in rows), "the live insert shows in the index"
@@ -105,8 +134,16 @@ def test_demo_runs_where_nothing_listens_on_5432(fresh_install):
         pytest.skip(why)
     with netpartition.Isolated() as ns:
         probe = subprocess.run(
-            [*ns.prefix, str(fresh_install.python), "-c",
-             "import socket; socket.create_connection(('127.0.0.1', 5432), timeout=5)"],
-            env=fresh_install.env, capture_output=True, text=True, timeout=60)
+            [
+                *ns.prefix,
+                str(fresh_install.python),
+                "-c",
+                "import socket; socket.create_connection(('127.0.0.1', 5432), timeout=5)",
+            ],
+            env=fresh_install.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert probe.returncode != 0 and "ConnectionRefusedError" in probe.stderr, probe.stderr
         _run_demo(fresh_install, fresh_install.base / "work-isolated", prefix=ns.prefix)

@@ -163,8 +163,14 @@ def test_the_units_command_line_runs_a_supervisor_that_stops_gracefully(tmp_path
     command = shlex.split(service["ExecStart"])
     environ = {k: v for k, v in env.items() if k not in names}
     environ.update(config_line.split("=", 1) for config_line in env_file.read_text().splitlines())
-    proc = subprocess.Popen(command, env=environ, cwd=service["WorkingDirectory"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command,
+        env=environ,
+        cwd=service["WorkingDirectory"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if '"supervisor started"' in line or "worker started" in line:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from algoliasearch.http.exceptions import AlgoliaUnreachableHostException, RequestException
+from algoliasearch.http.exceptions import (
+    AlgoliaUnreachableHostException,
+    RequestException,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -75,18 +78,22 @@ def partial(client, index, body, action="partialUpdateObject"):
 def test_multiple_batch_every_action(em, client):
     seed(client, "mb2", [{"objectID": "x"}, {"objectID": "y"}])
     seed(client, "mb3", [{"objectID": "z"}])
-    resp = client.multiple_batch({"requests": [
-        {"action": "addObject", "indexName": "mb1", "body": {"objectID": "1", "a": 1}},
-        {"action": "addObject", "indexName": "mb1", "body": {"a": 2}},
-        {"action": "updateObject", "indexName": "mb1", "body": {"objectID": "3", "a": 3}},
-        {"action": "partialUpdateObject", "indexName": "mb1", "body": {"objectID": "4", "x": 1}},
-        {"action": "partialUpdateObjectNoCreate", "indexName": "mb1", "body": {"objectID": "5", "x": 1}},
-        {"action": "partialUpdateObjectNoCreate", "indexName": "mb1", "body": {"objectID": "1", "b": 2}},
-        {"action": "deleteObject", "indexName": "mb1", "body": {"objectID": "3"}},
-        {"action": "updateObject", "indexName": "mb1", "body": {"objectID": "1", "c": 3}},
-        {"action": "clear", "indexName": "mb2"},
-        {"action": "delete", "indexName": "mb3"},
-    ]})
+    resp = client.multiple_batch(
+        {
+            "requests": [
+                {"action": "addObject", "indexName": "mb1", "body": {"objectID": "1", "a": 1}},
+                {"action": "addObject", "indexName": "mb1", "body": {"a": 2}},
+                {"action": "updateObject", "indexName": "mb1", "body": {"objectID": "3", "a": 3}},
+                {"action": "partialUpdateObject", "indexName": "mb1", "body": {"objectID": "4", "x": 1}},
+                {"action": "partialUpdateObjectNoCreate", "indexName": "mb1", "body": {"objectID": "5", "x": 1}},
+                {"action": "partialUpdateObjectNoCreate", "indexName": "mb1", "body": {"objectID": "1", "b": 2}},
+                {"action": "deleteObject", "indexName": "mb1", "body": {"objectID": "3"}},
+                {"action": "updateObject", "indexName": "mb1", "body": {"objectID": "1", "c": 3}},
+                {"action": "clear", "indexName": "mb2"},
+                {"action": "delete", "indexName": "mb3"},
+            ]
+        }
+    )
 
     assert set(resp.task_id) == {"mb1", "mb2", "mb3"}
     assert all(isinstance(t, int) for t in resp.task_id.values())
@@ -108,12 +115,17 @@ def test_multiple_batch_every_action(em, client):
 
 
 def test_batch_on_one_index(em, client):
-    resp = client.batch("one", {"requests": [
-        {"action": "addObject", "body": {"objectID": "a", "v": 1}},
-        {"action": "updateObject", "body": {"objectID": "b", "v": 2}},
-        {"action": "partialUpdateObject", "body": {"objectID": "a", "w": 3}},
-        {"action": "deleteObject", "body": {"objectID": "b"}},
-    ]})
+    resp = client.batch(
+        "one",
+        {
+            "requests": [
+                {"action": "addObject", "body": {"objectID": "a", "v": 1}},
+                {"action": "updateObject", "body": {"objectID": "b", "v": 2}},
+                {"action": "partialUpdateObject", "body": {"objectID": "a", "w": 3}},
+                {"action": "deleteObject", "body": {"objectID": "b"}},
+            ]
+        },
+    )
     assert isinstance(resp.task_id, int)
     assert resp.object_ids == ["a", "b", "a", "b"]
     assert em.records("one") == {"a": {"objectID": "a", "v": 1, "w": 3}}
@@ -129,8 +141,7 @@ def test_single_record_endpoints_and_helpers(em, client):
     client.delete_object("single", saved.object_id)
     assert em.records("single") == {"k1": {"objectID": "k1", "name": "one", "n": 2}}
 
-    responses = client.save_objects("helper", [{"objectID": str(i), "i": i} for i in range(25)],
-                                    wait_for_tasks=True)
+    responses = client.save_objects("helper", [{"objectID": str(i), "i": i} for i in range(25)], wait_for_tasks=True)
     assert sum(len(r.object_ids) for r in responses) == 25
     assert len(em.records("helper")) == 25
 
@@ -139,12 +150,16 @@ def test_record_over_size_limit_rejects_whole_batch(em, client):
     seed(client, "sized", [{"objectID": "keep", "v": 1}])
     big = {"objectID": "big-one", "blob": "x" * 10_050}
     with pytest.raises(RequestException) as err:
-        client.multiple_batch({"requests": [
-            {"action": "addObject", "indexName": "sized", "body": {"objectID": "ok1"}},
-            {"action": "deleteObject", "indexName": "sized", "body": {"objectID": "keep"}},
-            {"action": "addObject", "indexName": "sized-new", "body": {"objectID": "ok2"}},
-            {"action": "updateObject", "indexName": "sized", "body": big},
-        ]})
+        client.multiple_batch(
+            {
+                "requests": [
+                    {"action": "addObject", "indexName": "sized", "body": {"objectID": "ok1"}},
+                    {"action": "deleteObject", "indexName": "sized", "body": {"objectID": "keep"}},
+                    {"action": "addObject", "indexName": "sized-new", "body": {"objectID": "ok2"}},
+                    {"action": "updateObject", "indexName": "sized", "body": big},
+                ]
+            }
+        )
     size = len(json.dumps(big, separators=(",", ":")))
     assert err.value.status_code == 400
     assert f"Record at the position 3 objectID=big-one is too big size={size}/10000 bytes." in err.value.message
@@ -161,18 +176,23 @@ def test_record_over_size_limit_rejects_whole_batch(em, client):
     assert em.records("sized") == {"keep": {"objectID": "keep", "v": 1}}
 
     # The raw error carries Algolia's extra fields.
-    r = requests.post(f"{em.url}/1/indexes/sized/batch", headers=auth(em),
-                      json={"requests": [{"action": "addObject", "body": big}]})
+    r = requests.post(
+        f"{em.url}/1/indexes/sized/batch", headers=auth(em), json={"requests": [{"action": "addObject", "body": big}]}
+    )
     assert r.status_code == 400
     assert r.json()["objectID"] == "big-one" and r.json()["position"] == 0 and r.json()["status"] == 400
 
 
 def test_object_id_must_be_a_string(em, client):
     with pytest.raises(RequestException) as err:
-        client.multiple_batch({"requests": [
-            {"action": "addObject", "indexName": "ids", "body": {"objectID": "fine"}},
-            {"action": "addObject", "indexName": "ids", "body": {"objectID": 42}},
-        ]})
+        client.multiple_batch(
+            {
+                "requests": [
+                    {"action": "addObject", "indexName": "ids", "body": {"objectID": "fine"}},
+                    {"action": "addObject", "indexName": "ids", "body": {"objectID": 42}},
+                ]
+            }
+        )
     assert err.value.status_code == 400
     assert "position 1" in err.value.message and "objectID must be a string" in err.value.message
     assert em.records("ids") == {}
@@ -216,20 +236,41 @@ def test_increment_from_is_optimistic_locking(em, client):
 
 def test_builtin_operations(em, client):
     seed(client, "ops", [{"objectID": "o", "n": 10, "m": 1, "tags": ["a"], "keep": True}])
-    partial(client, "ops", {
+    partial(
+        client,
+        "ops",
+        {
+            "objectID": "o",
+            "n": {"_operation": "Increment", "value": 5},
+            "m": {"_operation": "Decrement", "value": 3},
+            "fresh": {"_operation": "Increment", "value": 2},
+            "tags": {"_operation": "Add", "value": "b"},
+            "u": {"_operation": "AddUnique", "value": "x"},
+        },
+    )
+    assert em.records("ops")["o"] == {
         "objectID": "o",
-        "n": {"_operation": "Increment", "value": 5},
-        "m": {"_operation": "Decrement", "value": 3},
-        "fresh": {"_operation": "Increment", "value": 2},
-        "tags": {"_operation": "Add", "value": "b"},
-        "u": {"_operation": "AddUnique", "value": "x"},
-    })
-    assert em.records("ops")["o"] == {"objectID": "o", "n": 15, "m": -2, "fresh": 2, "tags": ["a", "b"],
-                                      "keep": True, "u": ["x"]}
-    partial(client, "ops", {"objectID": "o", "u": {"_operation": "AddUnique", "value": "x"},
-                            "tags": {"_operation": "Add", "value": "a"}})
-    partial(client, "ops", {"objectID": "o", "tags": {"_operation": "Remove", "value": "a"},
-                            "n": {"_operation": "Increment", "value": 0.5}})
+        "n": 15,
+        "m": -2,
+        "fresh": 2,
+        "tags": ["a", "b"],
+        "keep": True,
+        "u": ["x"],
+    }
+    partial(
+        client,
+        "ops",
+        {"objectID": "o", "u": {"_operation": "AddUnique", "value": "x"}, "tags": {"_operation": "Add", "value": "a"}},
+    )
+    partial(
+        client,
+        "ops",
+        {
+            "objectID": "o",
+            "tags": {"_operation": "Remove", "value": "a"},
+            "n": {"_operation": "Increment", "value": 0.5},
+        },
+    )
     rec = em.records("ops")["o"]
     assert rec["u"] == ["x"] and rec["tags"] == ["b"] and rec["n"] == 15.5
 
@@ -245,11 +286,18 @@ def test_concurrent_versioned_writers_keep_the_newest(em):
     def writer(worker: int) -> int:
         c = make_client(em.url, em.app_id, em.api_key)
         for version in range(worker + 1, 41, 4):  # the workers interleave versions 1..40
-            c.batch("race", {"requests": [
-                {"action": "partialUpdateObject",
-                 "body": {"objectID": f"r{i}", "by": worker, "version": inc_set(version)}}
-                for i in range(200)
-            ]})
+            c.batch(
+                "race",
+                {
+                    "requests": [
+                        {
+                            "action": "partialUpdateObject",
+                            "body": {"objectID": f"r{i}", "by": worker, "version": inc_set(version)},
+                        }
+                        for i in range(200)
+                    ]
+                },
+            )
         c.close()
         return worker
 
@@ -274,12 +322,16 @@ def test_get_object_and_get_objects(em, client):
         client.get_object("get", "missing")
     assert err.value.status_code == 404 and err.value.message == "ObjectID does not exist"
 
-    resp = client.get_objects({"requests": [
-        {"indexName": "get", "objectID": "b"},
-        {"indexName": "get", "objectID": "nope"},
-        {"indexName": "other", "objectID": "a"},
-        {"indexName": "get", "objectID": "a", "attributesToRetrieve": ["x"]},
-    ]})
+    resp = client.get_objects(
+        {
+            "requests": [
+                {"indexName": "get", "objectID": "b"},
+                {"indexName": "get", "objectID": "nope"},
+                {"indexName": "other", "objectID": "a"},
+                {"indexName": "get", "objectID": "a", "attributesToRetrieve": ["x"]},
+            ]
+        }
+    )
     assert resp.results == [{"objectID": "b", "x": 3}, None, None, {"objectID": "a", "x": 1}]
 
 
@@ -296,8 +348,9 @@ def test_browse_objects_walks_every_page(em, client):
     assert pages[1].hits[0].to_dict()["i"] == 1000
 
     small = []
-    client.browse_objects("big", aggregator=lambda resp: small.append(len(resp.hits)),
-                          browse_params={"hitsPerPage": 700, "query": "r24"})
+    client.browse_objects(
+        "big", aggregator=lambda resp: small.append(len(resp.hits)), browse_params={"hitsPerPage": 700, "query": "r24"}
+    )
     assert small == [100]  # r2400..r2499
 
     with pytest.raises(RequestException) as err:
@@ -306,12 +359,16 @@ def test_browse_objects_walks_every_page(em, client):
 
 
 def test_search_single_index(em, client):
-    seed(client, "s", [
-        {"objectID": "1", "title": "Red Shoes", "tags": ["summer"]},
-        {"objectID": "2", "title": "Blue shoes"},
-        {"objectID": "3", "title": "Green hat", "tags": ["SHOES-like"]},
-        {"objectID": "4", "title": "Scarf", "price": 12},
-    ])
+    seed(
+        client,
+        "s",
+        [
+            {"objectID": "1", "title": "Red Shoes", "tags": ["summer"]},
+            {"objectID": "2", "title": "Blue shoes"},
+            {"objectID": "3", "title": "Green hat", "tags": ["SHOES-like"]},
+            {"objectID": "4", "title": "Scarf", "price": 12},
+        ],
+    )
     resp = client.search_single_index("s", {"query": "SHOES"})
     assert sorted(h.object_id for h in resp.hits) == ["1", "2", "3"]
     assert resp.nb_hits == 3 and resp.page == 0 and resp.query == "SHOES"
@@ -437,9 +494,8 @@ def test_fault_503_for_some_seconds(em, client):
 
 def test_fault_dropped_connection(em, client):
     em.inject_fault(drop=True, count=2)
-    with requests.Session() as s:
-        with pytest.raises(requests.ConnectionError):
-            s.post(f"{em.url}/1/indexes/d/batch", headers=auth(em), json={"requests": []})
+    with requests.Session() as s, pytest.raises(requests.ConnectionError):
+        s.post(f"{em.url}/1/indexes/d/batch", headers=auth(em), json={"requests": []})
     with pytest.raises(requests.ConnectionError):
         client.batch("d", {"requests": [{"action": "addObject", "body": {"objectID": "1"}}]})
     assert em.records("d") == {}
@@ -467,11 +523,15 @@ def test_fault_latency_and_writes_only(em, client):
 
 def test_control_endpoints_over_http(em, client):
     base = f"{em.url}/_emulator"
-    client.multiple_batch({"requests": [
-        {"action": "addObject", "indexName": "i1", "body": {"objectID": "1", "v": 1}},
-        {"action": "addObject", "indexName": "i2", "body": {"objectID": "2"}},
-        {"action": "deleteObject", "indexName": "i2", "body": {"objectID": "2"}},
-    ]})
+    client.multiple_batch(
+        {
+            "requests": [
+                {"action": "addObject", "indexName": "i1", "body": {"objectID": "1", "v": 1}},
+                {"action": "addObject", "indexName": "i2", "body": {"objectID": "2"}},
+                {"action": "deleteObject", "indexName": "i2", "body": {"objectID": "2"}},
+            ]
+        }
+    )
     client.batch("i1", {"requests": [{"action": "partialUpdateObject", "body": {"objectID": "1", "w": 2}}]})
     client.get_object("i1", "1")
     requests.get(f"{em.url}/1/indexes")  # 403, still a /1/ request
@@ -505,8 +565,10 @@ def test_control_endpoints_over_http(em, client):
 def test_keepalive_and_stop_closes_idle_connections():
     emu = Emulator().start()
     host, port = emu.url.removeprefix("http://").split(":")
-    request = (f"GET /1/indexes HTTP/1.1\r\nHost: x\r\nx-algolia-application-id: {emu.app_id}\r\n"
-               f"x-algolia-api-key: {emu.api_key}\r\n\r\n").encode()
+    request = (
+        f"GET /1/indexes HTTP/1.1\r\nHost: x\r\nx-algolia-application-id: {emu.app_id}\r\n"
+        f"x-algolia-api-key: {emu.api_key}\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port)), timeout=3) as conn:
         for _ in range(2):  # two requests on one connection: keep-alive works
             conn.sendall(request)
@@ -531,8 +593,15 @@ def _free_port() -> int:
 
 def _run_module(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "workerpool.emulator", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workerpool.emulator", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_cli_serves_and_stops_cleanly_on_sigterm():

@@ -11,11 +11,9 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
-from conftest import run_cli, wait_until
-
 import netpartition
+import pytest
+from conftest import run_cli, wait_until
 
 FETCH = """
 import sys, urllib.request
@@ -35,8 +33,9 @@ def _free_port() -> int:
 
 def _fetch_from(ns: netpartition.Namespace, url: str) -> tuple[str, str]:
     """GET url from inside the namespace: ("200", body), or ("refused", why)."""
-    out = subprocess.run([*ns.prefix, sys.executable, "-c", FETCH, url], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(
+        [*ns.prefix, sys.executable, "-c", FETCH, url], capture_output=True, text=True, timeout=30
+    ).stdout
     status, _, rest = out.partition("\n")
     return status.split()[0] if status else "", rest
 
@@ -81,8 +80,12 @@ def test_health_host_one_address_binds_only_that_address(products, start_pool, n
     ns = namespace
     port = _free_port()
     pool = start_pool("--workers", "1", "--health-host", ns.host_ip, extra_env={"HEALTH_PORT": str(port)})
-    wait_until(lambda: _fetch_from(ns, f"http://{ns.host_ip}:{port}/healthz")[0] == "200", timeout=30,
-               interval=0.5, message="/healthz on the veth address")
+    wait_until(
+        lambda: _fetch_from(ns, f"http://{ns.host_ip}:{port}/healthz")[0] == "200",
+        timeout=30,
+        interval=0.5,
+        message="/healthz on the veth address",
+    )
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert pool.stop() == 0

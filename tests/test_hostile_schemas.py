@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import textwrap
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import psycopg
 import pytest
-
 from conftest import assert_index_matches, drain, queue_counts, run_cli, wait_until
 
 # Sessions a writer may have: the objectID and the record must not depend on any of them.
@@ -62,12 +59,16 @@ def test_columns_named_like_the_trigger_aliases_never_break_writes(db, db_url, e
     watch(env, "items", "--index", "items", "--related", "brands:brand_id")
     for settings in SESSIONS:
         with session(db_url, settings) as app:
-            app.execute("INSERT INTO items VALUES (1, 1, 'o', 'r', 1, 'k', 1, 'op', 1, 1, 'g', 'c', 1) "
-                        "ON CONFLICT (id) DO UPDATE SET n = items.n + 1, o = excluded.o")
+            app.execute(
+                "INSERT INTO items VALUES (1, 1, 'o', 'r', 1, 'k', 1, 'op', 1, 1, 'g', 'c', 1) "
+                "ON CONFLICT (id) DO UPDATE SET n = items.n + 1, o = excluded.o"
+            )
             app.execute("UPDATE items SET n = n + 1, o = o || 'x'")
             app.execute("UPDATE brands SET n = n || 'x', o = o || 'y'")
-            app.execute("INSERT INTO items SELECT g, g, 'o', 'r', g, 'k', g, 'op', g, g, 'g', 'c', 1 "
-                        "FROM generate_series(2, 1500) g ON CONFLICT (id) DO UPDATE SET n = excluded.n + items.n")
+            app.execute(
+                "INSERT INTO items SELECT g, g, 'o', 'r', g, 'k', g, 'op', g, g, 'g', 'c', 1 "
+                "FROM generate_series(2, 1500) g ON CONFLICT (id) DO UPDATE SET n = excluded.n + items.n"
+            )
     drain(env)
     assert_index_matches(db, emulator, "items", "items")
     # A TRUNCATE of the related table re-enqueues every row that pointed at it.
@@ -119,13 +120,15 @@ def test_every_kind_of_table_a_user_can_create_is_watched_or_refused(db, db_url,
     db.execute(f"""CREATE TABLE shop."Mixed Case" (
                        "Sku" shop.sku PRIMARY KEY, "Colour" shop.colour, colours shop.colour[],
                        price numeric(8,2), doubled numeric GENERATED ALWAYS AS (price * 2) STORED,
-                       {', '.join(f'c{i} int DEFAULT {i}' for i in range(40))})""")
-    db.execute("CREATE TABLE events (id bigint, day date NOT NULL, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)")
+                       {", ".join(f"c{i} int DEFAULT {i}" for i in range(40))})""")
+    db.execute(
+        "CREATE TABLE events (id bigint, day date NOT NULL, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)"
+    )
     db.execute("CREATE UNIQUE INDEX ON events (id, day)")
     db.execute("CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
     db.execute("CREATE TABLE ev (id bigint PRIMARY KEY, day date NOT NULL, v text) PARTITION BY RANGE (id)")
     db.execute("CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (100)")
-    watch(env, 'shop.Mixed Case', "--index", "mixed")
+    watch(env, "shop.Mixed Case", "--index", "mixed")
     watch(env, "ev", "--index", "ev")
     refused = run_cli(env, "watch", "events", "--index", "events")  # composite key: refused with one line
     assert refused.returncode == 2 and "composite primary key" in refused.stderr and "Traceback" not in refused.stderr
@@ -199,7 +202,9 @@ def test_null_and_overlong_keys_fail_alone_and_never_block_a_claim(db, env, emul
     db.execute("UPDATE skus SET name = name || '!'")
     db.execute("INSERT INTO skus VALUES ('b', 'B')")
     # An inbox row left with a NULL key by older capture code is dropped, not retried forever.
-    db.execute("INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids) VALUES ('skus', 'UPDATE', 1, '{NULL}')")
+    db.execute(
+        "INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids) VALUES ('skus', 'UPDATE', 1, '{NULL}')"
+    )
     drain(env)
     assert set(emulator.records("skus")) == {"a", "b"}
     [(record_id, error)] = failed_rows(db).items()
@@ -260,14 +265,18 @@ def test_a_row_that_cannot_be_read_fails_alone_and_a_dropped_table_fails_only_it
     assert sorted(failed, key=int) == [str(i) for i in range(1, 11)]
     assert all("doomed" in e and "does not exist" in e for e in failed.values())
     # The innocent rows spent one attempt each: the claim's own.
-    assert db.execute("SELECT max(attempts) FROM algolia_sync_log WHERE table_name IN ('parts', 'fine')").fetchone()[0] == 1
+    assert (
+        db.execute("SELECT max(attempts) FROM algolia_sync_log WHERE table_name IN ('parts', 'fine')").fetchone()[0]
+        == 1
+    )
 
 
 # ---- 6. a transform that hangs ---------------------------------------------------------------------
 
 
 def test_a_hanging_transform_fails_its_record_and_the_worker_goes_on(db, env, emulator, tmp_path):
-    (tmp_path / "hangs.py").write_text(textwrap.dedent("""
+    (tmp_path / "hangs.py").write_text(
+        textwrap.dedent("""
         import time
 
         def shape(record):
@@ -278,7 +287,8 @@ def test_a_hanging_transform_fails_its_record_and_the_worker_goes_on(db, env, em
                     except Exception:
                         pass
             return record
-    """))
+    """)
+    )
     env = {**env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"}
     db.execute("CREATE TABLE things (id int PRIMARY KEY)")
     watch(env, "things", "--index", "things", "--transform", "hangs:shape")
@@ -339,8 +349,9 @@ def test_healthz_runs_one_database_check_at_a_time(db, env, start_pool, free_por
         nonlocal most
         with psycopg.connect(db.info.dsn, autocommit=True) as watcher:
             while not stop.is_set():
-                n = watcher.execute("SELECT count(*) FROM pg_stat_activity "
-                                    "WHERE application_name = 'workerpool:health'").fetchone()[0]
+                n = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'workerpool:health'"
+                ).fetchone()[0]
                 most = max(most, n)
 
     sampler = threading.Thread(target=sample)

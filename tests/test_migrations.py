@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from workerpool.migrate import migrate, migrations
+from workerpool.ops.migrate import migrate, migrations
 
 
 def _major_version(pg_dump: Path) -> int | None:
@@ -48,10 +48,17 @@ def _pg_dump_for(dsn: str) -> str:
 
 
 def _schema(pg_dump: str, dsn: str) -> str:
-    dump = subprocess.run([pg_dump, "--schema-only", "--no-owner", "--no-privileges", "-d", dsn],
-                          capture_output=True, text=True, check=True).stdout
-    return "\n".join(line for line in dump.splitlines()
-                     if not line.startswith(("--", "\\restrict", "\\unrestrict")) and "pg_dump" not in line)
+    dump = subprocess.run(
+        [pg_dump, "--schema-only", "--no-owner", "--no-privileges", "-d", dsn],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return "\n".join(
+        line
+        for line in dump.splitlines()
+        if not line.startswith(("--", "\\restrict", "\\unrestrict")) and "pg_dump" not in line
+    )
 
 
 def test_step_by_step_upgrade_equals_fresh_install(empty_db_url, pg_server):

@@ -16,7 +16,6 @@ import sys
 import orjson
 import psycopg
 import pytest
-
 from conftest import (
     API_KEY,
     PRODUCTS,
@@ -27,7 +26,8 @@ from conftest import (
     wait_until,
     workerpool_cmd,
 )
-from workerpool.migrate import applied_versions, migrate, migrations
+
+from workerpool.ops.migrate import applied_versions, migrate, migrations
 
 PASSWORD = "pg-secret-7c1e4b"  # trust auth accepts and ignores it; it must never be printed
 
@@ -79,7 +79,9 @@ def _url_form(db_url: str, **query: str) -> str:
 # ---- 1. secrets --------------------------------------------------------------------------------
 
 
-def test_no_command_prints_the_database_password_or_the_admin_key(products, env, emulator, start_pool, db_url, pg_server):
+def test_no_command_prints_the_database_password_or_the_admin_key(
+    products, env, emulator, start_pool, db_url, pg_server
+):
     db = products
     port = _closed_port()
     outputs: list[str] = []
@@ -120,10 +122,15 @@ def test_no_command_prints_the_database_password_or_the_admin_key(products, env,
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
             try:
-                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = %s AND application_name LIKE 'workerpool:%%'", (dbname,))
-                wait_until(lambda: pool.lines("listen_failed") or pool.lines("database_error"),
-                           message="the pool to log its database errors")
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND application_name LIKE 'workerpool:%%'",
+                    (dbname,),
+                )
+                wait_until(
+                    lambda: pool.lines("listen_failed") or pool.lines("database_error"),
+                    message="the pool to log its database errors",
+                )
             finally:
                 admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
         db.execute("UPDATE products SET name = name || '!'")
@@ -168,7 +175,11 @@ def test_every_command_taking_a_table_resolves_it_like_watch(products, env, emul
     for name, expected in [("My Table", 3), ('"My Table"', 3), ('public."My Table"', 3), ("public.products", 2)]:
         _fail_everything(db)
         result = run_cli(env, "retry-failed", "--table", name)
-        assert result.returncode == 0 and f"returned {expected} failed row(s)" in result.stdout, (name, result.stdout, result.stderr)
+        assert result.returncode == 0 and f"returned {expected} failed row(s)" in result.stdout, (
+            name,
+            result.stdout,
+            result.stderr,
+        )
     _one_line_error(run_cli(env, "retry-failed", "--table", "nope"), 2)
 
     drain(env)
@@ -225,8 +236,9 @@ def test_every_command_checks_the_schema_version_first(state, empty_db_url, env)
             migrate(conn, target=code - 1)
         elif state == "newer":
             migrate(conn)
-            conn.execute("INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, 'future', 'x')",
-                         (code + 1,))
+            conn.execute(
+                "INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, 'future', 'x')", (code + 1,)
+            )
     for command in DB_COMMANDS:
         line = _one_line_error(run_cli({**env, "DATABASE_URL": empty_db_url}, *command, timeout=60), 2)
         if state == "newer":
@@ -251,8 +263,11 @@ def test_algolia_refusing_or_unreachable_is_exit_4_in_one_line(products, env, em
     wrong_key = {"ALGOLIA_ADMIN_KEY": "not-the-key-0000"}
     closed = {"ALGOLIA_HOSTS": f"http://127.0.0.1:{_closed_port()}"}
     for extra in (wrong_key, closed):
-        for command in (("verify", "products"), ("settings", "push", "--file", str(settings_file)),
-                        ("reindex", "products", "--atomic")):
+        for command in (
+            ("verify", "products"),
+            ("settings", "push", "--file", str(settings_file)),
+            ("reindex", "products", "--atomic"),
+        ):
             line = _one_line_error(run_cli({**env, **extra}, *command), 4)
             assert ("403" in line or "credentials" in line) if extra is wrong_key else "unreachable" in line, line
             assert "not-the-key-0000" not in line
@@ -273,19 +288,32 @@ def test_bad_numbers_are_refused_in_one_line(env):
 
 def test_emulator_binds_beyond_loopback_only_when_told_and_given_its_own_key(env, tmp_path):
     bare = {k: v for k, v in env.items() if not k.startswith("ALGOLIA_")}
-    for args in (("--host", "0.0.0.0"), ("--host", "0.0.0.0", "--allow-remote"),
-                 ("--host", "0.0.0.0", "--allow-remote", "--api-key", "emulator-admin-key")):
+    for args in (
+        ("--host", "0.0.0.0"),
+        ("--host", "0.0.0.0", "--allow-remote"),
+        ("--host", "0.0.0.0", "--allow-remote", "--api-key", "emulator-admin-key"),
+    ):
         line = _one_line_error(run_cli(bare, "emulator", "--port", "0", *args, timeout=30), 2)
         assert "0.0.0.0" in line and ("--allow-remote" in line or "--api-key" in line), line
-    refused = subprocess.run([sys.executable, "-m", "workerpool.emulator", "--host", "0.0.0.0"], env=bare,
-                             capture_output=True, text=True, timeout=30)
+    refused = subprocess.run(
+        [sys.executable, "-m", "workerpool.emulator", "--host", "0.0.0.0"],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     _one_line_error(refused, 2)
 
     log = tmp_path / "emulator.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(workerpool_cmd("emulator", "--port", "0", "--host", "0.0.0.0", "--allow-remote",
-                                               "--api-key", "a-key-of-our-own-1234"), env=bare, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            workerpool_cmd(
+                "emulator", "--port", "0", "--host", "0.0.0.0", "--allow-remote", "--api-key", "a-key-of-our-own-1234"
+            ),
+            env=bare,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: "emulator listening" in log.read_text(), message="the emulator to listen")
         assert "a-key-of-our-own-1234" not in log.read_text()
@@ -304,14 +332,16 @@ def test_index_names_with_control_characters_are_refused_and_never_printed_raw(p
             continue  # an argv cannot carry NUL; the pattern refuses it all the same
         line = _one_line_error(run_cli(env, "watch", "products", "--index", bad), 2)
         assert not _CONTROL.search(line), repr(line)
-    from workerpool.capture import _INDEX_NAME
+    from workerpool.capture.triggers import _INDEX_NAME
+
     assert not _INDEX_NAME.match("nul\x00x")
 
     # A registration written before names were checked (or by hand) is shown escaped.
     db.execute("UPDATE algolia_index_config SET index_name = %s", ("evil\x1b[2J\x07\x9bname",))
     text = run_cli(env, "stats")
-    assert text.returncode == 0 and not _CONTROL.search(text.stdout) and "evil\\x1b[2J\\x07\\x9bname" in text.stdout, \
+    assert text.returncode == 0 and not _CONTROL.search(text.stdout) and "evil\\x1b[2J\\x07\\x9bname" in text.stdout, (
         repr(text.stdout)
+    )
     js = run_cli(env, "stats", "--json")
     assert js.returncode == 0 and not _CONTROL.search(js.stdout), repr(js.stdout)
     assert orjson.loads(js.stdout)["tables"][0]["index_name"] == "evil\x1b[2J\x07\x9bname"
@@ -324,8 +354,11 @@ def _worker_pid_after_batch(pool, db: psycopg.Connection, key: int) -> int:
     """Write a row, wait until some worker settles it, and return that worker's pid."""
     before = len(pool.lines("batch_synced"))
     db.execute("INSERT INTO products (id, name) VALUES (%s, 'k')", (key,))
-    wait_until(lambda: len(pool.lines("batch_synced")) > before and not queue_counts(db), timeout=60,
-               message="a batch to be settled")
+    wait_until(
+        lambda: len(pool.lines("batch_synced")) > before and not queue_counts(db),
+        timeout=60,
+        message="a batch to be settled",
+    )
     return pool.lines("batch_synced")[-1]["pid"]
 
 
@@ -335,8 +368,11 @@ def test_workers_killed_in_service_are_restarted_however_often(products, env, st
     for n in range(1, 6):  # past the limit, well inside the window
         pid = _worker_pid_after_batch(pool, db, n)
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: len(pool.lines("worker_started")) > n or pool.proc.poll() is not None, timeout=90,
-                   message="the worker's restart")
+        wait_until(
+            lambda: len(pool.lines("worker_started")) > n or pool.proc.poll() is not None,
+            timeout=90,
+            message="the worker's restart",
+        )
         assert pool.proc.poll() is None, pool.output[-3000:]
     _worker_pid_after_batch(pool, db, 100)  # still syncing
     assert pool.stop() == 0
@@ -349,8 +385,11 @@ def test_workers_killed_in_service_are_restarted_however_often(products, env, st
 def test_workers_dying_before_their_first_batch_still_make_it_give_up(products, env, start_pool):
     pool = start_pool(extra_env={"RESTART_LIMIT": "3", "RESTART_WINDOW": "600000"})
     for n in range(1, 4):
-        wait_until(lambda: len(pool.lines("worker_started")) >= n or pool.proc.poll() is not None, timeout=90,
-                   message="a worker to start")
+        wait_until(
+            lambda: len(pool.lines("worker_started")) >= n or pool.proc.poll() is not None,
+            timeout=90,
+            message="a worker to start",
+        )
         if pool.proc.poll() is not None:
             break
         os.kill(pool.lines("worker_started")[-1]["pid"], signal.SIGKILL)

@@ -20,7 +20,6 @@ import urllib.request
 import orjson
 import psycopg
 import pytest
-
 from conftest import (
     API_KEY,
     APP_ID,
@@ -33,13 +32,16 @@ from conftest import (
     wait_until,
     workerpool_cmd,
 )
+
 from workerpool.emulator import make_client
 
 
-
 def _insert(db: psycopg.Connection, first: int, last: int) -> None:
-    db.execute("INSERT INTO products (id, name, price, stock) "
-               "SELECT g, 'item ' || g, g * 1.25, g %% 7 FROM generate_series(%s::int, %s::int) g", (first, last))
+    db.execute(
+        "INSERT INTO products (id, name, price, stock) "
+        "SELECT g, 'item ' || g, g * 1.25, g %% 7 FROM generate_series(%s::int, %s::int) g",
+        (first, last),
+    )
 
 
 def _client(emulator):
@@ -108,8 +110,13 @@ def test_stats_json_reports_real_counts_ages_and_rates(products, env, emulator):
 
 def test_stats_watch_refreshes_until_interrupted(products, env):
     _insert(products, 1, 3)
-    proc = subprocess.Popen(workerpool_cmd("stats", "--watch", "--interval", "0.3"), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        workerpool_cmd("stats", "--watch", "--interval", "0.3"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = ""
     deadline = time.monotonic() + 30
     while seen.count("Ctrl-C to stop") < 3 and time.monotonic() < deadline:  # wait for refreshes, not a clock
@@ -122,8 +129,13 @@ def test_stats_watch_refreshes_until_interrupted(products, env):
     assert refreshes >= 3, out
     assert out.count("products") >= refreshes  # each refresh shows the table
     # --json --watch: one JSON document per line.
-    proc = subprocess.Popen(workerpool_cmd("stats", "--watch", "--json", "--interval", "0.3"), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        workerpool_cmd("stats", "--watch", "--json", "--interval", "0.3"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = [proc.stdout.readline(), proc.stdout.readline()]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=10)
@@ -141,7 +153,9 @@ def test_retry_failed_returns_failed_rows_per_table(products, env, emulator):
     db.execute("UPDATE algolia_sync_queue SET status = 'failed', attempts = 5, last_error = 'x'")
     result = run_cli(env, "retry-failed", "--table", "brands")
     assert result.returncode == 0 and "returned 2 failed row(s)" in result.stdout, result.stdout
-    counts = dict(db.execute("SELECT table_name || ':' || status, count(*) FROM algolia_sync_queue GROUP BY 1").fetchall())
+    counts = dict(
+        db.execute("SELECT table_name || ':' || status, count(*) FROM algolia_sync_queue GROUP BY 1").fetchall()
+    )
     assert counts == {"brands:pending": 2, "products:failed": 5}
     assert db.execute("SELECT max(attempts) FROM algolia_sync_queue WHERE table_name = 'brands'").fetchone()[0] == 0
     result = run_cli(env, "retry-failed")
@@ -182,7 +196,7 @@ class _InterruptAfter(io.StringIO):
 
 def test_reindex_enqueues_every_row_in_chunks_and_resumes_after_an_interruption(db, env, emulator):
     from workerpool import config
-    from workerpool.reindex import PROGRESS_TABLE, reindex
+    from workerpool.ops.reindex import PROGRESS_TABLE, reindex
 
     db.execute(PRODUCTS)
     _insert(db, 1, 1000)  # before the trigger exists: nothing queued, the index is empty
@@ -225,13 +239,18 @@ def _writers(dsn: str, stop: threading.Event, errors: list, count: int = 3, keys
                     key = rng.randint(1, keys)
                     choice = rng.random()
                     if choice < 0.6:
-                        conn.execute("UPDATE products SET stock = stock + 1, name = %s, updated_at = now() "
-                                     "WHERE id = %s", (f"w{seed}-{rng.random():.6f}", key))
+                        conn.execute(
+                            "UPDATE products SET stock = stock + 1, name = %s, updated_at = now() WHERE id = %s",
+                            (f"w{seed}-{rng.random():.6f}", key),
+                        )
                     elif choice < 0.8:
                         conn.execute("DELETE FROM products WHERE id = %s", (key,))
                     else:
-                        conn.execute("INSERT INTO products (id, name, price) VALUES (%s, %s, 1) ON CONFLICT (id) "
-                                     "DO UPDATE SET name = EXCLUDED.name", (key, f"ins{seed}"))
+                        conn.execute(
+                            "INSERT INTO products (id, name, price) VALUES (%s, %s, 1) ON CONFLICT (id) "
+                            "DO UPDATE SET name = EXCLUDED.name",
+                            (key, f"ins{seed}"),
+                        )
                     time.sleep(0.002)
         except BaseException as exc:  # surfaced by the test
             errors.append(exc)
@@ -270,8 +289,9 @@ def test_reindex_atomic_with_writers_running_throughout_keeps_every_change(produ
     assert not errors, errors
     assert result.returncode == 0, result.stdout + result.stderr
     assert took > 1.0, "the copy should overlap the writers for a while"
-    match = re.search(r"(\d+) record\(s\) written to (products_tmp_\d+), moved over products; (\d+) key\(s\) changed",
-                      result.stdout)
+    match = re.search(
+        r"(\d+) record\(s\) written to (products_tmp_\d+), moved over products; (\d+) key\(s\) changed", result.stdout
+    )
     assert match, result.stdout
     assert int(match.group(1)) >= 2500
     assert int(match.group(3)) > 0, "writes during the copy must have been re-enqueued"
@@ -339,11 +359,15 @@ def test_verify_finds_missing_extra_and_stale_records_and_repairs_them(products,
 def test_verify_compares_records_built_from_a_source_view(db, env, emulator):
     db.execute("CREATE TABLE brands (id integer PRIMARY KEY, name text NOT NULL)")
     db.execute(PRODUCTS.replace("stock       integer DEFAULT 0,", "brand_id    integer REFERENCES brands,"))
-    db.execute("CREATE VIEW products_search AS SELECT p.id, p.name, p.price, b.name AS brand "
-               "FROM products p JOIN brands b ON b.id = p.brand_id")
+    db.execute(
+        "CREATE VIEW products_search AS SELECT p.id, p.name, p.price, b.name AS brand "
+        "FROM products p JOIN brands b ON b.id = p.brand_id"
+    )
     assert run_cli(env, "watch", "products", "--index", "products", "--source", "products_search").returncode == 0
     db.execute("INSERT INTO brands VALUES (1, 'acme')")
-    db.execute("INSERT INTO products (id, name, price, brand_id) SELECT g, 'p' || g, g, 1 FROM generate_series(1, 20) g")
+    db.execute(
+        "INSERT INTO products (id, name, price, brand_id) SELECT g, 'p' || g, g, 1 FROM generate_series(1, 20) g"
+    )
     drain(env)
     assert run_cli(env, "verify", "products").returncode == 0
     db.execute("UPDATE brands SET name = 'ACME'")  # the view changes, no trigger on brands: every record is stale
@@ -357,11 +381,25 @@ def test_verify_compares_records_built_from_a_source_view(db, env, emulator):
 def test_healthz_and_metrics(products, env, emulator, start_pool):
     db = products
     port = _free_port()
-    pool = start_pool("--workers", "2", "--batch-size", "20", extra_env={
-        "HEALTH_PORT": str(port), "HEALTH_STALL_SECONDS": "2", "RETRY_BACKOFF": "100", "RETRY_BACKOFF_MAX": "400",
-        "MAX_RETRIES": "1000", "POLLING_INTERVAL": "200"})
-    status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(_get(port, "/healthz")),
-                              timeout=20, message="/healthz to answer 200")
+    pool = start_pool(
+        "--workers",
+        "2",
+        "--batch-size",
+        "20",
+        extra_env={
+            "HEALTH_PORT": str(port),
+            "HEALTH_STALL_SECONDS": "2",
+            "RETRY_BACKOFF": "100",
+            "RETRY_BACKOFF_MAX": "400",
+            "MAX_RETRIES": "1000",
+            "POLLING_INTERVAL": "200",
+        },
+    )
+    status, body = wait_until(
+        lambda: (lambda r: r if r[0] == 200 else None)(_get(port, "/healthz")),
+        timeout=20,
+        message="/healthz to answer 200",
+    )
     health = json.loads(body)
     assert health["status"] == "ok" and health["workers_alive"] == 2 and health["database"] == "ok"
 
@@ -370,9 +408,14 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
     emulator.inject_fault(status=429, retry_after=0, count=1, writes_only=True)
     db.execute("UPDATE products SET stock = stock + 1 WHERE id <= 10")
     wait_until(lambda: not queue_counts(db), message="the throttled sync")
-    text = wait_until(lambda: (lambda t: t if _sample(t, "workerpool_records_synced_total", index="products",
-                                                       action="upsert") == 110 else None)(_get(port, "/metrics")[1]),
-                      message="the counters to add up across workers")
+    text = wait_until(
+        lambda: (
+            lambda t: (
+                t if _sample(t, "workerpool_records_synced_total", index="products", action="upsert") == 110 else None
+            )
+        )(_get(port, "/metrics")[1]),
+        message="the counters to add up across workers",
+    )
     assert _sample(text, "workerpool_batch_duration_seconds_count") >= 6  # 100 rows / batch size 20, plus the updates
     assert 0 < _sample(text, "workerpool_batch_duration_seconds_sum") < 30
     assert _sample(text, "workerpool_change_to_ack_lag_seconds_count") == 110
@@ -397,14 +440,20 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
     # Algolia answers 503 to every write: the backlog stops moving and /healthz turns 503.
     emulator.inject_fault(status=503, writes_only=True)
     db.execute("UPDATE products SET stock = stock + 1 WHERE id > 50")
-    status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")),
-                              timeout=20, message="/healthz to report the stall")
+    status, body = wait_until(
+        lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")),
+        timeout=20,
+        message="/healthz to report the stall",
+    )
     health = json.loads(body)
     assert health["status"] == "unhealthy" and health["backlog"] == 50, health
     assert any("not moving" in r for r in health["reasons"]), health
     text = _get(port, "/metrics")[1]
-    assert _sample(text, "workerpool_queue_depth", table="products", status="pending") + \
-        _sample(text, "workerpool_queue_depth", table="products", status="processing") == 50
+    assert (
+        _sample(text, "workerpool_queue_depth", table="products", status="pending")
+        + _sample(text, "workerpool_queue_depth", table="products", status="processing")
+        == 50
+    )
     assert _sample(text, "workerpool_oldest_pending_age_seconds", table="products") >= 2
     assert (_sample(text, "workerpool_records_retried_total", index="products") or 0) > 0
 
@@ -447,7 +496,7 @@ def test_verify_and_atomic_reindex_respect_the_attribute_selection(db, env, emul
 
 def test_atomic_reindex_resumes_into_its_temporary_index_or_restarts_cleanly(products, env, emulator):
     from workerpool import config
-    from workerpool.reindex import PROGRESS_TABLE, reindex
+    from workerpool.ops.reindex import PROGRESS_TABLE, reindex
 
     db = products
     _insert(db, 1, 1000)

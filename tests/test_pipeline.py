@@ -9,9 +9,6 @@ import time
 
 import psycopg
 import pytest
-
-from workerpool import queue
-
 from conftest import (
     API_KEY,
     assert_index_matches,
@@ -22,11 +19,16 @@ from conftest import (
     wait_until,
 )
 
+from workerpool.runtime import queue
+
+
 def test_insert_update_delete_and_reinsert_reach_the_index(products, env, emulator):
     db = products
-    db.execute("INSERT INTO products (id, name, price, tags, attrs) VALUES "
-               "(1, 'chair', 19.99, '{wood,oak}', '{\"color\": \"red\"}'), (2, 'table', 120, NULL, NULL), "
-               "(3, 'lamp', 7.5, '{}', '{}')")
+    db.execute(
+        "INSERT INTO products (id, name, price, tags, attrs) VALUES "
+        "(1, 'chair', 19.99, '{wood,oak}', '{\"color\": \"red\"}'), (2, 'table', 120, NULL, NULL), "
+        "(3, 'lamp', 7.5, '{}', '{}')"
+    )
     drain(env)
     assert emulator.records("products")["1"]["name"] == "chair"
     assert emulator.records("products")["1"]["price"] == 19.99
@@ -55,13 +57,16 @@ def test_insert_update_delete_and_reinsert_reach_the_index(products, env, emulat
 
 def test_bulk_insert_of_10000_rows_is_enqueued_setwise_and_synced(products, env, emulator):
     db = products
-    db.execute("INSERT INTO products (name, price, stock) "
-               "SELECT 'item ' || g, g / 100.0, g % 17 FROM generate_series(1, 10000) g")
+    db.execute(
+        "INSERT INTO products (name, price, stock) "
+        "SELECT 'item ' || g, g / 100.0, g % 17 FROM generate_series(1, 10000) g"
+    )
     # A bulk statement writes its keys into the inbox, 1,000 per row, not 10,000 queue rows; they
     # still count as pending.
     assert queue_counts(db) == {"inbox": 10000}
-    assert db.execute("SELECT count(*), count(DISTINCT k) FROM algolia_sync_inbox, unnest(record_ids) k"
-                      ).fetchone() == (10000, 10000)
+    assert db.execute(
+        "SELECT count(*), count(DISTINCT k) FROM algolia_sync_inbox, unnest(record_ids) k"
+    ).fetchone() == (10000, 10000)
     assert db.execute("SELECT count(*) FROM algolia_sync_inbox").fetchone()[0] == 10
     assert db.execute("SELECT pending FROM algolia_sync_stats").fetchone()[0] == 10000
     result = drain(env, "--batch-size", "1000", "--workers", "2")
@@ -89,7 +94,9 @@ def test_text_primary_key_and_quoted_table_name(db, env, emulator):
     db.execute('CREATE TABLE "Order Items" (sku text PRIMARY KEY, qty integer NOT NULL, note text)')
     result = run_cli(env, "watch", "Order Items", "--index", "order_items")
     assert result.returncode == 0, result.stderr
-    db.execute("""INSERT INTO "Order Items" VALUES ('A-1', 3, NULL), ('b/2 é', 1, 'unicode key'), ('42', 7, 'digits')""")
+    db.execute(
+        """INSERT INTO "Order Items" VALUES ('A-1', 3, NULL), ('b/2 é', 1, 'unicode key'), ('42', 7, 'digits')"""
+    )
     db.execute("""UPDATE "Order Items" SET qty = qty + 1 WHERE sku = 'A-1'""")
     drain(env)
     index = emulator.records("order_items")
@@ -173,13 +180,18 @@ def test_two_workers_and_four_writers_converge(products, env, emulator, start_po
                     key = rng.randint(1, 250)
                     choice = rng.random()
                     if choice < 0.6:
-                        conn.execute("UPDATE products SET stock = stock + 1, name = %s WHERE id = %s",
-                                     (f"w{seed}-{rng.random():.6f}", key))
+                        conn.execute(
+                            "UPDATE products SET stock = stock + 1, name = %s WHERE id = %s",
+                            (f"w{seed}-{rng.random():.6f}", key),
+                        )
                     elif choice < 0.8:
                         conn.execute("DELETE FROM products WHERE id = %s", (key,))
                     else:
-                        conn.execute("INSERT INTO products (id, name) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE "
-                                     "SET name = EXCLUDED.name", (key, f"ins{seed}"))
+                        conn.execute(
+                            "INSERT INTO products (id, name) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE "
+                            "SET name = EXCLUDED.name",
+                            (key, f"ins{seed}"),
+                        )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -247,16 +259,21 @@ def test_migrate_is_idempotent_and_safe_concurrently(empty_db_url, env):
     env = {**env, "DATABASE_URL": empty_db_url}
     from conftest import workerpool_cmd
 
-    procs = [subprocess.Popen(workerpool_cmd("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(workerpool_cmd("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
     assert [r[2] for r in results] == [0, 0], results
     summaries = sorted(r[0].strip().splitlines()[-1] for r in results)
     # Exactly one of the two applied the migrations; the other waited on the lock and found them done.
-    from workerpool.migrate import migrations
+    from workerpool.ops.migrate import migrations
 
     total = len(migrations())
-    assert summaries == ["schema up to date (0 migration(s) applied)", f"schema up to date ({total} migration(s) applied)"]
+    assert summaries == [
+        "schema up to date (0 migration(s) applied)",
+        f"schema up to date ({total} migration(s) applied)",
+    ]
     again = run_cli(env, "migrate")
     assert again.returncode == 0 and "(0 migration(s) applied)" in again.stdout
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
@@ -271,7 +288,9 @@ def test_migrate_is_idempotent_and_safe_concurrently(empty_db_url, env):
         stats = conn.execute("SELECT * FROM algolia_sync_stats").fetchall()
         assert stats[0][0:5] == ("products", "p", 0, 0, 1)
         conn.execute("SELECT * FROM algolia_sync_log ORDER BY synced_at DESC LIMIT 100").fetchall()
-        failed = conn.execute("SELECT * FROM algolia_sync_queue WHERE status = 'failed' ORDER BY created_at DESC").fetchall()
+        failed = conn.execute(
+            "SELECT * FROM algolia_sync_queue WHERE status = 'failed' ORDER BY created_at DESC"
+        ).fetchall()
         assert len(failed) == 1
         assert conn.execute("SELECT cleanup_old_sync_records(7)").fetchone()[0] == 0
 

@@ -18,12 +18,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import ROOT, assert_index_matches, queue_counts, wait_until
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,9 @@ def _pm2_binary() -> str | None:
 
 PM2 = _pm2_binary()
 if PM2 is None:
-    pytest.skip("pm2 is not installed: `bash .ci/run` installs it (npm install --prefix .tools pm2@7)",
-                allow_module_level=True)
+    pytest.skip(
+        "pm2 is not installed: `bash .ci/run` installs it (npm install --prefix .tools pm2@7)", allow_module_level=True
+    )
 
 
 class Pm2:
@@ -49,16 +50,26 @@ class Pm2:
         self.environ = {**environ, "PM2_HOME": self.home}
         self.seen_pids: set[int] = set()
 
-    def __call__(self, *args: str, cwd: Path | str, environ: dict[str, str] | None = None,
-                 timeout: float = 120) -> subprocess.CompletedProcess:
-        result = subprocess.run([PM2, *args], cwd=cwd, env={**self.environ, **(environ or {})},
-                                capture_output=True, text=True, timeout=timeout)
-        assert result.returncode == 0, f"pm2 {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    def __call__(
+        self, *args: str, cwd: Path | str, environ: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [PM2, *args],
+            cwd=cwd,
+            env={**self.environ, **(environ or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, (
+            f"pm2 {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
         return result
 
     def jlist(self, name: str) -> list[dict[str, Any]]:
-        out = subprocess.run([PM2, "jlist"], env=self.environ, capture_output=True, text=True, timeout=60,
-                             cwd=self.home).stdout
+        out = subprocess.run(
+            [PM2, "jlist"], env=self.environ, capture_output=True, text=True, timeout=60, cwd=self.home
+        ).stdout
         listing = [line for line in out.splitlines() if line.startswith("[{") or line == "[]"]  # past any banner
         assert listing, out
         apps = [a for a in json.loads(listing[-1]) if a["name"] == name]
@@ -112,8 +123,11 @@ def _assert_online_supervisors(pm2: Pm2, name: str, instances: int, workers: int
 
     def ready() -> list[dict[str, Any]] | None:
         apps = pm2.jlist(name)
-        if len(apps) == instances and all(a["pm2_env"]["status"] == "online" and a.get("pid") for a in apps) \
-                and all(len(_children(a["pid"])) == workers for a in apps):
+        if (
+            len(apps) == instances
+            and all(a["pm2_env"]["status"] == "online" and a.get("pid") for a in apps)
+            and all(len(_children(a["pid"])) == workers for a in apps)
+        ):
             return apps
         return None
 
@@ -135,8 +149,9 @@ def _free_port() -> int:
 
 
 def _insert(conn: psycopg.Connection, n: int, name: str = "p") -> None:
-    conn.execute("INSERT INTO products (name, price, stock) SELECT %s || g, g, g FROM generate_series(1, %s) g",
-                 (name, n))
+    conn.execute(
+        "INSERT INTO products (name, price, stock) SELECT %s || g, g, g FROM generate_series(1, %s) g", (name, n)
+    )
 
 
 def _processing(conn: psycopg.Connection) -> int:
@@ -148,7 +163,8 @@ def _drained(conn: psycopg.Connection) -> bool:
 
 
 def test_pm2_from_a_deploy_directory_starts_syncs_stops_gracefully_restarts_and_reloads(
-        tmp_path, products, env, emulator, pm2_env):
+    tmp_path, products, env, emulator, pm2_env
+):
     # A deploy directory as the README describes: the virtualenv in .venv, pm2.config.json beside it,
     # secrets in .env (not in PM2's environment). The env block is the operator's to tune: a free
     # health port and a shorter SHUTDOWN_TIMEOUT, kill_timeout still above it.
@@ -159,12 +175,14 @@ def test_pm2_from_a_deploy_directory_starts_syncs_stops_gracefully_restarts_and_
     (deploy / ".venv").symlink_to(Path(sys.prefix))
     config = json.loads((ROOT / "pm2.config.json").read_text())
     app = next(a for a in config["apps"] if a["name"] == "workerpool")
-    app["env"].update(HEALTH_PORT=str(_free_port()), SHUTDOWN_TIMEOUT="10000", POLLING_INTERVAL="500",
-                      LEASE_TIMEOUT="30000")
+    app["env"].update(
+        HEALTH_PORT=str(_free_port()), SHUTDOWN_TIMEOUT="10000", POLLING_INTERVAL="500", LEASE_TIMEOUT="30000"
+    )
     assert app["kill_timeout"] > 10000
     (deploy / "pm2.config.json").write_text(json.dumps(config))
-    (deploy / ".env").write_text("".join(f"{k}={env[k]}\n" for k in
-                                         ("DATABASE_URL", "ALGOLIA_APP_ID", "ALGOLIA_ADMIN_KEY", "ALGOLIA_HOSTS")))
+    (deploy / ".env").write_text(
+        "".join(f"{k}={env[k]}\n" for k in ("DATABASE_URL", "ALGOLIA_APP_ID", "ALGOLIA_ADMIN_KEY", "ALGOLIA_HOSTS"))
+    )
     workers = int(app["env"]["WORKERS"])
 
     pm2 = Pm2(pm2_env)
@@ -186,7 +204,9 @@ def test_pm2_from_a_deploy_directory_starts_syncs_stops_gracefully_restarts_and_
         assert _processing(products) == 0
         log = pm2.log("workerpool")
         assert '"stopping"' in log and '"signal": "sigint"' in log.replace('"signal":"sigint"', '"signal": "sigint"')
-        assert '"exit_code": 0' in log.split('"supervisor_stopped"')[-1][:200].replace('"exit_code":0', '"exit_code": 0')
+        assert '"exit_code": 0' in log.split('"supervisor_stopped"')[-1][:200].replace(
+            '"exit_code":0', '"exit_code": 0'
+        )
         emulator.clear_faults()
 
         # Restart: a new supervisor picks up what the stop left pending.
@@ -203,8 +223,10 @@ def test_pm2_from_a_deploy_directory_starts_syncs_stops_gracefully_restarts_and_
             with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
                 while not stop_writing.is_set():
                     _insert(conn, 5, "r")
-                    conn.execute("UPDATE products SET stock = stock + 1 WHERE id IN "
-                                 "(SELECT id FROM products ORDER BY random() LIMIT 5)")
+                    conn.execute(
+                        "UPDATE products SET stock = stock + 1 WHERE id IN "
+                        "(SELECT id FROM products ORDER BY random() LIMIT 5)"
+                    )
                     time.sleep(0.05)
 
         thread = threading.Thread(target=writer)
@@ -223,7 +245,9 @@ def test_pm2_from_a_deploy_directory_starts_syncs_stops_gracefully_restarts_and_
         assert products.execute("SELECT count(*) FROM algolia_sync_queue WHERE status = 'failed'").fetchone()[0] == 0
         # PM2's own log: the stop and the reload each ended a supervisor with exit code 0 (the restart
         # started the stopped app), and nothing crashed in between.
-        exits = re.findall(r"App \[workerpool:\d+\] exited with code \[(\d+)\]", (Path(pm2.home) / "pm2.log").read_text())
+        exits = re.findall(
+            r"App \[workerpool:\d+\] exited with code \[(\d+)\]", (Path(pm2.home) / "pm2.log").read_text()
+        )
         assert exits == ["0", "0"], exits
         logs = "".join(p.read_text(errors="replace") for p in Path(pm2.home).rglob("*.log"))
         assert '"batch_synced"' in logs and env["ALGOLIA_ADMIN_KEY"] not in logs

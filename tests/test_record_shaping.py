@@ -8,8 +8,8 @@ import textwrap
 
 import psycopg
 import pytest
+from conftest import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli
 
-from conftest import APP_ID, API_KEY, assert_index_matches, drain, queue_counts, run_cli
 from workerpool.emulator import make_client
 
 CATALOG = """
@@ -32,13 +32,26 @@ INSERT INTO products (id, name, price, brand_id, category_id)
 @pytest.fixture
 def catalog(db: psycopg.Connection, env: dict[str, str]) -> psycopg.Connection:
     db.execute(CATALOG)
-    result = run_cli(env, "watch", "products", "--index", "products", "--source", "product_records",
-                     "--related", "brands:brand_id", "--related", "categories:category_id")
+    result = run_cli(
+        env,
+        "watch",
+        "products",
+        "--index",
+        "products",
+        "--source",
+        "product_records",
+        "--related",
+        "brands:brand_id",
+        "--related",
+        "categories:category_id",
+    )
     assert result.returncode == 0, result.stderr
     db.execute("UPDATE products SET name = name || ''")  # enqueue nothing: no change
     assert queue_counts(db) == {}
-    db.execute("INSERT INTO algolia_sync_queue (table_name, record_id, operation) "
-               "SELECT 'products', id::text, 'REINDEX' FROM products")
+    db.execute(
+        "INSERT INTO algolia_sync_queue (table_name, record_id, operation) "
+        "SELECT 'products', id::text, 'REINDEX' FROM products"
+    )
     drain(env)
     return db
 
@@ -67,8 +80,10 @@ def test_view_fed_index_follows_brand_renames_and_unpublishing(catalog, env, emu
 
 def test_updates_that_change_no_indexed_attribute_cost_zero_writes(catalog, env, emulator):
     db = catalog
-    db.execute("INSERT INTO products (id, name, price, brand_id, category_id) "
-               "SELECT g, 'bulk ' || g, 1, 1, 1 FROM generate_series(1001, 10700) g")
+    db.execute(
+        "INSERT INTO products (id, name, price, brand_id, category_id) "
+        "SELECT g, 'bulk ' || g, 1, 1, 1 FROM generate_series(1001, 10700) g"
+    )
     drain(env, "--batch-size", "1000")
     writes = emulator.stats()["record_writes_total"]
     assert db.execute("SELECT count(*) FROM products").fetchone()[0] == 10000
@@ -90,14 +105,16 @@ def test_updates_that_change_no_indexed_attribute_cost_zero_writes(catalog, env,
 
 
 def test_a_transform_that_raises_fails_only_its_row(db, env, emulator, tmp_path):
-    (tmp_path / "shop_transforms.py").write_text(textwrap.dedent("""
+    (tmp_path / "shop_transforms.py").write_text(
+        textwrap.dedent("""
         def product(record):
             if record["name"] == "boom":
                 raise ValueError("cannot shape a boom")
             if record["name"] == "hidden":
                 return None
             return {"title": record["name"].upper(), "cents": int(record["price"] * 100)}
-    """))
+    """)
+    )
     env = {**env, "PYTHONPATH": str(tmp_path)}
     db.execute("CREATE TABLE items (id integer PRIMARY KEY, name text, price numeric)")
     result = run_cli(env, "watch", "items", "--index", "items", "--transform", "shop_transforms:product")
@@ -121,8 +138,14 @@ def test_an_older_version_replayed_after_a_newer_one_is_ignored(catalog, env, em
     record = emulator.records("products")["7"]
     assert record["name"] == "newest name"
     client = make_client(emulator.url, APP_ID, API_KEY)
-    stale = {**record, "name": "stale name", "_version": {"_operation": "IncrementSet", "value": record["_version"] - 1}}
-    response = client.multiple_batch({"requests": [{"action": "partialUpdateObject", "indexName": "products", "body": stale}]})
+    stale = {
+        **record,
+        "name": "stale name",
+        "_version": {"_operation": "IncrementSet", "value": record["_version"] - 1},
+    }
+    response = client.multiple_batch(
+        {"requests": [{"action": "partialUpdateObject", "indexName": "products", "body": stale}]}
+    )
     assert response.object_ids == ["7"]
     assert emulator.records("products")["7"]["name"] == "newest name"
     assert emulator.records("products")["7"]["_version"] == record["_version"]
@@ -144,8 +167,13 @@ def test_attributes_that_disappear_from_a_record_disappear_from_the_index(db, en
 def test_settings_push_shows_the_diff_then_applies_it(db, env, emulator, tmp_path):
     client = make_client(emulator.url, APP_ID, API_KEY)
     client.wait_for_task("products", client.set_settings("products", {"searchableAttributes": ["name"]}).task_id)
-    wanted = {"products": {"searchableAttributes": ["name", "brand"], "attributesForFaceting": ["brand"],
-                           "customRanking": ["desc(price)"]}}
+    wanted = {
+        "products": {
+            "searchableAttributes": ["name", "brand"],
+            "attributesForFaceting": ["brand"],
+            "customRanking": ["desc(price)"],
+        }
+    }
     path = tmp_path / "algolia-settings.json"
     path.write_text(json.dumps(wanted))
 
@@ -153,7 +181,7 @@ def test_settings_push_shows_the_diff_then_applies_it(db, env, emulator, tmp_pat
     assert dry.returncode == 0, dry.stderr
     assert "products: 3 change(s) (dry run, nothing applied)" in dry.stdout
     assert 'searchableAttributes: ["name"] -> ["name","brand"]' in dry.stdout
-    assert "attributesForFaceting: (unset) -> [\"brand\"]" in dry.stdout
+    assert 'attributesForFaceting: (unset) -> ["brand"]' in dry.stdout
     assert client.get_settings("products").to_dict()["searchableAttributes"] == ["name"]
 
     applied = run_cli(env, "settings", "push", "--file", str(path))
@@ -171,8 +199,8 @@ def test_the_last_sent_hash_is_probed_per_key_even_with_stale_statistics(db, env
     """The row read must not scan all of an index's hashes for each batch (seen in a drain: a generic
     plan made while algolia_sync_hashes was small materialized every hash and compared each with
     every key, 30 ms per 100-key batch at 3,000 hashes, growing with the index)."""
-    from workerpool.capture import load_watched
-    from workerpool.shaping import rows_query
+    from workerpool.capture.model import load_watched
+    from workerpool.runtime.shaping import rows_query
 
     db.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text)")
     assert run_cli(env, "watch", "items", "--index", "items").returncode == 0
@@ -198,8 +226,17 @@ def test_the_last_sent_hash_is_probed_per_key_even_with_stale_statistics(db, env
 
 def test_watch_warns_when_a_related_foreign_key_has_no_index(db, env):
     db.execute(CATALOG)
-    result = run_cli(env, "watch", "products", "--index", "products",
-                     "--related", "brands:brand_id", "--related", "categories:category_id")
+    result = run_cli(
+        env,
+        "watch",
+        "products",
+        "--index",
+        "products",
+        "--related",
+        "brands:brand_id",
+        "--related",
+        "categories:category_id",
+    )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [
@@ -210,6 +247,15 @@ def test_watch_warns_when_a_related_foreign_key_has_no_index(db, env):
     ]
     db.execute("CREATE INDEX ON products (brand_id)")
     db.execute("CREATE INDEX ON products (category_id, id)")
-    again = run_cli(env, "watch", "products", "--index", "products",
-                    "--related", "brands:brand_id", "--related", "categories:category_id")
+    again = run_cli(
+        env,
+        "watch",
+        "products",
+        "--index",
+        "products",
+        "--related",
+        "brands:brand_id",
+        "--related",
+        "categories:category_id",
+    )
     assert again.returncode == 0 and "warning" not in again.stderr, again.stderr

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-
 from conftest import (
     API_KEY,
     Pool,
@@ -152,8 +151,10 @@ def test_supervisor_sigkill_takes_its_workers_down_and_a_restart_gives_n(items, 
 def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, env, emulator, start_pool, db_url):
     db = items
     # A database password too, so that both secrets can be checked for in the output.
-    db.execute("DO $$ BEGIN CREATE ROLE wp_secret_user LOGIN SUPERUSER PASSWORD 'pg-pass-9d8e7f'; "
-               "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    db.execute(
+        "DO $$ BEGIN CREATE ROLE wp_secret_user LOGIN SUPERUSER PASSWORD 'pg-pass-9d8e7f'; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
     dsn = psycopg.conninfo.make_conninfo(db_url, user="wp_secret_user", password="pg-pass-9d8e7f")
     extra = {"DATABASE_URL": dsn, "MAX_RETRIES": "3", "RETRY_BACKOFF": "100", "RETRY_BACKOFF_MAX": "400"}
 
@@ -162,8 +163,9 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
     pool = start_pool("--batch-size", "50", extra_env=extra)
     wait_until(lambda: not queue_counts(db), timeout=60, message="sync after the throttling")
     assert emulator.stats()["rejected"]["429"] >= 2
-    assert db.execute("SELECT max(attempts) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0] == 1, \
+    assert db.execute("SELECT max(attempts) FROM algolia_sync_log WHERE status = 'success'").fetchone()[0] == 1, (
         "a 429 spent a retry"
+    )
     assert pool.lines("throttled")
 
     # Then Algolia fails for longer than the retries last: rows end failed with the error.
@@ -190,15 +192,27 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
         unreachable = psycopg.conninfo.make_conninfo(**parts)
         bad_dsn = run_cli({**env, **extra, "DATABASE_URL": unreachable}, "stats")
     assert bad_dsn.returncode == 2 and "cannot connect to DATABASE_URL" in bad_dsn.stderr and "***" in bad_dsn.stderr
-    output = "".join([pool.output, result.stdout, result.stderr, stats.stdout, stats.stderr, stats_json.stdout,
-                      bad_dsn.stdout, bad_dsn.stderr])
+    output = "".join(
+        [
+            pool.output,
+            result.stdout,
+            result.stderr,
+            stats.stdout,
+            stats.stderr,
+            stats_json.stdout,
+            bad_dsn.stdout,
+            bad_dsn.stderr,
+        ]
+    )
     assert API_KEY not in output and "pg-pass-9d8e7f" not in output
     # Process titles: named, and free of secrets (checked on a live pool below).
     titled = start_pool("--database-url", dsn, extra_env={"DATABASE_URL": ""})
     wait_until(lambda: len(titled.worker_pids()) == 1, message="a titled worker")
     time.sleep(0.5)
-    titles = [Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-              for pid in [titled.proc.pid, *titled.worker_pids()]]
+    titles = [
+        Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        for pid in [titled.proc.pid, *titled.worker_pids()]
+    ]
     assert titles[0].startswith("workerpool: supervisor") and titles[1].startswith("workerpool: worker 1"), titles
     assert not any("pg-pass-9d8e7f" in t or API_KEY in t for t in titles), titles
     assert titled.stop() == 0
@@ -207,11 +221,15 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
 @pytest.mark.parametrize("precheck", [False, True], ids=["algolia-rejects", "precheck"])
 def test_oversized_records_fail_alone_and_the_rest_sync(items, env, emulator, precheck):
     db = items
-    db.execute("INSERT INTO items (id, name, body) SELECT g, 'n' || g, "
-               "CASE WHEN g IN (17, 500, 999) THEN repeat('x', 20000) ELSE 'small' END FROM generate_series(1, 1000) g")
+    db.execute(
+        "INSERT INTO items (id, name, body) SELECT g, 'n' || g, "
+        "CASE WHEN g IN (17, 500, 999) THEN repeat('x', 20000) ELSE 'small' END FROM generate_series(1, 1000) g"
+    )
     limit = "10000" if precheck else "0"
     drain(env, "--batch-size", "1000", extra_env={"MAX_RECORD_BYTES": limit})
-    failed = db.execute("SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' ORDER BY id").fetchall()
+    failed = db.execute(
+        "SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' ORDER BY id"
+    ).fetchall()
     assert sorted((r[0] for r in failed), key=int) == ["17", "500", "999"]
     for _, error in failed:
         assert ("over MAX_RECORD_BYTES=10000" in error) if precheck else ("is too big" in error), error
@@ -225,11 +243,16 @@ def test_terminated_connections_mid_run_converge_without_crash_loop(items, env, 
     wait_until(lambda: len(pool.lines("worker_started")) == 2, message="workers up")
     killed = 0
     for wave in range(5):
-        db.execute("INSERT INTO items (id, name) SELECT g, 'w' || %s FROM generate_series(%s::int, %s::int) g "
-                   "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name", (wave, wave * 500 + 1, wave * 500 + 2000))
+        db.execute(
+            "INSERT INTO items (id, name) SELECT g, 'w' || %s FROM generate_series(%s::int, %s::int) g "
+            "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+            (wave, wave * 500 + 1, wave * 500 + 2000),
+        )
         time.sleep(0.3)
-        killed += db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             "WHERE application_name LIKE 'workerpool%' AND datname = current_database()").fetchone()[0]
+        killed += db.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'workerpool%' AND datname = current_database()"
+        ).fetchone()[0]
     assert killed >= 5, "connections were terminated in several waves"
     wait_until(lambda: not queue_counts(db), timeout=60, message="the queue to drain")
     assert pool.proc.poll() is None, "the supervisor is still running"
@@ -241,10 +264,10 @@ def test_terminated_connections_mid_run_converge_without_crash_loop(items, env, 
 
 def test_postgres_restart_mid_run_converges(emulator):
     """A private embedded server, so the restart touches no other test's database."""
+    from conftest import APP_ID, embedded_server
     from pgserver._commands import pg_ctl
 
-    from conftest import APP_ID, embedded_server
-    from workerpool.migrate import migrate
+    from workerpool.ops.migrate import migrate
 
     with embedded_server() as server:
         dsn = server.get_uri()
@@ -252,9 +275,15 @@ def test_postgres_restart_mid_run_converges(emulator):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 migrate(conn)
                 conn.execute(ITEMS)
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALGOLIA_")},
-                   "DATABASE_URL": dsn, "ALGOLIA_APP_ID": APP_ID, "ALGOLIA_ADMIN_KEY": API_KEY,
-                   "ALGOLIA_HOSTS": emulator.url, "POLLING_INTERVAL": "500", "LEASE_TIMEOUT": "5000"}
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("ALGOLIA_")},
+                "DATABASE_URL": dsn,
+                "ALGOLIA_APP_ID": APP_ID,
+                "ALGOLIA_ADMIN_KEY": API_KEY,
+                "ALGOLIA_HOSTS": emulator.url,
+                "POLLING_INTERVAL": "500",
+                "LEASE_TIMEOUT": "5000",
+            }
             assert run_cli(env, "watch", "items", "--index", "items").returncode == 0
             pool = Pool(env, "--workers", "2")
             try:
@@ -319,8 +348,9 @@ def test_two_hosts_one_frozen_the_other_finishes_and_late_acks_change_nothing(it
     assert all(emulator.records("items")[str(i)]["name"] == "newest" for i in range(1, 11))
     assert_index_matches(db, emulator, "items", "items")
     _one_success_per_row(db)
-    late = db.execute("SELECT count(*) FROM algolia_sync_log WHERE claimed_by LIKE 'host-a:%%' AND id > %s",
-                      (frozen_at,)).fetchone()[0]
+    late = db.execute(
+        "SELECT count(*) FROM algolia_sync_log WHERE claimed_by LIKE 'host-a:%%' AND id > %s", (frozen_at,)
+    ).fetchone()[0]
     assert late == 0 or host_a.lines("lease_lost"), "host-a acknowledged nothing it no longer held"
 
 
@@ -331,9 +361,19 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
     seconds = float(os.environ.get("WORKERPOOL_CHAOS_SECONDS", "20"))
     rng = random.Random(int(os.environ.get("WORKERPOOL_CHAOS_SEED", "7")))
     db.execute("INSERT INTO items (id, name) SELECT g, 'seed' FROM generate_series(1, 500) g")
-    pool = start_pool("--workers", "3", "--batch-size", "50",
-                      extra_env={"LEASE_TIMEOUT": "3000", "RETRY_BACKOFF": "100", "RETRY_BACKOFF_MAX": "1000",
-                                 "MAX_RETRIES": "1000", "RESTART_LIMIT": "1000"})
+    pool = start_pool(
+        "--workers",
+        "3",
+        "--batch-size",
+        "50",
+        extra_env={
+            "LEASE_TIMEOUT": "3000",
+            "RETRY_BACKOFF": "100",
+            "RETRY_BACKOFF_MAX": "1000",
+            "MAX_RETRIES": "1000",
+            "RESTART_LIMIT": "1000",
+        },
+    )
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -345,12 +385,16 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
                     key = r.randint(1, 700)
                     op = r.random()
                     if op < 0.65:
-                        conn.execute("INSERT INTO items (id, name, version) VALUES (%s, %s, 1) ON CONFLICT (id) "
-                                     "DO UPDATE SET name = EXCLUDED.name, version = items.version + 1",
-                                     (key, f"s{seed}-{r.random():.5f}"))
+                        conn.execute(
+                            "INSERT INTO items (id, name, version) VALUES (%s, %s, 1) ON CONFLICT (id) "
+                            "DO UPDATE SET name = EXCLUDED.name, version = items.version + 1",
+                            (key, f"s{seed}-{r.random():.5f}"),
+                        )
                     elif op < 0.7:  # a bulk statement: hundreds of keys in one inbox row
-                        conn.execute("UPDATE items SET name = %s, version = version + 1 WHERE id BETWEEN %s AND %s",
-                                     (f"b{seed}-{r.random():.5f}", key, key + 300))
+                        conn.execute(
+                            "UPDATE items SET name = %s, version = version + 1 WHERE id BETWEEN %s AND %s",
+                            (f"b{seed}-{r.random():.5f}", key, key + 300),
+                        )
                     else:
                         conn.execute("DELETE FROM items WHERE id = %s", (key,))
                     time.sleep(r.uniform(0, 0.01))
@@ -405,8 +449,7 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
     assert overlaps == []
 
 
-def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_heals(items, env, emulator,
-                                                                                     start_pool):
+def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_heals(items, env, emulator, start_pool):
     """One host in its own network namespace; its network to Postgres and Algolia silently drops every
     packet (no reset). Its rows go to the other host by lease; its own statements fail within the TCP
     liveness limits (not after Linux's ~15-minute retransmission give-up); once the network heals it
@@ -428,20 +471,32 @@ def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_h
         pg_relay = netpartition.Relay(ns.host_ip, pg_target)
         emu_relay = netpartition.Relay(ns.host_ip, ("127.0.0.1", int(emulator.url.rsplit(":", 1)[1])))
         relays += [pg_relay, emu_relay]
-        cut_env = {"DATABASE_URL": psycopg.conninfo.make_conninfo(env["DATABASE_URL"], host=ns.host_ip,
-                                                                  port=str(pg_relay.port)),
-                   "ALGOLIA_HOSTS": f"http://{ns.host_ip}:{emu_relay.port}",
-                   "LEASE_TIMEOUT": "3000", "WORKERPOOL_HOSTNAME": "host-cut"}
+        cut_env = {
+            "DATABASE_URL": psycopg.conninfo.make_conninfo(
+                env["DATABASE_URL"], host=ns.host_ip, port=str(pg_relay.port)
+            ),
+            "ALGOLIA_HOSTS": f"http://{ns.host_ip}:{emu_relay.port}",
+            "LEASE_TIMEOUT": "3000",
+            "WORKERPOOL_HOSTNAME": "host-cut",
+        }
         cut = start_pool("--workers", "1", "--batch-size", "20", extra_env=cut_env, prefix=ns.prefix)
-        ok = start_pool("--workers", "1", "--batch-size", "20",
-                        extra_env={"LEASE_TIMEOUT": "3000", "WORKERPOOL_HOSTNAME": "host-ok"})
+        ok = start_pool(
+            "--workers",
+            "1",
+            "--batch-size",
+            "20",
+            extra_env={"LEASE_TIMEOUT": "3000", "WORKERPOOL_HOSTNAME": "host-ok"},
+        )
         wait_until(lambda: len(cut.lines("batch_synced")) >= 2, message="the namespaced host at work")
         ns.partition()
         cut_at = time.monotonic()
         wait_until(lambda: not queue_counts(db), timeout=120, message="host-ok to finish everything")
         # The cut host notices: a statement fails (tcp_user_timeout / keepalives), it does not hang.
-        wait_until(lambda: cut.lines("database_error"), timeout=75,
-                   message="the cut host's database calls to fail instead of hanging")
+        wait_until(
+            lambda: cut.lines("database_error"),
+            timeout=75,
+            message="the cut host's database calls to fail instead of hanging",
+        )
         detected_s = time.monotonic() - cut_at
         ns.heal()
         assert ok.stop() == 0
@@ -457,20 +512,30 @@ def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_h
     assert all(emulator.records("items")[str(i)]["name"] == "after the partition" for i in range(1, 11))
     assert_index_matches(db, emulator, "items", "items")
     _one_success_per_row(db)
-    last = db.execute("SELECT claimed_by FROM algolia_sync_log WHERE record_id = '1' ORDER BY id DESC LIMIT 1").fetchone()
+    last = db.execute(
+        "SELECT claimed_by FROM algolia_sync_log WHERE record_id = '1' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
     assert last[0].startswith("host-cut:"), last  # the cut host, back on the network, did that last sync
 
 
 def test_tcp_liveness_defaults_apply_unless_database_url_sets_its_own(db_url):
-    from workerpool.db import connect, make_pool
+    from workerpool.db.connection import connect, make_pool
 
     def liveness(conn: psycopg.Connection) -> dict[str, str]:
-        return {i.keyword.decode(): (i.val or b"").decode() for i in conn.pgconn.info
-                if i.keyword.decode().startswith(("keepalives", "tcp_user_timeout"))}
+        return {
+            i.keyword.decode(): (i.val or b"").decode()
+            for i in conn.pgconn.info
+            if i.keyword.decode().startswith(("keepalives", "tcp_user_timeout"))
+        }
 
     with connect(db_url) as conn:
-        assert liveness(conn) == {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
-                                  "keepalives_count": "3", "tcp_user_timeout": "30000"}
+        assert liveness(conn) == {
+            "keepalives": "1",
+            "keepalives_idle": "10",
+            "keepalives_interval": "5",
+            "keepalives_count": "3",
+            "tcp_user_timeout": "30000",
+        }
     own = psycopg.conninfo.make_conninfo(db_url, keepalives_idle="60", tcp_user_timeout="5000")
     pool = make_pool(own, 1, "liveness-test")
     try:
@@ -485,7 +550,7 @@ def test_acknowledging_stays_linear_with_many_failed_rows_and_stale_statistics(i
     """An ack drops earlier failures of the keys it acknowledges. With statistics taken before the
     failures piled up, that used to compare every failed row with every acknowledged one (100,000
     failed x 1,000 acked: 32 s per batch). Counted as index entries read, not timed."""
-    from workerpool import queue
+    from workerpool.runtime import queue
 
     db = items
     db.execute("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 300) g")
@@ -500,18 +565,24 @@ def test_acknowledging_stays_linear_with_many_failed_rows_and_stale_statistics(i
     def entries_read() -> int:
         db.execute("SELECT pg_stat_force_next_flush()")
         db.execute("SELECT pg_stat_clear_snapshot()")
-        return db.execute("SELECT sum(idx_tup_read)::bigint FROM pg_stat_user_indexes "
-                          "WHERE relname = 'algolia_sync_queue'").fetchone()[0]
+        return db.execute(
+            "SELECT sum(idx_tup_read)::bigint FROM pg_stat_user_indexes WHERE relname = 'algolia_sync_queue'"
+        ).fetchone()[0]
 
     claim = queue.claim_batch(db, 300, 60_000, "test", time.monotonic())
     assert claim is not None and len(claim.rows) == 300
-    done = [SimpleNamespace(row=r, index="items", action="updateObject", hash=b"h" * 16, shape=b"s" * 8)
-            for r in claim.rows]
+    done = [
+        SimpleNamespace(row=r, index="items", action="updateObject", hash=b"h" * 16, shape=b"s" * 8) for r in claim.rows
+    ]
     before = entries_read()
     assert queue.ack(db, claim.token, done) == 300
     read = entries_read() - before
     assert read < 10 * 300, f"the ack read {read} queue index entries for 300 rows"
-    failed = dict(db.execute("SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' "
-                             "AND record_id NOT LIKE 'gone-%%'").fetchall())
+    failed = dict(
+        db.execute(
+            "SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' "
+            "AND record_id NOT LIKE 'gone-%%'"
+        ).fetchall()
+    )
     assert failed == {}  # key 5's earlier failure is superseded by its successful sync
     assert db.execute("SELECT count(*) FROM algolia_sync_queue WHERE status = 'failed'").fetchone()[0] == 20000

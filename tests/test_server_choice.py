@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import psycopg
 import pytest
-
-import conftest
 from conftest import EMBEDDED_SWITCH, ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*XDG_RUNTIME_DIR.*")  # platformdirs, via pgserver
@@ -64,10 +63,18 @@ def test_the_embedded_server_starts_serves_and_stops(case, pg_server, monkeypatc
 
 def test_a_bad_switch_value_stops_the_run_with_one_line():
     env = {**os.environ, EMBEDDED_SWITCH: "yes"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_server_choice.py"],
-                            env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_server_choice.py"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert errors == [f"ERROR: {EMBEDDED_SWITCH}='yes' is not allowed: use 1 to force the embedded Postgres, "
-                      f"0 or unset for DATABASE_URL, else 127.0.0.1:5432, else embedded"], result.stderr
+    assert errors == [
+        f"ERROR: {EMBEDDED_SWITCH}='yes' is not allowed: use 1 to force the embedded Postgres, "
+        f"0 or unset for DATABASE_URL, else 127.0.0.1:5432, else embedded"
+    ], result.stderr
     assert "Traceback" not in result.stdout + result.stderr

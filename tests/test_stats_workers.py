@@ -23,10 +23,15 @@ def test_stats_counts_a_burst_synced_since_the_last_heartbeat(products, env, sta
     db.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(1, 3000) g")
     wait_until(lambda: not queue_counts(db), timeout=60, interval=0.05, message="the burst to sync")
     workers = _workers(env)
-    truth = dict(db.execute(
-        """SELECT claimed_by, count(*) FROM algolia_sync_log WHERE status IN ('success', 'skipped')
-            GROUP BY 1""").fetchall())
-    batches = dict(db.execute("SELECT claimed_by, count(DISTINCT claim_token) FROM algolia_sync_log GROUP BY 1").fetchall())
+    truth = dict(
+        db.execute(
+            """SELECT claimed_by, count(*) FROM algolia_sync_log WHERE status IN ('success', 'skipped')
+            GROUP BY 1"""
+        ).fetchall()
+    )
+    batches = dict(
+        db.execute("SELECT claimed_by, count(DISTINCT claim_token) FROM algolia_sync_log GROUP BY 1").fetchall()
+    )
     assert sum(w["records"] for w in workers) == 3000, workers
     for w in workers:
         assert w["records"] == truth.get(w["worker_id"], 0), (w, truth)
@@ -34,5 +39,6 @@ def test_stats_counts_a_burst_synced_since_the_last_heartbeat(products, env, sta
     # The text form shows the same counts.
     text = run_cli(env, "stats").stdout
     for w in workers:
-        assert any(line.split()[:1] == [w["worker_id"]] and line.split()[4] == str(w["records"])
-                   for line in text.splitlines()), text
+        assert any(
+            line.split()[:1] == [w["worker_id"]] and line.split()[4] == str(w["records"]) for line in text.splitlines()
+        ), text

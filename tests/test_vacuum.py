@@ -12,17 +12,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
-
 import throwaway_pg
-from conftest import APP_ID, API_KEY, PRODUCTS, queue_counts, run_cli, wait_until
+from conftest import API_KEY, APP_ID, PRODUCTS, queue_counts, run_cli, wait_until
 from test_ops import _free_port, _get, _sample
 
-WARN_ENV = {"VACUUM_WARN_MIN_DEAD": "100", "VACUUM_WARN_DEAD_RATIO": "5", "VACUUM_WARN_HORIZON_SECONDS": "2",
-            "POLLING_INTERVAL": "200"}
+WARN_ENV = {
+    "VACUUM_WARN_MIN_DEAD": "100",
+    "VACUUM_WARN_DEAD_RATIO": "5",
+    "VACUUM_WARN_HORIZON_SECONDS": "2",
+    "POLLING_INTERVAL": "200",
+}
 
 
 def _stats(env: dict[str, str]) -> dict[str, Any]:
@@ -44,9 +48,11 @@ def _sync_round(db: psycopg.Connection, first: int, rows: int, vacuum: bool = Tr
     to report their acknowledgements to the statistics (an idle session may take 10 s), then VACUUM
     the queue."""
     deletes = _queue_deletes(db)
-    db.execute("INSERT INTO products (id, name, price, stock) SELECT g, 'item ' || g, g, 0 "
-               "FROM generate_series(%s::int, %s::int) g ON CONFLICT (id) DO UPDATE SET stock = products.stock + 1",
-               (first, first + rows - 1))
+    db.execute(
+        "INSERT INTO products (id, name, price, stock) SELECT g, 'item ' || g, g, 0 "
+        "FROM generate_series(%s::int, %s::int) g ON CONFLICT (id) DO UPDATE SET stock = products.stock + 1",
+        (first, first + rows - 1),
+    )
     wait_until(lambda: not queue_counts(db), timeout=60, message="the pool to sync the round")
     wait_until(lambda: _queue_deletes(db) >= deletes + rows, timeout=30, message="the statistics to catch up")
     if vacuum:
@@ -88,8 +94,18 @@ def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, star
         assert _sample(metrics, "workerpool_table_live_tuples", table="algolia_sync_queue") == 0
         assert _sample(metrics, "workerpool_table_size_bytes", table="algolia_sync_log") > 0
         assert _sample(metrics, "workerpool_xmin_horizon_age_seconds") >= 2.5
-        assert _sample(metrics, "workerpool_xmin_horizon_holder", kind="transaction", holder="", pid=str(pid),
-                       application="nightly-report", holds="tables") > 0
+        assert (
+            _sample(
+                metrics,
+                "workerpool_xmin_horizon_holder",
+                kind="transaction",
+                holder="",
+                pid=str(pid),
+                application="nightly-report",
+                holds="tables",
+            )
+            > 0
+        )
         status, body = _get(port, "/healthz")
         health = json.loads(body)
         assert status == 200 and health["status"] == "ok", body  # a warning, not a 503
@@ -97,15 +113,20 @@ def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, star
     finally:
         blocker.close()
 
-    wait_until(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
-               message="the blocker's session to end")
+    wait_until(
+        lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
+        message="the blocker's session to end",
+    )
     db.execute("VACUUM algolia_sync_queue")  # nothing holds the horizon: every dead version goes
     stats = _stats(env)
     assert _table(stats, "algolia_sync_queue")["dead_tuples"] == 0
     assert stats["vacuum"]["horizon"] is None and stats["warnings"] == []
     # /healthz shares one database check per second: the next one sees the horizon free.
-    wait_until(lambda: json.loads(_get(port, "/healthz")[1]).get("warnings") is None, timeout=10,
-               message="/healthz without warnings")
+    wait_until(
+        lambda: json.loads(_get(port, "/healthz")[1]).get("warnings") is None,
+        timeout=10,
+        message="/healthz without warnings",
+    )
 
 
 # ---- on a throwaway cluster ---------------------------------------------------------------------
@@ -117,8 +138,9 @@ SKIP = throwaway_pg.missing_reason()
 def cluster() -> Iterator[throwaway_pg.Cluster]:
     if SKIP:
         pytest.skip(SKIP)
-    with throwaway_pg.Cluster({"wal_level": "logical", "autovacuum": "off", "max_prepared_transactions": "4",
-                               "fsync": "off"}) as c:
+    with throwaway_pg.Cluster(
+        {"wal_level": "logical", "autovacuum": "off", "max_prepared_transactions": "4", "fsync": "off"}
+    ) as c:
         c.start()
         yield c
 
@@ -158,7 +180,9 @@ def test_a_standby_slot_is_named_while_dead_tuples_grow(cluster, cluster_env, st
                 seen.append(db.execute("SELECT xmin FROM pg_replication_slots").fetchone()[0])
                 return seen[-1] if len(seen) >= 3 and seen[-1] is not None and seen[-1] == seen[-3] else None
 
-            held = wait_until(settled, timeout=30, interval=1.0, message="the standby's feedback to hold the slot's xmin")
+            held = wait_until(
+                settled, timeout=30, interval=1.0, message="the standby's feedback to hold the slot's xmin"
+            )
             first, second, stats = _queue_dead_after_rounds(db, cluster_env)
             assert db.execute("SELECT xmin FROM pg_replication_slots").fetchone()[0] == held
         assert 800 <= first < second, (first, second)
@@ -170,8 +194,18 @@ def test_a_standby_slot_is_named_while_dead_tuples_grow(cluster, cluster_env, st
         metrics = _get(port, "/metrics")[1]
         assert _sample(metrics, "workerpool_table_dead_tuples", table="algolia_sync_queue") >= second
         assert _sample(metrics, "workerpool_xmin_horizon_age_xids") == pytest.approx(horizon["age_xids"], abs=50)
-        assert _sample(metrics, "workerpool_xmin_horizon_holder", kind="replication_slot", holder="reporting_replica",
-                       pid=str(horizon["pid"]), application="", holds="tables") > 0
+        assert (
+            _sample(
+                metrics,
+                "workerpool_xmin_horizon_holder",
+                kind="replication_slot",
+                holder="reporting_replica",
+                pid=str(horizon["pid"]),
+                application="",
+                holds="tables",
+            )
+            > 0
+        )
         reader.close()
     finally:
         standby.stop()
@@ -191,17 +225,32 @@ def test_a_logical_slot_is_named_and_holds_only_the_catalog(cluster, cluster_env
         slot = next(h for h in stats["vacuum"]["holders"] if h["kind"] == "replication_slot")
         assert slot["name"] == "search_cdc" and slot["slot_type"] == "logical" and not slot["blocks_hot_tables"]
         assert stats["vacuum"]["horizon"] is None  # nothing holds the queue back
-        assert "also: inactive logical replication slot 'search_cdc'" in run_cli({**cluster_env, **WARN_ENV}, "stats").stdout
+        assert (
+            "also: inactive logical replication slot 'search_cdc'"
+            in run_cli({**cluster_env, **WARN_ENV}, "stats").stdout
+        )
         metrics = _get(port, "/metrics")[1]
-        assert _sample(metrics, "workerpool_xmin_horizon_holder", kind="replication_slot", holder="search_cdc",
-                       pid="", application="", holds="catalog") >= 0
+        assert (
+            _sample(
+                metrics,
+                "workerpool_xmin_horizon_holder",
+                kind="replication_slot",
+                holder="search_cdc",
+                pid="",
+                application="",
+                holds="catalog",
+            )
+            >= 0
+        )
         db.execute("VACUUM algolia_sync_queue")
         assert _table(_stats(cluster_env), "algolia_sync_queue")["dead_tuples"] == 0  # the slot did not stop it
 
 
 def test_a_forgotten_prepared_transaction_is_named(cluster, cluster_env):
     with psycopg.connect(cluster_env["DATABASE_URL"], autocommit=True) as db:
-        db.execute("CREATE TABLE orders (id int)")  # not watched: a watched table's trigger NOTIFYs, which PREPARE refuses
+        db.execute(
+            "CREATE TABLE orders (id int)"
+        )  # not watched: a watched table's trigger NOTIFYs, which PREPARE refuses
         db.execute("BEGIN")
         db.execute("INSERT INTO orders VALUES (1)")
         db.execute("PREPARE TRANSACTION 'checkout-42'")
@@ -211,7 +260,9 @@ def test_a_forgotten_prepared_transaction_is_named(cluster, cluster_env):
             horizon = stats["vacuum"]["horizon"]
             assert horizon["kind"] == "prepared_transaction" and horizon["name"] == "checkout-42"
             assert horizon["age_s"] >= 2.5
-            assert any("prepared transaction 'checkout-42'" in w and "ROLLBACK PREPARED" in w for w in stats["warnings"])
+            assert any(
+                "prepared transaction 'checkout-42'" in w and "ROLLBACK PREPARED" in w for w in stats["warnings"]
+            )
         finally:
             db.execute("ROLLBACK PREPARED 'checkout-42'")
 
@@ -224,14 +275,25 @@ def test_the_running_pool_prunes_the_log_without_cleanup(products, env, start_po
     db.execute(
         """INSERT INTO algolia_sync_log (table_name, record_id, operation, status, synced_at)
            SELECT 'products', g::text, 'UPDATE', 'success', now() - interval '8 days' - g * interval '1 second'
-             FROM generate_series(1, 12000) g""")  # more than two of the pool's 5,000-row batches
+             FROM generate_series(1, 12000) g"""
+    )  # more than two of the pool's 5,000-row batches
     db.execute(
         """INSERT INTO algolia_sync_log (table_name, record_id, operation, status, synced_at)
-           SELECT 'products', g::text, 'UPDATE', 'success', now() - interval '6 days' FROM generate_series(1, 50) g""")
+           SELECT 'products', g::text, 'UPDATE', 'success', now() - interval '6 days' FROM generate_series(1, 50) g"""
+    )
     pool = start_pool("--workers", "3", extra_env={"LOG_RETENTION_DAYS": "7"})
     db.execute("INSERT INTO products (name) SELECT 'item ' || g FROM generate_series(1, 20) g")
-    wait_until(lambda: db.execute("SELECT count(*) FROM algolia_sync_log WHERE synced_at < now() - interval '7 days'")
-               .fetchone()[0] == 0, timeout=60, interval=0.5, message="the pool to prune the old log rows")
+    wait_until(
+        lambda: (
+            db.execute("SELECT count(*) FROM algolia_sync_log WHERE synced_at < now() - interval '7 days'").fetchone()[
+                0
+            ]
+            == 0
+        ),
+        timeout=60,
+        interval=0.5,
+        message="the pool to prune the old log rows",
+    )
     wait_until(lambda: not queue_counts(db), message="the sync")
     kept = dict(db.execute("SELECT status, count(*) FROM algolia_sync_log GROUP BY 1").fetchall())
     assert kept == {"success": 50 + 20}  # six-day-old rows and the new ones stay
@@ -252,9 +314,16 @@ def test_log_retention_zero_keeps_everything(products, env, start_pool):
     assert pool.lines("log_pruned") == []
 
 
-@pytest.mark.parametrize("name,value", [("LOG_RETENTION_DAYS", "-1"), ("LOG_RETENTION_DAYS", "a week"),
-                                        ("LOG_RETENTION_DAYS", "nan"), ("VACUUM_WARN_DEAD_RATIO", "many"),
-                                        ("VACUUM_WARN_HORIZON_SECONDS", "-5")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("LOG_RETENTION_DAYS", "-1"),
+        ("LOG_RETENTION_DAYS", "a week"),
+        ("LOG_RETENTION_DAYS", "nan"),
+        ("VACUUM_WARN_DEAD_RATIO", "many"),
+        ("VACUUM_WARN_HORIZON_SECONDS", "-5"),
+    ],
+)
 def test_bad_vacuum_and_retention_settings_exit_2(env, name, value):
     result = run_cli({**env, name: value}, "run", timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import psycopg
@@ -19,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workerpool import records
-from workerpool.db import connect
+from workerpool.db.connection import connect
+from workerpool.runtime import records
 
 SAFE = 2**53
 
@@ -51,8 +52,11 @@ def _json_exact(written: Any, sent: Any) -> bool:
     """jsonb: the same structure; integers past ±2^53 and numbers beyond double range as strings of
     their digits, other fractions as the nearest double."""
     if isinstance(written, dict):
-        return isinstance(sent, dict) and written.keys() == sent.keys() and all(
-            _json_exact(written[k], sent[k]) for k in written)
+        return (
+            isinstance(sent, dict)
+            and written.keys() == sent.keys()
+            and all(_json_exact(written[k], sent[k]) for k in written)
+        )
     if isinstance(written, list):
         return isinstance(sent, list) and len(written) == len(sent) and all(map(_json_exact, written, sent))
     if isinstance(written, bool) or written is None or isinstance(written, str):
@@ -74,21 +78,30 @@ def _json_text(value: Any) -> str:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.text(max_size=20).filter(lambda s: "\x00" not in s)
-    | st.integers(min_value=-10**30, max_value=10**30)
-    | st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal("-1e400"), max_value=Decimal("1e400"),
-                  places=None).map(lambda d: d.normalize()),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8).filter(lambda s: "\x00" not in s),
-                                                                 inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.text(max_size=20).filter(lambda s: "\x00" not in s)
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.decimals(
+        allow_nan=False, allow_infinity=False, min_value=Decimal("-1e400"), max_value=Decimal("1e400"), places=None
+    ).map(lambda d: d.normalize()),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8).filter(lambda s: "\x00" not in s), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
 TYPES: dict[str, tuple[st.SearchStrategy, Check]] = {
-    "smallint": (st.integers(-2**15, 2**15 - 1), lambda w, s: s == w),
-    "integer": (st.integers(-2**31, 2**31 - 1), lambda w, s: s == w),
-    "bigint": (st.integers(-2**63, 2**63 - 1), _number_or_text),
-    "numeric": (st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal("-1e40"),
-                            max_value=Decimal("1e40"), places=None), _number_or_text),
+    "smallint": (st.integers(-(2**15), 2**15 - 1), lambda w, s: s == w),
+    "integer": (st.integers(-(2**31), 2**31 - 1), lambda w, s: s == w),
+    "bigint": (st.integers(-(2**63), 2**63 - 1), _number_or_text),
+    "numeric": (
+        st.decimals(
+            allow_nan=False, allow_infinity=False, min_value=Decimal("-1e40"), max_value=Decimal("1e40"), places=None
+        ),
+        _number_or_text,
+    ),
     "double precision": (st.floats(allow_nan=True, allow_infinity=True), _float),
     "real": (st.floats(width=32, allow_nan=False, allow_infinity=False), lambda w, s: s == pytest.approx(w, rel=1e-6)),
     "boolean": (st.booleans(), lambda w, s: s is w),
@@ -98,15 +111,18 @@ TYPES: dict[str, tuple[st.SearchStrategy, Check]] = {
     "jsonb": (json_values, _json_exact),
     "date": (st.dates(), lambda w, s: s == w.isoformat()),
     "timestamp": (st.datetimes(), lambda w, s: dt.datetime.fromisoformat(s) == w),
-    "timestamptz": (st.datetimes(timezones=st.just(dt.timezone.utc)),
-                    lambda w, s: dt.datetime.fromisoformat(s) == w),
+    "timestamptz": (st.datetimes(timezones=st.just(dt.UTC)), lambda w, s: dt.datetime.fromisoformat(s) == w),
     "time": (st.times(), lambda w, s: dt.time.fromisoformat(s) == w),
-    "interval": (st.timedeltas(min_value=dt.timedelta(days=-10**6), max_value=dt.timedelta(days=10**6)),
-                 lambda w, s: s == pytest.approx(w.total_seconds(), rel=1e-12, abs=1e-6)),
+    "interval": (
+        st.timedeltas(min_value=dt.timedelta(days=-(10**6)), max_value=dt.timedelta(days=10**6)),
+        lambda w, s: s == pytest.approx(w.total_seconds(), rel=1e-12, abs=1e-6),
+    ),
     "inet": (st.ip_addresses(), lambda w, s: s == str(w)),
-    "money": (st.integers(-10**9, 10**9).map(str),  # written as text: there is no cast from integers
-              lambda w, s: s == f"{'-' if int(w) < 0 else ''}${abs(int(w)):,}.00"),  # the C locale's format
-    "integer[]": (st.lists(st.integers(-2**31, 2**31 - 1), max_size=5), lambda w, s: s == w),
+    "money": (
+        st.integers(-(10**9), 10**9).map(str),  # written as text: there is no cast from integers
+        lambda w, s: s == f"{'-' if int(w) < 0 else ''}${abs(int(w)):,}.00",
+    ),  # the C locale's format
+    "integer[]": (st.lists(st.integers(-(2**31), 2**31 - 1), max_size=5), lambda w, s: s == w),
     "text[]": (st.lists(st.text(max_size=10).filter(lambda s: "\x00" not in s), max_size=5), lambda w, s: s == w),
 }
 
@@ -131,7 +147,9 @@ def value_db(pg_server: str, template_db: str) -> psycopg.Connection:
 
     name = f"{template_db}_values_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db))
+        )
     url = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
     conn = connect(url, purpose="test")
     yield conn
@@ -161,7 +179,9 @@ def test_generated_values_map_as_documented(value_db: psycopg.Connection, pg_typ
 
 
 @pytest.mark.parametrize("pg_type,literal", [(t, lit) for t, lits in SPECIAL.items() for lit in lits])
-def test_values_python_cannot_hold_arrive_as_postgres_text(value_db: psycopg.Connection, pg_type: str, literal: str) -> None:
+def test_values_python_cannot_hold_arrive_as_postgres_text(
+    value_db: psycopg.Connection, pg_type: str, literal: str
+) -> None:
     sent = _sent(value_db, pg_type, literal)
     expected = value_db.execute(f"SELECT ({literal})::{pg_type}::text").fetchone()[0]
     if pg_type == "interval":

@@ -18,13 +18,13 @@ import sys
 
 import psycopg
 import pytest
+from conftest import API_KEY, APP_ID, drain
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import API_KEY, APP_ID, drain
 from workerpool import config
-from workerpool.browse import Browser, iter_pages
 from workerpool.emulator import make_client
+from workerpool.ops.browse import Browser, iter_pages
 
 PAGE = 2
 CHUNK = 100  # table rows read per query: both runs hold full chunks
@@ -34,8 +34,8 @@ CHUNK = 100  # table rows read per query: both runs hold full chunks
 _TRACED_VERIFY = """
 import json, os, sys, tracemalloc
 from workerpool import config
-from workerpool.db import connect
-from workerpool.verify import verify
+from workerpool.db.connection import connect
+from workerpool.ops.verify import verify
 
 settings = config.load(environ=dict(os.environ), env_file=None)
 with connect(settings.database_url, purpose="verify") as conn:
@@ -49,16 +49,24 @@ print(json.dumps({"peak": peak, "recursion_limit": sys.getrecursionlimit(), **re
 
 
 def _traced_verify(env: dict[str, str]) -> dict:
-    result = subprocess.run([sys.executable, "-c", _TRACED_VERIFY, str(PAGE), str(CHUNK)], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _TRACED_VERIFY, str(PAGE), str(CHUNK)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(result.stdout)
 
 
 def _add_products(db: psycopg.Connection, first: int, last: int) -> None:
-    db.execute("INSERT INTO products (id, name, price, stock, tags, attrs) "
-               "SELECT g, 'item ' || g, g * 1.25, g %% 7, ARRAY['t' || g %% 5], jsonb_build_object('n', g) "
-               "FROM generate_series(%s::int, %s::int) g", (first, last))
+    db.execute(
+        "INSERT INTO products (id, name, price, stock, tags, attrs) "
+        "SELECT g, 'item ' || g, g * 1.25, g %% 7, ARRAY['t' || g %% 5], jsonb_build_object('n', g) "
+        "FROM generate_series(%s::int, %s::int) g",
+        (first, last),
+    )
 
 
 @pytest.mark.slow
@@ -100,8 +108,7 @@ def test_browsing_an_index_that_does_not_exist_yields_nothing(env):
 
 def test_browse_pages_leave_out_excluded_attributes(env, emulator):
     client = make_client(emulator.url, APP_ID, API_KEY)
-    client.save_objects("things", [{"objectID": str(i), "a": i, "_version": 7} for i in range(5)],
-                        wait_for_tasks=True)
+    client.save_objects("things", [{"objectID": str(i), "a": i, "_version": 7} for i in range(5)], wait_for_tasks=True)
     pages = list(iter_pages(_browser(env), "things", page_size=PAGE, attributes=["*", "-_version"]))
     assert [len(p) for p in pages] == [2, 2, 1]
     assert sorted((h["objectID"], h["a"]) for p in pages for h in p) == [(str(i), i) for i in range(5)]
@@ -109,8 +116,12 @@ def test_browse_pages_leave_out_excluded_attributes(env, emulator):
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**60, 2**60) | st.text(max_size=8)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2**54, 2**54).map(float)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**54), 2**54).map(float)
     | st.sampled_from([0.0, -0.0, 15.0, 1e15, 2.0**53, 1e16, "1.0", "v2.0,"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=12,
@@ -123,14 +134,14 @@ def test_content_hash_equals_the_hash_of_the_canonical_form(value):
 
     import orjson
 
-    from workerpool.verify import canonical, content_hash
+    from workerpool.ops.verify import canonical, content_hash
 
     expected = hashlib.blake2b(orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
     assert content_hash(value) == expected
 
 
 def test_hashes_reach_the_database_intact_whatever_the_objectid(db):
-    from workerpool.verify import copy_rows
+    from workerpool.ops.verify import copy_rows
 
     db.execute("CREATE TEMPORARY TABLE hashes (k text, hash bytea)")
     keys = ["1", "tab\there", "line\nbreak", "cr\r", "back\\slash", "\\N", "\\x00", "é✓ 🙂", ""]

@@ -16,8 +16,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 
 def bindir() -> Path | None:
@@ -85,13 +85,29 @@ class Cluster:
         return result
 
     def init(self) -> None:
-        self._run([str(bindir() / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                   "-E", "UTF8", "--no-sync"])
+        self._run(
+            [
+                str(bindir() / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
 
     def configure(self, extra: Mapping[str, str] | None = None) -> None:
         """Append settings (this cluster's port and sockets first) to postgresql.conf."""
-        conf = {"port": str(self.port), "listen_addresses": "'127.0.0.1'",
-                "unix_socket_directories": f"'{self.root}'", **self.settings, **(extra or {})}
+        conf = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.root}'",
+            **self.settings,
+            **(extra or {}),
+        }
         lines = "".join(f"{k} = {v}\n" for k, v in conf.items())
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(lines)
@@ -100,16 +116,47 @@ class Cluster:
         if not (self.data / "PG_VERSION").exists():
             self.init()
             self.configure()
-        self._run([str(bindir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / f"log-{self.port}"),
-                   "-w", "-t", "60", "start"])
+        self._run(
+            [
+                str(bindir() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / f"log-{self.port}"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         self.started = True
         return self.url
 
-    def standby(self, slot: str, settings: Mapping[str, str] | None = None) -> "Cluster":
+    def standby(self, slot: str, settings: Mapping[str, str] | None = None) -> Cluster:
         """A streaming standby of this cluster through a new physical slot (pg_basebackup -C -S)."""
         replica = Cluster(settings)
-        replica._run([str(bindir() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                      "-D", str(replica.data), "-R", "-X", "stream", "-C", "-S", slot, "-c", "fast", "--no-sync"])
+        replica._run(
+            [
+                str(bindir() / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(replica.data),
+                "-R",
+                "-X",
+                "stream",
+                "-C",
+                "-S",
+                slot,
+                "-c",
+                "fast",
+                "--no-sync",
+            ]
+        )
         replica.configure()
         replica.start()
         return replica
@@ -123,7 +170,7 @@ class Cluster:
             self.started = False
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

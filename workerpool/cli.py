@@ -10,16 +10,16 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import psycopg
 
-from . import config, logs
-from .capture import WatchError
-from .config import EXIT_CONFIG_ERROR, ConfigError, Settings
-from .db import DatabaseUnavailable, connect
-from .failures import EXIT_DRIFT, algolia_failure
+from workerpool import config, logs
+from workerpool.capture.model import WatchError
+from workerpool.config import EXIT_CONFIG_ERROR, ConfigError, Settings
+from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.failures import EXIT_DRIFT, algolia_failure
 
 log = logging.getLogger("workerpool.cli")
 
@@ -50,7 +50,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _db(settings: Settings, purpose: str = "cli", check_schema: bool = True) -> psycopg.Connection:
     """A connection to DATABASE_URL whose schema matches this code (exit 2 otherwise: see migrate.check_schema)."""
-    from .migrate import check_schema as check
+    from workerpool.ops.migrate import check_schema as check
 
     settings.require_database()
     conn = connect(settings.database_url, purpose=purpose, timeout=5)
@@ -64,7 +64,7 @@ def _db(settings: Settings, purpose: str = "cli", check_schema: bool = True) -> 
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .migrate import migrate
+    from workerpool.ops.migrate import migrate
 
     settings = _settings(args)
     with _db(settings, "migrate", check_schema=False) as conn:
@@ -74,17 +74,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .capture import Related, watch, watch_warnings
+    from workerpool.capture.model import Related
+    from workerpool.capture.triggers import watch, watch_warnings
 
     settings = _settings(args)
     attributes = [a.strip() for a in args.attributes.split(",")] if args.attributes is not None else None
     related = [Related.parse(spec) for spec in args.related or ()]
     with _db(settings) as conn:
-        watched = watch(conn, args.table, args.index, key=args.key, source=args.source,
-                        attributes=attributes, transform=args.transform, related=related)
+        watched = watch(
+            conn,
+            args.table,
+            args.index,
+            key=args.key,
+            source=args.source,
+            attributes=attributes,
+            transform=args.transform,
+            related=related,
+        )
         warnings = watch_warnings(conn, watched)
     source = f" from {watched.source_view}" if watched.source_view else ""
-    print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {settings.algolia_index_prefix}{watched.index_name}")
+    print(
+        f"watching {watched.table_name} (key {watched.key_column}){source} -> index {settings.algolia_index_prefix}{watched.index_name}"
+    )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -94,9 +105,9 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
     """Detach a table; its pending changes (deletes included) are dropped only with --drop-pending."""
     from psycopg import sql
 
-    from .capture import unwatch
-    from .reindex import find_watched
-    from .tables import backlog
+    from workerpool.capture.model import find_watched
+    from workerpool.capture.triggers import unwatch
+    from workerpool.ops.tables import backlog
 
     settings = _settings(args)
     with _db(settings) as conn, conn.transaction():
@@ -104,7 +115,9 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
             watched = find_watched(conn, args.table)
             name, relation = watched.table_name, watched.relation or watched.table_name
         except WatchError:
-            name = relation = None  # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
+            name = relation = (
+                None  # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
+            )
         if relation is not None and conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()[0]:
             # Writers finish first and wait for us: the count below is what gets dropped.
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.SQL(relation)))
@@ -112,7 +125,8 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
         if left and left.pending and not args.drop_pending:
             raise ConfigError(
                 f"{name} has {left.pending} pending change(s) not yet in its index (deletes included); unwatching "
-                "would drop them: let `workerpool run --drain` sync them first, or pass --drop-pending to drop them")
+                "would drop them: let `workerpool run --drain` sync them first, or pass --drop-pending to drop them"
+            )
         name = unwatch(conn, name or args.table)
     dropped = f"dropped {left.pending} pending change(s)" if left and left.pending else "no pending changes"
     kept = f"; {left.failed} failed row(s) kept" if left and left.failed else ""
@@ -121,8 +135,8 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .db import require
-    from .supervisor import Supervisor
+    from workerpool.db.connection import require
+    from workerpool.runtime.supervisor import Supervisor
 
     settings = _settings(args)
     settings.require_database()
@@ -134,8 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .stats import collect, json_text, render
-    from .vacuum import Thresholds
+    from workerpool.observability.vacuum import Thresholds
+    from workerpool.ops.stats import collect, json_text, render
 
     settings = _settings(args)
     if getattr(args, "watch", False):
@@ -156,8 +170,8 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from .stats import collect, json_text, render
-    from .vacuum import Thresholds
+    from workerpool.observability.vacuum import Thresholds
+    from workerpool.ops.stats import collect, json_text, render
 
     tty = sys.stdout.isatty()
     conn = None
@@ -170,7 +184,9 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
                 if args.json:
                     text = json_text(data) + "\n"
                 else:
-                    text = f"{datetime.now():%H:%M:%S}  every {args.interval:g}s, Ctrl-C to stop\n\n" + render(data) + "\n"
+                    text = (
+                        f"{datetime.now():%H:%M:%S}  every {args.interval:g}s, Ctrl-C to stop\n\n" + render(data) + "\n"
+                    )
             except (DatabaseUnavailable, psycopg.Error) as exc:
                 conn = None
                 text = f"{datetime.now():%H:%M:%S}  database unavailable: {' '.join(str(exc).split())[:200]}\n"
@@ -185,13 +201,14 @@ def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
-    from .reindex import ReindexError, reindex
+    from workerpool.ops.reindex import ReindexError, reindex
 
     settings = _settings(args)
     with _db(settings, "reindex") as conn:
         try:
-            result = reindex(settings, conn, args.table, atomic=args.atomic, chunk_size=args.chunk_size,
-                             restart=args.restart)
+            result = reindex(
+                settings, conn, args.table, atomic=args.atomic, chunk_size=args.chunk_size, restart=args.restart
+            )
         except ReindexError as exc:
             return _fail(args, str(exc), exc.exit_code)
         except KeyboardInterrupt:
@@ -199,17 +216,21 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             return 130
     resumed = " (resumed)" if result.resumed else ""
     if args.atomic:
-        print(f"reindexed {result.table}{resumed}: {result.written} record(s) written to {result.tmp_index}, "
-              f"moved over {result.index}; {result.enqueued} key(s) changed meanwhile re-enqueued"
-              + (f"; {len(result.skipped)} refused record(s) left to the workers to fail" if result.skipped else ""))
+        print(
+            f"reindexed {result.table}{resumed}: {result.written} record(s) written to {result.tmp_index}, "
+            f"moved over {result.index}; {result.enqueued} key(s) changed meanwhile re-enqueued"
+            + (f"; {len(result.skipped)} refused record(s) left to the workers to fail" if result.skipped else "")
+        )
     else:
-        print(f"reindex of {result.table}{resumed}: {result.rows} row(s) walked, {result.enqueued} enqueued "
-              f"({result.rows - result.enqueued} already pending); the workers sync them to {result.index}")
+        print(
+            f"reindex of {result.table}{resumed}: {result.rows} row(s) walked, {result.enqueued} enqueued "
+            f"({result.rows - result.enqueued} already pending); the workers sync them to {result.index}"
+        )
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from workerpool.ops.verify import verify
 
     settings = _settings(args)
     with _db(settings, "verify") as conn:
@@ -222,7 +243,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
-    from .tables import queue_table_name
+    from workerpool.ops.tables import queue_table_name
 
     settings = _settings(args)
     with _db(settings) as conn:
@@ -241,7 +262,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from .emulator import DEFAULT_API_KEY, DEFAULT_APP_ID, refuse_unsafe_bind, serve
+    from workerpool.emulator import (
+        DEFAULT_API_KEY,
+        DEFAULT_APP_ID,
+        refuse_unsafe_bind,
+        serve,
+    )
 
     settings = config.load()
     logs.setup(settings.log_level, settings.secrets())
@@ -249,19 +275,20 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     refusal = refuse_unsafe_bind(args.host, args.allow_remote, api_key)
     if refusal:
         raise ConfigError(refusal)
-    serve(port=args.port, host=args.host, app_id=args.app_id or settings.algolia_app_id or DEFAULT_APP_ID,
-          api_key=api_key)
+    serve(
+        port=args.port, host=args.host, app_id=args.app_id or settings.algolia_app_id or DEFAULT_APP_ID, api_key=api_key
+    )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from workerpool.ops.demo import run_demo
 
     return run_demo(database_url=args.database_url)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from .index_settings import SettingsError, desired_settings, push
+    from workerpool.ops.index_settings import SettingsError, desired_settings, push
 
     settings = _settings(args)
     settings.require_algolia()
@@ -286,6 +313,7 @@ MAX_DAYS = 36_500  # a century: past it the log's timestamps would overflow `now
 
 def _bounded(flag: str, lo: int, hi: int, unit: str = "") -> Callable[[str], int]:
     """An argparse type: a whole number from lo to hi, refused in one line naming the flag and the range."""
+
     def parse(raw: str) -> int:
         expected = f"expected a whole number{unit} from {lo} to {hi}"
         try:
@@ -293,7 +321,9 @@ def _bounded(flag: str, lo: int, hi: int, unit: str = "") -> Callable[[str], int
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} {raw!r} is not a whole number; {expected}") from None
         if value < lo:
-            raise argparse.ArgumentTypeError(f"{flag} {raw!r} is {'negative' if value < 0 else 'too small'}; {expected}")
+            raise argparse.ArgumentTypeError(
+                f"{flag} {raw!r} is {'negative' if value < 0 else 'too small'}; {expected}"
+            )
         if value > hi:
             raise argparse.ArgumentTypeError(f"{flag} {raw!r} is too large; {expected}")
         return value
@@ -345,22 +375,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("watch", cmd_watch, "register a table's index and attach its trigger")
     p.add_argument("table", help="the table to watch, optionally schema-qualified")
-    p.add_argument("--index", required=True,
-                   help=_local("Algolia index name; ALGOLIA_INDEX_PREFIX is prepended", "none, required"))
+    p.add_argument(
+        "--index", required=True, help=_local("Algolia index name; ALGOLIA_INDEX_PREFIX is prepended", "none, required")
+    )
     p.add_argument("--key", help=_local("key column", "the single-column primary key"))
     p.add_argument("--source", help=_local("view that records are read from, keyed by the table's key", "the table"))
-    p.add_argument("--attributes", metavar="COL,COL", help=_local(
-        "columns that make up a record; updates to other columns enqueue nothing", "all columns"))
-    p.add_argument("--transform", metavar="MODULE:FUNCTION",
-                   help=_local("applied to each record dict; return None to delete", "none"))
-    p.add_argument("--related", action="append", metavar="TABLE:FK_COLUMN[:REF_COLUMN]", help=_local(
-        "a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)", "none"))
+    p.add_argument(
+        "--attributes",
+        metavar="COL,COL",
+        help=_local("columns that make up a record; updates to other columns enqueue nothing", "all columns"),
+    )
+    p.add_argument(
+        "--transform",
+        metavar="MODULE:FUNCTION",
+        help=_local("applied to each record dict; return None to delete", "none"),
+    )
+    p.add_argument(
+        "--related",
+        action="append",
+        metavar="TABLE:FK_COLUMN[:REF_COLUMN]",
+        help=_local("a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)", "none"),
+    )
 
-    p = add("unwatch", cmd_unwatch, "detach a table's trigger and forget its registration "
-            "(refused while changes are pending, unless --drop-pending)")
+    p = add(
+        "unwatch",
+        cmd_unwatch,
+        "detach a table's trigger and forget its registration "
+        "(refused while changes are pending, unless --drop-pending)",
+    )
     p.add_argument("table", help="a watched table")
-    p.add_argument("--drop-pending", action="store_true",
-                   help=_local("drop the table's pending changes (deletes included) instead of refusing"))
+    p.add_argument(
+        "--drop-pending",
+        action="store_true",
+        help=_local("drop the table's pending changes (deletes included) instead of refusing"),
+    )
 
     p = add("run", cmd_run, "the supervisor and its workers")
     for flag, field in RUN_FLAGS.items():
@@ -371,41 +419,70 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("stats", cmd_stats, "queue depth, ages, rates and failures per table/index")
     p.add_argument("--json", action="store_true", help=_local("JSON instead of tables"))
     p.add_argument("--watch", action="store_true", help=_local("refresh every --interval seconds until Ctrl-C"))
-    p.add_argument("--interval", type=_positive_seconds, default=2.0,
-                   help=_local("seconds between --watch refreshes", "2"))
+    p.add_argument(
+        "--interval", type=_positive_seconds, default=2.0, help=_local("seconds between --watch refreshes", "2")
+    )
 
     p = add("retry-failed", cmd_retry_failed, "return failed rows to the queue")
     p.add_argument("--table", help=_local("only this table's failed rows", "every table"))
-    p.add_argument("--id", type=_queue_id, action="append",
-                   help=_local("only this failed row's id (repeatable)", "every failed row"))
+    p.add_argument(
+        "--id",
+        type=_queue_id,
+        action="append",
+        help=_local("only this failed row's id (repeatable)", "every failed row"),
+    )
 
     p = add("cleanup", cmd_cleanup, "delete old log rows (cleanup_old_sync_records)")
-    p.add_argument("--days", type=_days, default=7, help=_local(f"delete rows older than this many days, 0 to {MAX_DAYS}", "7"))
+    p.add_argument(
+        "--days", type=_days, default=7, help=_local(f"delete rows older than this many days, 0 to {MAX_DAYS}", "7")
+    )
 
     p = add("reindex", cmd_reindex, "full backfill of one table's index, with a progress bar (resumable)")
     p.add_argument("table", help="a watched table")
-    p.add_argument("--atomic", action="store_true", help=_local(
-        "build a temporary index and move it over the live one (changes made meanwhile are kept)"))
+    p.add_argument(
+        "--atomic",
+        action="store_true",
+        help=_local("build a temporary index and move it over the live one (changes made meanwhile are kept)"),
+    )
     p.add_argument("--chunk-size", type=_chunk_size, default=1000, help=_local("keys per chunk", "1000"))
     p.add_argument("--restart", action="store_true", help=_local("ignore an interrupted run's progress and start over"))
 
-    p = add("verify", cmd_verify, "compare an index with its table: missing, extra, stale "
-            "(exit 1 on drift, 2 on an error, 4 when Algolia is unreachable or refuses the key)")
+    p = add(
+        "verify",
+        cmd_verify,
+        "compare an index with its table: missing, extra, stale "
+        "(exit 1 on drift, 2 on an error, 4 when Algolia is unreachable or refuses the key)",
+    )
     p.add_argument("table", help="a watched table")
-    p.add_argument("--repair", action="store_true",
-                   help=_local("enqueue the fixes (resync missing and stale records, delete extra ones)"))
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help=_local("enqueue the fixes (resync missing and stale records, delete extra ones)"),
+    )
     p.add_argument("--json", action="store_true", help=_local("the report as JSON"))
 
     p = add("emulator", cmd_emulator, "the local Algolia-compatible server")
     p.add_argument("--port", type=_port, default=8089, help=_local("port to listen on", "8089"))
-    p.add_argument("--host", default="127.0.0.1",
-                   help=_local("address to listen on; another than loopback needs --allow-remote", "127.0.0.1"))
-    p.add_argument("--allow-remote", action="store_true",
-                   help=_local("allow a non-loopback --host; also requires an API key of your own"))
-    p.add_argument("--app-id", help="application id clients must send (default: ALGOLIA_APP_ID if set, else "
-                   "EMULATOR; environment: ALGOLIA_APP_ID)")
-    p.add_argument("--api-key", help="API key clients must send (default: ALGOLIA_ADMIN_KEY if set, else the "
-                   "emulator's public default; environment: ALGOLIA_ADMIN_KEY)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=_local("address to listen on; another than loopback needs --allow-remote", "127.0.0.1"),
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help=_local("allow a non-loopback --host; also requires an API key of your own"),
+    )
+    p.add_argument(
+        "--app-id",
+        help="application id clients must send (default: ALGOLIA_APP_ID if set, else "
+        "EMULATOR; environment: ALGOLIA_APP_ID)",
+    )
+    p.add_argument(
+        "--api-key",
+        help="API key clients must send (default: ALGOLIA_ADMIN_KEY if set, else the "
+        "emulator's public default; environment: ALGOLIA_ADMIN_KEY)",
+    )
 
     add("demo", cmd_demo, "embedded Postgres + emulator + a sample catalog, synced and shown")
 
@@ -455,8 +532,11 @@ def _known_secrets(args: argparse.Namespace) -> list[str]:
     try:
         return found + config.load().secrets()
     except ConfigError:
-        return found + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), os.environ.get("DASHBOARD_TOKEN", "").strip())
-                        if s] + config.dsn_passwords(os.environ.get("DATABASE_URL", ""))
+        return (
+            found
+            + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), os.environ.get("DASHBOARD_TOKEN", "").strip()) if s]
+            + config.dsn_passwords(os.environ.get("DATABASE_URL", ""))
+        )
 
 
 if __name__ == "__main__":

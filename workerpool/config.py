@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
@@ -67,7 +68,9 @@ _INDEX_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]*$")
 
 def _prefix(name: str, raw: str) -> str:
     if not _INDEX_PREFIX.match(raw):
-        raise ConfigError(f"{name}={raw!r} has characters Algolia index names avoid; expected letters, digits, '_', '-' or '.'")
+        raise ConfigError(
+            f"{name}={raw!r} has characters Algolia index names avoid; expected letters, digits, '_', '-' or '.'"
+        )
     return raw
 
 
@@ -89,8 +92,10 @@ def _days(name: str, raw: str) -> float:
     except ValueError:
         value = -1.0
     if not 0 <= value <= 36_500:  # also refuses nan and inf
-        raise ConfigError(f"{name}={raw!r} is not a number of days; expected 0 (keep forever) or a number up to 36500, "
-                          "decimals allowed (0.5 = 12 hours)")
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of days; expected 0 (keep forever) or a number up to 36500, "
+            "decimals allowed (0.5 = 12 hours)"
+        )
     return value
 
 
@@ -115,11 +120,15 @@ def _token(name: str, raw: str) -> str:
     """A bearer token: long enough not to be guessed, and sendable in an HTTP header. Never echoed."""
     token = raw.strip()
     if len(token) < DASHBOARD_TOKEN_MIN:
-        raise ConfigError(f"{name} is too short ({len(token)} characters); expected at least {DASHBOARD_TOKEN_MIN} "
-                          "characters, e.g. from `openssl rand -hex 24`")
+        raise ConfigError(
+            f"{name} is too short ({len(token)} characters); expected at least {DASHBOARD_TOKEN_MIN} "
+            "characters, e.g. from `openssl rand -hex 24`"
+        )
     if not all(33 <= ord(c) <= 126 for c in token):
-        raise ConfigError(f"{name} has a space or a non-ASCII character; expected printable ASCII without spaces "
-                          "(it travels in an HTTP Authorization header)")
+        raise ConfigError(
+            f"{name} has a space or a non-ASCII character; expected printable ASCII without spaces "
+            "(it travels in an HTTP Authorization header)"
+        )
     return token
 
 
@@ -175,7 +184,9 @@ class Settings:
         """`run` and friends need credentials; say which one is missing."""
         for env, value in (("ALGOLIA_APP_ID", self.algolia_app_id), ("ALGOLIA_ADMIN_KEY", self.algolia_admin_key)):
             if not value:
-                raise ConfigError(f"{env} is not set; it is required to talk to Algolia (set it in the environment or .env)")
+                raise ConfigError(
+                    f"{env} is not set; it is required to talk to Algolia (set it in the environment or .env)"
+                )
 
     def require_database(self) -> None:
         if not self.database_url:
@@ -236,7 +247,7 @@ MEANINGS: dict[str, str] = {
     "HEALTH_HOST": "address /healthz and /metrics are served on (0.0.0.0: every interface)",
     "HEALTH_STALL_SECONDS": "seconds a backlog may stand still before /healthz fails",
     "RESTART_LIMIT": "workers dying before their first settled batch, within RESTART_WINDOW, that make the "
-                     "supervisor give up (exit 3)",
+    "supervisor give up (exit 3)",
     "RESTART_WINDOW": "milliseconds over which RESTART_LIMIT counts crashes",
     "RETRY_BACKOFF": "milliseconds before the first retry of a failed row (doubled per attempt, jittered)",
     "RETRY_BACKOFF_MAX": "cap in milliseconds of the retry backoff",

@@ -54,11 +54,12 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from copy import deepcopy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
@@ -95,7 +96,7 @@ class ApiError(Exception):
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _is_number(value: Any) -> bool:
@@ -119,7 +120,7 @@ def _loads(raw: bytes) -> Any:
 class _Index:
     """One index: records keyed by objectID, settings, timestamps."""
 
-    __slots__ = ("records", "settings", "created_at", "updated_at")
+    __slots__ = ("created_at", "records", "settings", "updated_at")
 
     def __init__(self) -> None:
         now = _now_iso()
@@ -132,10 +133,18 @@ class _Index:
 class _Fault:
     """One queued fault; ``remaining``/``deadline`` of None mean unlimited."""
 
-    __slots__ = ("status", "retry_after", "drop", "latency_ms", "remaining", "deadline", "writes_only")
+    __slots__ = ("deadline", "drop", "latency_ms", "remaining", "retry_after", "status", "writes_only")
 
-    def __init__(self, status: Optional[int], retry_after: Optional[int], drop: bool, latency_ms: float,
-                 remaining: Optional[int], deadline: Optional[float], writes_only: bool) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        retry_after: int | None,
+        drop: bool,
+        latency_ms: float,
+        remaining: int | None,
+        deadline: float | None,
+        writes_only: bool,
+    ) -> None:
         self.status = status
         self.retry_after = retry_after
         self.drop = drop
@@ -161,9 +170,16 @@ class _Fault:
         return out
 
 
-def _build_fault(*, status: Optional[int] = None, retry_after: Optional[int] = None, count: Optional[int] = None,
-                 seconds: Optional[float] = None, drop: bool = False, latency_ms: Optional[float] = None,
-                 writes_only: bool = False) -> _Fault:
+def _build_fault(
+    *,
+    status: int | None = None,
+    retry_after: int | None = None,
+    count: int | None = None,
+    seconds: float | None = None,
+    drop: bool = False,
+    latency_ms: float | None = None,
+    writes_only: bool = False,
+) -> _Fault:
     """A validated fault (see ``EmulatorState.inject_fault``); ValueError if it makes no sense."""
     if status is None and not drop and not latency_ms:
         raise ValueError("a fault needs one of: status, drop, latency_ms")
@@ -179,23 +195,42 @@ def _build_fault(*, status: Optional[int] = None, retry_after: Optional[int] = N
         raise ValueError(f"latency_ms must be a non-negative number, got {latency_ms!r}")
     if status == 429 and retry_after is None:
         retry_after = 1
-    return _Fault(status, retry_after, bool(drop), float(latency_ms or 0), count,
-                  None if seconds is None else time.monotonic() + seconds, bool(writes_only))
+    return _Fault(
+        status,
+        retry_after,
+        bool(drop),
+        float(latency_ms or 0),
+        count,
+        None if seconds is None else time.monotonic() + seconds,
+        bool(writes_only),
+    )
 
 
 def _check_object_id(oid: Any, action: str, pos: int) -> str:
     if type(oid) is str and oid:
         return oid
     if oid is _MISSING or oid is None or oid == "":
-        raise ApiError(400, f"The 'objectID' attribute is required to use action={action} (record at the position {pos})",
-                       position=pos)
-    raise ApiError(400, f"Record at the position {pos}: objectID must be a string, got {type(oid).__name__} "
-                        f"{orjson.dumps(oid).decode()[:100]}", position=pos)
+        raise ApiError(
+            400,
+            f"The 'objectID' attribute is required to use action={action} (record at the position {pos})",
+            position=pos,
+        )
+    raise ApiError(
+        400,
+        f"Record at the position {pos}: objectID must be a string, got {type(oid).__name__} "
+        f"{orjson.dumps(oid).decode()[:100]}",
+        position=pos,
+    )
 
 
 def _too_big(pos: int, oid: str, size: int, limit: int) -> ApiError:
-    return ApiError(400, f"Record at the position {pos} objectID={oid} is too big size={size}/{limit} bytes. "
-                         f"Please have a look at {RECORD_SIZE_DOC_URL}", position=pos, objectID=oid)
+    return ApiError(
+        400,
+        f"Record at the position {pos} objectID={oid} is too big size={size}/{limit} bytes. "
+        f"Please have a look at {RECORD_SIZE_DOC_URL}",
+        position=pos,
+        objectID=oid,
+    )
 
 
 def _as_list(value: Any) -> list:
@@ -204,7 +239,7 @@ def _as_list(value: Any) -> list:
     return list(value) if type(value) is list else [value]
 
 
-def _partial_update(current: Optional[dict], body: dict, oid: str) -> Optional[dict]:
+def _partial_update(current: dict | None, body: dict, oid: str) -> dict | None:
     """The record after applying a partial update, or None when a version check ignores it.
 
     Per Algolia's docs, ``IncrementFrom``/``IncrementSet`` that fail their condition make the
@@ -256,7 +291,7 @@ _NUMBER_TYPES = frozenset({int, float})  # bool is deliberately not a number her
 _NUMERIC_OPS = frozenset({"IncrementSet", "IncrementFrom", "Increment", "Decrement"})
 
 
-def _project(rec: dict, attributes: Optional[list[str]]) -> dict:
+def _project(rec: dict, attributes: list[str] | None) -> dict:
     """``attributesToRetrieve``: keep those attributes (objectID always); with ``*``, every attribute
     but those named with a leading ``-`` (``["*", "-price"]``)."""
     if not attributes:
@@ -271,7 +306,7 @@ def _project(rec: dict, attributes: Optional[list[str]]) -> dict:
     return out
 
 
-def _parse_attributes(value: Any) -> Optional[list[str]]:
+def _parse_attributes(value: Any) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, list):
@@ -306,7 +341,7 @@ def _int_param(params: dict, name: str, default: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
 
 
-def _matcher(query: str, settings: dict) -> Optional[Callable[[dict], bool]]:
+def _matcher(query: str, settings: dict) -> Callable[[dict], bool] | None:
     """Case-insensitive substring match over string values (or searchableAttributes if set)."""
     q = query.strip().lower()
     if not q:
@@ -319,7 +354,7 @@ def _matcher(query: str, settings: dict) -> Optional[Callable[[dict], bool]]:
             for part in str(item).split(","):
                 part = part.strip()
                 if part.startswith("unordered(") and part.endswith(")"):
-                    part = part[len("unordered("):-1]
+                    part = part[len("unordered(") : -1]
                 attrs.append(part)
 
     def match(rec: dict) -> bool:
@@ -355,7 +390,7 @@ class EmulatorState:
 
     def _reset_unlocked(self) -> None:
         self.indices: dict[str, _Index] = {}
-        self._snapshots: OrderedDict[str, tuple[float, str, list[str], Optional[list[str]]]] = OrderedDict()
+        self._snapshots: OrderedDict[str, tuple[float, str, list[str], list[str] | None]] = OrderedDict()
         self._record_writes: dict[str, int] = {}
         self._batch_requests = 0
         self._ignored_writes = 0
@@ -404,15 +439,34 @@ class EmulatorState:
             snapshot = dict(idx.records) if idx is not None else {}
         return orjson.dumps(snapshot)
 
-    def inject_fault(self, *, status: Optional[int] = None, retry_after: Optional[int] = None,
-                     count: Optional[int] = None, seconds: Optional[float] = None, drop: bool = False,
-                     latency_ms: Optional[float] = None, writes_only: bool = False) -> None:
+    def inject_fault(
+        self,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+        count: int | None = None,
+        seconds: float | None = None,
+        drop: bool = False,
+        latency_ms: float | None = None,
+        writes_only: bool = False,
+    ) -> None:
         """Queue a fault for ``/1/`` requests: an HTTP error ``status`` (with ``Retry-After`` for
         429), a dropped connection (``drop``) or added latency (``latency_ms``, which may also
         delay a status/drop fault). It lasts ``count`` requests and/or ``seconds``, whichever
         runs out first; with neither, until ``clear_faults``. ``writes_only`` spares reads."""
-        self.inject_faults([dict(status=status, retry_after=retry_after, count=count, seconds=seconds, drop=drop,
-                                 latency_ms=latency_ms, writes_only=writes_only)])
+        self.inject_faults(
+            [
+                dict(
+                    status=status,
+                    retry_after=retry_after,
+                    count=count,
+                    seconds=seconds,
+                    drop=drop,
+                    latency_ms=latency_ms,
+                    writes_only=writes_only,
+                )
+            ]
+        )
 
     def inject_faults(self, specs: list[dict[str, Any]]) -> None:
         """Queue several faults (keyword dicts of ``inject_fault``): all of them or, if one is
@@ -448,7 +502,7 @@ class EmulatorState:
             raise ValueError(f"rtt_ms and jitter_ms must be non-negative numbers, got {rtt_ms!r}, {jitter_ms!r}")
         self.rtt_ms, self.rtt_jitter_ms = float(rtt_ms), float(jitter_ms)
 
-    def take_fault(self, is_write: bool) -> tuple[float, Optional[_Fault]]:
+    def take_fault(self, is_write: bool) -> tuple[float, _Fault | None]:
         """(seconds of latency to add, the status/drop fault to answer with or None)."""
         delay = 0.0
         if self.rtt_ms or self.rtt_jitter_ms:
@@ -456,7 +510,7 @@ class EmulatorState:
         if not self._faults:
             return delay, None
         now = time.monotonic()
-        chosen: Optional[_Fault] = None
+        chosen: _Fault | None = None
         with self._meta_lock:
             for fault in self._faults:
                 if fault.deadline is not None and now >= fault.deadline:
@@ -498,8 +552,9 @@ class EmulatorState:
                 else:
                     self.indices[name] = old_idx
 
-    def apply_batch(self, requests: Any, index_name: Optional[str] = None, *,
-                    is_batch_endpoint: bool = True) -> tuple[dict[str, int], list[str]]:
+    def apply_batch(
+        self, requests: Any, index_name: str | None = None, *, is_batch_endpoint: bool = True
+    ) -> tuple[dict[str, int], list[str]]:
         """Apply batch requests atomically; returns ({index: taskID}, objectIDs).
 
         ``index_name`` is the index of ``/1/indexes/{i}/batch``; without it (``*/batch``) every
@@ -636,7 +691,7 @@ class EmulatorState:
                 raise ApiError(404, "Index does not exist")
             return deepcopy(idx.settings)
 
-    def operation(self, source: str, operation: str, destination: str, scope: Optional[list[str]]) -> None:
+    def operation(self, source: str, operation: str, destination: str, scope: list[str] | None) -> None:
         """copy (optionally scoped) or move ``source`` to ``destination``, as documented by
         Algolia: copying a missing source yields an empty destination, moving one is ignored."""
         with self._lock:
@@ -661,12 +716,12 @@ class EmulatorState:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def get_object(self, name: str, oid: str) -> Optional[dict]:
+    def get_object(self, name: str, oid: str) -> dict | None:
         with self._lock:
             idx = self.indices.get(name)
             return idx.records.get(oid) if idx is not None else None
 
-    def get_objects(self, wanted: list[tuple[str, str]]) -> list[Optional[dict]]:
+    def get_objects(self, wanted: list[tuple[str, str]]) -> list[dict | None]:
         with self._lock:
             out = []
             for name, oid in wanted:
@@ -683,14 +738,14 @@ class EmulatorState:
             match = _matcher(query, idx.settings)
             if match is None:
                 total = len(idx.records)
-                hits = list(itertools.islice(idx.records.values(), page * hits_per_page,
-                                             (page + 1) * hits_per_page))
+                hits = list(itertools.islice(idx.records.values(), page * hits_per_page, (page + 1) * hits_per_page))
                 return hits, total
             found = [rec for rec in idx.records.values() if match(rec)]
-        return found[page * hits_per_page:(page + 1) * hits_per_page], len(found)
+        return found[page * hits_per_page : (page + 1) * hits_per_page], len(found)
 
-    def browse(self, name: str, cursor: Optional[str], query: str, hits_per_page: int,
-               attributes: Optional[list[str]]) -> dict[str, Any]:
+    def browse(
+        self, name: str, cursor: str | None, query: str, hits_per_page: int, attributes: list[str] | None
+    ) -> dict[str, Any]:
         """One browse page. The first call snapshots the matching objectIDs; the cursor walks
         that snapshot (records deleted meanwhile are skipped, later ones are not returned)."""
         with self._lock:
@@ -717,7 +772,7 @@ class EmulatorState:
                     self._snapshots[sid] = (now, name, keys, attributes)
             idx = self.indices.get(name)
             recs = idx.records if idx is not None else {}
-            chunk = keys[offset:offset + hits_per_page]
+            chunk = keys[offset : offset + hits_per_page]
             hits = [recs[k] for k in chunk if k in recs]
             next_offset = offset + hits_per_page
             more = next_offset < len(keys)
@@ -852,8 +907,9 @@ def _ep_get_objects(c: _Call) -> Any:
     return {"results": [None if rec is None else _project(rec, a) for rec, a in zip(found, attrs)]}
 
 
-def _search_response(name: str, params: dict, hits: list[dict], total: int, page: int, hpp: int,
-                     started: float) -> dict[str, Any]:
+def _search_response(
+    name: str, params: dict, hits: list[dict], total: int, page: int, hpp: int, started: float
+) -> dict[str, Any]:
     attrs = _parse_attributes(params.get("attributesToRetrieve"))
     return {
         "hits": [_project(h, attrs) for h in hits] if attrs else hits,
@@ -902,17 +958,24 @@ def _ep_browse(c: _Call) -> Any:
     params = _search_params(c.body())
     hpp = _int_param(params, "hitsPerPage", MAX_HITS_PER_PAGE, 1, MAX_HITS_PER_PAGE)
     cursor = params.get("cursor")
-    page = c.state.browse(c.args[0], str(cursor) if cursor else None, str(params.get("query") or ""), hpp,
-                          _parse_attributes(params.get("attributesToRetrieve")))
+    page = c.state.browse(
+        c.args[0],
+        str(cursor) if cursor else None,
+        str(params.get("query") or ""),
+        hpp,
+        _parse_attributes(params.get("attributesToRetrieve")),
+    )
     if page["cursor"] is None:
         del page["cursor"]
-    page.update({
-        "exhaustiveNbHits": True,
-        "processingTimeMS": int((time.perf_counter() - started) * 1000),
-        "query": str(params.get("query") or ""),
-        "params": f"hitsPerPage={hpp}",
-        "index": c.args[0],
-    })
+    page.update(
+        {
+            "exhaustiveNbHits": True,
+            "processingTimeMS": int((time.perf_counter() - started) * 1000),
+            "query": str(params.get("query") or ""),
+            "params": f"hitsPerPage={hpp}",
+            "index": c.args[0],
+        }
+    )
     return page
 
 
@@ -964,7 +1027,7 @@ def _ep_list_indices(c: _Call) -> Any:
         return {"items": items, "nbPages": 1}
     hpp = _int_param(c.query, "hitsPerPage", 100, 1, 1000)
     page = _int_param(c.query, "page", 0, 0, 1_000_000)
-    return {"items": items[page * hpp:(page + 1) * hpp], "nbPages": max(1, (len(items) + hpp - 1) // hpp)}
+    return {"items": items[page * hpp : (page + 1) * hpp], "nbPages": max(1, (len(items) + hpp - 1) // hpp)}
 
 
 def _ep_task(c: _Call) -> Any:
@@ -1007,7 +1070,7 @@ _ROUTES: list[_Route] = [
 ]
 
 
-def _match_route(method: str, path: str) -> tuple[Optional[_Route], tuple[str, ...]]:
+def _match_route(method: str, path: str) -> tuple[_Route | None, tuple[str, ...]]:
     for route in _ROUTES:
         if route.method == method:
             m = route.pattern.match(path)
@@ -1110,9 +1173,11 @@ class _Handler(BaseHTTPRequestHandler):
             data = gzip.decompress(data)
         return data
 
-    def _send(self, status: int, payload: bytes, headers: Optional[dict[str, str]] = None) -> None:
-        head = (f"HTTP/1.1 {status} {_PHRASES.get(status, '')}\r\n"
-                f"Content-Type: application/json; charset=UTF-8\r\nContent-Length: {len(payload)}\r\n")
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        head = (
+            f"HTTP/1.1 {status} {_PHRASES.get(status, '')}\r\n"
+            f"Content-Type: application/json; charset=UTF-8\r\nContent-Length: {len(payload)}\r\n"
+        )
         if headers:
             head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         if self.close_connection:
@@ -1121,10 +1186,10 @@ class _Handler(BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(status, len(payload))
 
-    def _send_json(self, status: int, obj: Any, headers: Optional[dict[str, str]] = None) -> None:
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, orjson.dumps(obj), headers)
 
-    def _error(self, status: int, message: str, headers: Optional[dict[str, str]] = None) -> None:
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send_json(status, {"message": message, "status": status}, headers)
 
     def _handle(self) -> None:
@@ -1232,7 +1297,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_json(200, {"ok": True, "rtt_ms": state.rtt_ms, "jitter_ms": state.rtt_jitter_ms})
         elif path.startswith("/_emulator/indexes/") and method == "GET":
-            self._send(200, state.records_json(unquote(path[len("/_emulator/indexes/"):])))
+            self._send(200, state.records_json(unquote(path[len("/_emulator/indexes/") :])))
         else:
             self._error(404, "Not Found")
 
@@ -1249,13 +1314,19 @@ class Emulator:
     ...     client = make_client(emu.url, emu.app_id, emu.api_key)
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, app_id: str = DEFAULT_APP_ID,
-                 api_key: str = DEFAULT_API_KEY, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        app_id: str = DEFAULT_APP_ID,
+        api_key: str = DEFAULT_API_KEY,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
         self.host = host
         self.port = port
         self.state = EmulatorState(app_id, api_key, max_record_bytes)
-        self._httpd: Optional[_HTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def app_id(self) -> str:
@@ -1265,12 +1336,13 @@ class Emulator:
     def api_key(self) -> str:
         return self.state.api_key
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         """Bind (OSError if the port is taken) and serve in a daemon thread; returns self."""
         if self._httpd is None:
             self._httpd = _HTTPServer((self.host, self.port), self.state)
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name="algolia-emulator", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="algolia-emulator", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -1294,16 +1366,31 @@ class Emulator:
         host, port = self._httpd.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
-    def client(self) -> "SearchClientSync":
+    def client(self) -> SearchClientSync:
         """A real algoliasearch client pointed at this emulator."""
         return make_client(self.url, self.app_id, self.api_key)
 
-    def inject_fault(self, *, status: Optional[int] = None, retry_after: Optional[int] = None,
-                     count: Optional[int] = None, seconds: Optional[float] = None, drop: bool = False,
-                     latency_ms: Optional[float] = None, writes_only: bool = False) -> None:
+    def inject_fault(
+        self,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+        count: int | None = None,
+        seconds: float | None = None,
+        drop: bool = False,
+        latency_ms: float | None = None,
+        writes_only: bool = False,
+    ) -> None:
         """See ``EmulatorState.inject_fault`` (same as ``POST /_emulator/faults``)."""
-        self.state.inject_fault(status=status, retry_after=retry_after, count=count, seconds=seconds, drop=drop,
-                                latency_ms=latency_ms, writes_only=writes_only)
+        self.state.inject_fault(
+            status=status,
+            retry_after=retry_after,
+            count=count,
+            seconds=seconds,
+            drop=drop,
+            latency_ms=latency_ms,
+            writes_only=writes_only,
+        )
 
     def clear_faults(self) -> None:
         """Remove every queued fault (``DELETE /_emulator/faults``)."""
@@ -1325,14 +1412,14 @@ class Emulator:
         """Copy of all records of ``index`` as {objectID: record} (``GET /_emulator/indexes/{i}``)."""
         return self.state.records(index)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
 
-def make_client(base_url: str, app_id: str, api_key: str) -> "SearchClientSync":
+def make_client(base_url: str, app_id: str, api_key: str) -> SearchClientSync:
     """The real algoliasearch v4 sync client, pointed at ``base_url`` (one host, no proxy).
 
     Proxies from the environment are dropped: the emulator is always reached directly.
@@ -1376,11 +1463,15 @@ def refuse_unsafe_bind(host: str, allow_remote: bool, api_key: str) -> str | Non
     if is_loopback(host):
         return None
     if not allow_remote:
-        return (f"emulator: refusing to listen on {host!r}, which is not a loopback address; pass --allow-remote "
-                "and an --api-key of your own to serve other hosts")
+        return (
+            f"emulator: refusing to listen on {host!r}, which is not a loopback address; pass --allow-remote "
+            "and an --api-key of your own to serve other hosts"
+        )
     if api_key == DEFAULT_API_KEY:
-        return (f"emulator: refusing to listen on {host!r} with the default API key, which anyone can read; "
-                "pass --api-key with a key of your own")
+        return (
+            f"emulator: refusing to listen on {host!r} with the default API key, which anyone can read; "
+            "pass --api-key with a key of your own"
+        )
     return None
 
 
@@ -1394,8 +1485,13 @@ def _port(raw: str) -> int:
     return value
 
 
-def serve(port: int, host: str = "127.0.0.1", app_id: str = DEFAULT_APP_ID, api_key: str = DEFAULT_API_KEY,
-          max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+def serve(
+    port: int,
+    host: str = "127.0.0.1",
+    app_id: str = DEFAULT_APP_ID,
+    api_key: str = DEFAULT_API_KEY,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> None:
     """Run the emulator until SIGTERM/SIGINT (then return normally, for exit code 0).
 
     Prints one JSON line with the URL once listening. A port already in use prints one line on
@@ -1414,8 +1510,9 @@ def serve(port: int, host: str = "127.0.0.1", app_id: str = DEFAULT_APP_ID, api_
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     url = emu.url
-    _log_line("emulator listening", action="emulator_started", url=url, app_id=app_id,
-              max_record_bytes=max_record_bytes)
+    _log_line(
+        "emulator listening", action="emulator_started", url=url, app_id=app_id, max_record_bytes=max_record_bytes
+    )
     try:
         while not stop.wait(0.5):
             pass
@@ -1426,18 +1523,28 @@ def serve(port: int, host: str = "127.0.0.1", app_id: str = DEFAULT_APP_ID, api_
     _log_line("emulator stopped", action="emulator_stopped", url=url)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m workerpool.emulator --port P [--host H --allow-remote --app-id X --api-key Y]``."""
-    parser = argparse.ArgumentParser(prog="python -m workerpool.emulator",
-                                     description="Serve an in-memory emulation of Algolia's Search REST API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m workerpool.emulator", description="Serve an in-memory emulation of Algolia's Search REST API."
+    )
     parser.add_argument("--port", type=_port, default=0, help="port to listen on (0: any free port; default 0)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --allow-remote)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="allow a non-loopback --host (also requires an --api-key other than the default)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --allow-remote)"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (also requires an --api-key other than the default)",
+    )
     parser.add_argument("--app-id", default=DEFAULT_APP_ID, help=f"accepted application ID (default {DEFAULT_APP_ID})")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="accepted API key")
-    parser.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
-                        help=f"record size limit in bytes (default {DEFAULT_MAX_RECORD_BYTES})")
+    parser.add_argument(
+        "--max-record-bytes",
+        type=int,
+        default=DEFAULT_MAX_RECORD_BYTES,
+        help=f"record size limit in bytes (default {DEFAULT_MAX_RECORD_BYTES})",
+    )
     parser.add_argument("--debug", action="store_true", help="log every request on stderr")
     args = parser.parse_args(argv)
     if args.debug:
@@ -1446,8 +1553,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return EXIT_REFUSED
-    serve(args.port, host=args.host, app_id=args.app_id, api_key=args.api_key,
-          max_record_bytes=args.max_record_bytes)
+    serve(args.port, host=args.host, app_id=args.app_id, api_key=args.api_key, max_record_bytes=args.max_record_bytes)
     return 0
 
 

@@ -15,9 +15,12 @@ EXIT_ALGOLIA = 4
 def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, one line) for an error from the algoliasearch client or the worker's sender; None otherwise."""
     import requests
-    from algoliasearch.http.exceptions import AlgoliaUnreachableHostException, RequestException
+    from algoliasearch.http.exceptions import (
+        AlgoliaUnreachableHostException,
+        RequestException,
+    )
 
-    from .algolia import AlgoliaError
+    from workerpool.runtime.algolia import AlgoliaError
 
     if isinstance(exc, RequestException):
         status, message = exc.status_code, str(exc.message)
@@ -31,8 +34,9 @@ def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
         return None
     message = " ".join(message.split())[:300]
     if status in (401, 403):
-        return EXIT_ALGOLIA, (f"Algolia refused the credentials ({status}: {message}); "
-                              "check ALGOLIA_APP_ID and ALGOLIA_ADMIN_KEY")
+        return EXIT_ALGOLIA, (
+            f"Algolia refused the credentials ({status}: {message}); check ALGOLIA_APP_ID and ALGOLIA_ADMIN_KEY"
+        )
     if status is None or status >= 500 or status in (408, 429):
         return EXIT_ALGOLIA, f"Algolia unreachable: {message} (check ALGOLIA_HOSTS and the network)"
     return EXIT_ERROR, f"Algolia rejected the request ({status}): {message}"

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from pythonjsonlogger.json import JsonFormatter
 

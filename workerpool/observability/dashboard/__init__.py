@@ -20,18 +20,19 @@ import hmac
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO
 
 import orjson
 import psycopg
 
-from .. import vacuum
-from ..config import Settings
-from ..db import APPLICATION_NAME, describe_error, tcp_liveness
-from ..logs import host_name, one_line
-from .overview import MinuteSeries, collect
+from workerpool.config import Settings
+from workerpool.db.connection import APPLICATION_NAME, describe_error, tcp_liveness
+from workerpool.logs import host_name, one_line
+from workerpool.observability import vacuum
+from workerpool.observability.dashboard.overview import MinuteSeries, collect
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ DB_TIMEOUT_S = 3
 MAX_BODY_BYTES = 64 * 1024
 MAX_IDS = 1000
 
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _STATIC = {  # URL path -> (file in static/, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/assets/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -73,8 +76,10 @@ class Dashboard:
         self.settings = settings
         self._token = settings.dashboard_token
         self._secrets = [s for s in settings.secrets() if s]
-        self._files = {path: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
-                       for path, (name, ctype) in _STATIC.items()}
+        self._files = {
+            path: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
+            for path, (name, ctype) in _STATIC.items()
+        }
         self._lock = threading.Lock()  # one query set (or action) at a time, on one connection
         self._conn: psycopg.Connection | None = None
         self._series = MinuteSeries()
@@ -91,8 +96,12 @@ class Dashboard:
         if path == "/api/overview":
             return self.overview()
         body, ctype = self._files[path]
-        return Response(200, body, ctype, {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-                                           "Referrer-Policy": "no-referrer"})
+        return Response(
+            200,
+            body,
+            ctype,
+            {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
+        )
 
     def post(self, path: str, headers: Mapping[str, str], rfile: BinaryIO) -> Response:
         """A POST: the body is read (bounded) first, so that the connection stays usable after a refusal."""
@@ -117,7 +126,7 @@ class Dashboard:
         try:
             doc = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError:
-            return _json(400, {"error": "the body is not JSON; expected {\"ids\": [1, 2]} or {\"table\": \"products\"}"})
+            return _json(400, {"error": 'the body is not JSON; expected {"ids": [1, 2]} or {"table": "products"}'})
         return self.retry(doc)
 
     def _refuse(self, authorization: str | None) -> Response | None:
@@ -126,11 +135,17 @@ class Dashboard:
             return _json(403, {"error": "actions are disabled: DASHBOARD_TOKEN is not set for this supervisor"})
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            return _json(401, {"error": "this action needs the header Authorization: Bearer <DASHBOARD_TOKEN>"},
-                         **{"WWW-Authenticate": 'Bearer realm="workerpool"'})
+            return _json(
+                401,
+                {"error": "this action needs the header Authorization: Bearer <DASHBOARD_TOKEN>"},
+                **{"WWW-Authenticate": 'Bearer realm="workerpool"'},
+            )
         if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
-            return _json(401, {"error": "the bearer token does not match DASHBOARD_TOKEN"},
-                         **{"WWW-Authenticate": 'Bearer realm="workerpool", error="invalid_token"'})
+            return _json(
+                401,
+                {"error": "the bearer token does not match DASHBOARD_TOKEN"},
+                **{"WWW-Authenticate": 'Bearer realm="workerpool", error="invalid_token"'},
+            )
         return None
 
     # ---- the overview ------------------------------------------------------------------------
@@ -144,8 +159,10 @@ class Dashboard:
                 conn = self._connection()
                 doc = collect(conn, self._series, self.settings.algolia_index_prefix)
                 health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))
-                doc["vacuum"] = {**health.to_dict(),
-                                 "horizon_text": health.horizon.describe() if health.horizon else None}
+                doc["vacuum"] = {
+                    **health.to_dict(),
+                    "horizon_text": health.horizon.describe() if health.horizon else None,
+                }
                 doc["database"] = "ok"
                 status = 200
             except psycopg.Error as exc:
@@ -164,26 +181,35 @@ class Dashboard:
     def retry(self, doc: Any) -> Response:
         """Return failed rows to the queue: `{"ids": [...]}` and/or `{"table": "..."}` (at least one)."""
         if not isinstance(doc, dict) or not set(doc) <= {"ids", "table"} or not doc:
-            return _json(400, {"error": "expected {\"ids\": [1, 2]} or {\"table\": \"products\"} (or both)"})
+            return _json(400, {"error": 'expected {"ids": [1, 2]} or {"table": "products"} (or both)'})
         ids, table = doc.get("ids"), doc.get("table")
         if ids is None and table is None:
-            return _json(400, {"error": "expected {\"ids\": [1, 2]} or {\"table\": \"products\"} (or both)"})
-        if ids is not None and not (isinstance(ids, list) and 0 < len(ids) <= MAX_IDS
-                                    and all(type(i) is int and 0 < i < 2**63 for i in ids)):
-            return _json(400, {"error": f"ids={one_line(orjson.dumps(ids).decode(), 80)} is not a list of "
-                                        f"1 to {MAX_IDS} positive row ids"})
+            return _json(400, {"error": 'expected {"ids": [1, 2]} or {"table": "products"} (or both)'})
+        if ids is not None and not (
+            isinstance(ids, list) and 0 < len(ids) <= MAX_IDS and all(type(i) is int and 0 < i < 2**63 for i in ids)
+        ):
+            return _json(
+                400,
+                {
+                    "error": f"ids={one_line(orjson.dumps(ids).decode(), 80)} is not a list of "
+                    f"1 to {MAX_IDS} positive row ids"
+                },
+            )
         if table is not None and not (isinstance(table, str) and 0 < len(table) <= 200):
             return _json(400, {"error": f"table={one_line(orjson.dumps(table).decode(), 80)} is not a table name"})
         with self._lock:
             try:
-                returned = self._connection().execute(
-                    "SELECT algolia_sync_retry_failed(%s, %s)", (table, ids)).fetchone()[0]
+                returned = (
+                    self._connection().execute("SELECT algolia_sync_retry_failed(%s, %s)", (table, ids)).fetchone()[0]
+                )
             except psycopg.Error as exc:
                 self._drop_connection()
                 return _json(503, {"error": self._scrub(describe_error(self.settings.database_url, exc))})
             self._cached = None  # the next poll shows the change
-        log.info("failed rows returned to the queue from the dashboard",
-                 extra={"action": "dashboard_retry", "table": table, "ids": ids, "returned": returned})
+        log.info(
+            "failed rows returned to the queue from the dashboard",
+            extra={"action": "dashboard_retry", "table": table, "ids": ids, "returned": returned},
+        )
         return _json(200, {"returned": returned})
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -191,8 +217,13 @@ class Dashboard:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             dsn = self.settings.database_url
-            self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S,
-                                         application_name=f"{APPLICATION_NAME}:dashboard", **tcp_liveness(dsn))
+            self._conn = psycopg.connect(
+                dsn,
+                autocommit=True,
+                connect_timeout=DB_TIMEOUT_S,
+                application_name=f"{APPLICATION_NAME}:dashboard",
+                **tcp_liveness(dsn),
+            )
             self._conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
         return self._conn
 

@@ -11,10 +11,11 @@ protocol error).
 from __future__ import annotations
 
 import base64
-import hashlib
 import datetime as dt
+import hashlib
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -38,8 +39,6 @@ def json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
-
-
 
 
 def dumps(value: Any) -> bytes:

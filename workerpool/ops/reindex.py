@@ -28,26 +28,27 @@ session advisory lock keeps two reindexes of one table from running at once.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Iterator
+from typing import IO
 
-import orjson
 import psycopg
-from psycopg import sql
 
-from . import records
-from .capture import Watched, WatchError, load_watched, resolve_relation
-from .config import ConfigError, Settings
-from .failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
-from .queue import QueueRow
-from .shaping import Outcome, Shaper
+from workerpool.capture.model import Watched, find_watched
+from workerpool.config import ConfigError, Settings
+from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
+from workerpool.ops.progress import ProgressBar
+from workerpool.ops.table_walk import (
+    DEFAULT_CHUNK,
+    RecordBuilder,
+    count_rows,
+    iter_key_chunks,
+)
+from workerpool.runtime import records
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK = 1000
 REENQUEUE_MARGIN_S = 5  # re-enqueue keys acknowledged a little before T0 too: cheap insurance
 SEND_ATTEMPTS = 8
 PROGRESS_TABLE = "workerpool_reindex_progress"
@@ -67,102 +68,6 @@ class ReindexError(Exception):
 
 
 # ---- shared with verify ----------------------------------------------------------------------
-
-
-def find_watched(conn: psycopg.Connection, table: str) -> Watched:
-    """The registration of `table` as the user typed it (`products`, `public.products`, `"Order Items"`)."""
-    registered = load_watched(conn)
-    if table in registered:
-        return registered[table]
-    try:
-        _, canonical = resolve_relation(conn, table)
-    except WatchError:
-        canonical = None
-    if canonical and canonical in registered:
-        return registered[canonical]
-    renamed = [w for w in registered.values() if canonical and w.relation == canonical]
-    if renamed:  # watched under an older name
-        return renamed[0]
-    names = ", ".join(sorted(registered)) or "none"
-    raise WatchError(f"table {table!r} is not watched; watched tables are: {names}")
-
-
-def iter_key_chunks(conn: psycopg.Connection, watched: Watched, size: int, after: str | None = None) -> Iterator[list[str]]:
-    """Every key of the table as text, in key order, `size` at a time (keyset pagination)."""
-    key = sql.Identifier(watched.key_column)
-    table = sql.SQL(watched.relation or watched.table_name)  # regclass text, quoted where needed
-    ktype = sql.SQL(watched.key_type)
-    # Qualified (s.key): a bare ORDER BY name would sort by the text output column, not the key.
-    first = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s").format(
-        k=key, t=table)
-    rest = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s").format(
-        k=key, t=table, ty=ktype)
-    last = after
-    while True:
-        if last is None:
-            rows = conn.execute(first, (size,)).fetchall()
-        else:
-            rows = conn.execute(rest, (last, size)).fetchall()
-        if not rows:
-            return
-        keys = [r[0] for r in rows]
-        yield keys
-        if len(keys) < size:
-            return
-        last = keys[-1]
-
-
-def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
-    return conn.execute(
-        sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
-            t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column))
-    ).fetchone()[0]
-
-
-@dataclass
-class Built:
-    """What the worker would do with each key, as a `REINDEX` queue row (always written, never skipped)."""
-
-    writes: dict[str, bytes] = field(default_factory=dict)  # key -> serialized batch action (with `_version`)
-    deletes: list[str] = field(default_factory=list)  # no row (or the view/transform drops it): not indexed
-    failed: dict[str, str] = field(default_factory=dict)  # key -> why the worker would fail it
-
-    def record(self, key: str) -> dict | None:
-        """The record body a write sends, without the `_version` bookkeeping attribute."""
-        action = self.writes.get(key)
-        if action is None:
-            return None
-        body = orjson.loads(action)["body"]
-        body.pop(records.VERSION, None)
-        return body
-
-
-class RecordBuilder:
-    """Rows to records exactly as the worker builds them, through the worker's own code.
-
-    `Shaper.load_rows` reads the current rows (the table or its source view, `key = ANY(...)`, with a
-    fresh record version) and `Shaper.item` turns each into its batch action: attribute selection,
-    transform, serialization, size limit and versioning included. The keys are presented as `REINDEX`
-    queue rows, so an unchanged record is written anyway (a reindex must not trust what was last sent).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._shaper = Shaper(settings)
-
-    def build(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Built:
-        rows = self._shaper.load_rows(conn, watched, index, keys)
-        built = Built()
-        for key in keys:
-            outcome = Outcome()
-            row = QueueRow(0, watched.table_name, key, "REINDEX", 0, None)
-            item = self._shaper.item(watched, index, row, rows, outcome)
-            if outcome.failed:
-                built.failed[key] = outcome.failed[0][1]
-            elif item is None or item.action == "deleteObject":
-                built.deletes.append(key)
-            elif item.action != "skip":
-                built.writes[key] = item.body
-        return built
 
 
 # ---- progress (resumability) -----------------------------------------------------------------
@@ -214,76 +119,6 @@ def _finish_progress(conn: psycopg.Connection, table: str) -> None:
 # ---- progress bar ----------------------------------------------------------------------------
 
 
-class ProgressBar:
-    """`label [#####.....]  45%  4,500/10,000  1,234 rows/s  ETA 0:04` on stderr.
-
-    On a terminal it redraws one line (at most 10 times a second); otherwise it prints a line every
-    10% or 5 seconds, so logs stay readable.
-    """
-
-    WIDTH = 30
-
-    def __init__(self, total: int, label: str, stream: IO[str] | None = None, done: int = 0) -> None:
-        self.total = max(total, 0)
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start_done = done
-        self.done = done
-        self.started = time.monotonic()
-        self._drawn_at = 0.0
-        self._drawn_step = -1
-
-    def update(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        step = int(self._fraction() * 10)
-        if self.tty:
-            if now - self._drawn_at >= 0.1:
-                self._draw("\r", "")
-                self._drawn_at = now
-        elif step != self._drawn_step or now - self._drawn_at >= 5:
-            self._draw("", "\n")
-            self._drawn_at, self._drawn_step = now, step
-
-    def finish(self) -> None:
-        """The walk is complete: rows deleted meanwhile no longer count toward the total."""
-        already_shown = not self.tty and self._drawn_step >= 10 and self.done == self.total
-        self.total = self.done
-        if not already_shown:
-            self._draw("\r" if self.tty else "", "\n")
-
-    def _fraction(self) -> float:
-        if self.total <= 0:
-            return 1.0
-        return min(1.0, self.done / self.total)
-
-    def line(self) -> str:
-        fraction = self._fraction()
-        filled = int(fraction * self.WIDTH)
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        rate = (self.done - self.start_done) / elapsed
-        left = max(0, self.total - self.done)
-        eta = _clock(left / rate) if rate > 0 else "--:--"
-        return (f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction * 100:5.1f}%  "
-                f"{self.done:,}/{self.total:,} rows  {rate:,.0f} rows/s  "
-                f"{'ETA ' + eta if left else 'took ' + _clock(elapsed)}")
-
-    def _draw(self, before: str, after: str) -> None:
-        text = self.line()
-        if self.tty:
-            text = text.ljust(100)
-        self.stream.write(before + text + after)
-        self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 # ---- the command -----------------------------------------------------------------------------
 
 
@@ -299,13 +134,23 @@ class Result:
     resumed: bool = False
 
 
-def reindex(settings: Settings, conn: psycopg.Connection, table: str, *, atomic: bool = False,
-            chunk_size: int = DEFAULT_CHUNK, restart: bool = False, stream: IO[str] | None = None) -> Result:
+def reindex(
+    settings: Settings,
+    conn: psycopg.Connection,
+    table: str,
+    *,
+    atomic: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    restart: bool = False,
+    stream: IO[str] | None = None,
+) -> Result:
     """Run one reindex on `conn` (autocommit). Raises WatchError/ReindexError/ConfigError with one line."""
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
     watched = find_watched(conn, table)
-    locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name)).fetchone()[0]
+    locked = conn.execute(
+        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name)
+    ).fetchone()[0]
     if not locked:
         raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
     try:
@@ -316,7 +161,9 @@ def reindex(settings: Settings, conn: psycopg.Connection, table: str, *, atomic:
         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name))
 
 
-def _previous(conn: psycopg.Connection, watched: Watched, mode: str, restart: bool, settings: Settings) -> Progress | None:
+def _previous(
+    conn: psycopg.Connection, watched: Watched, mode: str, restart: bool, settings: Settings
+) -> Progress | None:
     previous = _load_progress(conn, watched.table_name)
     if previous is None:
         return None
@@ -334,8 +181,14 @@ def _previous(conn: psycopg.Connection, watched: Watched, mode: str, restart: bo
     return previous
 
 
-def _through_queue(conn: psycopg.Connection, watched: Watched, settings: Settings, chunk_size: int, restart: bool,
-                   stream: IO[str] | None) -> Result:
+def _through_queue(
+    conn: psycopg.Connection,
+    watched: Watched,
+    settings: Settings,
+    chunk_size: int,
+    restart: bool,
+    stream: IO[str] | None,
+) -> Result:
     result = Result(watched.table_name, settings.algolia_index_prefix + watched.index_name)
     total = count_rows(conn, watched)
     progress = _previous(conn, watched, "queue", restart, settings)
@@ -369,23 +222,31 @@ def _through_queue(conn: psycopg.Connection, watched: Watched, settings: Setting
 
 
 def _drop_index(settings: Settings, name: str) -> None:
-    from .algolia import make_client
+    from workerpool.runtime.algolia import make_client
 
     try:
         client = make_client(settings)
         client.delete_index(name)
         client.close()
     except Exception as exc:  # best effort: an abandoned temporary index is harmless
-        log.warning("could not delete temporary index", extra={"action": "reindex_cleanup_failed",
-                                                                "index": name, "error": str(exc)})
+        log.warning(
+            "could not delete temporary index",
+            extra={"action": "reindex_cleanup_failed", "index": name, "error": str(exc)},
+        )
 
 
-def _atomic(settings: Settings, conn: psycopg.Connection, watched: Watched, chunk_size: int, restart: bool,
-            stream: IO[str] | None) -> Result:
+def _atomic(
+    settings: Settings,
+    conn: psycopg.Connection,
+    watched: Watched,
+    chunk_size: int,
+    restart: bool,
+    stream: IO[str] | None,
+) -> Result:
     import requests
     from algoliasearch.http.exceptions import AlgoliaException
 
-    from .algolia import AlgoliaError, Sender, make_client
+    from workerpool.runtime.algolia import AlgoliaError, Sender, make_client
 
     settings.require_algolia()
     live = settings.algolia_index_prefix + watched.index_name
@@ -404,8 +265,9 @@ def _atomic(settings: Settings, conn: psycopg.Connection, watched: Watched, chun
             # T0 is committed before the first row is read.
             progress = _start_progress(conn, watched.table_name, "atomic", tmp, total)
             if _exists(client, live):
-                copied = client.operation_index(live, {"operation": "copy", "destination": tmp,
-                                                       "scope": ["settings", "synonyms", "rules"]})
+                copied = client.operation_index(
+                    live, {"operation": "copy", "destination": tmp, "scope": ["settings", "synonyms", "rules"]}
+                )
                 client.wait_for_task(tmp, copied.task_id)
         else:
             result.resumed = True
@@ -444,8 +306,9 @@ def _exists(client: object, index: str) -> bool:
     return bool(client.index_exists(index))  # type: ignore[attr-defined]
 
 
-def _send_all(sender: object, tmp: str, bodies: list[tuple[str, bytes]], settings: Settings, result: Result,
-              algolia_error: type) -> int | None:
+def _send_all(
+    sender: object, tmp: str, bodies: list[tuple[str, bytes]], settings: Settings, result: Result, algolia_error: type
+) -> int | None:
     """Send the chunk in as few requests as MAX_REQUEST_BYTES allows; returns the last task id."""
     task: int | None = None
     group: list[tuple[str, bytes]] = []
@@ -461,8 +324,9 @@ def _send_all(sender: object, tmp: str, bodies: list[tuple[str, bytes]], setting
     return task
 
 
-def _send_group(sender: object, tmp: str, group: list[tuple[str, bytes]], result: Result,
-                algolia_error: type) -> int | None:
+def _send_group(
+    sender: object, tmp: str, group: list[tuple[str, bytes]], result: Result, algolia_error: type
+) -> int | None:
     """One request with retries (429: wait Retry-After; 5xx/network: backoff); a 4xx splits the group."""
     delay = 0.5
     for attempt in range(1, SEND_ATTEMPTS + 1):
@@ -486,8 +350,11 @@ def _send_group(sender: object, tmp: str, group: list[tuple[str, bytes]], result
                 second = _send_group(sender, tmp, group[middle:], result, algolia_error)
                 return second or first
             if attempt == SEND_ATTEMPTS:
-                raise ReindexError(f"algolia kept failing while writing {tmp}: {exc.message} "
-                                   "(progress kept: run the same command again to resume)", EXIT_ALGOLIA) from None
+                raise ReindexError(
+                    f"algolia kept failing while writing {tmp}: {exc.message} "
+                    "(progress kept: run the same command again to resume)",
+                    EXIT_ALGOLIA,
+                ) from None
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
     raise ReindexError(f"algolia kept throttling writes to {tmp} (progress kept: run again to resume)", EXIT_ALGOLIA)

@@ -13,7 +13,8 @@ page at a time, however large the index.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -22,8 +23,8 @@ from algoliasearch.http.request_options import RequestOptions
 from algoliasearch.http.transporter_sync import TransporterSync
 from algoliasearch.http.verb import Verb
 
-from .algolia import build_config
-from .config import Settings
+from workerpool.config import Settings
+from workerpool.runtime.algolia import build_config
 
 MAX_PAGE = 1000  # the largest page Algolia serves
 THROTTLE_ATTEMPTS = 8  # 429s in a row before the walk gives up
@@ -53,8 +54,9 @@ class Browser:
         for attempt in range(1, THROTTLE_ATTEMPTS + 1):
             options = RequestOptions(self._config).merge(data=body)
             try:
-                response = self._transporter.request(verb=Verb.POST, path=path, request_options=options,
-                                                     use_read_transporter=True)
+                response = self._transporter.request(
+                    verb=Verb.POST, path=path, request_options=options, use_read_transporter=True
+                )
             except RequestException as exc:
                 if exc.status_code != 429 or attempt == THROTTLE_ATTEMPTS:
                     raise
@@ -68,8 +70,9 @@ class Browser:
         self._transporter.close()
 
 
-def iter_pages(browser: Browser, index: str, *, page_size: int = MAX_PAGE,
-               attributes: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+def iter_pages(
+    browser: Browser, index: str, *, page_size: int = MAX_PAGE, attributes: list[str] | None = None
+) -> Iterator[list[dict[str, Any]]]:
     """The hits of every page of `index`, page by page (nothing when the index does not exist).
 
     `page_size` is the `hitsPerPage` of each request (1 to 1,000); `attributes` is

@@ -29,8 +29,9 @@ from psycopg.pq import Format
 from psycopg.types.array import ArrayLoader
 from psycopg.types.json import set_json_loads
 
-SESSION_OPTIONS = ("-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 "
-                   "-c lc_monetary=C")
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 -c lc_monetary=C"
+)
 
 _PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time")
 

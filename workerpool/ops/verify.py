@@ -36,18 +36,25 @@ import queue
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 import orjson
 import psycopg
 from psycopg import sql
 
-from . import records
-from .browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
-from .capture import Watched
-from .config import Settings
-from .reindex import DEFAULT_CHUNK, ProgressBar, RecordBuilder, count_rows, find_watched, iter_key_chunks
+from workerpool.capture.model import Watched, find_watched
+from workerpool.config import Settings
+from workerpool.ops.browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
+from workerpool.ops.progress import ProgressBar
+from workerpool.ops.table_walk import (
+    DEFAULT_CHUNK,
+    RecordBuilder,
+    count_rows,
+    iter_key_chunks,
+)
+from workerpool.runtime import records
 
 SAMPLE = 5
 KINDS = ("missing", "extra", "stale")
@@ -111,11 +118,20 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "table": self.table, "index": self.index, "rows": self.rows, "records": self.indexed,
-            "missing": self.missing, "extra": self.extra, "stale": self.stale,
-            "in_flight": self.in_flight, "unbuildable": self.unbuildable, "drift": self.drift,
+            "table": self.table,
+            "index": self.index,
+            "rows": self.rows,
+            "records": self.indexed,
+            "missing": self.missing,
+            "extra": self.extra,
+            "stale": self.stale,
+            "in_flight": self.in_flight,
+            "unbuildable": self.unbuildable,
+            "drift": self.drift,
             "samples": {kind: self.sample(kind) for kind in KINDS},
-            "repaired": self.repaired, "enqueued": self.repaired_enqueued, "deleted": self.repaired_deleted,
+            "repaired": self.repaired,
+            "enqueued": self.repaired_enqueued,
+            "deleted": self.repaired_deleted,
         }
 
     def render(self) -> str:
@@ -124,20 +140,30 @@ class Report:
             sample = f"  e.g. {', '.join(keys)}" if keys else ""
             return f"  {name:<9}{getattr(self, name):>8}{sample}\n"
 
-        out = [f"verify {self.table} -> index {self.index}\n",
-               f"  rows in table      {self.rows:>8}\n",
-               f"  records in index   {self.indexed:>8}\n",
-               *(line(kind) for kind in KINDS),
-               f"  in flight {self.in_flight:>7}  (changed while verifying; not counted)\n"]
+        out = [
+            f"verify {self.table} -> index {self.index}\n",
+            f"  rows in table      {self.rows:>8}\n",
+            f"  records in index   {self.indexed:>8}\n",
+            *(line(kind) for kind in KINDS),
+            f"  in flight {self.in_flight:>7}  (changed while verifying; not counted)\n",
+        ]
         if self.unbuildable:
-            out.append(f"  unbuildable {self.unbuildable:>5}  e.g. {', '.join(self.sample('unbuildable'))} "
-                       "(the worker cannot build these records; see failed rows in the queue)\n")
+            out.append(
+                f"  unbuildable {self.unbuildable:>5}  e.g. {', '.join(self.sample('unbuildable'))} "
+                "(the worker cannot build these records; see failed rows in the queue)\n"
+            )
         if not self.drift:
             out.append("clean: the index matches the table\n")
         elif self.repaired:
-            out.append(f"drift: {self.drift} record(s); repair enqueued {self.repaired_enqueued} key(s) for the workers"
-                       + (f" and deleted {self.repaired_deleted} record(s) that cannot match any row" if self.repaired_deleted else "")
-                       + "\n")
+            out.append(
+                f"drift: {self.drift} record(s); repair enqueued {self.repaired_enqueued} key(s) for the workers"
+                + (
+                    f" and deleted {self.repaired_deleted} record(s) that cannot match any row"
+                    if self.repaired_deleted
+                    else ""
+                )
+                + "\n"
+            )
         else:
             out.append(f"drift: {self.drift} record(s); run `workerpool verify {self.table} --repair` to fix it\n")
         return "".join(out)
@@ -188,8 +214,9 @@ class IndexReader(threading.Thread):
 
     def run(self) -> None:
         try:
-            for hits in iter_pages(self._browser, self._index, page_size=self._page_size,
-                                   attributes=["*", f"-{records.VERSION}"]):
+            for hits in iter_pages(
+                self._browser, self._index, page_size=self._page_size, attributes=["*", f"-{records.VERSION}"]
+            ):
                 if not self._put([(hit[records.OBJECT_ID], hit_hash(hit)) for hit in hits]):
                     return
         except BaseException as exc:  # handed to the connection's thread, which raises it
@@ -239,8 +266,15 @@ class TableSide:
     unbuildable_sample: list[str] = field(default_factory=list)
 
 
-def copy_table_hashes(settings: Settings, conn: psycopg.Connection, watched: Watched, index: str, chunk_size: int,
-                      stream: IO[str] | None, between: Callable[[], Any] = lambda: None) -> TableSide:
+def copy_table_hashes(
+    settings: Settings,
+    conn: psycopg.Connection,
+    watched: Watched,
+    index: str,
+    chunk_size: int,
+    stream: IO[str] | None,
+    between: Callable[[], Any] = lambda: None,
+) -> TableSide:
     """Build every row's record as the worker would and copy `(key, hash)` into TABLE_HASHES, one
     chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
     for it, repair cannot do better); a row the view or the transform filters out is left out, so its
@@ -278,8 +312,16 @@ def copy_table_hashes(settings: Settings, conn: psycopg.Connection, watched: Wat
 # ---- the command -----------------------------------------------------------------------------
 
 
-def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: bool = False,
-           chunk_size: int = DEFAULT_CHUNK, page_size: int = MAX_PAGE, stream: IO[str] | None = None) -> Report:
+def verify(
+    settings: Settings,
+    conn: psycopg.Connection,
+    table: str,
+    *,
+    repair: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    page_size: int = MAX_PAGE,
+    stream: IO[str] | None = None,
+) -> Report:
     """Compare the index of `table` with the table, on `conn` (autocommit); `page_size` is the
     browse page (hitsPerPage), `chunk_size` the keys read per query."""
     settings.require_algolia()
@@ -298,8 +340,15 @@ def verify(settings: Settings, conn: psycopg.Connection, table: str, *, repair: 
             reader.answered.wait()
             if reader.error is not None:
                 raise reader.error
-            side = copy_table_hashes(settings, conn, watched, index, chunk_size, stream,
-                                     between=lambda: copy_index_hashes(reader, conn, wait=False))
+            side = copy_table_hashes(
+                settings,
+                conn,
+                watched,
+                index,
+                chunk_size,
+                stream,
+                between=lambda: copy_index_hashes(reader, conn, wait=False),
+            )
             report.indexed = copy_index_hashes(reader, conn, wait=True) or 0
         finally:
             reader.stop()
@@ -359,16 +408,24 @@ def _compare(conn: psycopg.Connection, watched: Watched, started_at: Any, report
     for kind, n in conn.execute(f"SELECT kind, count(*) FROM {DRIFT} GROUP BY kind"):
         setattr(report, kind, n)
     for kind in KINDS:
-        report.samples[kind] = [r[0] for r in conn.execute(
-            f"SELECT k FROM {DRIFT} WHERE kind = %s ORDER BY {_NATURAL_ORDER} LIMIT {SAMPLE}", (kind,))]
+        report.samples[kind] = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT k FROM {DRIFT} WHERE kind = %s ORDER BY {_NATURAL_ORDER} LIMIT {SAMPLE}", (kind,)
+            )
+        ]
 
 
 def _drifted(conn: psycopg.Connection, kind: str, size: int = DEFAULT_CHUNK) -> Iterator[list[str]]:
     """The keys of one kind of drift, `size` at a time (keyset over the DRIFT index)."""
     last = ""
     while True:
-        keys = [r[0] for r in conn.execute(
-            f"SELECT k FROM {DRIFT} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s", (kind, last, size))]
+        keys = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT k FROM {DRIFT} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s", (kind, last, size)
+            )
+        ]
         if not keys:
             return
         yield keys
@@ -399,7 +456,7 @@ def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[
 
 def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, report: Report) -> None:
     """Enqueue every drifted key whose objectID is a valid key; delete the others from the index."""
-    from .algolia import Sender
+    from workerpool.runtime.algolia import Sender
 
     for keys in _drifted(conn, "extra"):
         impossible = sorted(set(keys) - set(_castable(conn, watched.key_type, keys)))

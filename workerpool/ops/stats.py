@@ -13,7 +13,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
-from . import vacuum
+from workerpool.observability import vacuum
 
 
 def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = None) -> dict[str, Any]:
@@ -58,17 +58,32 @@ def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = Non
 
 def render(data: dict[str, Any]) -> str:
     """A plain-text table for a terminal."""
-    columns = ["table_name", "index_name", "pending", "processing", "failed", "completed_last_hour",
-               "oldest_pending_age_s", "records_per_s_last_minute", "success_rate_pct"]
+    columns = [
+        "table_name",
+        "index_name",
+        "pending",
+        "processing",
+        "failed",
+        "completed_last_hour",
+        "oldest_pending_age_s",
+        "records_per_s_last_minute",
+        "success_rate_pct",
+    ]
     headers = ["table", "index", "pending", "processing", "failed", "done/1h", "oldest(s)", "rec/s(1m)", "ok%"]
     rows = [[_fmt(t.get(c)) for c in columns] for t in data["tables"]]
     out = [_table(headers, rows) if rows else "no watched tables\n"]
     live = data["workers"]
     out.append(f"\n{len(live)} live worker(s)\n")
     if live:
-        out.append(_table(["worker", "host", "pid", "batches", "records", "heartbeat(s)"],
-                          [[_fmt(w[k]) for k in ("worker_id", "host", "pid", "batches", "records", "heartbeat_age_s")]
-                           for w in live]))
+        out.append(
+            _table(
+                ["worker", "host", "pid", "batches", "records", "heartbeat(s)"],
+                [
+                    [_fmt(w[k]) for k in ("worker_id", "host", "pid", "batches", "records", "heartbeat_age_s")]
+                    for w in live
+                ],
+            )
+        )
     if "vacuum" in data:
         out.append("\n" + _render_vacuum(data["vacuum"]))
     return "".join(out)
@@ -91,8 +106,17 @@ def json_text(data: Any, indent: bool = False) -> str:
 
 def _render_vacuum(v: dict[str, Any]) -> str:
     headers = ["table", "size", "live", "dead", "last vacuum", "last autovacuum"]
-    rows = [[t["table"], _bytes(t["size_bytes"]), str(t["live_tuples"]), str(t["dead_tuples"]),
-             (t["last_vacuum"] or "never")[:19], (t["last_autovacuum"] or "never")[:19]] for t in v["tables"]]
+    rows = [
+        [
+            t["table"],
+            _bytes(t["size_bytes"]),
+            str(t["live_tuples"]),
+            str(t["dead_tuples"]),
+            (t["last_vacuum"] or "never")[:19],
+            (t["last_autovacuum"] or "never")[:19],
+        ]
+        for t in v["tables"]
+    ]
     out = [f"vacuum (autovacuum {'on' if v['autovacuum'] else 'OFF on this server'})\n", _table(headers, rows)]
     horizon = v["horizon"]
     out.append(f"xmin horizon: {'held by the ' + _holder(horizon) if horizon else 'nothing holds it back'}\n")

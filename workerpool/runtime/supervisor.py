@@ -21,14 +21,15 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from . import health, liveness, metrics
 from setproctitle import setproctitle
 
-from .config import Settings
-from .worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
+from workerpool.config import Settings
+from workerpool.observability import health, metrics
+from workerpool.runtime import liveness
+from workerpool.runtime.worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,12 @@ class Child:
 class Supervisor:
     """Runs and watches the worker processes of one `workerpool run`."""
 
-    def __init__(self, settings: Settings, drain: bool = False,
-                 worker_main: Callable[[Settings, int, int, bool], int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        drain: bool = False,
+        worker_main: Callable[[Settings, int, int, bool], int] | None = None,
+    ) -> None:
         self.settings = settings
         self.drain = drain
         self.worker_main = worker_main or run_worker
@@ -123,8 +128,10 @@ class Supervisor:
             return
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.settings.shutdown_timeout / 1000.0
-        log.info("stopping gracefully", extra={"action": "stopping", "signal": reason,
-                                               "shutdown_timeout_ms": self.settings.shutdown_timeout})
+        log.info(
+            "stopping gracefully",
+            extra={"action": "stopping", "signal": reason, "shutdown_timeout_ms": self.settings.shutdown_timeout},
+        )
         for child in list(self.children.values()):
             self._kill(child.pid, signal.SIGTERM)
 
@@ -136,8 +143,10 @@ class Supervisor:
         setproctitle(f"workerpool: supervisor (workers={self.target})")
         self._install_signals()
         self._health = health.start(self)  # None unless HEALTH_PORT is set; before the first fork
-        log.info("supervisor started", extra={"action": "supervisor_started", "workers": self.target,
-                                              "batch_size": self.settings.batch_size})
+        log.info(
+            "supervisor started",
+            extra={"action": "supervisor_started", "workers": self.target, "batch_size": self.settings.batch_size},
+        )
         try:
             while True:
                 while self.signal_queue:
@@ -240,8 +249,12 @@ class Supervisor:
         uptime = time.monotonic() - child.started
         in_service = child.slot.marked or uptime > self.settings.restart_window / 1000.0
         child.slot.close()
-        fields = {"worker": child.number, "worker_pid": child.pid, "uptime_s": round(uptime, 1),
-                  "in_service": in_service}
+        fields = {
+            "worker": child.number,
+            "worker_pid": child.pid,
+            "uptime_s": round(uptime, 1),
+            "in_service": in_service,
+        }
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             fields["signal"] = signal.Signals(sig).name
@@ -267,8 +280,10 @@ class Supervisor:
         if code == EXIT_BOOT_ERROR:
             self.boot_failures += 1
             if self.boot_failures >= BOOT_FAILURE_LIMIT:
-                log.error(f"workers failed to boot {self.boot_failures} times in a row; giving up",
-                          extra={"action": "gave_up", "reason": "boot_error"})
+                log.error(
+                    f"workers failed to boot {self.boot_failures} times in a row; giving up",
+                    extra={"action": "gave_up", "reason": "boot_error"},
+                )
                 self.exit_code = EXIT_CRASH_LOOP
                 return
         else:
@@ -281,8 +296,11 @@ class Supervisor:
             while times and now - times[0] > window:
                 times.popleft()
         if len(self.crashes) >= self.settings.restart_limit:
-            log.error(f"{len(self.crashes)} workers died before settling a batch within {window:.0f}s "
-                      "(RESTART_LIMIT); giving up", extra={"action": "gave_up", "reason": "crash_loop"})
+            log.error(
+                f"{len(self.crashes)} workers died before settling a batch within {window:.0f}s "
+                "(RESTART_LIMIT); giving up",
+                extra={"action": "gave_up", "reason": "crash_loop"},
+            )
             self.exit_code = EXIT_CRASH_LOOP
             return
         self.consecutive_failures = len(self.deaths)
@@ -290,13 +308,17 @@ class Supervisor:
         delay *= random.uniform(0.5, 1.0)
         self.next_spawn_at = now + delay
         metrics.record_restart()
-        log.info("restarting worker", extra={"action": "worker_restart_scheduled", "worker": child.number,
-                                             "delay_s": round(delay, 2)})
+        log.info(
+            "restarting worker",
+            extra={"action": "worker_restart_scheduled", "worker": child.number, "delay_s": round(delay, 2)},
+        )
 
     def _kill_stragglers(self) -> None:
         for child in list(self.children.values()):
-            log.warning("worker outlived SHUTDOWN_TIMEOUT; killing it",
-                        extra={"action": "worker_killed", "worker": child.number, "worker_pid": child.pid})
+            log.warning(
+                "worker outlived SHUTDOWN_TIMEOUT; killing it",
+                extra={"action": "worker_killed", "worker": child.number, "worker_pid": child.pid},
+            )
             self._kill(child.pid, signal.SIGKILL)
         self.stop_deadline = time.monotonic() + 5.0
 

@@ -15,21 +15,28 @@ import random
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import psycopg
 
-from . import liveness, metrics, queue, records
-from .algolia import AlgoliaError, Sender
-from .capture import Watched, load_watched
-from .config import Settings
-from .db import DatabaseUnavailable, connect, describe_error, make_pool, tcp_liveness
-from .logs import host_name, one_line
-from .queue import Claim, QueueRow
-from .retention import Retention
-from .shaping import Current, Item, Outcome, Shaper
+from workerpool.capture.model import Watched, load_watched
+from workerpool.config import Settings
+from workerpool.db.connection import (
+    DatabaseUnavailable,
+    connect,
+    describe_error,
+    make_pool,
+    tcp_liveness,
+)
+from workerpool.logs import host_name, one_line
+from workerpool.observability import metrics
+from workerpool.runtime import liveness, queue, records
+from workerpool.runtime.algolia import AlgoliaError, Sender
+from workerpool.runtime.queue import Claim, QueueRow
+from workerpool.runtime.retention import Retention
+from workerpool.runtime.shaping import Current, Item, Outcome, Shaper
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +92,7 @@ class Prepared:
     """A claimed batch whose records are built, on its way through the sender thread."""
 
     claim: Claim
-    outcome: "Outcome"
+    outcome: Outcome
     started: float
     items: list[Item] | None = None
 
@@ -148,8 +155,13 @@ class Worker:
             return EXIT_BOOT_ERROR
         log.info(
             "worker started",
-            extra={"action": "worker_started", "worker": self.number, "worker_id": self.worker_id,
-                   "batch_size": self.settings.batch_size, "pool_size": self.settings.pool_size},
+            extra={
+                "action": "worker_started",
+                "worker": self.number,
+                "worker_id": self.worker_id,
+                "batch_size": self.settings.batch_size,
+                "pool_size": self.settings.pool_size,
+            },
         )
         try:
             while not self.stopping:
@@ -164,8 +176,10 @@ class Worker:
             self._flush_pending_ack()
         finally:
             self._shutdown()
-        log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.number,
-                                          "batches": self.batches, "records": self.records})
+        log.info(
+            "worker stopped",
+            extra={"action": "worker_stopped", "worker": self.number, "batches": self.batches, "records": self.records},
+        )
         return EXIT_OK
 
     def _boot(self) -> None:
@@ -182,7 +196,9 @@ class Worker:
                     raise
                 time.sleep(0.5)
         if not exists:
-            raise DatabaseUnavailable("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first")
+            raise DatabaseUnavailable(
+                "the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first"
+            )
         self._pool = make_pool(self.settings.database_url, self.settings.pool_size, f"worker-{self.number}")
         self._sender = Sender(self.settings)
 
@@ -270,12 +286,14 @@ class Worker:
     def _spill(self, conn: psycopg.Connection, now: float) -> int:
         moved = queue.spill(conn, self.batch_limit)
         if moved is None:  # another transaction holds a pending row of one of those keys: try again soon
-            log.debug("inbox spill gave way to a lock; retrying", extra={"action": "spill_lock_wait", "worker": self.number})
+            log.debug(
+                "inbox spill gave way to a lock; retrying", extra={"action": "spill_lock_wait", "worker": self.number}
+            )
             moved = 0
         self._next_spill = 0.0 if moved else now + SPILL_EVERY_S
         return moved
 
-    def _prepare_claim(self, claim: Claim) -> "Prepared":
+    def _prepare_claim(self, claim: Claim) -> Prepared:
         prepared = Prepared(claim, Outcome(), time.monotonic())
         try:
             prepared.items = self._prepare(claim, prepared.outcome)
@@ -285,11 +303,12 @@ class Worker:
             prepared.outcome = Outcome(retry=[(r, f"database error: {one_line(exc)}") for r in claim.rows])
         except Exception as exc:  # a defect, not the data's fault: the rows retry, the worker lives
             log.exception("preparing a batch failed", extra={"action": "prepare_failed", "worker": self.number})
-            prepared.outcome = Outcome(retry=[(r, f"internal error: {type(exc).__name__}: {one_line(exc)}")
-                                              for r in claim.rows])
+            prepared.outcome = Outcome(
+                retry=[(r, f"internal error: {type(exc).__name__}: {one_line(exc)}") for r in claim.rows]
+            )
         return prepared
 
-    def _send_prepared(self, prepared: "Prepared") -> None:
+    def _send_prepared(self, prepared: Prepared) -> None:
         """Runs on the sender thread: the HTTP part of a batch."""
         self._send(prepared.claim, prepared.items, prepared.outcome)
 
@@ -312,25 +331,35 @@ class Worker:
         try:
             future.result()
         except LeaseLost:
-            log.warning("lease lost", extra={"action": "lease_lost", "worker": self.number,
-                                             "token": str(prepared.claim.token), "batch": len(prepared.claim.rows)})
+            log.warning(
+                "lease lost",
+                extra={
+                    "action": "lease_lost",
+                    "worker": self.number,
+                    "token": str(prepared.claim.token),
+                    "batch": len(prepared.claim.rows),
+                },
+            )
             return
         except psycopg.Error as exc:  # extending the lease failed: the rows come back by lease expiry
             self._database_trouble(exc)
             return
         except Exception as exc:  # a defect in sending: what was not sent retries
             log.exception("sending a batch failed", extra={"action": "send_failed", "worker": self.number})
-            prepared.outcome.retry.extend((r, f"internal error: {type(exc).__name__}: {one_line(exc)}")
-                                          for r in _unsettled_rows(prepared))
+            prepared.outcome.retry.extend(
+                (r, f"internal error: {type(exc).__name__}: {one_line(exc)}") for r in _unsettled_rows(prepared)
+            )
         self._finish(prepared)
 
-    def _finish(self, prepared: "Prepared") -> None:
+    def _finish(self, prepared: Prepared) -> None:
         claim, outcome, started = prepared.claim, prepared.outcome, prepared.started
         counts = {
             "upserts": sum(1 for i in outcome.done if i.action in ("updateObject", "partialUpdateObject")),
             "deletes": sum(1 for i in outcome.done if i.action == "deleteObject"),
             "skipped": sum(1 for i in outcome.done if i.action == "skip"),
-            "failed": len(outcome.failed), "retried": len(outcome.retry), "released": len(outcome.unsent),
+            "failed": len(outcome.failed),
+            "retried": len(outcome.retry),
+            "released": len(outcome.unsent),
         }
         metrics.record_batch(self, claim, outcome, started)  # before the flush, which empties the outcome's lists
         self._pending_acks.append((claim, outcome))
@@ -341,8 +370,12 @@ class Worker:
         log.info(
             "batch synced",
             extra={
-                "action": "batch_synced", "worker": self.number, "batch": len(claim.rows), **counts,
-                "duration_ms": round((time.monotonic() - started) * 1000, 1), "batch_limit": self.batch_limit,
+                "action": "batch_synced",
+                "worker": self.number,
+                "batch": len(claim.rows),
+                **counts,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "batch_limit": self.batch_limit,
             },
         )
 
@@ -369,8 +402,9 @@ class Worker:
             for table, rows in by_table.items():
                 watched = self._config_for(conn, table)
                 if watched is None:
-                    outcome.failed.extend((r, f"table {table} is not watched (no enabled row in algolia_index_config)")
-                                          for r in rows)
+                    outcome.failed.extend(
+                        (r, f"table {table} is not watched (no enabled row in algolia_index_config)") for r in rows
+                    )
                     continue
                 index = prefix + watched.index_name
                 for current, part in self._read(conn, watched, index, rows, outcome):
@@ -380,8 +414,9 @@ class Worker:
                             items.append(item)
         return items
 
-    def _read(self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[QueueRow],
-              outcome: Outcome) -> Iterator[tuple[Current, list[QueueRow]]]:
+    def _read(
+        self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[QueueRow], outcome: Outcome
+    ) -> Iterator[tuple[Current, list[QueueRow]]]:
         """The current rows of `rows`' keys, in one query when it succeeds.
 
         When it fails for something in the rows (a value that cannot be read, a key that no longer
@@ -406,8 +441,13 @@ class Worker:
         except Exception as exc:  # a loader or value error in psycopg: one row's data
             error = exc
         if len(rows) == 1:
-            outcome.failed.append((rows[0], f"cannot read row {rows[0].record_id} of {watched.reads_from}: "
-                                            f"{type(error).__name__}: {one_line(error)}"))
+            outcome.failed.append(
+                (
+                    rows[0],
+                    f"cannot read row {rows[0].record_id} of {watched.reads_from}: "
+                    f"{type(error).__name__}: {one_line(error)}",
+                )
+            )
             return
         middle = len(rows) // 2
         yield from self._read(conn, watched, index, rows[:middle], outcome)
@@ -434,13 +474,17 @@ class Worker:
                 return
             except AlgoliaError as exc:
                 error = one_line(exc.message)
-                log.warning("algolia error", extra={"action": "algolia_error", "worker": self.number,
-                                                    "status": exc.status, "error": error})
+                log.warning(
+                    "algolia error",
+                    extra={"action": "algolia_error", "worker": self.number, "status": exc.status, "error": error},
+                )
                 outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
                 return
         if self._auth_failures:
             self._auth_failures = 0
-            log.info("algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number})
+            log.info(
+                "algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number}
+            )
         if self.batch_limit < self.settings.batch_size:
             self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
 
@@ -492,8 +536,15 @@ class Worker:
     def _slow_down(self, retry_after: float) -> None:
         self.batch_limit = max(1, self.batch_limit // 2)
         metrics.record_throttle(self.batch_limit)
-        log.warning("algolia throttled", extra={"action": "throttled", "worker": self.number,
-                                                "retry_after_s": retry_after, "batch_limit": self.batch_limit})
+        log.warning(
+            "algolia throttled",
+            extra={
+                "action": "throttled",
+                "worker": self.number,
+                "retry_after_s": retry_after,
+                "batch_limit": self.batch_limit,
+            },
+        )
         self._sleep(retry_after)
 
     def _auth_rejected(self, error: AlgoliaError) -> None:
@@ -530,17 +581,43 @@ class Worker:
         s = self.settings
         parts = (
             ("done", lambda conn, o: queue.ack(conn, claim.token, o.done)),
-            ("failed", lambda conn, o: queue.release(conn, claim.token, [r.id for r, _ in o.failed],
-                                                     [e for _, e in o.failed], [0] * len(o.failed),
-                                                     [True] * len(o.failed), s.max_retries)),
-            ("retry", lambda conn, o: queue.release(conn, claim.token, [r.id for r, _ in o.retry],
-                                                    [e for _, e in o.retry],
-                                                    [compute_backoff(r.attempts, s.retry_backoff, s.retry_backoff_max)
-                                                     for r, _ in o.retry],
-                                                    [False] * len(o.retry), s.max_retries)),
-            ("unsent", lambda conn, o: queue.release(conn, claim.token, [r.id for r in o.unsent],
-                                                     ["released unsent"] * len(o.unsent), [0] * len(o.unsent),
-                                                     [False] * len(o.unsent), s.max_retries, count_attempt=False)),
+            (
+                "failed",
+                lambda conn, o: queue.release(
+                    conn,
+                    claim.token,
+                    [r.id for r, _ in o.failed],
+                    [e for _, e in o.failed],
+                    [0] * len(o.failed),
+                    [True] * len(o.failed),
+                    s.max_retries,
+                ),
+            ),
+            (
+                "retry",
+                lambda conn, o: queue.release(
+                    conn,
+                    claim.token,
+                    [r.id for r, _ in o.retry],
+                    [e for _, e in o.retry],
+                    [compute_backoff(r.attempts, s.retry_backoff, s.retry_backoff_max) for r, _ in o.retry],
+                    [False] * len(o.retry),
+                    s.max_retries,
+                ),
+            ),
+            (
+                "unsent",
+                lambda conn, o: queue.release(
+                    conn,
+                    claim.token,
+                    [r.id for r in o.unsent],
+                    ["released unsent"] * len(o.unsent),
+                    [0] * len(o.unsent),
+                    [False] * len(o.unsent),
+                    s.max_retries,
+                    count_attempt=False,
+                ),
+            ),
         )
         try:
             with self._pool.connection() as conn:
@@ -550,9 +627,17 @@ class Worker:
                         held = write(conn, outcome)
                         setattr(outcome, name, [])
                         if held < expected:
-                            log.warning("lease lost", extra={
-                                "action": "lease_lost", "worker": self.number, "token": str(claim.token),
-                                "part": name, "expected": expected, "held": held})
+                            log.warning(
+                                "lease lost",
+                                extra={
+                                    "action": "lease_lost",
+                                    "worker": self.number,
+                                    "token": str(claim.token),
+                                    "part": name,
+                                    "expected": expected,
+                                    "held": held,
+                                },
+                            )
         except psycopg.Error as exc:
             self._database_trouble(exc)
             return False
@@ -569,7 +654,9 @@ class Worker:
         with self._pool.connection() as conn:
             n = queue.recover_expired(conn, self.settings.max_retries)
         if n:
-            log.warning("expired claims recovered", extra={"action": "leases_recovered", "worker": self.number, "rows": n})
+            log.warning(
+                "expired claims recovered", extra={"action": "leases_recovered", "worker": self.number, "rows": n}
+            )
         self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
 
     def _queue_empty(self) -> bool:
@@ -585,8 +672,15 @@ class Worker:
         if self._pool is not None:
             self._pool.check()  # drop every broken idle connection now, not one failed call at a time
         delay = min(5.0, 0.1 * 2 ** min(self._db_failures, 6))
-        log.warning("database error", extra={"action": "database_error", "worker": self.number,
-                                             "error": one_line(exc), "retry_in_s": round(delay, 2)})
+        log.warning(
+            "database error",
+            extra={
+                "action": "database_error",
+                "worker": self.number,
+                "error": one_line(exc),
+                "retry_in_s": round(delay, 2),
+            },
+        )
         self._sleep(delay)
 
     # ---- waiting ---------------------------------------------------------------------------
@@ -599,16 +693,25 @@ class Worker:
         if now < self._listener_retry_at:
             return None
         try:
-            self._listener = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5,
-                                             application_name=f"workerpool:listen-{self.number}",
-                                             **tcp_liveness(self.settings.database_url))
+            self._listener = psycopg.connect(
+                self.settings.database_url,
+                autocommit=True,
+                connect_timeout=5,
+                application_name=f"workerpool:listen-{self.number}",
+                **tcp_liveness(self.settings.database_url),
+            )
             self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except psycopg.Error as exc:
             self._listener = None
             self._listener_retry_at = now + 2.0
-            log.warning("listen connection failed; polling", extra={
-                "action": "listen_failed", "worker": self.number,
-                "error": describe_error(self.settings.database_url, exc)})
+            log.warning(
+                "listen connection failed; polling",
+                extra={
+                    "action": "listen_failed",
+                    "worker": self.number,
+                    "error": describe_error(self.settings.database_url, exc),
+                },
+            )
         return self._listener
 
     def _wait_for_work(self) -> None:
@@ -628,8 +731,10 @@ class Worker:
                     self._next_spill = 0.0  # the change that woke us is in the inbox
                     return
             except psycopg.Error as exc:
-                log.warning("listen connection lost; polling until it is back", extra={
-                    "action": "listen_lost", "worker": self.number, "error": one_line(exc)})
+                log.warning(
+                    "listen connection lost; polling until it is back",
+                    extra={"action": "listen_lost", "worker": self.number, "error": one_line(exc)},
+                )
                 self._listener.close()
                 self._listener = None
 
@@ -646,8 +751,9 @@ class Worker:
 def _unsettled_rows(prepared: Prepared) -> list[QueueRow]:
     """A claim's rows that have no outcome yet."""
     o = prepared.outcome
-    settled = ({i.row.id for i in o.done} | {r.id for r, _ in o.failed} | {r.id for r, _ in o.retry}
-               | {r.id for r in o.unsent})
+    settled = (
+        {i.row.id for i in o.done} | {r.id for r, _ in o.failed} | {r.id for r, _ in o.retry} | {r.id for r in o.unsent}
+    )
     return [r for r in prepared.claim.rows if r.id not in settled]
 
 
@@ -655,4 +761,3 @@ def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:
     """Rows of these chunks that neither reached Algolia nor failed for good."""
     settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
     return [i.row for c in chunks for i in c if i.row.id not in settled]
-

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -58,7 +58,7 @@ class Retention:
     def step(self, conn: psycopg.Connection, now: float) -> int:
         """Delete expired rows for up to STEP_BUDGET_S; returns how many. `conn` is in autocommit mode."""
         if self.cutoff is None:
-            self.cutoff = datetime.now(timezone.utc) - timedelta(days=self.days)
+            self.cutoff = datetime.now(UTC) - timedelta(days=self.days)
             self.deleted = 0
         self.next_at = now + self.period_s  # also when a statement fails: never retry in a tight loop
         deleted = 0
@@ -73,8 +73,10 @@ class Retention:
             self.deleted += n
             if n < self.batch_rows:
                 if self.deleted:
-                    log.info("old log rows deleted", extra={"action": "log_pruned", "rows": self.deleted,
-                                                            "older_than": self.cutoff.isoformat()})
+                    log.info(
+                        "old log rows deleted",
+                        extra={"action": "log_pruned", "rows": self.deleted, "older_than": self.cutoff.isoformat()},
+                    )
                 self.cutoff = None
                 return deleted
             if time.monotonic() >= deadline:

@@ -10,13 +10,17 @@ response hook keeps the `Retry-After` header that the client's exception would o
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import orjson
 import requests
-from algoliasearch.http.exceptions import AlgoliaUnreachableHostException, RequestException
+from algoliasearch.http.exceptions import (
+    AlgoliaUnreachableHostException,
+    RequestException,
+)
 from algoliasearch.http.hosts import Host, HostsCollection
 from algoliasearch.http.request_options import RequestOptions
 from algoliasearch.http.transporter_sync import TransporterSync
@@ -25,8 +29,8 @@ from algoliasearch.search.config import SearchConfig
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from . import metrics
-from .config import Settings
+from workerpool.config import Settings
+from workerpool.observability import metrics
 
 if TYPE_CHECKING:
     from algoliasearch.search.client import SearchClientSync
@@ -73,7 +77,7 @@ def build_config(settings: Settings) -> SearchConfig:
     return config
 
 
-def make_client(settings: Settings) -> "SearchClientSync":
+def make_client(settings: Settings) -> SearchClientSync:
     """The full algoliasearch client (browse, settings, operations) for this configuration.
 
     Imported here, not at module level: the client module pulls in every model of the API (~0.4 s),

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from .capture import WatchError, resolve_relation
-from .reindex import find_watched
+from workerpool.capture.model import WatchError, find_watched, resolve_relation
 
 
 def queue_table_name(conn: psycopg.Connection, name: str) -> str:
@@ -25,8 +24,9 @@ def queue_table_name(conn: psycopg.Connection, name: str) -> str:
             candidates.append(resolve_relation(conn, name)[1])
         except WatchError:
             pass
-        row = conn.execute("SELECT table_name FROM algolia_sync_queue WHERE table_name = ANY(%s) LIMIT 1",
-                           (candidates,)).fetchone()
+        row = conn.execute(
+            "SELECT table_name FROM algolia_sync_queue WHERE table_name = ANY(%s) LIMIT 1", (candidates,)
+        ).fetchone()
         if row is None:
             raise not_watched from None
         return row[0]

@@ -20,14 +20,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from psycopg import conninfo
 
-from . import logs, queue
-from .failures import EXIT_ERROR
+from workerpool import logs
+from workerpool.failures import EXIT_ERROR
+from workerpool.runtime import queue
 
 SCHEMA = "workerpool_demo"
 INDEX = "demo_products"
@@ -103,8 +105,10 @@ def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, Any]:
     try:
         import pgserver
     except ImportError:
-        raise DemoFailed("DATABASE_URL is not set and the embedded Postgres is not installed; "
-                         "install it with: pip install 'workerpool[demo]'  (or set DATABASE_URL)") from None
+        raise DemoFailed(
+            "DATABASE_URL is not set and the embedded Postgres is not installed; "
+            "install it with: pip install 'workerpool[demo]'  (or set DATABASE_URL)"
+        ) from None
     server = pgserver.get_server(str(workdir / "pgdata"), cleanup_mode="stop")
     return server.get_uri(), server
 
@@ -121,10 +125,18 @@ def _load_catalog(dsn: str) -> int:
             for n in range(50):
                 category = rng.randrange(len(CATEGORIES))
                 name = f"{ADJECTIVES[n % len(ADJECTIVES)]} {NOUNS[CATEGORIES[category]]} {n // len(ADJECTIVES) + 1}"
-                rows.append((name, rng.randrange(len(BRANDS)) + 1, category + 1,
-                             round(rng.uniform(9, 499), 2), rng.random() > 0.15))
+                rows.append(
+                    (
+                        name,
+                        rng.randrange(len(BRANDS)) + 1,
+                        category + 1,
+                        round(rng.uniform(9, 499), 2),
+                        rng.random() > 0.15,
+                    )
+                )
             conn.cursor().executemany(
-                "INSERT INTO products (name, brand_id, category_id, price, published) VALUES (%s, %s, %s, %s, %s)", rows)
+                "INSERT INTO products (name, brand_id, category_id, price, published) VALUES (%s, %s, %s, %s, %s)", rows
+            )
         return conn.execute("SELECT count(*) FROM products").fetchone()[0]
 
 
@@ -136,7 +148,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def run_demo(database_url: str | None) -> int:
     """Run the demo; 0 when every step worked."""
-    from .config import ConfigError, load
+    from workerpool.config import ConfigError, load
 
     if not database_url:
         try:
@@ -155,7 +167,9 @@ def run_demo(database_url: str | None) -> int:
         _say("workerpool demo: Postgres -> queue -> workers -> Algolia (emulated), all on this machine")
         _say(f"    worker logs (JSON): {log_path}")
 
-        t = _step(1, "Postgres" + (f": schema {SCHEMA} in DATABASE_URL" if database_url else ": starting an embedded server"))
+        t = _step(
+            1, "Postgres" + (f": schema {SCHEMA} in DATABASE_URL" if database_url else ": starting an embedded server")
+        )
         dsn, server = _start_postgres(database_url, workdir)
         with psycopg.connect(dsn, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
@@ -164,14 +178,14 @@ def run_demo(database_url: str | None) -> int:
         t = _step(2, "Algolia emulator (in this process, 127.0.0.1 only)")
         import secrets
 
-        from .emulator import Emulator
+        from workerpool.emulator import Emulator
 
         emulator = Emulator(app_id=APP_ID, api_key="demo-" + secrets.token_hex(8)).start()
         _done(t, emulator.url)
 
         t = _step(3, "schema, sample catalog, watch products through the view products_search")
-        from .capture import watch
-        from .migrate import migrate
+        from workerpool.capture.triggers import watch
+        from workerpool.ops.migrate import migrate
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn)
@@ -182,21 +196,41 @@ def run_demo(database_url: str | None) -> int:
             # Statements capture into the inbox; the workers move its keys into the queue later.
             queued, inbox = conn.execute(
                 "SELECT (SELECT count(*) FROM algolia_sync_queue), "
-                "(SELECT coalesce(sum(keys), 0) FROM algolia_sync_inbox)").fetchone()
-        _done(t, f"{len(BRANDS)} brands, {len(CATEGORIES)} categories, {products} products; "
-                 f"watching {watched.table_name} -> index {INDEX}; the trigger captured {queued + inbox} changes "
-                 f"({inbox} waiting in the inbox, {queued} in the queue)")
+                "(SELECT coalesce(sum(keys), 0) FROM algolia_sync_inbox)"
+            ).fetchone()
+        _done(
+            t,
+            f"{len(BRANDS)} brands, {len(CATEGORIES)} categories, {products} products; "
+            f"watching {watched.table_name} -> index {INDEX}; the trigger captured {queued + inbox} changes "
+            f"({inbox} waiting in the inbox, {queued} in the queue)",
+        )
 
         t = _step(4, "workerpool run --workers 2 (a subprocess; SIGTERM stops it)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ALGOLIA_", "PROMETHEUS_"))}
-        env.update(DATABASE_URL=dsn, ALGOLIA_APP_ID=APP_ID, ALGOLIA_ADMIN_KEY=emulator.api_key,
-                   ALGOLIA_HOSTS=emulator.url, POLLING_INTERVAL="200", LOG_LEVEL="INFO", WORKERS="2",
-                   SHUTDOWN_TIMEOUT="10000", HEALTH_PORT="0", PYTHONUNBUFFERED="1")
-        pool = subprocess.Popen([sys.executable, "-m", "workerpool", "run", "--workers", "2"], env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT, cwd=str(workdir),
-                                start_new_session=True)
-        _wait(lambda: pool.poll() is not None or (_queue_empty(dsn) and len(emulator.records(INDEX)) >= products),
-              "the initial sync")
+        env.update(
+            DATABASE_URL=dsn,
+            ALGOLIA_APP_ID=APP_ID,
+            ALGOLIA_ADMIN_KEY=emulator.api_key,
+            ALGOLIA_HOSTS=emulator.url,
+            POLLING_INTERVAL="200",
+            LOG_LEVEL="INFO",
+            WORKERS="2",
+            SHUTDOWN_TIMEOUT="10000",
+            HEALTH_PORT="0",
+            PYTHONUNBUFFERED="1",
+        )
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "workerpool", "run", "--workers", "2"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=str(workdir),
+            start_new_session=True,
+        )
+        _wait(
+            lambda: pool.poll() is not None or (_queue_empty(dsn) and len(emulator.records(INDEX)) >= products),
+            "the initial sync",
+        )
         if pool.poll() is not None:
             raise DemoFailed(f"workerpool run exited early with code {pool.returncode}; see {log_path}")
         _done(t, f"{len(emulator.records(INDEX))} records in index {INDEX}")
@@ -210,28 +244,55 @@ def run_demo(database_url: str | None) -> int:
             new_id = conn.execute(
                 "INSERT INTO products (name, brand_id, category_id, price) VALUES ('Demo lamp', 1, 3, 42.00) RETURNING id"
             ).fetchone()[0]
-        index = _wait(lambda: (lambda recs: recs if (recs.get(str(first), {}).get("price") == 9.99
-                                                     and str(victim) not in recs and str(new_id) in recs) else None)(
-            emulator.records(INDEX)), "the changes to reach the index")
+        index = _wait(
+            lambda: (
+                lambda recs: (
+                    recs
+                    if (
+                        recs.get(str(first), {}).get("price") == 9.99
+                        and str(victim) not in recs
+                        and str(new_id) in recs
+                    )
+                    else None
+                )
+            )(emulator.records(INDEX)),
+            "the changes to reach the index",
+        )
         _wait(lambda: _queue_empty(dsn), "the queue to drain")
-        _done(t, f"#{first} price {old_price} -> {index[str(first)]['price']}, #{victim} deleted, "
-                 f"#{new_id} '{index[str(new_id)]['name']}' ({index[str(new_id)]['brand']}) inserted")
+        _done(
+            t,
+            f"#{first} price {old_price} -> {index[str(first)]['price']}, #{victim} deleted, "
+            f"#{new_id} '{index[str(new_id)]['name']}' ({index[str(new_id)]['brand']}) inserted",
+        )
 
         t = _step(6, "what the index holds")
         index = emulator.records(INDEX)
         with psycopg.connect(dsn, autocommit=True) as conn:
             expected = conn.execute("SELECT count(*) FROM products_search").fetchone()[0]
         sample = [index[k] for k in sorted(index, key=int)[:5]] + [index[str(new_id)]]
-        _say(_table(["objectID", "name", "brand", "category", "price", "published"],
-                    [[r["objectID"], r["name"], r["brand"], r["category"], f"{r['price']:.2f}", str(r["published"]).lower()]
-                     for r in sample]))
+        _say(
+            _table(
+                ["objectID", "name", "brand", "category", "price", "published"],
+                [
+                    [
+                        r["objectID"],
+                        r["name"],
+                        r["brand"],
+                        r["category"],
+                        f"{r['price']:.2f}",
+                        str(r["published"]).lower(),
+                    ]
+                    for r in sample
+                ],
+            )
+        )
         _say(f"    ... {len(index)} records in index {INDEX} ({expected} rows in products_search)")
         if len(index) != expected:
             raise DemoFailed(f"the index holds {len(index)} records, the view {expected} rows")
         _done(t)
 
         t = _step(7, "workerpool stats")
-        from .stats import collect, render
+        from workerpool.ops.stats import collect, render
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             text = render(collect(conn))

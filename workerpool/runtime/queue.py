@@ -7,9 +7,10 @@ open across an Algolia call, and every ack or release names the claim token it h
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import psycopg
 
@@ -114,8 +115,14 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
         return 0
     return conn.execute(
         "SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[])",
-        (int_array(i.row.id for i in items), token, text_array(i.action for i in items),
-         text_array(i.index for i in items), bytea_array(i.hash for i in items), bytea_array(i.shape for i in items)),
+        (
+            int_array(i.row.id for i in items),
+            token,
+            text_array(i.action for i in items),
+            text_array(i.index for i in items),
+            bytea_array(i.hash for i in items),
+            bytea_array(i.shape for i in items),
+        ),
         prepare=True,
     ).fetchone()[0]
 

@@ -71,8 +71,9 @@ class HorizonHolder:
                 who += f" ({self.application_name})"
             return f"transaction of {who}, {self.state or 'unknown state'}, open {self.age_s or 0:.0f}s"
         if self.kind == "prepared_transaction":
-            return (f"prepared transaction {self.name!r}, prepared {self.age_s or 0:.0f}s ago "
-                    "(COMMIT/ROLLBACK PREPARED it)")
+            return (
+                f"prepared transaction {self.name!r}, prepared {self.age_s or 0:.0f}s ago (COMMIT/ROLLBACK PREPARED it)"
+            )
         if self.kind == "replication_slot":
             active = "active" if self.active else "inactive"
             return f"{active} {self.slot_type} replication slot {self.name!r}, {self.age_xids} transactions behind"
@@ -114,9 +115,12 @@ class Thresholds:
     horizon_s: float = DEFAULT_HORIZON_SECONDS
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Thresholds":
-        return cls(float(settings.vacuum_warn_dead_ratio), int(settings.vacuum_warn_min_dead),
-                   float(settings.vacuum_warn_horizon_seconds))
+    def from_settings(cls, settings: Any) -> Thresholds:
+        return cls(
+            float(settings.vacuum_warn_dead_ratio),
+            int(settings.vacuum_warn_min_dead),
+            float(settings.vacuum_warn_horizon_seconds),
+        )
 
 
 _TABLES = """
@@ -165,28 +169,50 @@ def collect(conn: psycopg.Connection, thresholds: Thresholds | None = None) -> V
     autovacuum = bool(rows[0][0]) if rows else True
     tables = [TableHealth(*row[1:]) for row in rows]
     holders = [
-        HorizonHolder(kind=r[0], age_xids=int(r[1] or 0), age_s=None if r[2] is None else round(r[2], 1),
-                      blocks_hot_tables=bool(r[3]), pid=r[4], state=r[5], application_name=r[6] or None,
-                      user=r[7], name=r[8], slot_type=r[9], active=r[10])
+        HorizonHolder(
+            kind=r[0],
+            age_xids=int(r[1] or 0),
+            age_s=None if r[2] is None else round(r[2], 1),
+            blocks_hot_tables=bool(r[3]),
+            pid=r[4],
+            state=r[5],
+            application_name=r[6] or None,
+            user=r[7],
+            name=r[8],
+            slot_type=r[9],
+            active=r[10],
+        )
         for r in conn.execute(_HOLDERS).fetchall()
     ]
     horizon = next((h for h in holders if h.blocks_hot_tables), None)
     return VacuumHealth(autovacuum, tables, horizon, holders, _warnings(autovacuum, tables, holders, horizon, limits))
 
 
-def _warnings(autovacuum: bool, tables: list[TableHealth], holders: list[HorizonHolder],
-              horizon: HorizonHolder | None, limits: Thresholds) -> list[str]:
+def _warnings(
+    autovacuum: bool,
+    tables: list[TableHealth],
+    holders: list[HorizonHolder],
+    horizon: HorizonHolder | None,
+    limits: Thresholds,
+) -> list[str]:
     out = []
     blocker = f"; the xmin horizon is held by the {horizon.describe()}" if horizon else ""
     for t in tables:
         outgrown = t.dead_tuples >= limits.min_dead and t.dead_tuples > limits.dead_ratio * t.live_tuples
         if limits.dead_ratio > 0 and outgrown:
-            cause = blocker or ("; autovacuum is off on this server: run VACUUM on it (README: Vacuum)"
-                                if not autovacuum else "; autovacuum has not caught up yet")
-            out.append(f"{t.table} has {t.dead_tuples} dead tuples for {t.live_tuples} live ones "
-                       f"(VACUUM_WARN_DEAD_RATIO={limits.dead_ratio:g}){cause}")
+            cause = blocker or (
+                "; autovacuum is off on this server: run VACUUM on it (README: Vacuum)"
+                if not autovacuum
+                else "; autovacuum has not caught up yet"
+            )
+            out.append(
+                f"{t.table} has {t.dead_tuples} dead tuples for {t.live_tuples} live ones "
+                f"(VACUUM_WARN_DEAD_RATIO={limits.dead_ratio:g}){cause}"
+            )
     for h in holders:
         if h.blocks_hot_tables and h.age_s is not None and limits.horizon_s > 0 and h.age_s > limits.horizon_s:
-            out.append(f"the xmin horizon is held back by the {h.describe()} "
-                       f"(VACUUM_WARN_HORIZON_SECONDS={limits.horizon_s:g}): vacuum cannot remove dead tuples")
+            out.append(
+                f"the xmin horizon is held back by the {h.describe()} "
+                f"(VACUUM_WARN_HORIZON_SECONDS={limits.horizon_s:g}): vacuum cannot remove dead tuples"
+            )
     return out

@@ -1,4 +1,4 @@
-"""Versioned migrations: the numbered files in sql/, applied in order and recorded in a table.
+"""Versioned migrations: the numbered files in workerpool/db/sql/, applied in order and recorded in a table.
 
 Safe to run from several hosts at once: an advisory lock serializes them, and each file runs in
 its own transaction with its version row, so a crash leaves either all of a file or none of it.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from .config import ConfigError
+from workerpool.capture.triggers import refresh_captures
+from workerpool.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,8 @@ class Migration:
 
 
 def sql_dir() -> Path:
-    """Where the SQL files are: inside the installed package, or the repository's sql/."""
-    packaged = resources.files("workerpool") / "sql"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "sql"
+    """Where the SQL files are: `workerpool/db/sql/`, inside the package."""
+    return Path(str(resources.files("workerpool.db") / "sql"))
 
 
 def migrations(directory: Path | None = None) -> list[Migration]:
@@ -86,8 +84,10 @@ def check_schema(conn: psycopg.Connection) -> None:
 
 
 def _newer_message(database: int, code: int) -> str:
-    return (f"the workerpool schema in DATABASE_URL is at version {database}, newer than this workerpool's "
-            f"version {code}; upgrade workerpool on this host (an older release must not run against it)")
+    return (
+        f"the workerpool schema in DATABASE_URL is at version {database}, newer than this workerpool's "
+        f"version {code}; upgrade workerpool on this host (an older release must not run against it)"
+    )
 
 
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
@@ -99,8 +99,6 @@ def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
 
 def _refresh_captures(conn: psycopg.Connection) -> None:
     """Watched tables get the capture code of the schema just installed (an upgrade may change it)."""
-    from .capture import refresh_captures
-
     for problem in refresh_captures(conn):
         log.warning("capture not refreshed: " + problem, extra={"action": "capture_refresh_failed"})
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from . import records
-from .capture import Watched, load_transform
-from .config import Settings
-from .logs import one_line
-from .queue import QueueRow, text_array
+from workerpool.capture.model import Watched, load_transform
+from workerpool.config import Settings
+from workerpool.logs import one_line
+from workerpool.runtime import records
+from workerpool.runtime.queue import QueueRow, text_array
 
 OBJECT_ID_COLUMN = "__workerpool_object_id"
 VERSION_COLUMN = "__workerpool_version"
@@ -109,7 +110,7 @@ class Shaper:
         query = rows_query(watched)
         with conn.cursor() as cur:
             cur.execute(query, {"index": index, "keys": text_array(keys)}, prepare=True)
-            columns = tuple(c.name for c in cur.description[len(HIDDEN_COLUMNS):])
+            columns = tuple(c.name for c in cur.description[len(HIDDEN_COLUMNS) :])
             rows = {r[0]: r[1:] for r in cur.fetchall()}
         shape = None
         if not watched.transform:  # without a transform every record of the batch has the same attributes
@@ -185,7 +186,9 @@ class Shaper:
             return func(record)
 
         def expired(signum: int, frame: object) -> None:
-            raise TransformTimeout(f"transform {spec} did not return within TRANSFORM_TIMEOUT={self.settings.transform_timeout} ms")
+            raise TransformTimeout(
+                f"transform {spec} did not return within TRANSFORM_TIMEOUT={self.settings.transform_timeout} ms"
+            )
 
         previous = signal.signal(signal.SIGALRM, expired)
         signal.setitimer(signal.ITIMER_REAL, limit)
@@ -199,4 +202,3 @@ class Shaper:
         if spec not in self._transforms:
             self._transforms[spec] = load_transform(spec)
         return self._transforms[spec]
-

@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
-from . import dashboard, metrics, vacuum
-from .config import ConfigError
+from workerpool.config import ConfigError
+from workerpool.observability import dashboard, metrics, vacuum
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from workerpool.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def stall_seconds(settings: Any) -> float:
 
 @dataclass
 class HealthServer:
-    supervisor: "Supervisor"
+    supervisor: Supervisor
     httpd: ThreadingHTTPServer
     thread: threading.Thread
     started_wall: float = field(default_factory=time.time)
@@ -94,8 +94,9 @@ class HealthServer:
     def _query_database(self) -> dict[str, Any]:
         """One short connection: the backlog (rows that should be moving) and the queue by status."""
         dsn = self.supervisor.settings.database_url
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S,
-                             application_name="workerpool:health") as conn:
+        with psycopg.connect(
+            dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S, application_name="workerpool:health"
+        ) as conn:
             conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
             # Keys still in the inbox (not yet moved into the queue) wait like pending rows (status "inbox").
             backlog, oldest = conn.execute(
@@ -119,8 +120,13 @@ class HealthServer:
                     GROUP BY 1 ORDER BY 1"""
             ).fetchall()
             health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.supervisor.settings))
-        return {"backlog": int(backlog or 0), "backlog_oldest_s": float(oldest or 0.0), "depth": depth, "ages": ages,
-                "vacuum": health}
+        return {
+            "backlog": int(backlog or 0),
+            "backlog_oldest_s": float(oldest or 0.0),
+            "depth": depth,
+            "ages": ages,
+            "vacuum": health,
+        }
 
     def health(self) -> tuple[int, dict[str, Any]]:
         sup = self.supervisor
@@ -137,16 +143,21 @@ class HealthServer:
             body["backlog"] = db["backlog"]
             body["backlog_oldest_s"] = round(db["backlog_oldest_s"], 1)
             horizon = db["vacuum"].horizon
-            body["xmin_horizon"] = {"held_by": horizon.describe(), "age_s": horizon.age_s,
-                                    "age_xids": horizon.age_xids} if horizon else None
+            body["xmin_horizon"] = (
+                {"held_by": horizon.describe(), "age_s": horizon.age_s, "age_xids": horizon.age_xids}
+                if horizon
+                else None
+            )
         except psycopg.Error as exc:
             body["database"] = "unreachable"
             reasons.append(f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
             db = None
         if metrics.auth_failing():
             body["algolia"] = "credentials refused"
-            reasons.append("Algolia refuses ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY (401/403): nothing is sent and rows "
-                           "wait, without spending attempts, until the key works again")
+            reasons.append(
+                "Algolia refuses ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY (401/403): nothing is sent and rows "
+                "wait, without spending attempts, until the key works again"
+            )
         last_ack = metrics.last_ack_time()
         now = time.time()
         since = now - max(last_ack or 0.0, self.started_wall)
@@ -175,17 +186,21 @@ class HealthServer:
         class _Live:
             def collect(self) -> Any:
                 sup = server.supervisor
-                workers = GaugeMetricFamily("workerpool_workers", "Worker processes of this supervisor",
-                                            labels=["state"])
+                workers = GaugeMetricFamily(
+                    "workerpool_workers", "Worker processes of this supervisor", labels=["state"]
+                )
                 workers.add_metric(["alive"], sum(1 for c in list(sup.children.values()) if _pid_alive(c.pid)))
                 workers.add_metric(["wanted"], sup.target)
                 yield workers
                 up = GaugeMetricFamily("workerpool_database_up", "1 when the database answered this scrape")
-                depth = GaugeMetricFamily("workerpool_queue_depth",
-                                          "Rows in algolia_sync_queue by status, and keys waiting in the inbox (status inbox)",
-                                          labels=["table", "status"])
-                oldest = GaugeMetricFamily("workerpool_oldest_pending_age_seconds",
-                                           "Age of the oldest pending row", labels=["table"])
+                depth = GaugeMetricFamily(
+                    "workerpool_queue_depth",
+                    "Rows in algolia_sync_queue by status, and keys waiting in the inbox (status inbox)",
+                    labels=["table", "status"],
+                )
+                oldest = GaugeMetricFamily(
+                    "workerpool_oldest_pending_age_seconds", "Age of the oldest pending row", labels=["table"]
+                )
                 try:
                     db = server._database()
                 except psycopg.Error:
@@ -219,35 +234,55 @@ def _vacuum_metrics(health: vacuum.VacuumHealth) -> Any:
     from prometheus_client.core import GaugeMetricFamily
 
     families = {
-        "size_bytes": GaugeMetricFamily("workerpool_table_size_bytes",
-                                        "Size of a hot table with its indexes and TOAST", labels=["table"]),
-        "live_tuples": GaugeMetricFamily("workerpool_table_live_tuples",
-                                         "Live tuples of a hot table (statistics estimate)", labels=["table"]),
-        "dead_tuples": GaugeMetricFamily("workerpool_table_dead_tuples",
-                                         "Dead tuples of a hot table waiting for vacuum (statistics estimate)",
-                                         labels=["table"]),
+        "size_bytes": GaugeMetricFamily(
+            "workerpool_table_size_bytes", "Size of a hot table with its indexes and TOAST", labels=["table"]
+        ),
+        "live_tuples": GaugeMetricFamily(
+            "workerpool_table_live_tuples", "Live tuples of a hot table (statistics estimate)", labels=["table"]
+        ),
+        "dead_tuples": GaugeMetricFamily(
+            "workerpool_table_dead_tuples",
+            "Dead tuples of a hot table waiting for vacuum (statistics estimate)",
+            labels=["table"],
+        ),
     }
     for t in health.tables:
         for name, family in families.items():
             family.add_metric([t.table], getattr(t, name))
     yield from families.values()
-    yield GaugeMetricFamily("workerpool_xmin_horizon_age_seconds",
-                            "Age of the oldest transaction or prepared transaction holding the xmin horizon "
-                            "back for the hot tables (0: none)", value=health.horizon_age_s)
-    yield GaugeMetricFamily("workerpool_xmin_horizon_age_xids",
-                            "How many transactions behind the oldest holder of the hot tables' xmin horizon "
-                            "is (any kind, replication slots included; 0: none)",
-                            value=health.horizon.age_xids if health.horizon else 0)
-    holder = GaugeMetricFamily("workerpool_xmin_horizon_holder",
-                               "Transactions behind, of each holder of the xmin horizon: kind, holder (slot or prepared "
-                               "transaction name), pid, application, and what it holds back (tables, or catalog only)",
-                               labels=["kind", "holder", "pid", "application", "holds"])
+    yield GaugeMetricFamily(
+        "workerpool_xmin_horizon_age_seconds",
+        "Age of the oldest transaction or prepared transaction holding the xmin horizon "
+        "back for the hot tables (0: none)",
+        value=health.horizon_age_s,
+    )
+    yield GaugeMetricFamily(
+        "workerpool_xmin_horizon_age_xids",
+        "How many transactions behind the oldest holder of the hot tables' xmin horizon "
+        "is (any kind, replication slots included; 0: none)",
+        value=health.horizon.age_xids if health.horizon else 0,
+    )
+    holder = GaugeMetricFamily(
+        "workerpool_xmin_horizon_holder",
+        "Transactions behind, of each holder of the xmin horizon: kind, holder (slot or prepared "
+        "transaction name), pid, application, and what it holds back (tables, or catalog only)",
+        labels=["kind", "holder", "pid", "application", "holds"],
+    )
     for h in health.holders[:10]:
-        holder.add_metric([h.kind, h.name or "", str(h.pid or ""), h.application_name or "",
-                           "tables" if h.blocks_hot_tables else "catalog"], h.age_xids)
+        holder.add_metric(
+            [
+                h.kind,
+                h.name or "",
+                str(h.pid or ""),
+                h.application_name or "",
+                "tables" if h.blocks_hot_tables else "catalog",
+            ],
+            h.age_xids,
+        )
     yield holder
-    yield GaugeMetricFamily("workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows",
-                            value=len(health.warnings))
+    yield GaugeMetricFamily(
+        "workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows", value=len(health.warnings)
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -279,7 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         owner: HealthServer = self.server.owner  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
         try:
@@ -296,18 +331,22 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(404, b'{"status":"not found","paths":["/healthz","/metrics","/"]}\n', "application/json")
         except Exception as exc:  # never kill the thread; say what broke
-            self._send(500, orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n",
-                       "application/json")
+            self._send(
+                500,
+                orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n",
+                "application/json",
+            )
 
     do_HEAD = do_GET
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         owner: HealthServer = self.server.owner  # type: ignore[attr-defined]
         try:
             r = owner.dashboard.post(self.path.split("?", 1)[0], self.headers, self.rfile)
         except Exception as exc:  # never kill the thread; say what broke
-            r = dashboard.Response(500, orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n",
-                                   close=True)
+            r = dashboard.Response(
+                500, orjson.dumps({"status": "error", "error": f"{type(exc).__name__}: {exc}"}) + b"\n", close=True
+            )
         self.close_connection = self.close_connection or r.close
         self._send(r.status, r.body, r.content_type, r.headers)
 
@@ -316,7 +355,7 @@ class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def start(supervisor: "Supervisor") -> HealthServer | None:
+def start(supervisor: Supervisor) -> HealthServer | None:
     """Set up metrics and serve /healthz and /metrics, when HEALTH_PORT is set. Call before forking."""
     settings = supervisor.settings
     if not settings.health_port:
@@ -333,14 +372,17 @@ def start(supervisor: "Supervisor") -> HealthServer | None:
             f"HEALTH_PORT={settings.health_port} cannot be used on HEALTH_HOST={host}: {exc.strerror or exc}"
         ) from None
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.25},
-                              name="workerpool-health", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.25}, name="workerpool-health", daemon=True
+    )
     server = HealthServer(supervisor, httpd, thread, stall_s=stall)
     httpd.owner = server  # type: ignore[attr-defined]
     thread.start()
     url_host = f"[{host}]" if ":" in host else host
-    log.info("health server listening", extra={"action": "health_started", "url": f"http://{url_host}:{server.port}",
-                                               "stall_after_s": stall})
+    log.info(
+        "health server listening",
+        extra={"action": "health_started", "url": f"http://{url_host}:{server.port}", "stall_after_s": stall},
+    )
     return server
 
 

@@ -73,7 +73,9 @@ class MinuteSeries:
 
     def counted_from(self, now_minute: int) -> int:
         """The first minute of the chart whose count is known (later minutes are known too)."""
-        return max(now_minute - (MINUTES - 1) * 60, self.first_counted if self.first_counted is not None else now_minute)
+        return max(
+            now_minute - (MINUTES - 1) * 60, self.first_counted if self.first_counted is not None else now_minute
+        )
 
     def series(self, table: str, now_minute: int) -> list[dict[str, int]]:
         """The last hour of one table, oldest minute first, the current (partial) minute last."""
@@ -158,15 +160,33 @@ def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = 
     return _shape(now, now_minute, index_prefix, config, depth, series, lag, failed_rows, workers, reindex)
 
 
-def _shape(now: float, now_minute: int, prefix: str, config: list, depth: list, series: MinuteSeries,
-           lag: list, failed_rows: list, workers: list, reindex: list) -> dict[str, Any]:
+def _shape(
+    now: float,
+    now_minute: int,
+    prefix: str,
+    config: list,
+    depth: list,
+    series: MinuteSeries,
+    lag: list,
+    failed_rows: list,
+    workers: list,
+    reindex: list,
+) -> dict[str, Any]:
     tables: dict[str, dict[str, Any]] = {}
 
     def table(name: str, index: str | None = None, enabled: bool = True) -> dict[str, Any]:
         if name not in tables:
-            tables[name] = {"table": name, "index": prefix + index if index else None, "enabled": enabled,
-                            "watched": index is not None, "depth": dict.fromkeys(STATUSES, 0),
-                            "oldest_waiting_s": None, "lag": None, "failed_rows": [], "reindex": None}
+            tables[name] = {
+                "table": name,
+                "index": prefix + index if index else None,
+                "enabled": enabled,
+                "watched": index is not None,
+                "depth": dict.fromkeys(STATUSES, 0),
+                "oldest_waiting_s": None,
+                "lag": None,
+                "failed_rows": [],
+                "reindex": None,
+            }
         return tables[name]
 
     for name, index, enabled in config:
@@ -177,23 +197,50 @@ def _shape(now: float, now_minute: int, prefix: str, config: list, depth: list, 
         if status in ("pending", "inbox") and age is not None:
             t["oldest_waiting_s"] = round(max(age, t["oldest_waiting_s"] or 0.0), 3)
     for name, samples, p50, p95, worst in lag:
-        table(name)["lag"] = {"samples": samples, "p50_s": round(p50, 3), "p95_s": round(p95, 3),
-                              "max_s": round(worst, 3)}
+        table(name)["lag"] = {
+            "samples": samples,
+            "p50_s": round(p50, 3),
+            "p95_s": round(p95, 3),
+            "max_s": round(worst, 3),
+        }
     for name, row_id, record_id, operation, attempts, last_error, updated in failed_rows:
-        table(name)["failed_rows"].append({"id": row_id, "record_id": record_id, "operation": operation,
-                                           "attempts": attempts, "last_error": last_error, "failed_at": updated})
+        table(name)["failed_rows"].append(
+            {
+                "id": row_id,
+                "record_id": record_id,
+                "operation": operation,
+                "attempts": attempts,
+                "last_error": last_error,
+                "failed_at": updated,
+            }
+        )
     for name, mode, tmp_index, started, idle_s, done, total, running in reindex:
-        table(name)["reindex"] = {"mode": mode, "tmp_index": tmp_index, "started_at": started,
-                                  "last_progress_s": round(idle_s, 1), "rows_done": done, "rows_total": total,
-                                  "running": running}
+        table(name)["reindex"] = {
+            "mode": mode,
+            "tmp_index": tmp_index,
+            "started_at": started,
+            "last_progress_s": round(idle_s, 1),
+            "rows_done": done,
+            "rows_total": total,
+            "running": running,
+        }
     for t in tables.values():
         t["per_minute"] = series.series(t["table"], now_minute)
     return {
         "now": now,
         "indices": list(tables.values()),
-        "workers": [{"worker_id": w, "host": h, "pid": pid, "started_at": started,
-                     "heartbeat_age_s": round(age, 1), "batches": batches, "records": records}
-                    for w, h, pid, started, age, batches, records in workers],
+        "workers": [
+            {
+                "worker_id": w,
+                "host": h,
+                "pid": pid,
+                "started_at": started,
+                "heartbeat_age_s": round(age, 1),
+                "batches": batches,
+                "records": records,
+            }
+            for w, h, pid, started, age, batches, records in workers
+        ],
         "live_worker_s": LIVE_WORKER_S,
         "chart_counted_from": series.counted_from(now_minute),
     }

@@ -8,19 +8,28 @@ that does not exist.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+
+from workerpool.capture.model import (
+    Related,
+    Watched,
+    WatchError,
+    load_transform,
+    resolve_relation,
+)
 
 # event -> (trigger name, "WHEN ... REFERENCING ..." clause) of the triggers on related tables (a
 # watched table's own are attached by `algolia_sync_attach` in SQL). Row changes are read from
 # transition tables after the statement; a TRUNCATE is read before it, while the rows are still there.
 TRIGGERS = {
     "INSERT": ("algolia_sync_insert", "AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows"),
-    "UPDATE": ("algolia_sync_update", "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    "UPDATE": (
+        "algolia_sync_update",
+        "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    ),
     "DELETE": ("algolia_sync_delete", "AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows"),
     "TRUNCATE": ("algolia_sync_truncate", "BEFORE TRUNCATE ON {table}"),
 }
@@ -28,40 +37,32 @@ RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 _INDEX_NAME = re.compile(r"^[^\s/#?%&\x00-\x1f\x7f-\x9f]{1,256}$")  # no control characters either
 
 
-class WatchError(Exception):
-    """A `watch`/`unwatch` request that cannot be honoured; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Watched:
-    """One row of algolia_index_config: where a table's records come from and where they go.
-
-    `table_name` is the registration's name (what queue rows carry); `relation` is the table as it
-    is called now (regclass text, quoted where needed), which differs after an `ALTER TABLE … RENAME`.
-    """
-
-    table_name: str
-    index_name: str
-    key_column: str
-    key_type: str
-    source_view: str | None = None
-    attributes: tuple[str, ...] | None = None
-    transform: str | None = None
-    relation: str = ""
-
-    @property
-    def reads_from(self) -> str:
-        """The relation records are read from: the source view, else the table (regclass text)."""
-        return self.source_view or self.relation or self.table_name
-
-
 # Key types whose text form is the same in every session (with DateStyle, TimeZone and
 # IntervalStyle pinned where the capture and the workers turn them into text), so an objectID
 # depends on the row alone. Anything else is refused by `watch`.
 KEY_TYPES = (
-    "smallint", "integer", "bigint", "numeric", "text", "character varying", "character", "name", "citext",
-    "uuid", "boolean", "oid", "inet", "cidr", "macaddr", "macaddr8", "date", "timestamp without time zone",
-    "timestamp with time zone", "time without time zone", "time with time zone", "interval",
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "text",
+    "character varying",
+    "character",
+    "name",
+    "citext",
+    "uuid",
+    "boolean",
+    "oid",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "date",
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "time without time zone",
+    "time with time zone",
+    "interval",
 )
 
 
@@ -79,57 +80,17 @@ def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | 
     ).fetchone()
     if base in KEY_TYPES or is_enum:
         return None
-    return (f"--key {column!r} has type {typ}, whose text form is not canonical (it depends on session settings "
-            f"or is not a scalar); key types supported: integers, numeric, text types, uuid, enums, boolean, "
-            f"network addresses, date/time types and interval")
+    return (
+        f"--key {column!r} has type {typ}, whose text form is not canonical (it depends on session settings "
+        f"or is not a scalar); key types supported: integers, numeric, text types, uuid, enums, boolean, "
+        f"network addresses, date/time types and interval"
+    )
 
 
 def _nullable(conn: psycopg.Connection, oid: int, column: str) -> bool:
     return not conn.execute(
         "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s", (oid, column)
     ).fetchone()[0]
-
-
-@dataclass(frozen=True)
-class Related:
-    """Changes to `related_table` re-enqueue the watched rows whose `fk_column` equals its `ref_column`."""
-
-    related_table: str
-    fk_column: str
-    ref_column: str | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> "Related":
-        """`brands:brand_id` or `brands:brand_id:id` (TABLE:FK_COLUMN[:REFERENCED_COLUMN])."""
-        parts = spec.split(":")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise WatchError(f"--related {spec!r} is not valid; expected TABLE:FK_COLUMN[:REFERENCED_COLUMN], e.g. brands:brand_id")
-        return cls(*parts)
-
-
-def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> tuple[int, str]:
-    """(oid, canonical name) of a table or view named as typed: `Order Items`, `public.products`, `"X"`."""
-    candidates = [_as_single_identifier(conn, name), name]
-    if "." in name and '"' not in name:  # `shop.Order Items`: a schema and a name as typed
-        candidates.append(sql.Identifier(*name.split(".", 1)).as_string(conn))
-    for candidate in candidates:
-        try:
-            row = conn.execute(
-                "SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
-                (candidate,),
-            ).fetchone()
-        except psycopg.errors.InvalidName:
-            row = None
-        if row:
-            if row[2] not in kinds:
-                wanted = "a table" if kinds == "rp" else "a table or view"
-                raise WatchError(f"{name!r} is not {wanted} (relkind {row[2]!r})")
-            return row[0], row[1]
-    raise WatchError(f"table or view {name!r} does not exist (check the name and the search_path)")
-
-
-def _as_single_identifier(conn: psycopg.Connection, name: str) -> str:
-    return sql.Identifier(name).as_string(conn)
 
 
 def _columns(conn: psycopg.Connection, oid: int) -> dict[str, str]:
@@ -196,8 +157,10 @@ def watch(
     if key not in columns:
         raise WatchError(f"column {key!r} does not exist in {table_name}; columns are {', '.join(columns)}")
     if not _is_unique(conn, oid, key):
-        raise WatchError(f"--key {key!r} is not unique in {table_name}; add a unique index on it "
-                         f"(CREATE UNIQUE INDEX ON {table_name} ({key})) or pick a unique column")
+        raise WatchError(
+            f"--key {key!r} is not unique in {table_name}; add a unique index on it "
+            f"(CREATE UNIQUE INDEX ON {table_name} ({key})) or pick a unique column"
+        )
     problem = _key_type_problem(conn, oid, key)
     if problem:
         raise WatchError(problem)
@@ -224,8 +187,16 @@ def watch(
     if attributes is not None and not source_name:
         compared = list(dict.fromkeys([key, *attributes]))
 
-    watched = Watched(table_name, index_name, key, columns[key], source_name,
-                      tuple(attributes) if attributes is not None else None, transform, table_name)
+    watched = Watched(
+        table_name,
+        index_name,
+        key,
+        columns[key],
+        source_name,
+        tuple(attributes) if attributes is not None else None,
+        transform,
+        table_name,
+    )
     with conn.transaction():
         _adopt_renamed(conn, oid, table_name)
         conn.execute(
@@ -246,10 +217,16 @@ def watch(
                       relation = EXCLUDED.relation, source = EXCLUDED.source, key_attnum = EXCLUDED.key_attnum,
                       attribute_attnums = EXCLUDED.attribute_attnums,
                       enabled = true, disabled_reason = NULL, updated_at = now()""",
-            {"table": watched.table_name, "index": watched.index_name, "key": watched.key_column,
-             "ktype": watched.key_type, "source": watched.source_view,
-             "attributes": list(watched.attributes) if watched.attributes is not None else None,
-             "transform": watched.transform, "oid": oid},
+            {
+                "table": watched.table_name,
+                "index": watched.index_name,
+                "key": watched.key_column,
+                "ktype": watched.key_type,
+                "source": watched.source_view,
+                "attributes": list(watched.attributes) if watched.attributes is not None else None,
+                "transform": watched.transform,
+                "oid": oid,
+            },
         )
         _drop_related_triggers(conn, table_name)
         for link in links:
@@ -267,8 +244,10 @@ def watch_warnings(conn: psycopg.Connection, watched: Watched) -> list[str]:
     warnings = []
     oid, _ = resolve_relation(conn, watched.relation or watched.table_name)
     if _nullable(conn, oid, watched.key_column):
-        warnings.append(f"{watched.table_name}.{watched.key_column} is nullable: rows whose key is NULL have no "
-                        "objectID and are not synced (add NOT NULL to make that impossible)")
+        warnings.append(
+            f"{watched.table_name}.{watched.key_column} is nullable: rows whose key is NULL have no "
+            "objectID and are not synced (add NOT NULL to make that impossible)"
+        )
     return warnings + unindexed_related(conn, watched.table_name)
 
 
@@ -284,12 +263,17 @@ def _adopt_renamed(conn: psycopg.Connection, oid: int, table_name: str) -> None:
     _drop_related_triggers(conn, old[0])
     conn.execute("SELECT algolia_sync_detach(%s::oid::regclass)", (oid,))  # `watch` attaches the new ones
     conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(old[0]))))
-    conn.execute("DELETE FROM algolia_sync_queue q WHERE q.table_name = %(old)s AND q.status = 'pending' "
-                 "AND EXISTS (SELECT 1 FROM algolia_sync_queue p WHERE p.table_name = %(new)s "
-                 "AND p.record_id = q.record_id AND p.status = 'pending')", {"old": old[0], "new": table_name})
-    for statement in ("UPDATE algolia_sync_queue SET table_name = %(new)s WHERE table_name = %(old)s",
-                      "UPDATE algolia_sync_inbox SET table_name = %(new)s WHERE table_name = %(old)s",
-                      "DELETE FROM algolia_index_config WHERE table_name = %(old)s"):
+    conn.execute(
+        "DELETE FROM algolia_sync_queue q WHERE q.table_name = %(old)s AND q.status = 'pending' "
+        "AND EXISTS (SELECT 1 FROM algolia_sync_queue p WHERE p.table_name = %(new)s "
+        "AND p.record_id = q.record_id AND p.status = 'pending')",
+        {"old": old[0], "new": table_name},
+    )
+    for statement in (
+        "UPDATE algolia_sync_queue SET table_name = %(new)s WHERE table_name = %(old)s",
+        "UPDATE algolia_sync_inbox SET table_name = %(new)s WHERE table_name = %(old)s",
+        "DELETE FROM algolia_index_config WHERE table_name = %(old)s",
+    ):
         conn.execute(statement, {"old": old[0], "new": table_name})
 
 
@@ -306,8 +290,16 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
     ).fetchall()
     for table, index, key, source, attributes, transform, related in registrations:
         try:
-            watch(conn, table, index, key=key, source=source, attributes=attributes, transform=None,
-                  related=[Related.parse(r) for r in related])
+            watch(
+                conn,
+                table,
+                index,
+                key=key,
+                source=source,
+                attributes=attributes,
+                transform=None,
+                related=[Related.parse(r) for r in related],
+            )
             if transform:
                 conn.execute("UPDATE algolia_index_config SET transform = %s WHERE table_name = %s", (transform, table))
         except (WatchError, psycopg.Error) as exc:
@@ -320,16 +312,19 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
 
     `table` is the table as it is called now or the name it was watched under (a renamed or dropped
     table); the registration is found through the table's oid either way."""
-    registered = dict(conn.execute(
-        "SELECT c.table_name, t.oid FROM algolia_index_config c LEFT JOIN pg_class t ON t.oid = c.relation"
-    ).fetchall())
+    registered = dict(
+        conn.execute(
+            "SELECT c.table_name, t.oid FROM algolia_index_config c LEFT JOIN pg_class t ON t.oid = c.relation"
+        ).fetchall()
+    )
     try:
         oid, current = resolve_relation(conn, table)
         table_name = next((name for name, rel in registered.items() if rel == oid), current)
     except WatchError:
         if table not in registered:
-            raise WatchError(f"table {table!r} is not watched; watched tables are: "
-                             f"{', '.join(sorted(registered)) or 'none'}") from None
+            raise WatchError(
+                f"table {table!r} is not watched; watched tables are: {', '.join(sorted(registered)) or 'none'}"
+            ) from None
         table_name = table  # watched under this name: renamed since, or dropped
     relation = registered.get(table_name)
     with conn.transaction():
@@ -348,40 +343,6 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
     return table_name
 
 
-def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
-    """Every enabled registration, by table name, with the table, key and source view as they are
-    called now (read through their oids: a rename since `watch` does not break reading them)."""
-    rows = conn.execute(
-        """SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
-                  coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
-                  CASE WHEN c.source IS NULL THEN c.source_view
-                       ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
-                  c.attributes, c.transform,
-                  CASE WHEN c.relation IS NULL THEN c.table_name
-                       ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
-             FROM algolia_index_config c
-             LEFT JOIN pg_class t ON t.oid = c.relation
-             LEFT JOIN pg_class sv ON sv.oid = c.source
-             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
-            WHERE c.enabled"""
-    ).fetchall()
-    return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6], r[7]) for r in rows}
-
-
-def load_transform(spec: str):
-    """Import the `module:function` a transform names; a bad name is a WatchError naming it."""
-    module_name, _, func_name = spec.partition(":")
-    if not module_name or not func_name:
-        raise WatchError(f"--transform {spec!r} is not valid; expected module:function, e.g. myapp.search:product_record")
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise WatchError(f"--transform {spec!r} cannot be loaded: {exc}") from None
-    if not callable(func):
-        raise WatchError(f"--transform {spec!r} is not callable")
-    return func
-
-
 def _capture_function(table_name: str) -> str:
     """The name of the capture function generated for one watched table."""
     return "algolia_sync_capture_" + hashlib.md5(table_name.encode()).hexdigest()[:16]
@@ -395,12 +356,16 @@ def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
 def _resolve_related(conn: psycopg.Connection, table_name: str, columns: dict[str, str], link: Related) -> Related:
     oid, related_name = resolve_relation(conn, link.related_table)
     if link.fk_column not in columns:
-        raise WatchError(f"--related {link.related_table}:{link.fk_column}: {table_name} has no column {link.fk_column!r}")
+        raise WatchError(
+            f"--related {link.related_table}:{link.fk_column}: {table_name} has no column {link.fk_column!r}"
+        )
     ref = link.ref_column
     if ref is None:
         pk = _primary_key(conn, oid)
         if len(pk) != 1:
-            raise WatchError(f"--related {link.related_table}: no single-column primary key; name the referenced column")
+            raise WatchError(
+                f"--related {link.related_table}: no single-column primary key; name the referenced column"
+            )
         ref = pk[0]
     if ref not in _columns(conn, oid):
         raise WatchError(f"--related {link.related_table}: {related_name} has no column {ref!r}")
@@ -420,8 +385,11 @@ def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
             ORDER BY 1, 2""",
         (table_name, oid),
     ).fetchall()
-    return [f"{table_name}.{fk} has no index: every change to {related} scans all of {table_name} to find "
-            f"its rows (CREATE INDEX ON {table_name} ({quoted}))" for related, fk, quoted in rows]
+    return [
+        f"{table_name}.{fk} has no index: every change to {related} scans all of {table_name} to find "
+        f"its rows (CREATE INDEX ON {table_name} ({quoted}))"
+        for related, fk, quoted in rows
+    ]
 
 
 def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: Related) -> None:
@@ -436,9 +404,12 @@ def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: R
                 "CREATE TRIGGER {trigger} " + when.replace("{table}", "{related}") + " FOR EACH STATEMENT "
                 "EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref})"
             ).format(
-                trigger=sql.Identifier(trigger), related=sql.SQL(link.related_table),
-                table=sql.Literal(table_name), key=sql.Literal(key),
-                fk=sql.Literal(link.fk_column), ref=sql.Literal(link.ref_column),
+                trigger=sql.Identifier(trigger),
+                related=sql.SQL(link.related_table),
+                table=sql.Literal(table_name),
+                key=sql.Literal(key),
+                fk=sql.Literal(link.fk_column),
+                ref=sql.Literal(link.ref_column),
             )
         )
 
@@ -450,5 +421,6 @@ def _drop_related_triggers(conn: psycopg.Connection, table_name: str) -> None:
     for related_table, fk_column in links:
         if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (related_table,)).fetchone()[0]:
             for trigger in _related_trigger_names(table_name, fk_column).values():
-                conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                    sql.Identifier(trigger), sql.SQL(related_table)))
+                conn.execute(
+                    sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), sql.SQL(related_table))
+                )

@@ -6,8 +6,13 @@ import psycopg
 import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
-from . import pgtypes
-from .config import ConfigError, dsn_passwords, environment_secrets, redact_dsn
+from workerpool.config import (
+    ConfigError,
+    dsn_passwords,
+    environment_secrets,
+    redact_dsn,
+)
+from workerpool.db import pgtypes
 
 APPLICATION_NAME = "workerpool"
 
@@ -24,10 +29,10 @@ class DatabaseUnavailable(Exception):
 # of them keeps its own value. libpq ignores them on Unix sockets.
 TCP_LIVENESS = {
     "keepalives": "1",
-    "keepalives_idle": "10",       # s of silence before probing
-    "keepalives_interval": "5",    # s between probes
-    "keepalives_count": "3",       # unanswered probes before the connection is dead
-    "tcp_user_timeout": "30000",   # ms that sent data may stay unacknowledged
+    "keepalives_idle": "10",  # s of silence before probing
+    "keepalives_interval": "5",  # s between probes
+    "keepalives_count": "3",  # unanswered probes before the connection is dead
+    "tcp_user_timeout": "30000",  # ms that sent data may stay unacknowledged
 }
 
 
@@ -73,9 +78,13 @@ def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
         # last fraction of a second of claims and acks can be lost, which only returns rows to an
         # earlier state (pending, or claimed until the lease expires): they are sent again, never
         # lost. Writers' own transactions (the triggers) keep the server's setting.
-        kwargs={"autocommit": True, "application_name": f"{APPLICATION_NAME}:{name}", "connect_timeout": 10,
-                "options": _with_option(dsn, "-c synchronous_commit=off " + pgtypes.SESSION_OPTIONS),
-                **tcp_liveness(dsn)},
+        kwargs={
+            "autocommit": True,
+            "application_name": f"{APPLICATION_NAME}:{name}",
+            "connect_timeout": 10,
+            "options": _with_option(dsn, "-c synchronous_commit=off " + pgtypes.SESSION_OPTIONS),
+            **tcp_liveness(dsn),
+        },
         configure=pgtypes.configure,
         name=name,
         timeout=30,

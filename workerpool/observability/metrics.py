@@ -26,12 +26,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the worker's types; imported lazily to keep this module import-light
-    from .queue import Claim
-    from .worker import Outcome, Worker
+    from workerpool.runtime.queue import Claim
+    from workerpool.runtime.worker import Outcome, Worker
 
 _dir: str | None = None  # set by the supervisor before fork; inherited by the workers
 _owner_pid: int | None = None
-_m: "_Metrics | None" = None
+_m: _Metrics | None = None
 
 BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -43,38 +43,66 @@ class _Metrics:
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.synced = Counter("workerpool_records_synced",
-                              "Records acknowledged: upsert, delete, or unchanged (same content as last sent: not sent)",
-                              ["index", "action"], registry=None)
-        self.failed = Counter("workerpool_records_failed", "Records that failed for good (status failed)",
-                              ["index"], registry=None)
-        self.retried = Counter("workerpool_records_retried", "Records given back to the queue for a retry",
-                               ["index"], registry=None)
+        self.synced = Counter(
+            "workerpool_records_synced",
+            "Records acknowledged: upsert, delete, or unchanged (same content as last sent: not sent)",
+            ["index", "action"],
+            registry=None,
+        )
+        self.failed = Counter(
+            "workerpool_records_failed", "Records that failed for good (status failed)", ["index"], registry=None
+        )
+        self.retried = Counter(
+            "workerpool_records_retried", "Records given back to the queue for a retry", ["index"], registry=None
+        )
         self.batches = Counter("workerpool_batches", "Batches processed", registry=None)
-        self.batch_duration = Histogram("workerpool_batch_duration_seconds",
-                                        "Claim-to-acknowledgement time of one batch", buckets=BATCH_BUCKETS,
-                                        registry=None)
-        self.lag = Histogram("workerpool_change_to_ack_lag_seconds",
-                             "Time from a change being queued to its record being acknowledged",
-                             buckets=LAG_BUCKETS, registry=None)
-        self.throttled = Counter("workerpool_algolia_throttled", "Algolia 429 answers (the worker slowed down)",
-                                 registry=None)
-        self.auth_errors = Counter("workerpool_algolia_auth_errors",
-                                   "Algolia 401/403 answers (wrong or revoked credentials, missing ACL)",
-                                   registry=None)
-        self.restarts = Counter("workerpool_worker_restarts", "Worker processes restarted by the supervisor",
-                                registry=None)
-        self.auth_failed_at = Gauge("workerpool_algolia_auth_failed_timestamp_seconds",
-                                    "Unix time Algolia last refused the credentials (401/403)",
-                                    multiprocess_mode="max", registry=None)
-        self.accepted_at = Gauge("workerpool_algolia_accepted_timestamp_seconds",
-                                 "Unix time Algolia last accepted a request", multiprocess_mode="max", registry=None)
-        self.last_ack = Gauge("workerpool_last_ack_timestamp_seconds",
-                              "Unix time of the last batch that settled rows (done or failed)",
-                              multiprocess_mode="max", registry=None)
-        self.batch_limit = Gauge("workerpool_worker_batch_limit",
-                                 "Current adaptive batch size of each live worker (halved on 429)",
-                                 multiprocess_mode="liveall", registry=None)
+        self.batch_duration = Histogram(
+            "workerpool_batch_duration_seconds",
+            "Claim-to-acknowledgement time of one batch",
+            buckets=BATCH_BUCKETS,
+            registry=None,
+        )
+        self.lag = Histogram(
+            "workerpool_change_to_ack_lag_seconds",
+            "Time from a change being queued to its record being acknowledged",
+            buckets=LAG_BUCKETS,
+            registry=None,
+        )
+        self.throttled = Counter(
+            "workerpool_algolia_throttled", "Algolia 429 answers (the worker slowed down)", registry=None
+        )
+        self.auth_errors = Counter(
+            "workerpool_algolia_auth_errors",
+            "Algolia 401/403 answers (wrong or revoked credentials, missing ACL)",
+            registry=None,
+        )
+        self.restarts = Counter(
+            "workerpool_worker_restarts", "Worker processes restarted by the supervisor", registry=None
+        )
+        self.auth_failed_at = Gauge(
+            "workerpool_algolia_auth_failed_timestamp_seconds",
+            "Unix time Algolia last refused the credentials (401/403)",
+            multiprocess_mode="max",
+            registry=None,
+        )
+        self.accepted_at = Gauge(
+            "workerpool_algolia_accepted_timestamp_seconds",
+            "Unix time Algolia last accepted a request",
+            multiprocess_mode="max",
+            registry=None,
+        )
+        self.last_ack = Gauge(
+            "workerpool_last_ack_timestamp_seconds",
+            "Unix time of the last batch that settled rows (done or failed)",
+            multiprocess_mode="max",
+            registry=None,
+        )
+        self.batch_limit = Gauge(
+            "workerpool_worker_batch_limit",
+            "Current adaptive batch size of each live worker (halved on 429)",
+            multiprocess_mode="liveall",
+            registry=None,
+        )
 
 
 def setup(directory: str | None = None) -> str:
@@ -130,7 +158,7 @@ def _metrics() -> _Metrics | None:
 _ACTIONS = {"updateObject": "upsert", "partialUpdateObject": "upsert", "deleteObject": "delete", "skip": "unchanged"}
 
 
-def record_batch(worker: "Worker", claim: "Claim", outcome: "Outcome", started: float) -> None:
+def record_batch(worker: Worker, claim: Claim, outcome: Outcome, started: float) -> None:
     """Once a batch's outcome is known (called just before the worker writes it, which empties its lists):
     records by index and action, failures and retries, batch duration, change-to-ack lag per record, and
     the time of the last settled batch."""

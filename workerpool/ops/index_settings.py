@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from .algolia import make_client
-from .config import Settings
+from workerpool.config import Settings
+from workerpool.runtime.algolia import make_client
 
 
 class SettingsError(Exception):

@@ -1,0 +1,138 @@
+"""What a registration is: a watched table as `algolia_index_config` records it, read back by oid.
+
+Every command that takes a table accepts it as `watch` does (`My Table`, `public.products`, `"X"`) and
+resolves it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+
+class WatchError(Exception):
+    """A `watch`/`unwatch` request that cannot be honoured; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One row of algolia_index_config: where a table's records come from and where they go.
+
+    `table_name` is the registration's name (what queue rows carry); `relation` is the table as it
+    is called now (regclass text, quoted where needed), which differs after an `ALTER TABLE … RENAME`.
+    """
+
+    table_name: str
+    index_name: str
+    key_column: str
+    key_type: str
+    source_view: str | None = None
+    attributes: tuple[str, ...] | None = None
+    transform: str | None = None
+    relation: str = ""
+
+    @property
+    def reads_from(self) -> str:
+        """The relation records are read from: the source view, else the table (regclass text)."""
+        return self.source_view or self.relation or self.table_name
+
+
+@dataclass(frozen=True)
+class Related:
+    """Changes to `related_table` re-enqueue the watched rows whose `fk_column` equals its `ref_column`."""
+
+    related_table: str
+    fk_column: str
+    ref_column: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Related:
+        """`brands:brand_id` or `brands:brand_id:id` (TABLE:FK_COLUMN[:REFERENCED_COLUMN])."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise WatchError(
+                f"--related {spec!r} is not valid; expected TABLE:FK_COLUMN[:REFERENCED_COLUMN], e.g. brands:brand_id"
+            )
+        return cls(*parts)
+
+
+def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> tuple[int, str]:
+    """(oid, canonical name) of a table or view named as typed: `Order Items`, `public.products`, `"X"`."""
+    candidates = [_as_single_identifier(conn, name), name]
+    if "." in name and '"' not in name:  # `shop.Order Items`: a schema and a name as typed
+        candidates.append(sql.Identifier(*name.split(".", 1)).as_string(conn))
+    for candidate in candidates:
+        try:
+            row = conn.execute(
+                "SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                (candidate,),
+            ).fetchone()
+        except psycopg.errors.InvalidName:
+            row = None
+        if row:
+            if row[2] not in kinds:
+                wanted = "a table" if kinds == "rp" else "a table or view"
+                raise WatchError(f"{name!r} is not {wanted} (relkind {row[2]!r})")
+            return row[0], row[1]
+    raise WatchError(f"table or view {name!r} does not exist (check the name and the search_path)")
+
+
+def _as_single_identifier(conn: psycopg.Connection, name: str) -> str:
+    return sql.Identifier(name).as_string(conn)
+
+
+def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
+    """Every enabled registration, by table name, with the table, key and source view as they are
+    called now (read through their oids: a rename since `watch` does not break reading them)."""
+    rows = conn.execute(
+        """SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
+                  coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
+                  CASE WHEN c.source IS NULL THEN c.source_view
+                       ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
+                  c.attributes, c.transform,
+                  CASE WHEN c.relation IS NULL THEN c.table_name
+                       ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
+             FROM algolia_index_config c
+             LEFT JOIN pg_class t ON t.oid = c.relation
+             LEFT JOIN pg_class sv ON sv.oid = c.source
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
+            WHERE c.enabled"""
+    ).fetchall()
+    return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6], r[7]) for r in rows}
+
+
+def load_transform(spec: str):
+    """Import the `module:function` a transform names; a bad name is a WatchError naming it."""
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise WatchError(
+            f"--transform {spec!r} is not valid; expected module:function, e.g. myapp.search:product_record"
+        )
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise WatchError(f"--transform {spec!r} cannot be loaded: {exc}") from None
+    if not callable(func):
+        raise WatchError(f"--transform {spec!r} is not callable")
+    return func
+
+
+def find_watched(conn: psycopg.Connection, table: str) -> Watched:
+    """The registration of `table` as the user typed it (`products`, `public.products`, `"Order Items"`)."""
+    registered = load_watched(conn)
+    if table in registered:
+        return registered[table]
+    try:
+        _, canonical = resolve_relation(conn, table)
+    except WatchError:
+        canonical = None
+    if canonical and canonical in registered:
+        return registered[canonical]
+    renamed = [w for w in registered.values() if canonical and w.relation == canonical]
+    if renamed:  # watched under an older name
+        return renamed[0]
+    names = ", ".join(sorted(registered)) or "none"
+    raise WatchError(f"table {table!r} is not watched; watched tables are: {names}")

@@ -1,0 +1,102 @@
+"""Walking a watched table in key order and building its records as the worker would: what `reindex`
+and `verify` share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from workerpool.capture.model import Watched
+from workerpool.config import Settings
+from workerpool.runtime import records
+from workerpool.runtime.queue import QueueRow
+from workerpool.runtime.shaping import Outcome, Shaper
+
+DEFAULT_CHUNK = 1000
+
+
+def iter_key_chunks(
+    conn: psycopg.Connection, watched: Watched, size: int, after: str | None = None
+) -> Iterator[list[str]]:
+    """Every key of the table as text, in key order, `size` at a time (keyset pagination)."""
+    key = sql.Identifier(watched.key_column)
+    table = sql.SQL(watched.relation or watched.table_name)  # regclass text, quoted where needed
+    ktype = sql.SQL(watched.key_type)
+    # Qualified (s.key): a bare ORDER BY name would sort by the text output column, not the key.
+    first = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s").format(
+        k=key, t=table
+    )
+    rest = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s").format(
+        k=key, t=table, ty=ktype
+    )
+    last = after
+    while True:
+        if last is None:
+            rows = conn.execute(first, (size,)).fetchall()
+        else:
+            rows = conn.execute(rest, (last, size)).fetchall()
+        if not rows:
+            return
+        keys = [r[0] for r in rows]
+        yield keys
+        if len(keys) < size:
+            return
+        last = keys[-1]
+
+
+def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
+            t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column)
+        )
+    ).fetchone()[0]
+
+
+@dataclass
+class Built:
+    """What the worker would do with each key, as a `REINDEX` queue row (always written, never skipped)."""
+
+    writes: dict[str, bytes] = field(default_factory=dict)  # key -> serialized batch action (with `_version`)
+    deletes: list[str] = field(default_factory=list)  # no row (or the view/transform drops it): not indexed
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why the worker would fail it
+
+    def record(self, key: str) -> dict | None:
+        """The record body a write sends, without the `_version` bookkeeping attribute."""
+        action = self.writes.get(key)
+        if action is None:
+            return None
+        body = orjson.loads(action)["body"]
+        body.pop(records.VERSION, None)
+        return body
+
+
+class RecordBuilder:
+    """Rows to records exactly as the worker builds them, through the worker's own code.
+
+    `Shaper.load_rows` reads the current rows (the table or its source view, `key = ANY(...)`, with a
+    fresh record version) and `Shaper.item` turns each into its batch action: attribute selection,
+    transform, serialization, size limit and versioning included. The keys are presented as `REINDEX`
+    queue rows, so an unchanged record is written anyway (a reindex must not trust what was last sent).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._shaper = Shaper(settings)
+
+    def build(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Built:
+        rows = self._shaper.load_rows(conn, watched, index, keys)
+        built = Built()
+        for key in keys:
+            outcome = Outcome()
+            row = QueueRow(0, watched.table_name, key, "REINDEX", 0, None)
+            item = self._shaper.item(watched, index, row, rows, outcome)
+            if outcome.failed:
+                built.failed[key] = outcome.failed[0][1]
+            elif item is None or item.action == "deleteObject":
+                built.deletes.append(key)
+            elif item.action != "skip":
+                built.writes[key] = item.body
+        return built
