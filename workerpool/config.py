@@ -57,7 +57,7 @@ def _hosts(name: str, raw: str) -> tuple[str, ...]:
                 f"{name} has {host!r}, which is not a base URL; expected comma-separated URLs like http://127.0.0.1:8089"
             )
         try:
-            parts.port
+            _ = parts.port  # the property parses the port and raises ValueError for a bad one
         except ValueError:
             raise ConfigError(f"{name} has {host!r}, whose port is not a number from 1 to 65535") from None
     return hosts
@@ -332,12 +332,6 @@ def dsn_passwords(dsn: str) -> list[str]:
             value = raw[1:-1] if raw.startswith("'") else raw
             found += [raw, value, re.sub(r"\\(.)", r"\1", value)]
     return list(dict.fromkeys(p for p in found if p))
-
-
-def dsn_password(dsn: str) -> str:
-    """The password inside a DSN (URL or key=value form) as libpq reads it, or ''."""
-    passwords = dsn_passwords(dsn)
-    return passwords[-1] if passwords else ""
 
 
 def redact_dsn(dsn: str) -> str:

@@ -16,8 +16,6 @@ from collections.abc import Iterable
 
 from pythonjsonlogger.json import JsonFormatter
 
-_STANDARD = ("asctime", "levelname", "name", "message")
-
 
 class SecretFilter(logging.Filter):
     """Replaces secret values with '***' before a record is formatted."""

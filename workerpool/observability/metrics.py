@@ -134,14 +134,6 @@ def teardown() -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def enabled() -> bool:
-    return _dir is not None
-
-
-def directory() -> str | None:
-    return _dir
-
-
 def _metrics() -> _Metrics | None:
     global _m
     if _dir is None:

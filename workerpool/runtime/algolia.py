@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -88,11 +87,6 @@ def make_client(settings: Settings) -> SearchClientSync:
     config = build_config(settings)
     config.set_default_hosts()
     return SearchClientSync.create_with_config(config)
-
-
-@dataclass
-class _LastResponse:
-    retry_after: float | None = None
 
 
 class Sender:
