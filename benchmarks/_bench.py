@@ -221,7 +221,7 @@ def postgres_cpu_s() -> float | None:
     if not procs:
         return None
     total = 0.0
-    for pid, (_, ppid, own, children) in procs.items():
+    for _, ppid, own, children in procs.values():
         total += own
         if ppid not in procs:  # the postmaster
             total += children

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from psycopg import sql  # noqa: E402
 
 from benchmarks import _bench  # noqa: E402
 from tests.conftest import _server_url, _with_dbname  # noqa: E402
-from workerpool.capture.model import load_watched
+from workerpool.capture.model import load_watched  # noqa: E402
 from workerpool.capture.triggers import watch  # noqa: E402
 from workerpool.config import load  # noqa: E402
 from workerpool.emulator import Emulator  # noqa: E402
@@ -90,27 +91,32 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
         client: collections.Counter[str] = collections.Counter()
         server: collections.Counter[str] = collections.Counter()
 
-        def step(name: str, fn: Callable[[], Any]) -> Any:
+        @contextlib.contextmanager
+        def step(name: str) -> Iterator[None]:
             b0, c0 = _backend_cpu_s(backend), time.thread_time()
-            out = fn()
+            yield
             client[name] += time.thread_time() - c0
             server[name] += _backend_cpu_s(backend) - b0
-            return out
 
         process0, started, done = time.process_time(), time.monotonic(), 0
         while True:
-            step("spill", lambda: queue.spill(conn, batch))
-            claim = step("claim", lambda: queue.claim_batch(conn, batch, 60_000, "phases", time.monotonic()))
+            with step("spill"):
+                queue.spill(conn, batch)
+            with step("claim"):
+                claim = queue.claim_batch(conn, batch, 60_000, "phases", time.monotonic())
             if claim is None:
                 break
             outcome = Outcome()
-            current = step(
-                "read", lambda: shaper.load_rows(conn, watched, "products", [r.record_id for r in claim.rows])
-            )
-            items = step("build", lambda: [shaper.item(watched, "products", r, current, outcome) for r in claim.rows])
-            body = step("body", lambda: records.batch_body(i.body for i in items))
-            step("http", lambda: sender.send_batch(body))
-            done += step("ack", lambda: queue.ack(conn, claim.token, items))
+            with step("read"):
+                current = shaper.load_rows(conn, watched, "products", [r.record_id for r in claim.rows])
+            with step("build"):
+                items = [shaper.item(watched, "products", r, current, outcome) for r in claim.rows]
+            with step("body"):
+                body = records.batch_body(i.body for i in items)
+            with step("http"):
+                sender.send_batch(body)
+            with step("ack"):
+                done += queue.ack(conn, claim.token, items)
         wall = time.monotonic() - started
         # The emulator serves from its own threads in this process: process CPU minus this thread's.
         emulator_s = time.process_time() - process0 - sum(client.values())

@@ -52,7 +52,11 @@ def _table(headers: list[str], rows: Iterable[list[Any]], markdown: bool) -> str
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    just = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def just(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
     line = just(headers)
     out = [line, "-" * len(line)]
     out += [just(r) for r in rows]
@@ -101,7 +105,8 @@ def summarize(data: dict, markdown: bool = False) -> tuple[str, dict]:
                     _fmt(c["records_per_s"]) if c else "-",
                     f"{100 * _like_for_like(d) / c['records_per_s']:.0f}%" if c else "-",
                     _peer_ratio(d, p),
-                    f"{_fmt(d.get('cpu_workerpool_s'), 1)} / {_fmt(d.get('cpu_postgres_s'), 1)} / {_fmt(d.get('cpu_emulator_s'), 1)}",
+                    f"{_fmt(d.get('cpu_workerpool_s'), 1)} / {_fmt(d.get('cpu_postgres_s'), 1)}"
+                    f" / {_fmt(d.get('cpu_emulator_s'), 1)}",
                 ]
             )
         parts.append(h("Drain (workerpool run --drain, end to end)"))
@@ -419,7 +424,8 @@ def evaluate_targets(f: dict) -> list[list[str]]:
         peak = max(r["peak_hwm_kb"] for r in f["memory"]["rss"])
         out.append(
             [
-                f"worker RSS flat over {f['memory']['rows']:,} records (growth after 10% <= {MEMORY_FLAT_KB // 1024} MB)",
+                f"worker RSS flat over {f['memory']['rows']:,} records"
+                f" (growth after 10% <= {MEMORY_FLAT_KB // 1024} MB)",
                 f"worst growth {worst / 1024:+.1f} MB, peak {peak / 1024:.0f} MB",
                 verdict(worst <= MEMORY_FLAT_KB),
             ]
@@ -451,7 +457,7 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
     from matplotlib.ticker import FuncFormatter
 
     workers = sorted({d["workers"] for d in drains})
-    colors = dict(zip(workers, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]))
+    colors = dict(zip(workers, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"], strict=False))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1.6, 1]})
     for w in workers:
         pts = sorted((d["batch_size"], _like_for_like(d)) for d in drains if d["workers"] == w)
@@ -502,7 +508,7 @@ def plot(figures: dict, path: Path, meta: dict) -> Path | None:
     ax.set_ylabel("records / s in the workers, start-up excluded (log scale)")
     rows = max(d["rows"] for d in drains)
     fewer = sorted({(d["rows"], d["batch_size"]) for d in drains if d["rows"] < rows})
-    note = "".join(f"; {r:,} at BATCH_SIZE {b}" for r, b in dict((b, (r, b)) for r, b in fewer).values())
+    note = "".join(f"; {r:,} at BATCH_SIZE {b}" for r, b in {b: (r, b) for r, b in fewer}.values())
     ax.set_title(f"Drain throughput, POOL_SIZE={REF_POOL} ({rows:,} queued changes{note})", fontsize=11)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(workers), fontsize=8, frameon=False)

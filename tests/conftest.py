@@ -248,7 +248,8 @@ class Pool:
 
     def __init__(self, env: dict[str, str], *args: str, cwd: str | None = None, prefix: Sequence[str] = ()) -> None:
         # `prefix` runs the command through another, e.g. `ip netns exec NAME` (which execs in place).
-        self.log_file = tempfile.NamedTemporaryFile(prefix="workerpool-run-", suffix=".log", delete=False)
+        # Open while the pool runs: the supervisor writes to it.
+        self.log_file = tempfile.NamedTemporaryFile(prefix="workerpool-run-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*prefix, *workerpool_cmd("run", *args)],
             env=env,

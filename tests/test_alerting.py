@@ -138,9 +138,9 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
     # send (failed for good), and a worker that dies and is restarted.
     emulator.state.inject_faults(
         [
-            dict(status=429, retry_after=0, count=1, writes_only=True),
-            dict(status=503, count=1, writes_only=True),
-            dict(status=403, count=1, writes_only=True),
+            {"status": 429, "retry_after": 0, "count": 1, "writes_only": True},
+            {"status": 503, "count": 1, "writes_only": True},
+            {"status": 403, "count": 1, "writes_only": True},
         ]
     )
     db.execute("INSERT INTO products (name, price) SELECT 'p' || g, g FROM generate_series(1, 120) g")

@@ -55,7 +55,7 @@ def test_every_statement_writes_its_keys_to_the_inbox_in_rows_of_at_most_1000(pr
     assert _rows(db) == [("UPDATE", 150)]
     db.execute("UPDATE products SET name = name")  # changes nothing: captures nothing
     db.execute("UPDATE products SET id = 9999 WHERE id = 7")  # a key changes: the old one is deleted
-    assert _inbox(db) == {"UPDATE": sorted(_keys(1, 150) + ["9999"], key=int), "DELETE": ["7"]}
+    assert _inbox(db) == {"UPDATE": sorted([*_keys(1, 150), "9999"], key=int), "DELETE": ["7"]}
     db.execute("DELETE FROM products WHERE id > 2400")
     assert _rows(db)[-1] == ("DELETE", 102)  # 2401-2501 and 9999
 

@@ -329,7 +329,8 @@ const card = document.querySelector('[data-table="products"]');
 const status = document.querySelector('#status');
 if (!card) return null;
 const out = {updated: parseFloat(status.dataset.updated || '0'), database: status.dataset.database || null};
-card.querySelectorAll('[data-depth]').forEach(e => out[e.dataset.depth] = parseInt(e.textContent.replace(/,/g, ''), 10));
+card.querySelectorAll('[data-depth]').forEach(
+  e => out[e.dataset.depth] = parseInt(e.textContent.replace(/,/g, ''), 10));
 const chart = card.querySelector('.chart svg');
 out.chart_synced = chart ? parseInt(chart.dataset.synced, 10) : null;
 out.failed_rows = Array.from(card.querySelectorAll('.failures tbody tr')).map(tr => ({
@@ -391,7 +392,7 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
         _insert(db, burst * 30 + 1, burst * 30 + 30)
         floor = max(seen, default=0)
         shown = wait_until(
-            lambda: (lambda s: s if _total(s) > floor else None)(browser.execute_script(_SHOWN)),
+            lambda floor=floor: (lambda s: s if _total(s) > floor else None)(browser.execute_script(_SHOWN)),
             timeout=30,
             message=f"the page to show more than {floor} waiting after burst {burst + 1}",
         )
@@ -514,8 +515,8 @@ def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minute
     def truth(now_minute: int) -> dict[int, tuple[int, int]]:
         rows = db.execute(
             """SELECT extract(epoch FROM date_trunc('minute', synced_at))::bigint,
-                                    count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
-                               FROM algolia_sync_log WHERE synced_at >= to_timestamp(%s) GROUP BY 1""",
+                      count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
+                 FROM algolia_sync_log WHERE synced_at >= to_timestamp(%s) GROUP BY 1""",
             (now_minute - (MINUTES - 1) * 60,),
         ).fetchall()
         return {m: (s, f) for m, s, f in rows}

@@ -208,7 +208,7 @@ def test_env_example_names_exactly_the_configuration_variables_with_their_defaul
     lines = (ROOT / ".env.example").read_text().splitlines()
     for number, line in enumerate(lines):
         if re.match(r"^[A-Z][A-Z0-9_]*=", line):
-            above = [l for l in lines[:number] if l.strip()]
+            above = [earlier for earlier in lines[:number] if earlier.strip()]
             assert above and (above[-1].startswith("#") or re.match(r"^[A-Z][A-Z0-9_]*=", above[-1])), line
     # The README's configuration table names no variable that .env.example lacks.
     readme = (ROOT / "README.md").read_text()

@@ -203,7 +203,8 @@ def test_null_and_overlong_keys_fail_alone_and_never_block_a_claim(db, env, emul
     db.execute("INSERT INTO skus VALUES ('b', 'B')")
     # An inbox row left with a NULL key by older capture code is dropped, not retried forever.
     db.execute(
-        "INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids) VALUES ('skus', 'UPDATE', 1, '{NULL}')"
+        "INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)"
+        " VALUES ('skus', 'UPDATE', 1, '{NULL}')"
     )
     drain(env)
     assert set(emulator.records("skus")) == {"a", "b"}
@@ -222,11 +223,12 @@ def test_values_python_cannot_hold_map_as_documented_and_never_crash_a_worker(db
     watch(env, "fine", "--index", "fine")
     with session(db_url, SESSIONS[2]) as app:
         app.execute("""INSERT INTO odd VALUES
-            (1, 'infinity', '-infinity', 'infinity', '24:00', '10:00+02', '{"v": 1e400, "big": 123456789012345678901234567890}',
-             9007199254740993, 'NaN', '178000000 years', 'NaN'),
-            (2, '10000-01-01', '0044-03-15 10:00 BC', '2024-03-01 10:00+05', '23:59:59.5', '00:00-03:30', '{"ok": 1.5}',
-             5, 'Infinity', '1 day', 1e-30),
-            (3, '2024-01-01', '2024-01-01 00:00', NULL, NULL, NULL, '[1, 2]', -9007199254740993, 2.5, '-1 hour', 12.5)""")
+            (1, 'infinity', '-infinity', 'infinity', '24:00', '10:00+02',
+             '{"v": 1e400, "big": 123456789012345678901234567890}', 9007199254740993, 'NaN', '178000000 years', 'NaN'),
+            (2, '10000-01-01', '0044-03-15 10:00 BC', '2024-03-01 10:00+05', '23:59:59.5', '00:00-03:30',
+             '{"ok": 1.5}', 5, 'Infinity', '1 day', 1e-30),
+            (3, '2024-01-01', '2024-01-01 00:00', NULL, NULL, NULL, '[1, 2]', -9007199254740993, 2.5, '-1 hour',
+             12.5)""")
         app.execute("INSERT INTO fine SELECT g, 'v' FROM generate_series(1, 20) g")
     result = drain(env)
     assert "worker_died" not in result.stdout
@@ -322,7 +324,7 @@ def test_a_revoked_key_spends_no_attempt_and_the_pool_resumes_after_rotation(db,
         pool = start_pool(extra_env={"HEALTH_PORT": str(free_port), "MAX_RETRIES": "2", "WORKERS": "2"})
         wait_until(lambda: pool.lines("algolia_auth_failed"), timeout=30, message="an auth error line")
         wait_until(lambda: _healthz(free_port)[0] == 503, timeout=30, message="/healthz 503")
-        status, body = _healthz(free_port)
+        _, body = _healthz(free_port)
         assert any("ALGOLIA_ADMIN_KEY" in r for r in body["reasons"])
         time.sleep(5)  # several attempts' worth of retries
         counts = queue_counts(db)

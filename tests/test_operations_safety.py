@@ -128,7 +128,7 @@ def test_no_command_prints_the_database_password_or_the_admin_key(
                     (dbname,),
                 )
                 wait_until(
-                    lambda: pool.lines("listen_failed") or pool.lines("database_error"),
+                    lambda pool=pool: pool.lines("listen_failed") or pool.lines("database_error"),
                     message="the pool to log its database errors",
                 )
             finally:
@@ -369,7 +369,7 @@ def test_workers_killed_in_service_are_restarted_however_often(products, env, st
         pid = _worker_pid_after_batch(pool, db, n)
         os.kill(pid, signal.SIGKILL)
         wait_until(
-            lambda: len(pool.lines("worker_started")) > n or pool.proc.poll() is not None,
+            lambda n=n: len(pool.lines("worker_started")) > n or pool.proc.poll() is not None,
             timeout=90,
             message="the worker's restart",
         )
@@ -386,7 +386,7 @@ def test_workers_dying_before_their_first_batch_still_make_it_give_up(products, 
     pool = start_pool(extra_env={"RESTART_LIMIT": "3", "RESTART_WINDOW": "600000"})
     for n in range(1, 4):
         wait_until(
-            lambda: len(pool.lines("worker_started")) >= n or pool.proc.poll() is not None,
+            lambda n=n: len(pool.lines("worker_started")) >= n or pool.proc.poll() is not None,
             timeout=90,
             message="a worker to start",
         )

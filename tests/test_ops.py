@@ -395,7 +395,7 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
             "POLLING_INTERVAL": "200",
         },
     )
-    status, body = wait_until(
+    _, body = wait_until(
         lambda: (lambda r: r if r[0] == 200 else None)(_get(port, "/healthz")),
         timeout=20,
         message="/healthz to answer 200",
@@ -440,7 +440,7 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
     # Algolia answers 503 to every write: the backlog stops moving and /healthz turns 503.
     emulator.inject_fault(status=503, writes_only=True)
     db.execute("UPDATE products SET stock = stock + 1 WHERE id > 50")
-    status, body = wait_until(
+    _, body = wait_until(
         lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")),
         timeout=20,
         message="/healthz to report the stall",

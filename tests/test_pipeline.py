@@ -263,7 +263,7 @@ def test_migrate_is_idempotent_and_safe_concurrently(empty_db_url, env):
         subprocess.Popen(workerpool_cmd("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    results = [(*p.communicate(timeout=60), p.returncode) for p in procs]
     assert [r[2] for r in results] == [0, 0], results
     summaries = sorted(r[0].strip().splitlines()[-1] for r in results)
     # Exactly one of the two applied the migrations; the other waited on the lock and found them done.

@@ -38,10 +38,11 @@ from workerpool.db.connection import connect
 from workerpool.ops.verify import verify
 
 settings = config.load(environ=dict(os.environ), env_file=None)
+sizes = {"page_size": int(sys.argv[1]), "chunk_size": int(sys.argv[2])}
 with connect(settings.database_url, purpose="verify") as conn:
-    verify(settings, conn, "products", page_size=int(sys.argv[1]), chunk_size=int(sys.argv[2]), stream=open("/dev/null", "w"))
+    verify(settings, conn, "products", **sizes, stream=open("/dev/null", "w"))
     tracemalloc.start()
-    report = verify(settings, conn, "products", page_size=int(sys.argv[1]), chunk_size=int(sys.argv[2]), stream=open("/dev/null", "w"))
+    report = verify(settings, conn, "products", **sizes, stream=open("/dev/null", "w"))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
 print(json.dumps({"peak": peak, "recursion_limit": sys.getrecursionlimit(), **report.as_dict()}))

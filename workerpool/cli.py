@@ -93,9 +93,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         )
         warnings = watch_warnings(conn, watched)
     source = f" from {watched.source_view}" if watched.source_view else ""
-    print(
-        f"watching {watched.table_name} (key {watched.key_column}){source} -> index {settings.algolia_index_prefix}{watched.index_name}"
-    )
+    index = settings.algolia_index_prefix + watched.index_name
+    print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {index}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -364,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help=config.flag_help("DATABASE_URL"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+    def add(name: str, func: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=summary)
         p.set_defaults(func=func)
         # Also accepted after the command; SUPPRESS keeps an absent flag from erasing one given before it.
         p.add_argument("--database-url", default=argparse.SUPPRESS, help=config.flag_help("DATABASE_URL"))

@@ -174,8 +174,9 @@ def watch(
     if attributes is not None:
         unknown = [a for a in attributes if a not in record_columns]
         if unknown or not attributes:
+            named = ", ".join(map(repr, unknown)) if attributes else "nothing"
             raise WatchError(
-                f"--attributes {','.join(attributes)!r} names {'nothing' if not attributes else ', '.join(map(repr, unknown))} "
+                f"--attributes {','.join(attributes)!r} names {named} "
                 f"not in {source_name or table_name}; columns are {', '.join(record_columns)}"
             )
     if transform is not None:

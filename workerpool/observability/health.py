@@ -337,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "application/json",
             )
 
-    do_HEAD = do_GET
+    do_HEAD = do_GET  # noqa: N815 (http.server dispatches on the name do_<METHOD>)
 
     def do_POST(self) -> None:
         owner: HealthServer = self.server.owner  # type: ignore[attr-defined]

@@ -142,7 +142,7 @@ def _load_catalog(dsn: str) -> int:
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "    " + "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    fmt = lambda cells: "    " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
@@ -157,7 +157,7 @@ def run_demo(database_url: str | None) -> int:
             database_url = os.environ.get("DATABASE_URL") or None
     workdir = Path(tempfile.mkdtemp(prefix="workerpool-demo-"))
     log_path = workdir / "workerpool.log"
-    log_file = open(log_path, "a", buffering=1)
+    log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed in the finally below, after the pool)
     logs.setup("INFO", stream=log_file)  # this process's own log lines go to the file too
     server = None
     emulator = None
@@ -242,7 +242,8 @@ def run_demo(database_url: str | None) -> int:
             victim = conn.execute("SELECT max(id) FROM products").fetchone()[0]
             conn.execute("DELETE FROM products WHERE id = %s", (victim,))
             new_id = conn.execute(
-                "INSERT INTO products (name, brand_id, category_id, price) VALUES ('Demo lamp', 1, 3, 42.00) RETURNING id"
+                "INSERT INTO products (name, brand_id, category_id, price)"
+                " VALUES ('Demo lamp', 1, 3, 42.00) RETURNING id"
             ).fetchone()[0]
         index = _wait(
             lambda: (

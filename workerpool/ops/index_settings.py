@@ -29,7 +29,7 @@ def desired_settings(conn: psycopg.Connection, file: str | None) -> dict[str, di
             raise SettingsError(f"--file {file!r} must be a JSON object of {{index name: {{setting: value}}}}")
         return data
     rows = conn.execute("SELECT index_name, settings FROM algolia_index_config WHERE settings IS NOT NULL").fetchall()
-    return {index: value for index, value in rows}
+    return dict(rows)
 
 
 def diff(live: dict[str, Any], desired: dict[str, Any]) -> list[str]:

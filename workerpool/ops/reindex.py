@@ -85,7 +85,8 @@ class Progress:
 
 def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
     row = conn.execute(
-        f"SELECT table_name, mode, tmp_index, started_at, last_key, rows_done FROM {PROGRESS_TABLE} WHERE table_name = %s",
+        f"SELECT table_name, mode, tmp_index, started_at, last_key, rows_done"
+        f" FROM {PROGRESS_TABLE} WHERE table_name = %s",
         (table,),
     ).fetchone()
     return Progress(*row) if row else None

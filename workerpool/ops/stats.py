@@ -23,12 +23,14 @@ def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = Non
     with conn.cursor(row_factory=dict_row) as cur:
         tables = cur.execute(
             """SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
-                      s.completed_last_hour, round(coalesce(s.oldest_pending_age_s, 0)::numeric, 3)::float AS oldest_pending_age_s,
+                      s.completed_last_hour,
+                      round(coalesce(s.oldest_pending_age_s, 0)::numeric, 3)::float AS oldest_pending_age_s,
                       (SELECT count(*) FROM algolia_sync_log l WHERE l.table_name = s.table_name
                           AND l.status = 'success' AND l.synced_at > now() - interval '1 minute')::float / 60
                           AS records_per_s_last_minute,
                       (SELECT CASE WHEN count(*) = 0 THEN NULL
-                                   ELSE round(100.0 * count(*) FILTER (WHERE l.status = 'success') / count(*), 2)::float END
+                                   ELSE round(100.0 * count(*) FILTER (WHERE l.status = 'success') / count(*), 2)::float
+                              END
                          FROM algolia_sync_log l WHERE l.table_name = s.table_name
                           AND l.synced_at > now() - interval '1 hour') AS success_rate_pct
                  FROM algolia_sync_stats s ORDER BY s.table_name"""
@@ -147,5 +149,5 @@ def _fmt(value: Any) -> str:
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n"  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n"  # noqa: E731
     return line(headers) + line(["-" * w for w in widths]) + "".join(line(r) for r in rows)

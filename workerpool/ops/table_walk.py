@@ -35,10 +35,7 @@ def iter_key_chunks(
     )
     last = after
     while True:
-        if last is None:
-            rows = conn.execute(first, (size,)).fetchall()
-        else:
-            rows = conn.execute(rest, (last, size)).fetchall()
+        rows = conn.execute(first, (size,)).fetchall() if last is None else conn.execute(rest, (last, size)).fetchall()
         if not rows:
             return
         keys = [r[0] for r in rows]

@@ -69,7 +69,7 @@ def _wide_integers_as_text(value: Any) -> Any:
 def to_record(columns: Iterable[str], values: Iterable[Any], object_id: str) -> dict[str, Any]:
     """A record: the row's columns with their values (as the worker reads them: a tuple per row, the
     names once per query), plus objectID."""
-    record = dict(zip(columns, values))
+    record = dict(zip(columns, values, strict=True))
     record[OBJECT_ID] = object_id
     return record
 

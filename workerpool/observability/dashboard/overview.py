@@ -68,7 +68,7 @@ class MinuteSeries:
         self.counts = {k: v for k, v in self.counts.items() if window_start <= k[1] < recent}
         for table, minute, synced, failed in rows:
             self.counts[(table, int(minute))] = [int(synced), int(failed)]
-        self.first_counted = max(window_start, min(start for start, _ in ranges + [(self.first_counted, 0)]))
+        self.first_counted = max(window_start, min(start for start, _ in [*ranges, (self.first_counted, 0)]))
         self.final_before = now_minute - 60
 
     def counted_from(self, now_minute: int) -> int:
