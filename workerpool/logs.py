@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterable
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -47,7 +48,7 @@ class SecretFilter(logging.Filter):
 
 
 class _Formatter(JsonFormatter):
-    def add_fields(self, log_record: dict, record: logging.LogRecord, message_dict: dict) -> None:
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_record, record, message_dict)
         log_record["level"] = record.levelname.lower()
         log_record.setdefault("pid", record.process)
@@ -56,7 +57,7 @@ class _Formatter(JsonFormatter):
             log_record["exc_info"] = record.exc_text
 
 
-def setup(level: str = "INFO", secrets: Iterable[str] = (), stream=None) -> None:
+def setup(level: str = "INFO", secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
     """Route every `workerpool.*` logger to one JSON handler on stdout."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(

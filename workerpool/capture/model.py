@@ -7,10 +7,16 @@ resolves it here.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
+
+# A user's transform: a record in, the record to index (or None: delete it) out. The result is user
+# code's, so it is typed Any; the worker fails the record when it is neither a mapping nor None.
+Transform = Callable[[dict[str, Any]], Any]
 
 
 class WatchError(Exception):
@@ -101,10 +107,22 @@ def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
              LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
             WHERE c.enabled"""
     ).fetchall()
-    return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6], r[7]) for r in rows}
+    return {
+        table: Watched(
+            table,
+            index,
+            key,
+            key_type,
+            source_view,
+            tuple(attributes) if attributes is not None else None,
+            transform,
+            relation,
+        )
+        for table, index, key, key_type, source_view, attributes, transform, relation in rows
+    }
 
 
-def load_transform(spec: str):
+def load_transform(spec: str) -> Transform:
     """Import the `module:function` a transform names; a bad name is a WatchError naming it."""
     module_name, _, func_name = spec.partition(":")
     if not module_name or not func_name:
@@ -117,7 +135,8 @@ def load_transform(spec: str):
         raise WatchError(f"--transform {spec!r} cannot be loaded: {exc}") from None
     if not callable(func):
         raise WatchError(f"--transform {spec!r} is not callable")
-    return func
+    transform: Transform = func
+    return transform
 
 
 def find_watched(conn: psycopg.Connection, table: str) -> Watched:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import psycopg
 import psycopg.conninfo
 from psycopg_pool import ConnectionPool
@@ -15,6 +17,8 @@ from workerpool.config import (
 from workerpool.db import pgtypes
 
 APPLICATION_NAME = "workerpool"
+
+_Row = TypeVar("_Row")
 
 
 class DatabaseUnavailable(Exception):
@@ -42,16 +46,32 @@ def tcp_liveness(dsn: str) -> dict[str, str]:
     return {k: v for k, v in TCP_LIVENESS.items() if k not in own}
 
 
+def with_tcp_liveness(dsn: str) -> str:
+    """The DSN with `tcp_liveness(dsn)` added, as the one conninfo string psycopg.connect would build."""
+    return psycopg.conninfo.make_conninfo(dsn, **tcp_liveness(dsn))
+
+
+def one_row(cursor: psycopg.Cursor[_Row]) -> _Row:
+    """The row of a statement that always returns one (an aggregate, a function call).
+
+    No row means the statement is not the one the caller wrote: a psycopg.ProgrammingError, which
+    callers that handle database errors already catch, rather than a None at every call site.
+    """
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("the statement returned no row where it always returns one")
+    return row
+
+
 def connect(dsn: str, *, autocommit: bool = True, purpose: str = "cli", timeout: int = 10) -> psycopg.Connection:
     """A single connection; errors become one line that names the (redacted) DSN."""
     try:
         conn = psycopg.connect(
-            dsn,
+            with_tcp_liveness(dsn),
             autocommit=autocommit,
             connect_timeout=timeout,
             application_name=f"{APPLICATION_NAME}:{purpose}",
             options=_with_option(dsn, pgtypes.SESSION_OPTIONS),
-            **tcp_liveness(dsn),
         )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from None

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.abc import AdaptContext
 from psycopg.adapt import Buffer, Loader
 from psycopg.pq import Format
 from psycopg.types.array import ArrayLoader
@@ -57,7 +58,7 @@ class _Fallback(Loader):
 
     inner: type[Loader]
 
-    def __init__(self, oid: int, context: psycopg.adapt.AdaptContext | None = None) -> None:
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
         super().__init__(oid, context)
         self._load = self.inner(oid, context).load
 
@@ -108,7 +109,7 @@ class _UserType(Loader):
     """A type psycopg does not know (an enum, a domain's array, an extension's type): its text, and
     an array of them (an enum[]) as a list of texts instead of the literal `{red,green}`."""
 
-    def __init__(self, oid: int, context: psycopg.adapt.AdaptContext | None = None) -> None:
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
         super().__init__(oid, context)
         self._array = _TextArray(oid, context)
 

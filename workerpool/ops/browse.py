@@ -63,7 +63,8 @@ class Browser:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            return orjson.loads(response.raw_data or "{}")
+            answer: dict[str, Any] = orjson.loads(response.raw_data or "{}")
+            return answer
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import psycopg
@@ -12,6 +13,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
+from workerpool.db.connection import one_row
 from workerpool.runtime import records
 from workerpool.runtime.queue import QueueRow
 from workerpool.runtime.shaping import Outcome, Shaper
@@ -46,11 +48,11 @@ def iter_key_chunks(
 
 
 def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
-    return conn.execute(
-        sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
-            t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column)
-        )
-    ).fetchone()[0]
+    query = sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
+        t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column)
+    )
+    count: int = one_row(conn.execute(query))[0]
+    return count
 
 
 @dataclass
@@ -61,12 +63,12 @@ class Built:
     deletes: list[str] = field(default_factory=list)  # no row (or the view/transform drops it): not indexed
     failed: dict[str, str] = field(default_factory=dict)  # key -> why the worker would fail it
 
-    def record(self, key: str) -> dict | None:
+    def record(self, key: str) -> dict[str, Any] | None:
         """The record body a write sends, without the `_version` bookkeeping attribute."""
         action = self.writes.get(key)
         if action is None:
             return None
-        body = orjson.loads(action)["body"]
+        body: dict[str, Any] = orjson.loads(action)["body"]
         body.pop(records.VERSION, None)
         return body
 

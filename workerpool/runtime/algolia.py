@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -114,11 +114,11 @@ class Sender:
             for host in hosts:
                 host.reset()
 
-    def send_batch(self, body: bytes) -> dict:
+    def send_batch(self, body: bytes) -> dict[str, Any]:
         """POST /1/indexes/*/batch with an already serialized body; raises AlgoliaError."""
         return self._request("/1/indexes/*/batch", body)
 
-    def _request(self, path: str, body: bytes) -> dict:
+    def _request(self, path: str, body: bytes) -> dict[str, Any]:
         self._revive_hosts()
         self._local.retry_after = None
         options = RequestOptions(self._config).merge(data=body)  # type: ignore[arg-type]
@@ -136,9 +136,10 @@ class Sender:
         except requests.RequestException as exc:
             raise AlgoliaError(f"network error: {type(exc).__name__}: {exc}") from None
         try:
-            return orjson.loads(response.raw_data or "{}")
+            answer: dict[str, Any] = orjson.loads(response.raw_data or "{}")
         except orjson.JSONDecodeError:
             return {}
+        return answer
 
     def close(self) -> None:
         self._transporter.close()

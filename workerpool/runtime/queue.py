@@ -24,7 +24,7 @@ class QueueRow(NamedTuple):
     record_id: str
     operation: str
     attempts: int
-    created_at: datetime
+    created_at: datetime | None  # None for rows made outside the queue (reindex, verify)
 
 
 @dataclass

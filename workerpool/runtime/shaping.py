@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from workerpool.capture.model import Watched, load_transform
+from workerpool.capture.model import Transform, Watched, load_transform
 from workerpool.config import Settings
 from workerpool.logs import one_line
 from workerpool.runtime import records
@@ -91,7 +90,7 @@ class Current:
 
     __slots__ = ("columns", "rows", "shape")
 
-    def __init__(self, columns: tuple[str, ...], rows: dict[str, tuple], shape: bytes | None) -> None:
+    def __init__(self, columns: tuple[str, ...], rows: dict[str, tuple[Any, ...]], shape: bytes | None) -> None:
         self.columns = columns  # the record's columns, in the relation's order
         self.rows = rows  # objectID -> (version, hash, shape, *values)
         self.shape = shape  # shape hash of every record of this batch, or None with a transform
@@ -102,7 +101,7 @@ class Shaper:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._transforms: dict[str, Callable[[dict], Any]] = {}
+        self._transforms: dict[str, Transform] = {}
 
     def load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Current:
         """Current rows by key (one query), with one fresh version for the query and the hashes of
@@ -110,6 +109,8 @@ class Shaper:
         query = rows_query(watched)
         with conn.cursor() as cur:
             cur.execute(query, {"index": index, "keys": text_array(keys)}, prepare=True)
+            if cur.description is None:  # what psycopg reports for a statement that returns no rows
+                raise psycopg.ProgrammingError("the rows query returned no columns")
             columns = tuple(c.name for c in cur.description[len(HIDDEN_COLUMNS) :])
             rows = {r[0]: r[1:] for r in cur.fetchall()}
         shape = None
@@ -120,17 +121,19 @@ class Shaper:
             shape = records.shape_hash(dict.fromkeys([*names, records.OBJECT_ID]))
         return Current(columns, rows, shape)
 
-    def record(self, watched: Watched, object_id: str, columns: tuple[str, ...], found: tuple) -> dict | None:
+    def record(
+        self, watched: Watched, object_id: str, columns: tuple[str, ...], found: tuple[Any, ...]
+    ) -> dict[str, Any] | None:
         """The record for a loaded row, transform applied (None: the transform deletes it).
         A transform's exception propagates: the caller fails that one record."""
         record = records.to_record(columns, found[3:], object_id)
         if watched.attributes is not None:
             record = {k: record[k] for k in (*watched.attributes, records.OBJECT_ID) if k in record}
         if watched.transform:
-            record = self._call_transform(watched.transform, record)
-            if record is None:
+            transformed = self._call_transform(watched.transform, record)
+            if transformed is None:
                 return None
-            record = {**record, records.OBJECT_ID: object_id}
+            record = {**transformed, records.OBJECT_ID: object_id}
         record.pop(records.VERSION, None)
         return record
 
@@ -173,7 +176,7 @@ class Shaper:
         action, payload = records.versioned_action(index, body, version, replace=replace)
         return Item(row, index, action, payload, digest, shape)
 
-    def _call_transform(self, spec: str, record: dict) -> Any:
+    def _call_transform(self, spec: str, record: dict[str, Any]) -> Any:
         """The transform applied under TRANSFORM_TIMEOUT: one that hangs fails its record, not the worker.
 
         A SIGALRM timer interrupts Python code and blocking calls alike; it needs the main thread,
@@ -198,7 +201,7 @@ class Shaper:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
 
-    def _transform(self, spec: str) -> Callable[[dict], Any]:
+    def _transform(self, spec: str) -> Transform:
         if spec not in self._transforms:
             self._transforms[spec] = load_transform(spec)
         return self._transforms[spec]

@@ -29,7 +29,7 @@ import orjson
 import psycopg
 
 from workerpool.config import Settings
-from workerpool.db.connection import APPLICATION_NAME, describe_error, tcp_liveness
+from workerpool.db.connection import APPLICATION_NAME, describe_error, one_row, with_tcp_liveness
 from workerpool.logs import host_name, one_line
 from workerpool.observability import vacuum
 from workerpool.observability.dashboard.overview import MinuteSeries, collect
@@ -199,9 +199,9 @@ class Dashboard:
             return _json(400, {"error": f"table={one_line(orjson.dumps(table).decode(), 80)} is not a table name"})
         with self._lock:
             try:
-                returned = (
-                    self._connection().execute("SELECT algolia_sync_retry_failed(%s, %s)", (table, ids)).fetchone()[0]
-                )
+                returned = one_row(
+                    self._connection().execute("SELECT algolia_sync_retry_failed(%s, %s)", (table, ids))
+                )[0]
             except psycopg.Error as exc:
                 self._drop_connection()
                 return _json(503, {"error": self._scrub(describe_error(self.settings.database_url, exc))})
@@ -218,11 +218,10 @@ class Dashboard:
         if self._conn is None or self._conn.closed:
             dsn = self.settings.database_url
             self._conn = psycopg.connect(
-                dsn,
+                with_tcp_liveness(dsn),
                 autocommit=True,
                 connect_timeout=DB_TIMEOUT_S,
                 application_name=f"{APPLICATION_NAME}:dashboard",
-                **tcp_liveness(dsn),
             )
             self._conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
         return self._conn

@@ -23,6 +23,8 @@ from typing import Any
 
 import psycopg
 
+from workerpool.db.connection import one_row
+
 MINUTES = 60
 BACKFILL_MINUTES = 10
 LAG_SAMPLE = 1000
@@ -63,12 +65,13 @@ class MinuteSeries:
         minute turned may commit just after this refresh read."""
         window_start = now_minute - (MINUTES - 1) * 60
         recent = ranges[0][0]
-        if self.final_before is None or recent != self.final_before:  # a fresh start
-            self.counts, self.first_counted = {}, recent
+        first_counted = self.first_counted
+        if self.final_before is None or first_counted is None or recent != self.final_before:  # a fresh start
+            self.counts, first_counted = {}, recent
         self.counts = {k: v for k, v in self.counts.items() if window_start <= k[1] < recent}
         for table, minute, synced, failed in rows:
             self.counts[(table, int(minute))] = [int(synced), int(failed)]
-        self.first_counted = max(window_start, min(start for start, _ in [*ranges, (self.first_counted, 0)]))
+        self.first_counted = max(window_start, min(start for start, _ in [*ranges, (first_counted, 0)]))
         self.final_before = now_minute - 60
 
     def counted_from(self, now_minute: int) -> int:
@@ -91,9 +94,11 @@ def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = 
     """The overview document the dashboard page renders (see the module docstring for the costs)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        now, now_minute = conn.execute(
-            "SELECT extract(epoch FROM now())::float8, extract(epoch FROM date_trunc('minute', now()))::bigint"
-        ).fetchone()
+        now, now_minute = one_row(
+            conn.execute(
+                "SELECT extract(epoch FROM now())::float8, extract(epoch FROM date_trunc('minute', now()))::bigint"
+            )
+        )
         config = conn.execute(
             "SELECT table_name, index_name, enabled FROM algolia_index_config ORDER BY table_name"
         ).fetchall()
@@ -164,13 +169,13 @@ def _shape(
     now: float,
     now_minute: int,
     prefix: str,
-    config: list,
-    depth: list,
+    config: list[tuple[Any, ...]],
+    depth: list[tuple[Any, ...]],
     series: MinuteSeries,
-    lag: list,
-    failed_rows: list,
-    workers: list,
-    reindex: list,
+    lag: list[tuple[Any, ...]],
+    failed_rows: list[tuple[Any, ...]],
+    workers: list[tuple[Any, ...]],
+    reindex: list[tuple[Any, ...]],
 ) -> dict[str, Any]:
     tables: dict[str, dict[str, Any]] = {}
 
