@@ -143,6 +143,7 @@ class Supervisor:
         setproctitle(f"workerpool: supervisor (workers={self.target})")
         self._install_signals()
         self._health = health.start(self.settings)  # None unless HEALTH_PORT is set; before the first fork
+        self._publish()
         log.info(
             "supervisor started",
             extra={"action": "supervisor_started", "workers": self.target, "batch_size": self.settings.batch_size},
