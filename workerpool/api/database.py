@@ -307,6 +307,18 @@ class DatabaseService:
         self._forget(r.queue_id for r in results if r.status == "lost")
         return held
 
+    def idle(self) -> bool:
+        """Whether nothing is left to sync: no key pending (due or backing off) or being processed,
+        in the queue or in the triggers' inbox. A loop that should stop once caught up checks it when
+        `get_pending_syncs` returns nothing.
+
+        Example:
+            >>> while not db.idle():
+            ...     db.settle(algolia.sync_batch(db.get_pending_syncs(100)))
+        """
+        with self._pool.connection() as conn:
+            return queue.idle(conn)
+
     # ---- configuration ---------------------------------------------------------------------
 
     def get_index_config(self, table_name: str) -> Watched:
