@@ -186,7 +186,7 @@ class Settings:
         `overrides` given by field name (`batch_size=500`). A bad value raises `ConfigError`, one
         line naming the variable and the value.
 
-        Example:
+        Examples:
             >>> from workerpool import Settings
             >>> settings = Settings.from_env(batch_size=500)
             >>> settings.batch_size

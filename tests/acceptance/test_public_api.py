@@ -78,6 +78,13 @@ def test_the_package_exports_exactly_the_public_names_each_documented_with_an_ex
             assert "Example" in doc, f"{name}'s docstring shows no example"
 
 
+def test_the_api_reference_documents_exactly_the_public_names():
+    page = (HERE.parent.parent / "docs" / "api.md").read_text()
+    documented = {line.split("workerpool.", 1)[1].strip() for line in page.splitlines() if line.startswith("::: ")}
+    assert documented == PUBLIC - {"__version__"}
+    assert '--8<-- "tests/acceptance/api_example.py"' in page  # the page shows the loop the tests run
+
+
 def test_a_custom_loop_produces_the_workers_records_and_log(db, db_url, second_db_url, env, emulator):
     """Run the documented loop on one database and `workerpool run --drain` on another, through the
     same writes; the indexes and the algolia_sync_log rows are the same."""

@@ -35,7 +35,7 @@ class AlgoliaService:
     Index names get ALGOLIA_INDEX_PREFIX. Before each request the leases of the items' claims are
     extended when they have aged past a third; items whose lease is gone come back as `lost`.
 
-    Example:
+    Examples:
         >>> from workerpool import AlgoliaService, DatabaseService, Settings
         >>> settings = Settings.from_env()
         >>> db = DatabaseService(settings.database_url, settings)
@@ -72,7 +72,7 @@ class AlgoliaService:
         A lost database connection while reading returns every item as `retry`; throttling (429)
         or refused credentials (401/403) return the items not yet sent as `unsent`.
 
-        Example:
+        Examples:
             >>> for r in algolia.sync_batch(items):
             ...     if r.status == "completed":
             ...         db.mark_completed(r.queue_id, r.object_id, r)

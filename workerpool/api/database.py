@@ -31,7 +31,7 @@ class SyncItem(NamedTuple):
 
     `record_id` is the key as text, which is also the record's objectID. `attempts` counts this claim.
 
-    Example:
+    Examples:
         >>> for item in db.get_pending_syncs(100):
         ...     print(item.id, item.table_name, item.record_id, item.operation)
     """
@@ -55,7 +55,7 @@ class SyncResult:
     credentials: given back without spending an attempt), `lost` (the claim's lease expired: the row
     is no longer this caller's, so nothing is written).
 
-    Example:
+    Examples:
         >>> results = algolia.sync_batch(items)
         >>> [r.error for r in results if r.status == "failed"]
         []
@@ -95,7 +95,7 @@ class DatabaseService:
     session settings and value loaders: with a DSN, from the service's own pool; with your pool, over
     one extra connection made from its conninfo, so your connections keep their own settings.
 
-    Example:
+    Examples:
         >>> from workerpool import DatabaseService, Settings
         >>> settings = Settings.from_env()
         >>> with DatabaseService(settings.database_url, settings) as db:
@@ -146,7 +146,7 @@ class DatabaseService:
         and expired claims (a crashed loop's) are returned to it every few seconds. Keys another live
         claim holds are never returned, so per-key order holds across every loop and worker.
 
-        Example:
+        Examples:
             >>> items = db.get_pending_syncs(100)   # [] when nothing is due
         """
         if batch_size < 1:
@@ -172,7 +172,7 @@ class DatabaseService:
         was already lost (its rows are no longer yours: drop their work). Call it when a batch takes
         longer than about a third of the lease; `AlgoliaService` does so before each request.
 
-        Example:
+        Examples:
             >>> if not db.extend_lease():
             ...     print("lease lost: another worker took the rows back")
         """
@@ -198,7 +198,7 @@ class DatabaseService:
         `SyncResult` when you have it: the log then records the action and index, and the record's
         hashes are kept so that an unchanged record is skipped next time. False when the lease was lost.
 
-        Example:
+        Examples:
             >>> db.mark_completed(item.id, item.record_id)
             True
         """
@@ -207,7 +207,7 @@ class DatabaseService:
     def mark_completed_many(self, results: Iterable[SyncResult]) -> int:
         """Acknowledge many rows in one statement per claim; returns how many were still held.
 
-        Example:
+        Examples:
             >>> db.mark_completed_many(r for r in results if r.status == "completed")
         """
         by_token: dict[uuid.UUID, list[Item | _Acked]] = {}
@@ -227,7 +227,7 @@ class DatabaseService:
         at RETRY_BACKOFF_MAX, jittered); at MAX_RETRIES attempts, or with `permanent`, it becomes
         `failed` with `error_message` as its last_error, as the workers do. False when the lease was lost.
 
-        Example:
+        Examples:
             >>> db.mark_failed(item.id, "upstream service timed out")
             True
         """
@@ -236,7 +236,7 @@ class DatabaseService:
     def mark_failed_many(self, failures: Iterable[tuple[int, str]], permanent: bool = False) -> int:
         """`mark_failed` for many `(queue_id, error_message)` pairs, one statement per claim.
 
-        Example:
+        Examples:
             >>> db.mark_failed_many([(item.id, "bad data") for item in items], permanent=True)
         """
         s = self.settings
@@ -266,7 +266,7 @@ class DatabaseService:
         """Return claimed rows to the queue at once without spending an attempt (a loop shutting
         down, work it will not do); returns how many were still held.
 
-        Example:
+        Examples:
             >>> db.give_back(item.id for item in items)
         """
         groups: dict[uuid.UUID, list[int]] = {}
@@ -295,7 +295,7 @@ class DatabaseService:
         given back without spending an attempt; `lost` ones are left alone. Returns how many rows
         this service still held.
 
-        Example:
+        Examples:
             >>> db.settle(algolia.sync_batch(db.get_pending_syncs(100)))
         """
         held = self.mark_completed_many(r for r in results if r.status == "completed")
@@ -312,7 +312,7 @@ class DatabaseService:
         in the queue or in the triggers' inbox. A loop that should stop once caught up checks it when
         `get_pending_syncs` returns nothing.
 
-        Example:
+        Examples:
             >>> while not db.idle():
             ...     db.settle(algolia.sync_batch(db.get_pending_syncs(100)))
         """
@@ -325,7 +325,7 @@ class DatabaseService:
         """The registration of a watched table (index, key, source view, attributes, transform),
         named as `watch` accepts it; raises `WatchError` when it is not watched.
 
-        Example:
+        Examples:
             >>> db.get_index_config("products").index_name
             'products'
         """

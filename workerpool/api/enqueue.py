@@ -29,7 +29,7 @@ def enqueue(conn: psycopg.Connection[Any], table: str, keys: Iterable[object], o
     were enqueued; raises `WatchError` for a table that is not watched and `ValueError` for a bad
     operation or key.
 
-    Example:
+    Examples:
         >>> with psycopg.connect(dsn) as conn:      # one transaction, committed on exit
         ...     conn.execute("COPY ...")             # or any write that bypassed the triggers
         ...     enqueue(conn, "products", [1, 2, 3])

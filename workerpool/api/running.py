@@ -21,7 +21,7 @@ def run(settings: Settings, workers: int | None = None, drain: bool = False, con
     credentials are missing, `DatabaseUnavailable` when the database cannot be reached.
     `configure_logging` installs the workers' JSON logs on stdout at LOG_LEVEL (as the command does).
 
-    Example:
+    Examples:
         >>> import workerpool
         >>> raise SystemExit(workerpool.run(workerpool.Settings.from_env(), workers=4))
     """
