@@ -294,3 +294,33 @@ def test_algolia_service_reports_rows_it_cannot_build_and_the_rest_is_synced(pro
         assert service.settle(results) == 10
     assert sorted(emulator.records("products"), key=int) == [str(i) for i in range(1, 11) if i != 4]
     assert queue_counts(db) == {"failed": 1}
+
+
+def test_an_existing_pool_is_used_without_changing_its_connections(products, db_url, env, emulator):
+    """Rows are read with the workers' pinned settings even when the caller's pool has others, and
+    the caller's connections keep theirs."""
+    from conftest import assert_index_matches
+    from psycopg_pool import ConnectionPool
+
+    db = products
+    db.execute(
+        "INSERT INTO products (id, name, released_on, updated_at) "
+        "SELECT g, 'p' || g, date '2024-03-01' + g, timestamptz '2024-03-01 12:00+02' FROM generate_series(1, 20) g"
+    )
+    with ConnectionPool(
+        db_url,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True, "options": "-c TimeZone=Asia/Tokyo -c IntervalStyle=iso_8601"},
+    ) as pool:
+        service = DatabaseService(pool, settings_for(env))
+        with AlgoliaService(service) as algolia:
+            while not service.idle():
+                service.settle(algolia.sync_batch(service.get_pending_syncs(7)))
+        service.close()
+        assert not pool.closed
+        with pool.connection() as conn:
+            assert conn.execute("SHOW TimeZone").fetchone() == ("Asia/Tokyo",)
+    assert_index_matches(db, emulator, "products", "products")
+    record = emulator.records("products")["1"]
+    assert (record["released_on"], record["updated_at"]) == ("2024-03-02", "2024-03-01T10:00:00+00:00")

@@ -91,7 +91,7 @@ class DatabaseService:
     only while its lease holds (after that, another worker may have it).
 
     `database` is a DSN, or an existing `psycopg_pool.ConnectionPool` whose connections are in
-    autocommit mode. Rows are read (by `AlgoliaService`) on connections with the workers' pinned
+    autocommit mode with an ISO `DateStyle` (the only one psycopg reads timestamps in). Rows are read (by `AlgoliaService`) on connections with the workers' pinned
     session settings and value loaders: with a DSN, from the service's own pool; with your pool, over
     one extra connection made from its conninfo, so your connections keep their own settings.
 
