@@ -236,7 +236,8 @@ def test_enqueue_follows_the_callers_transaction(products, db_url, env, emulator
         with pytest.raises(ValueError, match="'BOGUS'"):
             enqueue(conn, "products", [1], operation="BOGUS")
         assert enqueue(conn, "products", ["001", 2, 3]) == 3  # the transaction is still usable
-    assert db.execute("SELECT record_ids FROM algolia_sync_inbox").fetchall() == [(["1", "2", "3"],)]
+    queued = db.execute("SELECT record_id, operation, status FROM algolia_sync_queue ORDER BY id").fetchall()
+    assert queued == [("1", "UPDATE", "pending"), ("2", "UPDATE", "pending"), ("3", "UPDATE", "pending")]
     load_example().sync(settings_for(env), drain=True)
     assert sorted(emulator.records("products")) == ["1", "2", "3"]
 

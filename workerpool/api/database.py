@@ -19,9 +19,9 @@ from workerpool.config import Settings
 from workerpool.db.connection import connect, make_pool
 from workerpool.logs import host_name
 from workerpool.runtime import queue
+from workerpool.runtime.acks import write_outcome
 from workerpool.runtime.queue import Claim, QueueRow
-from workerpool.runtime.shaping import Item
-from workerpool.runtime.worker import compute_backoff
+from workerpool.runtime.shaping import Item, Outcome
 
 Status = Literal["completed", "retry", "failed", "unsent", "lost"]
 
@@ -91,9 +91,10 @@ class DatabaseService:
     only while its lease holds (after that, another worker may have it).
 
     `database` is a DSN, or an existing `psycopg_pool.ConnectionPool` whose connections are in
-    autocommit mode with an ISO `DateStyle` (the only one psycopg reads timestamps in). Rows are read (by `AlgoliaService`) on connections with the workers' pinned
-    session settings and value loaders: with a DSN, from the service's own pool; with your pool, over
-    one extra connection made from its conninfo, so your connections keep their own settings.
+    autocommit mode with an ISO `DateStyle` (the only one psycopg reads timestamps in). Rows are read
+    (by `AlgoliaService`) on connections with the workers' pinned session settings and value
+    loaders: with a DSN, from the service's own pool; with your pool, over one extra connection made
+    from its conninfo, so your connections keep their own settings.
 
     Examples:
         >>> from workerpool import DatabaseService, Settings
@@ -210,17 +211,12 @@ class DatabaseService:
         Examples:
             >>> db.mark_completed_many(r for r in results if r.status == "completed")
         """
-        by_token: dict[uuid.UUID, list[Item | _Acked]] = {}
+        outcomes: dict[uuid.UUID, Outcome] = {}
         for r in results:
             row, token = self._held(r.queue_id)
             detail = r._item if r._item is not None else _Acked(row, r.action, None, None, None)
-            by_token.setdefault(token, []).append(detail)
-        held = 0
-        with self._pool.connection() as conn:
-            for token, items in by_token.items():
-                held += queue.ack(conn, token, items)
-        self._forget(r for items in by_token.values() for r in (i.row.id for i in items))
-        return held
+            outcomes.setdefault(token, Outcome()).done.append(detail)  # type: ignore[arg-type]
+        return self._write(outcomes)
 
     def mark_failed(self, queue_id: int, error_message: str, permanent: bool = False) -> bool:
         """Give a row back to be retried after a backoff (RETRY_BACKOFF, doubled per attempt, capped
@@ -239,57 +235,27 @@ class DatabaseService:
         Examples:
             >>> db.mark_failed_many([(item.id, "bad data") for item in items], permanent=True)
         """
-        s = self.settings
-        groups: dict[uuid.UUID, list[tuple[QueueRow, str]]] = {}
+        outcomes: dict[uuid.UUID, Outcome] = {}
         for queue_id, error in failures:
             row, token = self._held(queue_id)
-            groups.setdefault(token, []).append((row, error))
-        held = 0
-        with self._pool.connection() as conn:
-            for token, pairs in groups.items():
-                held += queue.release(
-                    conn,
-                    token,
-                    [r.id for r, _ in pairs],
-                    [e for _, e in pairs],
-                    [
-                        0 if permanent else compute_backoff(r.attempts, s.retry_backoff, s.retry_backoff_max)
-                        for r, _ in pairs
-                    ],
-                    [permanent] * len(pairs),
-                    s.max_retries,
-                )
-        self._forget(r.id for pairs in groups.values() for r, _ in pairs)
-        return held
+            outcome = outcomes.setdefault(token, Outcome())
+            (outcome.failed if permanent else outcome.retry).append((row, error))
+        return self._write(outcomes)
 
-    def give_back(self, queue_ids: Iterable[int], reason: str = "released unsent") -> int:
+    def give_back(self, queue_ids: Iterable[int]) -> int:
         """Return claimed rows to the queue at once without spending an attempt (a loop shutting
         down, work it will not do); returns how many were still held.
 
         Examples:
             >>> db.give_back(item.id for item in items)
         """
-        groups: dict[uuid.UUID, list[int]] = {}
+        outcomes: dict[uuid.UUID, Outcome] = {}
         for queue_id in queue_ids:
-            _, token = self._held(queue_id)
-            groups.setdefault(token, []).append(queue_id)
-        held = 0
-        with self._pool.connection() as conn:
-            for token, ids in groups.items():
-                held += queue.release(
-                    conn,
-                    token,
-                    ids,
-                    [reason] * len(ids),
-                    [0] * len(ids),
-                    [False] * len(ids),
-                    self.settings.max_retries,
-                    count_attempt=False,
-                )
-        self._forget(i for ids in groups.values() for i in ids)
-        return held
+            row, token = self._held(queue_id)
+            outcomes.setdefault(token, Outcome()).unsent.append(row)
+        return self._write(outcomes)
 
-    def settle(self, results: Sequence[SyncResult]) -> int:
+    def settle(self, results: Iterable[SyncResult]) -> int:
         """Write every outcome of `AlgoliaService.sync_batch` as a worker does: completed rows are
         acknowledged, `retry` ones retried with backoff, `failed` ones failed for good, `unsent` ones
         given back without spending an attempt; `lost` ones are left alone. Returns how many rows
@@ -298,14 +264,24 @@ class DatabaseService:
         Examples:
             >>> db.settle(algolia.sync_batch(db.get_pending_syncs(100)))
         """
-        held = self.mark_completed_many(r for r in results if r.status == "completed")
-        held += self.mark_failed_many((r.queue_id, r.error or "") for r in results if r.status == "retry")
-        held += self.mark_failed_many(
-            ((r.queue_id, r.error or "") for r in results if r.status == "failed"), permanent=True
-        )
-        held += self.give_back((r.queue_id for r in results if r.status == "unsent"), "released unsent")
-        self._forget(r.queue_id for r in results if r.status == "lost")
-        return held
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        lost = []
+        for r in results:
+            if r.status == "lost":
+                lost.append(r.queue_id)
+                continue
+            row, token = self._held(r.queue_id)
+            outcome = outcomes.setdefault(token, Outcome())
+            if r.status == "completed":
+                outcome.done.append(r._item or _Acked(row, r.action, None, None, None))  # type: ignore[arg-type]
+            elif r.status == "retry":
+                outcome.retry.append((row, r.error or ""))
+            elif r.status == "failed":
+                outcome.failed.append((row, r.error or ""))
+            else:
+                outcome.unsent.append(row)
+        self._forget(lost)
+        return self._write(outcomes)
 
     def idle(self) -> bool:
         """Whether nothing is left to sync: no key pending (due or backing off) or being processed,
@@ -343,6 +319,27 @@ class DatabaseService:
         if result is not None and result.queue_id != queue_id:
             raise ValueError(f"result is for queue row {result.queue_id}, not {queue_id}")
         return result or SyncResult(queue_id, row.table_name, row.record_id, "completed")
+
+    def _write(self, outcomes: dict[uuid.UUID, Outcome]) -> int:
+        """Write each claim's outcome with the workers' own writer; returns how many rows were held."""
+        held = 0
+        with self._pool.connection() as conn:
+            for token, outcome in outcomes.items():
+                rows = [i.row.id for i in outcome.done]
+                rows += [r.id for part in (outcome.failed, outcome.retry) for r, _ in part]
+                rows += [r.id for r in outcome.unsent]
+                lost = write_outcome(conn, self._claims[token], outcome, self.settings)
+                held += len(rows) - sum(expected - kept for _, expected, kept in lost)
+                self._forget(rows)
+        return held
+
+    def _claims_of(self, rows: Sequence[QueueRow]) -> list[tuple[Claim, list[QueueRow]]]:
+        """`rows` grouped by the claim holding them; a ValueError for a row this service does not hold."""
+        groups: dict[uuid.UUID, list[QueueRow]] = {}
+        for row in rows:
+            groups.setdefault(self._held(row.id)[1], []).append(row)
+        with self._lock:
+            return [(self._claims[token], part) for token, part in groups.items()]
 
     def _held(self, queue_id: int) -> tuple[QueueRow, uuid.UUID]:
         """The claimed row and its token; a ValueError naming the id if this service holds no such row."""
