@@ -38,9 +38,9 @@ def answer(state: EmulatorState, client_host: str, method: str, path: str, raw: 
         state.reset()
         return _json(200, {"ok": True})
     if path == "/_emulator/faults" and method == "GET":
-        return _json(200, {"faults": state.faults()})
+        return _json(200, {"faults": state.fault_queue.describe()})
     if path == "/_emulator/faults" and method == "DELETE":
-        state.clear_faults()
+        state.fault_queue.clear()
         return _json(200, {"ok": True})
     if path == "/_emulator/faults" and method == "POST":
         try:
@@ -53,14 +53,16 @@ def answer(state: EmulatorState, client_host: str, method: str, path: str, raw: 
             return _json(400, exc.payload)
         except (TypeError, ValueError) as exc:
             return _error(400, f"Invalid fault: {exc}")
-        return _json(200, {"ok": True, "faults": state.faults()})
+        return _json(200, {"ok": True, "faults": state.fault_queue.describe()})
     if path == "/_emulator/rtt" and method == "POST":
         try:
             body = loads(raw)
-            state.set_rtt(body.get("rtt_ms", 0), body.get("jitter_ms", 0))
+            state.fault_queue.set_rtt(body.get("rtt_ms", 0), body.get("jitter_ms", 0))
         except (ApiError, AttributeError, TypeError, ValueError) as exc:
             return _error(400, f"Invalid round trip: {exc}")
-        return _json(200, {"ok": True, "rtt_ms": state.rtt_ms, "jitter_ms": state.rtt_jitter_ms})
+        return _json(
+            200, {"ok": True, "rtt_ms": state.fault_queue.rtt_ms, "jitter_ms": state.fault_queue.rtt_jitter_ms}
+        )
     if path.startswith(_INDEXES) and method == "GET":
         return 200, state.records_json(unquote(path[len(_INDEXES) :]))
     return _error(404, "Not Found")

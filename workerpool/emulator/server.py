@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         state.count_request()
         route, args = match_route(self.command, path)
-        delay, fault = state.take_fault(route.write if route is not None else self.command != "GET")
+        delay, fault = state.fault_queue.take(route.write if route is not None else self.command != "GET")
         if delay:
             time.sleep(delay)
         if fault is not None:
@@ -296,11 +296,12 @@ class Emulator:
 
     def clear_faults(self) -> None:
         """Remove every queued fault (``DELETE /_emulator/faults``)."""
-        self.state.clear_faults()
+        self.state.fault_queue.clear()
 
     def set_rtt(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
-        """See ``EmulatorState.set_rtt`` (same as ``POST /_emulator/rtt``)."""
-        self.state.set_rtt(rtt_ms, jitter_ms)
+        """Hold every `/1/` answer for a round trip of `rtt_ms`, ± up to `jitter_ms` (uniform): a far
+        Algolia region, for benchmarks and tests (``POST /_emulator/rtt``). Reset clears it."""
+        self.state.fault_queue.set_rtt(rtt_ms, jitter_ms)
 
     def stats(self) -> dict[str, Any]:
         """Counters (``GET /_emulator/stats``)."""

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from workerpool.emulator.common import MISSING, ApiError, Record, now_iso
-from workerpool.emulator.faults import Fault, Faults
+from workerpool.emulator.faults import Faults
 from workerpool.emulator.records import RECORD_ACTIONS, check_object_id, matcher, partial_update, project, too_big
 
 _BROWSE_SNAPSHOTS = 64  # open browse cursors kept; the oldest is dropped beyond this
@@ -39,10 +39,11 @@ class _Index:
 
 
 class EmulatorState:
-    """All indices, counters and queued faults of one emulator. Thread-safe.
+    """All indices, counters, queued faults and the round trip of one emulator. Thread-safe.
 
     ``_lock`` guards indices, browse cursors and write counters; ``_meta_lock`` guards the
-    request/rejection counters, counted on every request before routing; ``fault_queue`` has its own.
+    request/rejection counters, counted on every request before routing; ``fault_queue`` (the
+    faults and the round trip) has its own.
     """
 
     def __init__(self, app_id: str, api_key: str, max_record_bytes: int) -> None:
@@ -108,27 +109,6 @@ class EmulatorState:
         invalid (ValueError/TypeError), none. See ``Emulator.inject_fault`` for what they do."""
         self.fault_queue.add(specs)
 
-    def clear_faults(self) -> None:
-        """Remove every queued fault."""
-        self.fault_queue.clear()
-
-    def faults(self) -> list[dict[str, Any]]:
-        """The queued faults, as ``GET /_emulator/faults`` lists them."""
-        return self.fault_queue.describe()
-
-    def set_rtt(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
-        """Hold every `/1/` answer for a round trip of `rtt_ms`, ± up to `jitter_ms` (uniform): a far
-        Algolia region, for benchmarks and tests. Reset clears it."""
-        self.fault_queue.set_rtt(rtt_ms, jitter_ms)
-
-    @property
-    def rtt_ms(self) -> float:
-        return self.fault_queue.rtt_ms
-
-    @property
-    def rtt_jitter_ms(self) -> float:
-        return self.fault_queue.rtt_jitter_ms
-
     # -- per-request bookkeeping ------------------------------------------------------------
 
     def count_request(self) -> None:
@@ -139,10 +119,6 @@ class EmulatorState:
         key = status if isinstance(status, str) else ("5xx" if 500 <= status <= 599 else str(status))
         with self._meta_lock:
             self._rejected[key] = self._rejected.get(key, 0) + 1
-
-    def take_fault(self, is_write: bool) -> tuple[float, Fault | None]:
-        """(seconds of latency to add, the status/drop fault to answer with or None)."""
-        return self.fault_queue.take(is_write)
 
     # -- writes -----------------------------------------------------------------------------
 
