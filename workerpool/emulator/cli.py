@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-record-bytes",
         type=_record_bytes,
         default=DEFAULT_MAX_RECORD_BYTES,
-        help=f"record size limit in bytes (default: {DEFAULT_MAX_RECORD_BYTES}; {_NO_ENV})",
+        dest="record_limit",  # not max_record_bytes: that is the setting MAX_RECORD_BYTES, which it does not read
+        help="largest record accepted, in bytes, as an Algolia plan sets it; the workers' own check is "
+        f"MAX_RECORD_BYTES (default: {DEFAULT_MAX_RECORD_BYTES}; {_NO_ENV})",
     )
     parser.add_argument(
         "--debug", action="store_true", help=f"log every request, at level debug (default: off; {_NO_ENV})"
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     refusal = refuse_unsafe_bind(args.host, args.allow_remote, api_key)
     if refusal:
         raise ConfigError(refusal)
-    serve(args.port, host=args.host, app_id=app_id, api_key=api_key, max_record_bytes=args.max_record_bytes)
+    serve(args.port, host=args.host, app_id=app_id, api_key=api_key, max_record_bytes=args.record_limit)
     return 0
 
 
