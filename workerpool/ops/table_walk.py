@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -88,9 +89,10 @@ class RecordBuilder:
     def build(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Built:
         rows = self._shaper.load_rows(conn, watched, index, keys)
         built = Built()
+        made_at = datetime.now(UTC)
         for key in keys:
             outcome = Outcome()
-            row = QueueRow(0, watched.table_name, key, "REINDEX", 0, None)
+            row = QueueRow(0, watched.table_name, key, "REINDEX", 0, made_at)
             item = self._shaper.item(watched, index, row, rows, outcome)
             if outcome.failed:
                 built.failed[key] = outcome.failed[0][1]

@@ -25,7 +25,7 @@ class QueueRow(NamedTuple):
     record_id: str
     operation: str
     attempts: int
-    created_at: datetime | None  # None for rows made outside the queue (reindex, verify)
+    created_at: datetime
 
 
 @dataclass
