@@ -488,7 +488,8 @@ def test_the_wheel_ships_the_dashboard_files(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("index.html", "app.js", "style.css"):
         assert f"workerpool/observability/dashboard/static/{name}" in names
-    assert "workerpool/db/sql/001_schema.sql" in names
+    for name in ("schema.sql", "queries.sql", "migrations/001_schema.sql"):
+        assert f"workerpool/db/sql/{name}" in names
 
 
 def test_the_chart_counts_the_last_hour_in_steps_and_then_only_the_recent_minutes(db):

@@ -1,4 +1,8 @@
-"""Versioned migrations: the numbered files in workerpool/db/sql/, applied in order and recorded in a table.
+"""Schema install and versioned migrations, recorded in a table.
+
+`workerpool/db/sql/schema.sql` is the whole current schema; `workerpool/db/sql/migrations/` holds the
+released deltas, numbered. A new install runs schema.sql in one transaction and records every
+migration as applied; an existing install applies the deltas it lacks, in order.
 
 Safe to run from several hosts at once: an advisory lock serializes them, and each file runs in
 its own transaction with its version row, so a crash leaves either all of a file or none of it.
@@ -44,16 +48,26 @@ def sql_dir() -> Path:
     return Path(str(resources.files("workerpool.db") / "sql"))
 
 
+def schema_sql() -> str:
+    """The whole current schema (schema.sql), as a new install runs it."""
+    return (sql_dir() / "schema.sql").read_text()
+
+
+def migrations_dir() -> Path:
+    """Where the released deltas are: `workerpool/db/sql/migrations/`."""
+    return sql_dir() / "migrations"
+
+
 def migrations(directory: Path | None = None) -> list[Migration]:
     """All migration files, in version order."""
     found = []
-    for path in sorted((directory or sql_dir()).iterdir()):
+    for path in sorted((directory or migrations_dir()).iterdir()):
         match = _FILE.match(path.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), path.read_text()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise RuntimeError(f"duplicate migration versions in {directory or sql_dir()}: {versions}")
+        raise RuntimeError(f"duplicate migration versions in {directory or migrations_dir()}: {versions}")
     return found
 
 
@@ -103,9 +117,25 @@ def _refresh_captures(conn: psycopg.Connection) -> None:
         log.warning("capture not refreshed: " + problem, extra={"action": "capture_refresh_failed"})
 
 
+def _install(conn: psycopg.Connection) -> list[Migration]:
+    """A new install: schema.sql and a version row for every migration, in one transaction."""
+    every = migrations()
+    with conn.transaction():
+        conn.execute(schema_sql())
+        for migration in every:
+            conn.execute(
+                "INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.checksum),
+            )
+    log.info("schema installed", extra={"action": "schema_installed", "version": every[-1].version})
+    return every
+
+
 def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migration]:
     """Apply every migration not yet applied (up to `target`); returns those applied now.
 
+    A database with none applied gets schema.sql instead, with every migration recorded (and
+    returned) as applied, unless `target` stops short of the newest: then the deltas up to it run.
     `conn` must be in autocommit mode: each file gets its own transaction.
     """
     applied_now: list[Migration] = []
@@ -121,7 +151,9 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
         done = applied_versions(conn)
         if done and max(done) > code_version():
             raise SchemaMismatch(_newer_message(max(done), code_version()))
-        for migration in migrations():
+        if not done and (target is None or target >= code_version()):
+            applied_now = _install(conn)
+        for migration in [] if applied_now else migrations():
             if target is not None and migration.version > target:
                 break
             if migration.version in done:
