@@ -196,7 +196,7 @@ class _InterruptAfter(io.StringIO):
 
 def test_reindex_enqueues_every_row_in_chunks_and_resumes_after_an_interruption(db, env, emulator):
     from workerpool import config
-    from workerpool.ops.reindex import PROGRESS_TABLE, reindex
+    from workerpool.ops.reindex import reindex
 
     db.execute(PRODUCTS)
     _insert(db, 1, 1000)  # before the trigger exists: nothing queued, the index is empty
@@ -206,7 +206,7 @@ def test_reindex_enqueues_every_row_in_chunks_and_resumes_after_an_interruption(
 
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, pytest.raises(KeyboardInterrupt):
         reindex(settings, conn, "products", chunk_size=100, stream=_InterruptAfter(4))
-    done, last_key = db.execute(f"SELECT rows_done, last_key FROM {PROGRESS_TABLE}").fetchone()
+    done, last_key = db.execute("SELECT rows_done, last_key FROM workerpool_reindex_progress").fetchone()
     assert 0 < done < 1000 and int(last_key) == done
     assert queue_counts(db) == {"pending": done}
 
@@ -221,7 +221,7 @@ def test_reindex_enqueues_every_row_in_chunks_and_resumes_after_an_interruption(
     ops = dict(db.execute("SELECT operation, count(*) FROM algolia_sync_queue GROUP BY 1").fetchall())
     assert ops == {"REINDEX": 999, "UPDATE": 1}
     assert db.execute("SELECT count(DISTINCT record_id) FROM algolia_sync_queue").fetchone()[0] == 1000
-    assert db.execute(f"SELECT count(*) FROM {PROGRESS_TABLE}").fetchone()[0] == 0  # finished: progress gone
+    assert db.execute("SELECT count(*) FROM workerpool_reindex_progress").fetchone()[0] == 0  # finished: progress gone
 
     drain(env, "--batch-size", "500")
     assert_index_matches(db, emulator, "products", "products")
@@ -496,7 +496,7 @@ def test_verify_and_atomic_reindex_respect_the_attribute_selection(db, env, emul
 
 def test_atomic_reindex_resumes_into_its_temporary_index_or_restarts_cleanly(products, env, emulator):
     from workerpool import config
-    from workerpool.ops.reindex import PROGRESS_TABLE, reindex
+    from workerpool.ops.reindex import reindex
 
     db = products
     _insert(db, 1, 1000)
@@ -504,7 +504,7 @@ def test_atomic_reindex_resumes_into_its_temporary_index_or_restarts_cleanly(pro
     settings = config.load(environ=env, env_file=None)
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, pytest.raises(KeyboardInterrupt):
         reindex(settings, conn, "products", atomic=True, chunk_size=100, stream=_InterruptAfter(3))
-    tmp, done = db.execute(f"SELECT tmp_index, rows_done FROM {PROGRESS_TABLE}").fetchone()
+    tmp, done = db.execute("SELECT tmp_index, rows_done FROM workerpool_reindex_progress").fetchone()
     assert tmp.startswith("products_tmp_") and 0 < done < 1000
     assert len(emulator.records(tmp)) == done  # the partial copy is there; the live index is untouched
     assert len(emulator.records("products")) == 1000
@@ -525,7 +525,7 @@ def test_atomic_reindex_resumes_into_its_temporary_index_or_restarts_cleanly(pro
     # --restart drops an abandoned temporary index and starts over.
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, pytest.raises(KeyboardInterrupt):
         reindex(settings, conn, "products", atomic=True, chunk_size=100, stream=_InterruptAfter(2))
-    abandoned = db.execute(f"SELECT tmp_index FROM {PROGRESS_TABLE}").fetchone()[0]
+    abandoned = db.execute("SELECT tmp_index FROM workerpool_reindex_progress").fetchone()[0]
     time.sleep(1.1)  # a new temporary index name (it carries the time in seconds)
     result = run_cli(env, "reindex", "products", "--atomic", "--restart")
     assert result.returncode == 0 and "(resumed)" not in result.stdout and "1000 record(s) written" in result.stdout

@@ -19,6 +19,7 @@ from workerpool import config, logs
 from workerpool.capture.model import WatchError
 from workerpool.config import EXIT_CONFIG_ERROR, ConfigError, Settings
 from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.db.queries import Q
 from workerpool.failures import EXIT_DRIFT, algolia_failure
 
 log = logging.getLogger("workerpool.cli")
@@ -118,9 +119,9 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
             name = relation = (
                 None  # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
             )
-        if relation is not None and conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()[0]:
+        if relation is not None and conn.execute(Q.relation_exists, (relation,)).fetchone()[0]:
             # Writers finish first and wait for us: the count below is what gets dropped.
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.SQL(relation)))
+            conn.execute(sql.SQL(Q.lock_table_for_unwatch).format(sql.SQL(relation)))
         left = backlog(conn, name) if name is not None else None
         if left and left.pending and not args.drop_pending:
             raise ConfigError(
@@ -248,7 +249,7 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _db(settings) as conn:
         table = queue_table_name(conn, args.table) if args.table is not None else None
-        n = conn.execute("SELECT algolia_sync_retry_failed(%s, %s)", (table, args.id)).fetchone()[0]
+        n = conn.execute(Q.retry_failed, (table, args.id)).fetchone()[0]
     print(f"returned {n} failed row(s) to the queue")
     return 0
 
@@ -256,7 +257,7 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _db(settings) as conn:
-        n = conn.execute("SELECT cleanup_old_sync_records(%s)", (args.days,)).fetchone()[0]
+        n = conn.execute(Q.cleanup_old_sync_records, (args.days,)).fetchone()[0]
     print(f"deleted {n} row(s) older than {args.days} day(s)")
     return 0
 

@@ -105,3 +105,61 @@ def test_schema_sql_equals_the_migrations_applied_in_order(empty_db_url, pg_serv
 def test_storage_parameters_compare_in_name_order():
     assert _sorted_options("WITH (b='1', a='2');") == "WITH (a='2', b='1');"
     assert _sorted_options("    b integer,") == "    b integer,"
+
+
+def _numbered(query: str) -> bytes:
+    """psycopg's placeholders as the server's own ($1, $2, ...; a named one keeps its number)."""
+    numbers: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        key = match.group(1) or f"#{len(numbers)}"
+        return "$" + str(numbers.setdefault(key, len(numbers) + 1))
+
+    return re.sub(r"%%|%\((\w+)\)s|%s", number, query).encode()
+
+
+# Statements whose parameter types only the values psycopg sends settle (an untyped PREPARE cannot).
+_TYPED_BY_THE_CALLER = {
+    "register": "%(oid)s is compared with an oid and stored as a regclass",
+    "reenqueue_since": "%(t0)s - make_interval(...) needs t0 to be a timestamptz",
+}
+
+
+def test_every_named_query_is_valid_against_schema_sql(db):
+    """Each statement of queries.sql that Postgres can prepare is prepared against the installed
+    schema (and the demo's catalog): a misspelt table, column or function fails here, not in production.
+    Templates ({...}) and utility statements (SET, LISTEN, DDL) cannot be prepared and are left out."""
+    from workerpool.db.queries import NOTIFY_CHANNEL, Q, parse
+
+    assert db.execute("SELECT algolia_sync_channel()").fetchone()[0] == NOTIFY_CHANNEL
+    db.execute(Q.demo_catalog)
+    statements = parse((Path(__file__).parents[2] / "workerpool/db/sql/queries.sql").read_text())
+    prepared, problems = [], []
+    for name, query in statements.items():
+        if "{" in query or not re.match(r"(SELECT|INSERT|UPDATE|DELETE|WITH)\b", query):
+            continue
+        if name in _TYPED_BY_THE_CALLER:
+            continue
+        result = db.pgconn.prepare(b"", _numbered(query))
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            problems.append(f"{name}: {result.error_message.decode().strip()}")
+        prepared.append(name)
+    assert not problems, "\n".join(problems)
+    assert len(prepared) > 60 and "claim_batch" in prepared and "load_watched" in prepared
+
+
+def test_the_capture_function_name_is_the_one_sql_generates(db):
+    """`watch` names a table's capture function through algolia_sync_capture_name, the same function
+    the migrations that regenerate captures use."""
+    from workerpool.capture.triggers import watch
+
+    db.execute("CREATE TABLE items (id integer PRIMARY KEY, name text)")
+    watch(db, "items", "items")
+    expected = db.execute("SELECT algolia_sync_capture_name('items')").fetchone()[0]
+    attached = db.execute(
+        "SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+        "WHERE t.tgrelid = 'items'::regclass AND t.tgname LIKE 'algolia_sync_%'"
+    ).fetchall()
+    assert attached == [(expected,)]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from workerpool.db.queries import Q
+
 
 class WatchError(Exception):
     """A `watch`/`unwatch` request that cannot be honoured; the message is one line for the user."""
@@ -67,7 +69,7 @@ def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> 
     for candidate in candidates:
         try:
             row = conn.execute(
-                "SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                Q.resolve_relation,
                 (candidate,),
             ).fetchone()
         except psycopg.errors.InvalidName:
@@ -87,20 +89,7 @@ def _as_single_identifier(conn: psycopg.Connection, name: str) -> str:
 def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
     """Every enabled registration, by table name, with the table, key and source view as they are
     called now (read through their oids: a rename since `watch` does not break reading them)."""
-    rows = conn.execute(
-        """SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
-                  coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
-                  CASE WHEN c.source IS NULL THEN c.source_view
-                       ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
-                  c.attributes, c.transform,
-                  CASE WHEN c.relation IS NULL THEN c.table_name
-                       ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
-             FROM algolia_index_config c
-             LEFT JOIN pg_class t ON t.oid = c.relation
-             LEFT JOIN pg_class sv ON sv.oid = c.source
-             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
-            WHERE c.enabled"""
-    ).fetchall()
+    rows = conn.execute(Q.load_watched).fetchall()
     return {r[0]: Watched(*r[:5], tuple(r[5]) if r[5] is not None else None, r[6], r[7]) for r in rows}
 
 

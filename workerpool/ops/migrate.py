@@ -24,6 +24,7 @@ import psycopg
 
 from workerpool.capture.triggers import refresh_captures
 from workerpool.config import ConfigError
+from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,10 @@ def _newer_message(database: int, code: int) -> str:
 
 
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
-    exists = conn.execute("SELECT to_regclass('workerpool_migrations') IS NOT NULL").fetchone()[0]
+    exists = conn.execute(Q.migrations_table_exists).fetchone()[0]
     if not exists:
         return {}
-    return dict(conn.execute("SELECT version, checksum FROM workerpool_migrations").fetchall())
+    return dict(conn.execute(Q.applied_migrations).fetchall())
 
 
 def _refresh_captures(conn: psycopg.Connection) -> None:
@@ -124,7 +125,7 @@ def _install(conn: psycopg.Connection) -> list[Migration]:
         conn.execute(schema_sql())
         for migration in every:
             conn.execute(
-                "INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                Q.record_migration,
                 (migration.version, migration.name, migration.checksum),
             )
     log.info("schema installed", extra={"action": "schema_installed", "version": every[-1].version})
@@ -139,15 +140,9 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
     `conn` must be in autocommit mode: each file gets its own transaction.
     """
     applied_now: list[Migration] = []
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+    conn.execute(Q.migration_lock, (MIGRATION_LOCK_ID,))
     try:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS workerpool_migrations (
-                   version    integer PRIMARY KEY,
-                   name       text NOT NULL,
-                   checksum   text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
+        conn.execute(Q.create_migrations_table)
         done = applied_versions(conn)
         if done and max(done) > code_version():
             raise SchemaMismatch(_newer_message(max(done), code_version()))
@@ -166,7 +161,7 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
             with conn.transaction():
                 conn.execute(migration.sql)
                 conn.execute(
-                    "INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    Q.record_migration,
                     (migration.version, migration.name, migration.checksum),
                 )
             applied_now.append(migration)
@@ -177,5 +172,5 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
         if applied_now and target is None:
             _refresh_captures(conn)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+        conn.execute(Q.migration_unlock, (MIGRATION_LOCK_ID,))
     return applied_now

@@ -37,6 +37,7 @@ import psycopg
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import ConfigError, Settings
+from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 REENQUEUE_MARGIN_S = 5  # re-enqueue keys acknowledged a little before T0 too: cheap insurance
 SEND_ATTEMPTS = 8
-PROGRESS_TABLE = "workerpool_reindex_progress"
 _LOCK_CLASS = 0x7770  # advisory lock namespace: (class, hashtext(table))
 
 
@@ -85,7 +85,7 @@ class Progress:
 
 def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
     row = conn.execute(
-        f"SELECT table_name, mode, tmp_index, started_at, last_key, rows_done FROM {PROGRESS_TABLE} WHERE table_name = %s",
+        Q.load_reindex_progress,
         (table,),
     ).fetchone()
     return Progress(*row) if row else None
@@ -93,12 +93,7 @@ def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
 
 def _start_progress(conn: psycopg.Connection, table: str, mode: str, tmp_index: str | None, total: int) -> Progress:
     row = conn.execute(
-        f"""INSERT INTO {PROGRESS_TABLE} (table_name, mode, tmp_index, rows_total)
-            VALUES (%s, %s, %s, %s)
-            ON CONFLICT (table_name) DO UPDATE
-               SET mode = EXCLUDED.mode, tmp_index = EXCLUDED.tmp_index, started_at = now(),
-                   last_key = NULL, rows_done = 0, rows_total = EXCLUDED.rows_total, updated_at = now()
-            RETURNING table_name, mode, tmp_index, started_at, last_key, rows_done""",
+        Q.start_reindex_progress,
         (table, mode, tmp_index, total),
     ).fetchone()
     return Progress(*row)
@@ -106,14 +101,13 @@ def _start_progress(conn: psycopg.Connection, table: str, mode: str, tmp_index: 
 
 def _advance(conn: psycopg.Connection, table: str, last_key: str, n: int) -> None:
     conn.execute(
-        f"""UPDATE {PROGRESS_TABLE} SET last_key = %s, rows_done = rows_done + %s, updated_at = now()
-             WHERE table_name = %s""",
+        Q.advance_reindex_progress,
         (last_key, n, table),
     )
 
 
 def _finish_progress(conn: psycopg.Connection, table: str) -> None:
-    conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE table_name = %s", (table,))
+    conn.execute(Q.finish_reindex_progress, (table,))
 
 
 # ---- progress bar ----------------------------------------------------------------------------
@@ -148,9 +142,7 @@ def reindex(
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
     watched = find_watched(conn, table)
-    locked = conn.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name)
-    ).fetchone()[0]
+    locked = conn.execute(Q.reindex_lock, (_LOCK_CLASS, watched.table_name)).fetchone()[0]
     if not locked:
         raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
     try:
@@ -158,7 +150,7 @@ def reindex(
             return _atomic(settings, conn, watched, chunk_size, restart, stream)
         return _through_queue(conn, watched, settings, chunk_size, restart, stream)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name))
+        conn.execute(Q.reindex_unlock, (_LOCK_CLASS, watched.table_name))
 
 
 def _previous(
@@ -201,13 +193,11 @@ def _through_queue(
     for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
         with conn.transaction():
             n = conn.execute(
-                """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-                   SELECT %s, k, 'REINDEX' FROM unnest(%s::text[]) AS k
-                   ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+                Q.enqueue_reindex_keys,
                 (watched.table_name, keys),
             ).rowcount
             _advance(conn, watched.table_name, keys[-1], len(keys))
-            conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
+            conn.execute(Q.notify, (watched.table_name,))
         result.enqueued += n
         result.rows += len(keys)
         done += len(keys)
@@ -364,17 +354,8 @@ def _reenqueue_since(conn: psycopg.Connection, watched: Watched, t0: datetime, e
     """After the move: every key synced since T0, held right now, or refused by the index goes back to the queue."""
     with conn.transaction():
         n = conn.execute(
-            """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-               SELECT %(t)s, k, 'REINDEX' FROM (
-                   SELECT record_id AS k FROM algolia_sync_log
-                    WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
-                   UNION
-                   SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
-                   UNION
-                   SELECT unnest(%(extra)s::text[])
-               ) s
-               ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+            Q.reenqueue_since,
             {"t": watched.table_name, "t0": t0, "margin": REENQUEUE_MARGIN_S, "extra": extra},
         ).rowcount
-        conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
+        conn.execute(Q.notify, (watched.table_name,))
     return n

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from workerpool.capture.model import Watched, load_watched
 from workerpool.config import Settings
@@ -30,6 +31,7 @@ from workerpool.db.connection import (
     make_pool,
     tcp_liveness,
 )
+from workerpool.db.queries import NOTIFY_CHANNEL, Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
 from workerpool.runtime import liveness, queue, records
@@ -44,7 +46,6 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missing); do not respawn blindly
 
-NOTIFY_CHANNEL = "algolia_sync"
 HEARTBEAT_EVERY_S = 5.0
 CONFIG_REFRESH_S = 10.0
 SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
@@ -189,7 +190,7 @@ class Worker:
         while True:
             try:
                 with connect(self.settings.database_url, purpose="boot", timeout=5) as conn:
-                    exists = conn.execute("SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL").fetchone()[0]
+                    exists = conn.execute(Q.schema_installed).fetchone()[0]
                 break
             except DatabaseUnavailable:
                 if time.monotonic() >= deadline or self.stopping or self._parent_gone():
@@ -700,7 +701,7 @@ class Worker:
                 application_name=f"workerpool:listen-{self.number}",
                 **tcp_liveness(self.settings.database_url),
             )
-            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._listener.execute(sql.SQL(Q.listen).format(sql.Identifier(NOTIFY_CHANNEL)))
         except psycopg.Error as exc:
             self._listener = None
             self._listener_retry_at = now + 2.0
