@@ -123,7 +123,7 @@ def _numbered(query: str) -> bytes:
 # Statements whose parameter types only the values psycopg sends settle (an untyped PREPARE cannot).
 _TYPED_BY_THE_CALLER = {
     "register": "%(oid)s is compared with an oid and stored as a regclass",
-    "reenqueue_since": "%(t0)s - make_interval(...) needs t0 to be a timestamptz",
+    "keys_to_reenqueue": "%(t0)s - make_interval(...) needs t0 to be a timestamptz",
 }
 
 

@@ -81,6 +81,7 @@ class Queries:
     drop_trigger: str
     # queue
     claim_batch: str
+    enqueue: str
     spill: str
     idle: str
     extend_lease: str
@@ -112,8 +113,7 @@ class Queries:
     start_reindex_progress: str
     advance_reindex_progress: str
     finish_reindex_progress: str
-    enqueue_reindex_keys: str
-    reenqueue_since: str
+    keys_to_reenqueue: str
     first_keys: str
     keys_after: str
     count_keyed_rows: str
@@ -136,7 +136,6 @@ class Queries:
     castable_keys: str
     cast_key: str
     mark_impossible_drift: str
-    enqueue_drift: str
     # observability
     set_statement_timeout: str
     health_backlog: str

@@ -60,6 +60,7 @@ class Outcome:
 
 def rows_query(watched: Watched) -> sql.Composed:
     """The query `Shaper.load_rows` runs: parameters `keys` (a text[] literal) and `index`."""
+    # queries.sql (load_rows) says why the query is shaped so.
     return sql.SQL(Q.load_rows).format(
         key=sql.Identifier(watched.key_column),
         oid=sql.Identifier(OBJECT_ID_COLUMN),
@@ -74,8 +75,8 @@ def rows_query(watched: Watched) -> sql.Composed:
 class Current:
     """The current rows of one batch's keys in one table, as `Shaper.load_rows` read them.
 
-    Rows are plain tuples, (version, hash, shape, *columns): building a dict per row in psycopg and
-    then another per record was a third of a worker's time per record.
+    Rows are plain tuples, (version, hash, shape, *columns), with the column names held once per
+    batch: the only dict built per row is the record itself.
     """
 
     __slots__ = ("columns", "rows", "shape")

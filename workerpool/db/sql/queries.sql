@@ -187,6 +187,13 @@ DROP TRIGGER IF EXISTS {} ON {};
 -- Claim up to a batch of due rows under a fresh token (schema.sql: get_pending_algolia_syncs).
 SELECT id, table_name, record_id, operation, attempts, created_at FROM get_pending_algolia_syncs(%s, %s, %s, %s);
 
+-- name: enqueue
+-- Queue keys of a watched table (a key already pending is left alone); runs in the caller's
+-- transaction, with `notify`.
+INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+SELECT %s, k, %s FROM unnest(%s::text[]) AS k
+ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING;
+
 -- name: spill
 -- Move inbox keys into the queue; gives up on a lock wait (lock_timeout).
 SELECT algolia_sync_spill(%s);
@@ -242,9 +249,11 @@ LISTEN {};
 -- name: load_rows
 -- Template: the current rows of a batch's keys in one table, with a record version and the last-sent
 -- hashes. Parameters: keys (a text[] literal) and index. Driven from the key list, and the last-sent
--- hash looked up per key (a LATERAL subquery with LIMIT, which the planner can neither flatten into
--- a join nor materialize): as a plain LEFT JOIN, a generic plan made while the hash table was small
--- materializes all of the index's hashes and compares each with every key.
+-- hash looked up per key in a LATERAL subquery with LIMIT, which the planner can neither flatten into
+-- a join nor materialize: one probe per key in any plan. A plain LEFT JOIN lets a generic plan made
+-- while the hash table was small materialize all of the index's hashes and compare each with every
+-- key, which is quadratic over a drain (tests/test_record_shaping.py checks the plan on stale
+-- statistics).
 SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
 -- name: retention_lock
@@ -299,7 +308,7 @@ SELECT cleanup_old_sync_records(%s);
 LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;
 
 -- name: notify
--- Wake the workers: the payload names the table.
+-- Wake the workers at commit: the payload names the table.
 SELECT pg_notify(algolia_sync_channel(), %s);
 
 -- name: reindex_lock
@@ -327,25 +336,15 @@ UPDATE workerpool_reindex_progress SET last_key = %s, rows_done = rows_done + %s
 -- name: finish_reindex_progress
 DELETE FROM workerpool_reindex_progress WHERE table_name = %s;
 
--- name: enqueue_reindex_keys
--- A chunk of keys as REINDEX rows, left alone where the key is already pending.
-INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-SELECT %s, k, 'REINDEX' FROM unnest(%s::text[]) AS k
-ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING;
-
--- name: reenqueue_since
+-- name: keys_to_reenqueue
 -- After an atomic reindex's move: every key synced since it started (with a margin), held right
--- now, or refused by the index goes back to the queue.
-INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-SELECT %(t)s, k, 'REINDEX' FROM (
-    SELECT record_id AS k FROM algolia_sync_log
-     WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
-    UNION
-    SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
-    UNION
-    SELECT unnest(%(extra)s::text[])
-) s
-ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING;
+-- now, or refused by the index (the caller queues them again).
+SELECT record_id FROM algolia_sync_log
+ WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
+UNION
+SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
+UNION
+SELECT unnest(%(extra)s::text[]);
 
 -- name: first_keys
 -- Template: the first keys of a table as text, in key order ({k} key, {t} table). Qualified (s.key):
@@ -468,12 +467,6 @@ SELECT %s::{};
 -- name: mark_impossible_drift
 -- Template: extra index records whose objectID can never be a row.
 UPDATE {drift} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s);
-
--- name: enqueue_drift
--- Template: --repair enqueues every drifted key that can be a row.
-INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-SELECT %s, k, 'REINDEX' FROM {drift} WHERE kind <> 'impossible'
-ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING;
 
 
 -- ===============================================================================================
