@@ -152,6 +152,11 @@ class Queries:
     overview_failed: str
     overview_workers: str
     overview_reindex: str
+    # the public API
+    key_text_is_pinned: str
+    current_setting: str
+    set_local_config: str
+    canonical_keys: str
     # the demo
     demo_reset_schema: str
     demo_catalog: str

@@ -602,6 +602,26 @@ SELECT p.table_name, p.mode, p.tmp_index, extract(epoch FROM p.started_at)::floa
 
 
 -- ===============================================================================================
+-- The public API (workerpool/api/).
+-- ===============================================================================================
+
+-- name: key_text_is_pinned
+-- Whether a key type's text form depends on the date/time settings (schema.sql: algolia_sync_key_settings).
+SELECT algolia_sync_key_settings(%s::regtype) <> '';
+
+-- name: current_setting
+SELECT current_setting(%s);
+
+-- name: set_local_config
+-- A setting for the rest of the current transaction only.
+SELECT set_config(%s, %s, true);
+
+-- name: canonical_keys
+-- Template: keys cast to the key type ({}) and back to text, as the capture triggers write them.
+SELECT array_agg(k::{}::text) FROM unnest(%s::text[]) AS k;
+
+
+-- ===============================================================================================
 -- `workerpool demo`: its sample catalog in its own schema (ops/demo.py).
 -- ===============================================================================================
 
