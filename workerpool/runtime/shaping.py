@@ -59,11 +59,11 @@ class Outcome:
 
 def rows_query(watched: Watched) -> sql.Composed:
     """The query `Shaper.load_rows` runs: parameters `keys` (a text[] literal) and `index`."""
-    # Driven from the key list, and the last-sent hash looked up per key (a LATERAL subquery
-    # with LIMIT, which the planner can neither flatten into a join nor materialize). As a plain
-    # LEFT JOIN, the generic plan made while the hash table was small materialized *all* of
-    # the index's hashes and compared each with every key: 30 ms per 100-key batch at 3,000
-    # hashes, quadratic over a drain (1 worker at BATCH_SIZE 100 ran at ~1,200 records/s).
+    # Driven from the key list, and the last-sent hash looked up per key in a LATERAL subquery
+    # with LIMIT, which the planner can neither flatten into a join nor materialize: one probe
+    # per key in any plan. A plain LEFT JOIN lets a generic plan made while the hash table was
+    # small materialize all of the index's hashes and compare each with every key, which is
+    # quadratic over a drain (tests/test_record_shaping.py checks the plan on stale statistics).
     return sql.SQL(
         "SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
         "h.hash AS {hash}, h.shape AS {shape}, s.* "
@@ -85,8 +85,8 @@ def rows_query(watched: Watched) -> sql.Composed:
 class Current:
     """The current rows of one batch's keys in one table, as `Shaper.load_rows` read them.
 
-    Rows are plain tuples, (version, hash, shape, *columns): building a dict per row in psycopg and
-    then another per record was a third of a worker's time per record.
+    Rows are plain tuples, (version, hash, shape, *columns), with the column names held once per
+    batch: the only dict built per row is the record itself.
     """
 
     __slots__ = ("columns", "rows", "shape")
