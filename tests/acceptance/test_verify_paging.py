@@ -134,14 +134,14 @@ def test_content_hash_equals_the_hash_of_the_canonical_form(value):
 
     import orjson
 
-    from workerpool.ops.verify import canonical, content_hash
+    from workerpool.ops.hashes import canonical, content_hash
 
     expected = hashlib.blake2b(orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
     assert content_hash(value) == expected
 
 
 def test_hashes_reach_the_database_intact_whatever_the_objectid(db):
-    from workerpool.ops.verify import copy_rows
+    from workerpool.ops.hashes import copy_rows
 
     db.execute("CREATE TEMPORARY TABLE hashes (k text, hash bytea)")
     keys = ["1", "tab\there", "line\nbreak", "cr\r", "back\\slash", "\\N", "\\x00", "é✓ 🙂", ""]

@@ -40,10 +40,11 @@ import orjson
 import psycopg
 
 from workerpool.config import ConfigError
+from workerpool.db.connection import DatabaseUnavailable, connect
 from workerpool.observability import dashboard, metrics, vacuum
 
 if TYPE_CHECKING:
-    from workerpool.runtime.supervisor import Supervisor
+    from workerpool.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,36 @@ def stall_seconds(settings: Any) -> float:
     return float(settings.health_stall_seconds)
 
 
+@dataclass(frozen=True)
+class Pool:
+    """What the supervisor last published about its workers (`HealthServer.publish`): the HTTP
+    thread reads this snapshot, never the supervisor's own state."""
+
+    pids: tuple[int, ...] = ()
+    wanted: int = 0
+    stopping: bool = False
+
+    def alive(self) -> int:
+        return sum(1 for pid in self.pids if _pid_alive(pid))
+
+
 @dataclass
 class HealthServer:
-    supervisor: Supervisor
+    settings: Settings
     httpd: ThreadingHTTPServer
     thread: threading.Thread
     started_wall: float = field(default_factory=time.time)
     stall_s: float = DEFAULT_STALL_SECONDS
     _db_lock: threading.Lock = field(default_factory=threading.Lock)
     _db_result: tuple[float, Any, Any] | None = None
+    pool: Pool = field(default_factory=Pool)
 
     def __post_init__(self) -> None:
-        self.dashboard = dashboard.Dashboard(self.supervisor.settings)
+        self.dashboard = dashboard.Dashboard(self.settings)
+
+    def publish(self, pool: Pool) -> None:
+        """The supervisor's workers as they are now (one attribute swap: safe to read from any thread)."""
+        self.pool = pool
 
     @property
     def port(self) -> int:
@@ -84,7 +103,7 @@ class HealthServer:
             if self._db_result is None or now - self._db_result[0] > DB_CACHE_S:
                 try:
                     self._db_result = (now, self._query_database(), None)
-                except psycopg.Error as exc:
+                except (psycopg.Error, DatabaseUnavailable) as exc:
                     self._db_result = (time.monotonic(), None, exc)
             _, result, error = self._db_result
         if error is not None:
@@ -93,10 +112,7 @@ class HealthServer:
 
     def _query_database(self) -> dict[str, Any]:
         """One short connection: the backlog (rows that should be moving) and the queue by status."""
-        dsn = self.supervisor.settings.database_url
-        with psycopg.connect(
-            dsn, autocommit=True, connect_timeout=DB_TIMEOUT_S, application_name="workerpool:health"
-        ) as conn:
+        with connect(self.settings.database_url, purpose="health", timeout=DB_TIMEOUT_S) as conn:
             conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
             # Keys still in the inbox (not yet moved into the queue) wait like pending rows (status "inbox").
             backlog, oldest = conn.execute(
@@ -119,7 +135,7 @@ class HealthServer:
                            UNION ALL SELECT table_name, created_at FROM algolia_sync_inbox) w
                     GROUP BY 1 ORDER BY 1"""
             ).fetchall()
-            health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.supervisor.settings))
+            health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))
         return {
             "backlog": int(backlog or 0),
             "backlog_oldest_s": float(oldest or 0.0),
@@ -129,14 +145,14 @@ class HealthServer:
         }
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        sup = self.supervisor
+        pool = self.pool
         reasons: list[str] = []
-        alive = sum(1 for c in list(sup.children.values()) if _pid_alive(c.pid))
-        body: dict[str, Any] = {"workers_alive": alive, "workers_wanted": sup.target}
-        if sup.stopping:
+        alive = pool.alive()
+        body: dict[str, Any] = {"workers_alive": alive, "workers_wanted": pool.wanted}
+        if pool.stopping:
             reasons.append("the supervisor is stopping")
-        if alive < sup.target:
-            reasons.append(f"{alive} of {sup.target} workers alive")
+        if alive < pool.wanted:
+            reasons.append(f"{alive} of {pool.wanted} workers alive")
         try:
             db = self._database()
             body["database"] = "ok"
@@ -148,7 +164,7 @@ class HealthServer:
                 if horizon
                 else None
             )
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseUnavailable) as exc:
             body["database"] = "unreachable"
             reasons.append(f"database: {' '.join(str(exc).split())[:300] or type(exc).__name__}")
             db = None
@@ -185,12 +201,12 @@ class HealthServer:
 
         class _Live:
             def collect(self) -> Any:
-                sup = server.supervisor
+                pool = server.pool
                 workers = GaugeMetricFamily(
                     "workerpool_workers", "Worker processes of this supervisor", labels=["state"]
                 )
-                workers.add_metric(["alive"], sum(1 for c in list(sup.children.values()) if _pid_alive(c.pid)))
-                workers.add_metric(["wanted"], sup.target)
+                workers.add_metric(["alive"], pool.alive())
+                workers.add_metric(["wanted"], pool.wanted)
                 yield workers
                 up = GaugeMetricFamily("workerpool_database_up", "1 when the database answered this scrape")
                 depth = GaugeMetricFamily(
@@ -223,66 +239,10 @@ class HealthServer:
                 yield up
                 yield depth
                 yield oldest
-                yield from _vacuum_metrics(db["vacuum"])
+                yield from vacuum.prometheus_families(db["vacuum"])
 
         reg.register(_Live())
         return generate_latest(reg)
-
-
-def _vacuum_metrics(health: vacuum.VacuumHealth) -> Any:
-    """The hot tables' size and tuples, and the xmin horizon's age and holder (names alert rules use)."""
-    from prometheus_client.core import GaugeMetricFamily
-
-    families = {
-        "size_bytes": GaugeMetricFamily(
-            "workerpool_table_size_bytes", "Size of a hot table with its indexes and TOAST", labels=["table"]
-        ),
-        "live_tuples": GaugeMetricFamily(
-            "workerpool_table_live_tuples", "Live tuples of a hot table (statistics estimate)", labels=["table"]
-        ),
-        "dead_tuples": GaugeMetricFamily(
-            "workerpool_table_dead_tuples",
-            "Dead tuples of a hot table waiting for vacuum (statistics estimate)",
-            labels=["table"],
-        ),
-    }
-    for t in health.tables:
-        for name, family in families.items():
-            family.add_metric([t.table], getattr(t, name))
-    yield from families.values()
-    yield GaugeMetricFamily(
-        "workerpool_xmin_horizon_age_seconds",
-        "Age of the oldest transaction or prepared transaction holding the xmin horizon "
-        "back for the hot tables (0: none)",
-        value=health.horizon_age_s,
-    )
-    yield GaugeMetricFamily(
-        "workerpool_xmin_horizon_age_xids",
-        "How many transactions behind the oldest holder of the hot tables' xmin horizon "
-        "is (any kind, replication slots included; 0: none)",
-        value=health.horizon.age_xids if health.horizon else 0,
-    )
-    holder = GaugeMetricFamily(
-        "workerpool_xmin_horizon_holder",
-        "Transactions behind, of each holder of the xmin horizon: kind, holder (slot or prepared "
-        "transaction name), pid, application, and what it holds back (tables, or catalog only)",
-        labels=["kind", "holder", "pid", "application", "holds"],
-    )
-    for h in health.holders[:10]:
-        holder.add_metric(
-            [
-                h.kind,
-                h.name or "",
-                str(h.pid or ""),
-                h.application_name or "",
-                "tables" if h.blocks_hot_tables else "catalog",
-            ],
-            h.age_xids,
-        )
-    yield holder
-    yield GaugeMetricFamily(
-        "workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows", value=len(health.warnings)
-    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -355,9 +315,9 @@ class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def start(supervisor: Supervisor) -> HealthServer | None:
-    """Set up metrics and serve /healthz and /metrics, when HEALTH_PORT is set. Call before forking."""
-    settings = supervisor.settings
+def start(settings: Settings) -> HealthServer | None:
+    """Set up metrics and serve /healthz and /metrics, when HEALTH_PORT is set. Call before forking;
+    then `publish` the workers as they change."""
     if not settings.health_port:
         return None
     stall = stall_seconds(settings)
@@ -375,7 +335,7 @@ def start(supervisor: Supervisor) -> HealthServer | None:
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.25}, name="workerpool-health", daemon=True
     )
-    server = HealthServer(supervisor, httpd, thread, stall_s=stall)
+    server = HealthServer(settings, httpd, thread, stall_s=stall)
     httpd.owner = server  # type: ignore[attr-defined]
     thread.start()
     url_host = f"[{host}]" if ":" in host else host

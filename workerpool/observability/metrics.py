@@ -23,11 +23,9 @@ import os
 import shutil
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the worker's types; imported lazily to keep this module import-light
-    from workerpool.runtime.queue import Claim
-    from workerpool.runtime.worker import Outcome, Worker
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 _dir: str | None = None  # set by the supervisor before fork; inherited by the workers
 _owner_pid: int | None = None
@@ -158,36 +156,38 @@ def _metrics() -> _Metrics | None:
 _ACTIONS = {"updateObject": "upsert", "partialUpdateObject": "upsert", "deleteObject": "delete", "skip": "unchanged"}
 
 
-def record_batch(worker: Worker, claim: Claim, outcome: Outcome, started: float) -> None:
-    """Once a batch's outcome is known (called just before the worker writes it, which empties its lists):
-    records by index and action, failures and retries, batch duration, change-to-ack lag per record, and
-    the time of the last settled batch."""
+def record_batch(
+    *,
+    synced: Iterable[tuple[str, str, datetime | None]],
+    failed: Iterable[str],
+    retried: Iterable[str],
+    duration_s: float,
+    batch_limit: int,
+) -> None:
+    """Once a batch's outcome is known: `synced` is (index, worker action, change time) per record
+    acknowledged, `failed` and `retried` the index of each row that failed for good or retries. The
+    iterables are only consumed when metrics are on."""
     m = _metrics()
     if m is None:
         return
     try:
         now_wall = time.time()
-        prefix = worker.settings.algolia_index_prefix
-        watched = worker._watched
-
-        def index_of(table: str) -> str:
-            w = watched.get(table)
-            return prefix + w.index_name if w is not None else table
-
-        for item in outcome.done:
-            m.synced.labels(item.index, _ACTIONS.get(item.action, "upsert")).inc()
-            created = item.row.created_at
+        settled = False
+        for index, action, created in synced:
+            settled = True
+            m.synced.labels(index, _ACTIONS.get(action, "upsert")).inc()
             if created is not None:
                 m.lag.observe(max(0.0, now_wall - created.timestamp()))
-        for row, _ in outcome.failed:
-            m.failed.labels(index_of(row.table_name)).inc()
-        for row, _ in outcome.retry:
-            m.retried.labels(index_of(row.table_name)).inc()
+        for index in failed:
+            settled = True
+            m.failed.labels(index).inc()
+        for index in retried:
+            m.retried.labels(index).inc()
         m.batches.inc()
-        m.batch_duration.observe(max(0.0, time.monotonic() - started))
-        if outcome.done or outcome.failed:
+        m.batch_duration.observe(max(0.0, duration_s))
+        if settled:
             m.last_ack.set(now_wall)
-        m.batch_limit.set(worker.batch_limit)
+        m.batch_limit.set(batch_limit)
     except Exception:  # metrics must never break the worker
         pass
 

@@ -216,3 +216,59 @@ def _warnings(
                 f"(VACUUM_WARN_HORIZON_SECONDS={limits.horizon_s:g}): vacuum cannot remove dead tuples"
             )
     return out
+
+
+def prometheus_families(health: VacuumHealth) -> Any:
+    """The hot tables' size and tuples, and the xmin horizon's age and holder (names alert rules use)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    families = {
+        "size_bytes": GaugeMetricFamily(
+            "workerpool_table_size_bytes", "Size of a hot table with its indexes and TOAST", labels=["table"]
+        ),
+        "live_tuples": GaugeMetricFamily(
+            "workerpool_table_live_tuples", "Live tuples of a hot table (statistics estimate)", labels=["table"]
+        ),
+        "dead_tuples": GaugeMetricFamily(
+            "workerpool_table_dead_tuples",
+            "Dead tuples of a hot table waiting for vacuum (statistics estimate)",
+            labels=["table"],
+        ),
+    }
+    for t in health.tables:
+        for name, family in families.items():
+            family.add_metric([t.table], getattr(t, name))
+    yield from families.values()
+    yield GaugeMetricFamily(
+        "workerpool_xmin_horizon_age_seconds",
+        "Age of the oldest transaction or prepared transaction holding the xmin horizon "
+        "back for the hot tables (0: none)",
+        value=health.horizon_age_s,
+    )
+    yield GaugeMetricFamily(
+        "workerpool_xmin_horizon_age_xids",
+        "How many transactions behind the oldest holder of the hot tables' xmin horizon "
+        "is (any kind, replication slots included; 0: none)",
+        value=health.horizon.age_xids if health.horizon else 0,
+    )
+    holder = GaugeMetricFamily(
+        "workerpool_xmin_horizon_holder",
+        "Transactions behind, of each holder of the xmin horizon: kind, holder (slot or prepared "
+        "transaction name), pid, application, and what it holds back (tables, or catalog only)",
+        labels=["kind", "holder", "pid", "application", "holds"],
+    )
+    for h in health.holders[:10]:
+        holder.add_metric(
+            [
+                h.kind,
+                h.name or "",
+                str(h.pid or ""),
+                h.application_name or "",
+                "tables" if h.blocks_hot_tables else "catalog",
+            ],
+            h.age_xids,
+        )
+    yield holder
+    yield GaugeMetricFamily(
+        "workerpool_vacuum_warnings", "Vacuum warnings /healthz currently shows", value=len(health.warnings)
+    )

@@ -31,9 +31,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO
+from typing import IO, Any
 
 import psycopg
+import requests
+from algoliasearch.http.exceptions import AlgoliaException
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import ConfigError, Settings
@@ -45,7 +47,9 @@ from workerpool.ops.table_walk import (
     count_rows,
     iter_key_chunks,
 )
-from workerpool.runtime import records
+from workerpool.runtime import queue, records
+from workerpool.runtime.algolia import AlgoliaError, Sender, make_client
+from workerpool.runtime.sending import by_request_size, send_splitting
 
 log = logging.getLogger(__name__)
 
@@ -200,14 +204,8 @@ def _through_queue(
     done = progress.rows_done
     for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
         with conn.transaction():
-            n = conn.execute(
-                """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-                   SELECT %s, k, 'REINDEX' FROM unnest(%s::text[]) AS k
-                   ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
-                (watched.table_name, keys),
-            ).rowcount
+            n = queue.enqueue(conn, watched.table_name, keys)
             _advance(conn, watched.table_name, keys[-1], len(keys))
-            conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
         result.enqueued += n
         result.rows += len(keys)
         done += len(keys)
@@ -222,8 +220,6 @@ def _through_queue(
 
 
 def _drop_index(settings: Settings, name: str) -> None:
-    from workerpool.runtime.algolia import make_client
-
     try:
         client = make_client(settings)
         client.delete_index(name)
@@ -243,11 +239,6 @@ def _atomic(
     restart: bool,
     stream: IO[str] | None,
 ) -> Result:
-    import requests
-    from algoliasearch.http.exceptions import AlgoliaException
-
-    from workerpool.runtime.algolia import AlgoliaError, Sender, make_client
-
     settings.require_algolia()
     live = settings.algolia_index_prefix + watched.index_name
     result = Result(watched.table_name, live)
@@ -279,7 +270,7 @@ def _atomic(
         for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
             built = builder.build(conn, watched, tmp, keys)
             result.skipped.extend(built.failed)  # re-enqueued after the move: the worker fails them with the reason
-            task = _send_all(sender, tmp, list(built.writes.items()), settings, result, AlgoliaError)
+            task = _send_all(sender, tmp, list(built.writes.items()), settings, result)
             last_task = task if task is not None else last_task
             _advance(conn, watched.table_name, keys[-1], len(keys))
             result.rows += len(keys)
@@ -307,48 +298,37 @@ def _exists(client: object, index: str) -> bool:
 
 
 def _send_all(
-    sender: object, tmp: str, bodies: list[tuple[str, bytes]], settings: Settings, result: Result, algolia_error: type
+    sender: Sender, tmp: str, bodies: list[tuple[str, bytes]], settings: Settings, result: Result
 ) -> int | None:
-    """Send the chunk in as few requests as MAX_REQUEST_BYTES allows; returns the last task id."""
+    """Send the chunk in as few requests as MAX_REQUEST_BYTES allows; a record Algolia rejects is
+    skipped (re-enqueued after the move, so the worker fails it with the reason). Returns the last task id."""
     task: int | None = None
-    group: list[tuple[str, bytes]] = []
-    size = 0
-    for key, body in bodies:
-        if group and size + len(body) + 1 > settings.max_request_bytes:
-            task = _send_group(sender, tmp, group, result, algolia_error) or task
-            group, size = [], 0
-        group.append((key, body))
-        size += len(body) + 1
-    if group:
-        task = _send_group(sender, tmp, group, result, algolia_error) or task
+
+    def send(group: list[tuple[str, bytes]]) -> None:
+        nonlocal task
+        response = _send_with_retries(sender, tmp, records.batch_body(b for _, b in group))
+        result.written += len(group)
+        tasks = response.get("taskID") or {}
+        task = (tasks.get(tmp) if isinstance(tasks, dict) else None) or task
+
+    for group in by_request_size(bodies, lambda kb: len(kb[1]), settings.max_request_bytes):
+        send_splitting(send, group, lambda kb, _exc: result.skipped.append(kb[0]))
     return task
 
 
-def _send_group(
-    sender: object, tmp: str, group: list[tuple[str, bytes]], result: Result, algolia_error: type
-) -> int | None:
-    """One request with retries (429: wait Retry-After; 5xx/network: backoff); a 4xx splits the group."""
+def _send_with_retries(sender: Sender, tmp: str, body: bytes) -> dict[str, Any]:
+    """One request, retried while Algolia throttles (waiting Retry-After) or fails transiently (backoff);
+    a rejection of the records or of the key is raised at once."""
     delay = 0.5
     for attempt in range(1, SEND_ATTEMPTS + 1):
         try:
-            response = sender.send_batch(records.batch_body(b for _, b in group))  # type: ignore[attr-defined]
-            result.written += len(group)
-            tasks = response.get("taskID") or {}
-            return tasks.get(tmp) if isinstance(tasks, dict) else None
-        except algolia_error as exc:
+            return sender.send_batch(body)
+        except AlgoliaError as exc:
             if exc.throttled:
                 time.sleep(exc.retry_after or 1.0)
                 continue
-            if exc.status in (401, 403):  # the key, not the records: splitting would only repeat it
+            if exc.permanent or exc.auth:
                 raise
-            if exc.permanent:
-                if len(group) == 1:
-                    result.skipped.append(group[0][0])
-                    return None
-                middle = len(group) // 2
-                first = _send_group(sender, tmp, group[:middle], result, algolia_error)
-                second = _send_group(sender, tmp, group[middle:], result, algolia_error)
-                return second or first
             if attempt == SEND_ATTEMPTS:
                 raise ReindexError(
                     f"algolia kept failing while writing {tmp}: {exc.message} "
@@ -362,19 +342,17 @@ def _send_group(
 
 def _reenqueue_since(conn: psycopg.Connection, watched: Watched, t0: datetime, extra: list[str]) -> int:
     """After the move: every key synced since T0, held right now, or refused by the index goes back to the queue."""
-    with conn.transaction():
-        n = conn.execute(
-            """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-               SELECT %(t)s, k, 'REINDEX' FROM (
-                   SELECT record_id AS k FROM algolia_sync_log
-                    WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
-                   UNION
-                   SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
-                   UNION
-                   SELECT unnest(%(extra)s::text[])
-               ) s
-               ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+    keys = [
+        r[0]
+        for r in conn.execute(
+            """SELECT record_id FROM algolia_sync_log
+                WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
+               UNION
+               SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
+               UNION
+               SELECT unnest(%(extra)s::text[])""",
             {"t": watched.table_name, "t0": t0, "margin": REENQUEUE_MARGIN_S, "extra": extra},
-        ).rowcount
-        conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
-    return n
+        )
+    ]
+    with conn.transaction():
+        return queue.enqueue(conn, watched.table_name, keys)

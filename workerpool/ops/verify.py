@@ -31,66 +31,36 @@ The exit code is 1 when drift was found (repaired or not), 0 when the index is c
 
 from __future__ import annotations
 
-import hashlib
-import queue
-import re
-import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
-from workerpool.ops.browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
-from workerpool.ops.progress import ProgressBar
+from workerpool.ops.browse import MAX_PAGE, Browser
+from workerpool.ops.hashes import (
+    INDEX_HASHES,
+    SAMPLE,
+    TABLE_HASHES,
+    IndexReader,
+    copy_index_hashes,
+    copy_table_hashes,
+)
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
-    RecordBuilder,
-    count_rows,
-    iter_key_chunks,
 )
 from workerpool.runtime import records
+from workerpool.runtime.queue import enqueue
 
-SAMPLE = 5
 KINDS = ("missing", "extra", "stale")
 
-# Temporary tables of the verifying session (dropped at the end, and by Postgres with the session).
-INDEX_HASHES = "workerpool_verify_index"
-TABLE_HASHES = "workerpool_verify_table"
 DRIFT = "workerpool_verify_drift"
 
 # Keys in natural order: integers by value first, then the rest by code point.
 _NATURAL_ORDER = "(k !~ '^-?[0-9]+$'), CASE WHEN k ~ '^-?[0-9]+$' THEN k::numeric END, k"
-
-
-def canonical(value: Any) -> Any:
-    """JSON as Algolia gives it back: integral floats become integers (15.0 and 15 are one value)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
-
-# orjson writes every integral float below 2**53 as digits and ".0" (15.0, 1000000000000000.0); JSON
-# without ".0" before a non-digit anywhere (strings included) has no float that `canonical` would
-# change. (A literal first character keeps the search fast; text that matches only costs the walk.)
-_MAYBE_INTEGRAL_FLOAT = re.compile(rb"\.0(?![0-9])")
-
-
-def content_hash(record: Any) -> bytes:
-    """blake2b-128 of the record's canonical JSON (sorted keys, `canonical` numbers)."""
-    body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    if _MAYBE_INTEGRAL_FLOAT.search(body):
-        body = orjson.dumps(canonical(record), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 @dataclass
@@ -170,143 +140,6 @@ class Report:
 
 
 # ---- the two sides, streamed into the session ------------------------------------------------
-
-
-def hit_hash(hit: dict[str, Any]) -> bytes:
-    """The content hash of a browsed record: what the worker sent, without `_version` or hit metadata."""
-    hit.pop(records.VERSION, None)
-    for name in HIT_EXTRAS:
-        hit.pop(name, None)
-    return content_hash(hit)
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_NULL = "\t\\N\n"
-_COPY_BYTEA = "\t\\\\x"  # a tab, then bytea's hex form with its backslash escaped for COPY
-
-
-def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple[str, bytes | None]]) -> None:
-    """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
-    `write_row` costs more than the hashing)."""
-    lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
-    with conn.cursor() as cur, cur.copy(f"COPY {table} (k, hash) FROM STDIN") as copy:
-        copy.write("".join(lines))
-
-
-class IndexReader(threading.Thread):
-    """Browses the index and hashes each page in the background, while the table is walked.
-
-    Against a remote Algolia the walk of the index is bound by round trips, the walk of the table by
-    CPU and the database: side by side, verify takes about as long as the longer of the two. Pages
-    of `(objectID, hash)` wait in a short queue (`depth`) for the connection's thread to copy them,
-    so at most a few pages are held, however large the index.
-    """
-
-    def __init__(self, browser: Browser, index: str, page_size: int = MAX_PAGE, depth: int = 4) -> None:
-        super().__init__(name="verify-browse", daemon=True)
-        self._browser, self._index, self._page_size = browser, index, page_size
-        self.pages: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self._halt = threading.Event()
-        self.answered = threading.Event()  # the first page (or the error) is in
-        self.count = 0  # records copied so far (by the connection's thread)
-        self.done = False  # every page copied
-
-    def run(self) -> None:
-        try:
-            for hits in iter_pages(
-                self._browser, self._index, page_size=self._page_size, attributes=["*", f"-{records.VERSION}"]
-            ):
-                if not self._put([(hit[records.OBJECT_ID], hit_hash(hit)) for hit in hits]):
-                    return
-        except BaseException as exc:  # handed to the connection's thread, which raises it
-            self.error = exc
-        finally:
-            self.answered.set()
-            self._put(None)
-
-    def _put(self, item: list[tuple[str, bytes]] | None) -> bool:
-        self.answered.set()
-        while not self._halt.is_set():
-            try:
-                self.pages.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def copy_index_hashes(reader: IndexReader, conn: psycopg.Connection, *, wait: bool) -> int | None:
-    """Copy the pages the reader has hashed into INDEX_HASHES (one COPY per page, so no transaction
-    stays open). Returns the index's record count once the reader is done, else None; with `wait`,
-    blocks until it is done."""
-    while not reader.done:
-        try:
-            page = reader.pages.get(block=wait)
-        except queue.Empty:
-            return None
-        if page is None:
-            reader.done = True
-            if reader.error is not None:
-                raise reader.error
-        elif page:
-            copy_rows(conn, INDEX_HASHES, page)
-            reader.count += len(page)
-    return reader.count
-
-
-@dataclass
-class TableSide:
-    rows: int = 0  # rows whose record belongs in the index
-    unbuildable: int = 0
-    unbuildable_sample: list[str] = field(default_factory=list)
-
-
-def copy_table_hashes(
-    settings: Settings,
-    conn: psycopg.Connection,
-    watched: Watched,
-    index: str,
-    chunk_size: int,
-    stream: IO[str] | None,
-    between: Callable[[], Any] = lambda: None,
-) -> TableSide:
-    """Build every row's record as the worker would and copy `(key, hash)` into TABLE_HASHES, one
-    chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
-    for it, repair cannot do better); a row the view or the transform filters out is left out, so its
-    record in the index, if any, is extra. `between` runs after each chunk (the index's pages are
-    copied there, on the same connection)."""
-    builder = RecordBuilder(settings)
-    side = TableSide()
-    total = count_rows(conn, watched)
-    bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
-    done = 0
-    for keys in iter_key_chunks(conn, watched, chunk_size):
-        built = builder.build(conn, watched, index, keys)
-        hashes: list[tuple[str, bytes | None]] = []
-        for key in keys:
-            if key in built.failed:
-                side.unbuildable += 1
-                if len(side.unbuildable_sample) < SAMPLE:
-                    side.unbuildable_sample.append(key)
-                hashes.append((key, None))
-                continue
-            record = built.record(key)
-            if record is None:
-                continue
-            side.rows += 1
-            hashes.append((key, content_hash(record)))
-        if hashes:
-            copy_rows(conn, TABLE_HASHES, hashes)
-        done += len(keys)
-        bar.update(done)
-        between()
-    bar.finish()
-    return side
 
 
 # ---- the command -----------------------------------------------------------------------------
@@ -463,13 +296,9 @@ def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, repo
         if impossible:
             conn.execute(f"UPDATE {DRIFT} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s)", (impossible,))
     with conn.transaction():
-        report.repaired_enqueued = conn.execute(
-            f"""INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-                SELECT %s, k, 'REINDEX' FROM {DRIFT} WHERE kind <> 'impossible'
-                ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
-            (watched.table_name,),
-        ).rowcount
-        conn.execute("SELECT pg_notify('algolia_sync', %s)", (watched.table_name,))
+        report.repaired_enqueued = sum(
+            enqueue(conn, watched.table_name, keys) for kind in KINDS for keys in _drifted(conn, kind)
+        )
     sender: Any = None
     try:
         for keys in _drifted(conn, "impossible"):

@@ -1,4 +1,4 @@
-"""The queue's operations, as the worker calls them: claim, extend, ack, release, recover.
+"""The queue's operations, as the worker calls them: claim, extend, ack, fail, retry, give back, recover.
 
 Each is one short autocommit statement calling a function from sql/, so no transaction is ever
 open across an Algolia call, and every ack or release names the claim token it holds.
@@ -6,6 +6,7 @@ open across an Algolia call, and every ack or release names the claim token it h
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,21 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
     if not rows:
         return None
     return Claim(token, [QueueRow(*r) for r in rows], now, lease_ms / 1000.0)
+
+
+def enqueue(conn: psycopg.Connection, table_name: str, keys: Sequence[str], operation: str = "REINDEX") -> int:
+    """Queue `keys` of a watched table for a sync (a key already pending is not queued twice) and wake
+    the workers at commit; returns how many rows were queued. Runs in the caller's transaction."""
+    if not keys:
+        return 0
+    queued = conn.execute(
+        """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+           SELECT %s, k, %s FROM unnest(%s::text[]) AS k
+           ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+        (table_name, operation, list(keys)),
+    ).rowcount
+    conn.execute("SELECT pg_notify('algolia_sync', %s)", (table_name,))
+    return queued
 
 
 def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
@@ -127,22 +143,65 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
     ).fetchone()[0]
 
 
-def release(
+def fail(
+    conn: psycopg.Connection, token: uuid.UUID, failures: Sequence[tuple[QueueRow, str]], max_attempts: int
+) -> int:
+    """Fail rows for good, each with its error as last_error; returns how many this token held."""
+    return _release(conn, token, failures, [0] * len(failures), permanent=True, max_attempts=max_attempts)
+
+
+def retry(
     conn: psycopg.Connection,
     token: uuid.UUID,
-    ids: Sequence[int],
-    errors: Sequence[str],
+    retries: Sequence[tuple[QueueRow, str]],
+    max_attempts: int,
+    backoff_ms: int,
+    backoff_max_ms: int,
+) -> int:
+    """Give rows back for another attempt after a capped, jittered backoff, each with its error as
+    last_error (a row out of attempts fails instead); returns how many this token held."""
+    delays = [compute_backoff(row.attempts, backoff_ms, backoff_max_ms) for row, _ in retries]
+    return _release(conn, token, retries, delays, permanent=False, max_attempts=max_attempts)
+
+
+def give_back(conn: psycopg.Connection, token: uuid.UUID, rows: Sequence[QueueRow], max_attempts: int) -> int:
+    """Give rows back unspent: due at once, their attempt not counted (a stop, a throttle, a refused key
+    is nobody's data at fault); returns how many this token held."""
+    released = [(row, "released unsent") for row in rows]
+    return _release(
+        conn, token, released, [0] * len(rows), permanent=False, max_attempts=max_attempts, count_attempt=False
+    )
+
+
+def compute_backoff(attempt: int, base_ms: int, cap_ms: int) -> int:
+    """Capped exponential backoff with full jitter in [50%, 100%] (dramatiq's shape), in ms."""
+    ceiling = min(cap_ms, base_ms * 2 ** max(0, attempt - 1))
+    return int(ceiling * random.uniform(0.5, 1.0))
+
+
+def _release(
+    conn: psycopg.Connection,
+    token: uuid.UUID,
+    rows: Sequence[tuple[QueueRow, str]],
     delays_ms: Sequence[int],
-    permanent: Sequence[bool],
+    *,
+    permanent: bool,
     max_attempts: int,
     count_attempt: bool = True,
 ) -> int:
-    """Return rows to the queue with a delay, or fail them; returns how many this token still held."""
-    if not ids:
+    if not rows:
         return 0
     return conn.execute(
         "SELECT algolia_sync_release(%s, %s, %s, %s, %s, %s, %s)",
-        (list(ids), token, list(errors), list(delays_ms), list(permanent), max_attempts, count_attempt),
+        (
+            [row.id for row, _ in rows],
+            token,
+            [error for _, error in rows],
+            list(delays_ms),
+            [permanent] * len(rows),
+            max_attempts,
+            count_attempt,
+        ),
     ).fetchone()[0]
 
 

@@ -142,7 +142,8 @@ class Supervisor:
         # The title replaces argv in `ps`: a --database-url with a password never shows there.
         setproctitle(f"workerpool: supervisor (workers={self.target})")
         self._install_signals()
-        self._health = health.start(self)  # None unless HEALTH_PORT is set; before the first fork
+        self._health = health.start(self.settings)  # None unless HEALTH_PORT is set; before the first fork
+        self._publish()
         log.info(
             "supervisor started",
             extra={"action": "supervisor_started", "workers": self.target, "batch_size": self.settings.batch_size},
@@ -165,6 +166,7 @@ class Supervisor:
                     break
                 else:
                     self._manage_workers()
+                self._publish()
                 self._sleep(1.0)
         finally:
             for child in list(self.children.values()):
@@ -173,6 +175,12 @@ class Supervisor:
             health.stop(self._health)
         log.info("supervisor stopped", extra={"action": "supervisor_stopped", "exit_code": self.exit_code})
         return self.exit_code
+
+    def _publish(self) -> None:
+        """Tell the health server (its own thread) about the workers as they are now."""
+        if self._health is not None:
+            pids = tuple(c.pid for c in self.children.values())
+            self._health.publish(health.Pool(pids, self.target, self.stopping))
 
     def _sleep(self, timeout: float) -> None:
         if self.stopping:

@@ -11,32 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import psycopg
 
-from workerpool.capture.model import Watched, load_watched
 from workerpool.config import Settings
-from workerpool.db.connection import (
-    DatabaseUnavailable,
-    connect,
-    describe_error,
-    make_pool,
-    tcp_liveness,
-)
+from workerpool.db.connection import DatabaseUnavailable, connect, make_pool
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
-from workerpool.runtime import liveness, queue, records
-from workerpool.runtime.algolia import AlgoliaError, Sender
-from workerpool.runtime.queue import Claim, QueueRow
-from workerpool.runtime.retention import Retention
-from workerpool.runtime.shaping import Current, Item, Outcome, Shaper
+from workerpool.runtime import liveness, queue
+from workerpool.runtime.acks import PendingAcks
+from workerpool.runtime.algolia import Sender
+from workerpool.runtime.dispatch import Dispatcher, LeaseLost, Prepared, unsettled_rows
+from workerpool.runtime.housekeeping import Housekeeping
+from workerpool.runtime.queue import Claim
+from workerpool.runtime.reading import Reader
+from workerpool.runtime.shaping import Item, Outcome
+from workerpool.runtime.wakeup import Listener
 
 log = logging.getLogger(__name__)
 
@@ -44,57 +38,11 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missing); do not respawn blindly
 
-NOTIFY_CHANNEL = "algolia_sync"
-HEARTBEAT_EVERY_S = 5.0
-CONFIG_REFRESH_S = 10.0
 SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
 BOOT_RETRY_S = 5.0
-AUTH_RETRY_MAX_S = 30.0  # while Algolia refuses the key: the longest wait before trying it again
 # --drain, nothing claimable: another worker still holds the last rows. How soon to look again, so
 # that the command exits right after they are acknowledged (the NOTIFY only announces new work).
 DRAIN_RECHECK_S = 0.05
-
-
-# SQLSTATE classes that speak of the relation, not of a row: 42 (undefined table or column,
-# insufficient privilege, syntax) and 0A (feature not supported). Their rows retry with backoff.
-_TABLE_ERROR_CLASSES = ("42", "0A")
-# Classes that speak of the server or the moment (a deadlock, a cancelled statement, no memory, a
-# shutdown): nobody's data is at fault, so the whole claim is given back as on a lost connection.
-_TRANSIENT_ERROR_CLASSES = ("08", "40", "53", "57", "58")
-
-
-class LeaseLost(Exception):
-    """This worker's claim token no longer holds its rows: stop touching them."""
-
-
-class AuthRejected(Exception):
-    """Algolia answered 401/403: the credentials are wrong or revoked, not the records."""
-
-    def __init__(self, error: AlgoliaError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class Throttled(Exception):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"throttled for {retry_after}s")
-        self.retry_after = retry_after
-
-
-def compute_backoff(attempt: int, base_ms: int, cap_ms: int) -> int:
-    """Capped exponential backoff with full jitter in [50%, 100%] (dramatiq's shape), in ms."""
-    ceiling = min(cap_ms, base_ms * 2 ** max(0, attempt - 1))
-    return int(ceiling * random.uniform(0.5, 1.0))
-
-
-@dataclass
-class Prepared:
-    """A claimed batch whose records are built, on its way through the sender thread."""
-
-    claim: Claim
-    outcome: Outcome
-    started: float
-    items: list[Item] | None = None
 
 
 class Worker:
@@ -108,25 +56,18 @@ class Worker:
         self.worker_id = f"{host_name()}:{os.getpid()}:{number}"
         self.stopping = False
         self.stop_requested_at = 0.0
-        self.batch_limit = settings.batch_size
         self.batches = 0
         self.records = 0
         self._pool = None
-        self._listener: psycopg.Connection | None = None
-        self._listener_retry_at = 0.0
-        self._sender: Sender | None = None
-        self._watched: dict[str, Watched] = {}
-        self._shaper = Shaper(settings)
-        self._watched_at = 0.0
-        self._next_heartbeat = 0.0
-        self._next_recovery = 0.0
+        self._listener = Listener(settings.database_url, number)
+        self._dispatch: Dispatcher | None = None
+        self._reader = Reader(settings)
         self._next_spill = 0.0
-        self._pending_acks: list[tuple[Claim, Outcome]] = []
+        self._pending_acks = PendingAcks(settings, number, self._database_trouble)
         self._in_flight: deque[tuple[Prepared, Future]] = deque()
         self._sender_thread = ThreadPoolExecutor(max_workers=settings.requests_in_flight, thread_name_prefix="sender")
         self._db_failures = 0
-        self._auth_failures = 0
-        self._retention = Retention(settings.log_retention_days)
+        self._housekeeping = Housekeeping(settings, number, self.worker_id)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -173,7 +114,7 @@ class Worker:
                         break
                     self._wait_for_work()
             self._finish_in_flight()
-            self._flush_pending_ack()
+            self._pending_acks.flush(self._pool)
         finally:
             self._shutdown()
         log.info(
@@ -200,22 +141,33 @@ class Worker:
                 "the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first"
             )
         self._pool = make_pool(self.settings.database_url, self.settings.pool_size, f"worker-{self.number}")
-        self._sender = Sender(self.settings)
+        self._dispatch = Dispatcher(
+            self.settings,
+            self.number,
+            Sender(self.settings),
+            ensure_lease=self._ensure_lease,
+            out_of_time=self._shutdown_budget_spent,
+            sleep=self._sleep,
+        )
 
     def _shutdown(self) -> None:
         self._sender_thread.shutdown(wait=True)
         try:
             if self._pool is not None:
                 with self._pool.connection(timeout=2) as conn:
-                    queue.forget_worker(conn, self.worker_id)
+                    self._housekeeping.forget(conn)
         except Exception:
             pass
-        if self._listener is not None:
-            self._listener.close()
+        self._listener.close()
         if self._pool is not None:
             self._pool.close(timeout=2)
-        if self._sender is not None:
-            self._sender.close()
+        if self._dispatch is not None:
+            self._dispatch.sender.close()
+
+    @property
+    def batch_limit(self) -> int:
+        """How many rows a claim asks for: BATCH_SIZE, halved after each 429 and grown back after."""
+        return self._dispatch.batch_limit if self._dispatch is not None else self.settings.batch_size
 
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -232,7 +184,7 @@ class Worker:
         """
         claim = None
         try:
-            self._flush_pending_ack()
+            self._pending_acks.flush(self._pool)
             if self._pending_acks:
                 return True  # never claim more while an outcome is still unwritten
             self._settle_returned()
@@ -241,13 +193,9 @@ class Worker:
                 if self._pending_acks:
                     return True
             now = time.monotonic()
-            if now >= self._next_heartbeat:
-                self._heartbeat(now)
-            if now >= self._next_recovery:
-                self._recover(now)
-            if self._retention.due(now) and not self.stopping:
+            if self._housekeeping.due(now, self.stopping):
                 with self._pool.connection() as conn:
-                    self._retention.step(conn, now)
+                    self._housekeeping.run(conn, now, self.batches, self.records, self.stopping)
             if not self.stopping:
                 with self._pool.connection() as conn:
                     claim = self._claim(conn, now)
@@ -310,7 +258,7 @@ class Worker:
 
     def _send_prepared(self, prepared: Prepared) -> None:
         """Runs on the sender thread: the HTTP part of a batch."""
-        self._send(prepared.claim, prepared.items, prepared.outcome)
+        self._dispatch.send(prepared.claim, prepared.items, prepared.outcome)
 
     def _finish_in_flight(self) -> None:
         """Wait for every batch on the wire, oldest first, and write their outcomes."""
@@ -347,7 +295,7 @@ class Worker:
         except Exception as exc:  # a defect in sending: what was not sent retries
             log.exception("sending a batch failed", extra={"action": "send_failed", "worker": self.number})
             prepared.outcome.retry.extend(
-                (r, f"internal error: {type(exc).__name__}: {one_line(exc)}") for r in _unsettled_rows(prepared)
+                (r, f"internal error: {type(exc).__name__}: {one_line(exc)}") for r in unsettled_rows(prepared)
             )
         self._finish(prepared)
 
@@ -361,9 +309,16 @@ class Worker:
             "retried": len(outcome.retry),
             "released": len(outcome.unsent),
         }
-        metrics.record_batch(self, claim, outcome, started)  # before the flush, which empties the outcome's lists
-        self._pending_acks.append((claim, outcome))
-        self._flush_pending_ack()
+        # Before the flush, which empties the outcome's lists.
+        metrics.record_batch(
+            synced=((i.index, i.action, i.row.created_at) for i in outcome.done),
+            failed=(self._reader.index_of(r.table_name) for r, _ in outcome.failed),
+            retried=(self._reader.index_of(r.table_name) for r, _ in outcome.retry),
+            duration_s=time.monotonic() - started,
+            batch_limit=self.batch_limit,
+        )
+        self._pending_acks.add(claim, outcome)
+        self._pending_acks.flush(self._pool)
         liveness.mark_in_service()
         self.batches += 1
         self.records += counts["upserts"] + counts["deletes"] + counts["skipped"]
@@ -381,283 +336,22 @@ class Worker:
 
     # ---- read and transform ----------------------------------------------------------------
 
-    def _config_for(self, conn: psycopg.Connection, table: str) -> Watched | None:
-        now = time.monotonic()
-        if table not in self._watched or now - self._watched_at > CONFIG_REFRESH_S:
-            self._watched = load_watched(conn)
-            self._watched_at = now
-        return self._watched.get(table)
-
     def _prepare(self, claim: Claim, outcome: Outcome) -> list[Item]:
-        """Load the current rows for the claim (one query per table) and serialize their actions.
-
-        A table whose rows cannot be read fails (or retries) its own rows only; a connection error
-        gives the whole claim back (the caller's `psycopg.Error` handler)."""
-        by_table: dict[str, list[QueueRow]] = {}
-        for row in claim.rows:
-            by_table.setdefault(row.table_name, []).append(row)
-        items: list[Item] = []
-        prefix = self.settings.algolia_index_prefix
         with self._pool.connection() as conn:
-            for table, rows in by_table.items():
-                watched = self._config_for(conn, table)
-                if watched is None:
-                    outcome.failed.extend(
-                        (r, f"table {table} is not watched (no enabled row in algolia_index_config)") for r in rows
-                    )
-                    continue
-                index = prefix + watched.index_name
-                for current, part in self._read(conn, watched, index, rows, outcome):
-                    for row in part:
-                        item = self._shaper.item(watched, index, row, current, outcome)
-                        if item is not None:
-                            items.append(item)
-        return items
-
-    def _read(
-        self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[QueueRow], outcome: Outcome
-    ) -> Iterator[tuple[Current, list[QueueRow]]]:
-        """The current rows of `rows`' keys, in one query when it succeeds.
-
-        When it fails for something in the rows (a value that cannot be read, a key that no longer
-        casts to the key's type, an error a source view raises for one row), the keys are halved
-        until each offending key fails alone, with the error as its last_error; the others are read
-        in the same batch. An error about the table itself (dropped, renamed column, permission)
-        retries all of its rows with backoff, and touches no other table.
-        """
-        try:
-            yield self._shaper.load_rows(conn, watched, index, [r.record_id for r in rows]), rows
-            return
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            raise
-        except psycopg.Error as exc:
-            if exc.sqlstate and exc.sqlstate[:2] in _TRANSIENT_ERROR_CLASSES:
-                raise
-            if exc.sqlstate and exc.sqlstate[:2] in _TABLE_ERROR_CLASSES:
-                reason = f"cannot read {watched.reads_from} for table {watched.table_name}: {one_line(exc)}"
-                outcome.retry.extend((r, reason) for r in rows)
-                return
-            error: BaseException = exc
-        except Exception as exc:  # a loader or value error in psycopg: one row's data
-            error = exc
-        if len(rows) == 1:
-            outcome.failed.append(
-                (
-                    rows[0],
-                    f"cannot read row {rows[0].record_id} of {watched.reads_from}: "
-                    f"{type(error).__name__}: {one_line(error)}",
-                )
-            )
-            return
-        middle = len(rows) // 2
-        yield from self._read(conn, watched, index, rows[:middle], outcome)
-        yield from self._read(conn, watched, index, rows[middle:], outcome)
-
-    # ---- send ------------------------------------------------------------------------------
-
-    def _send(self, claim: Claim, items: list[Item], outcome: Outcome) -> None:
-        outcome.done.extend(i for i in items if i.action == "skip")
-        chunks = list(self._chunks([i for i in items if i.action != "skip"]))
-        for n, chunk in enumerate(chunks):
-            if self.stopping and self._shutdown_budget_spent():
-                outcome.unsent.extend(i.row for c in chunks[n:] for i in c)
-                return
-            try:
-                self._send_chunk(claim, chunk, outcome)
-            except Throttled as exc:
-                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
-                self._slow_down(exc.retry_after)
-                return
-            except AuthRejected as exc:
-                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
-                self._auth_rejected(exc.error)
-                return
-            except AlgoliaError as exc:
-                error = one_line(exc.message)
-                log.warning(
-                    "algolia error",
-                    extra={"action": "algolia_error", "worker": self.number, "status": exc.status, "error": error},
-                )
-                outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
-                return
-        if self._auth_failures:
-            self._auth_failures = 0
-            log.info(
-                "algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number}
-            )
-        if self.batch_limit < self.settings.batch_size:
-            self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
-
-    def _chunks(self, items: list[Item]) -> Iterator[list[Item]]:
-        """Split only where the request-size limit forces it."""
-        limit = self.settings.max_request_bytes
-        chunk: list[Item] = []
-        size = 0
-        for item in items:
-            if chunk and size + len(item.body) + 1 > limit:
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(item)
-            size += len(item.body) + 1
-        if chunk:
-            yield chunk
-
-    def _send_chunk(self, claim: Claim, chunk: list[Item], outcome: Outcome) -> None:
-        """Send one request; a permanent 4xx splits it until only the offending records fail."""
-        self._ensure_lease(claim)
-        try:
-            self._sender.send_batch(records.batch_body(i.body for i in chunk))
-        except AlgoliaError as exc:
-            if exc.throttled:
-                raise Throttled(exc.retry_after or 1.0) from None
-            if exc.auth:
-                raise AuthRejected(exc) from None
-            if not exc.permanent:
-                raise
-            if len(chunk) == 1:
-                outcome.failed.append((chunk[0].row, f"algolia {exc.status}: {one_line(exc.message)}"))
-                return
-            middle = len(chunk) // 2
-            self._send_chunk(claim, chunk[:middle], outcome)
-            self._send_chunk(claim, chunk[middle:], outcome)
-            return
-        metrics.record_auth(accepted=True)
-        outcome.done.extend(chunk)
+            return self._reader.items(conn, claim.rows, outcome)
 
     def _ensure_lease(self, claim: Claim) -> None:
         """Before each request: refuse to send under a lease that is gone; extend one that is ageing."""
         now = time.monotonic()
-        left = claim.lease_left(now)
-        if left < claim.lease_s * 2 / 3:
+        if claim.lease_left(now) < claim.lease_s * 2 / 3:
             with self._pool.connection() as conn:
                 if not queue.extend(conn, claim, now):
                     raise LeaseLost()
 
-    def _slow_down(self, retry_after: float) -> None:
-        self.batch_limit = max(1, self.batch_limit // 2)
-        metrics.record_throttle(self.batch_limit)
-        log.warning(
-            "algolia throttled",
-            extra={
-                "action": "throttled",
-                "worker": self.number,
-                "retry_after_s": retry_after,
-                "batch_limit": self.batch_limit,
-            },
-        )
-        self._sleep(retry_after)
-
-    def _auth_rejected(self, error: AlgoliaError) -> None:
-        """Algolia refuses the key: give the rows back unspent, say so once, and try again later
-        (a rotated key starts working without a restart)."""
-        self._auth_failures += 1
-        metrics.record_auth(accepted=False)
-        wait = min(AUTH_RETRY_MAX_S, 2.0 * 2 ** min(self._auth_failures - 1, 4))
-        if self._auth_failures == 1:
-            log.error(
-                f"algolia refused ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY ({error.status}: {one_line(error.message)}); "
-                "nothing is sent and no row spends an attempt until the key works again",
-                extra={"action": "algolia_auth_failed", "worker": self.number, "status": error.status},
-            )
-        self._sleep(wait)
-
     def _shutdown_budget_spent(self) -> bool:
-        return time.monotonic() - self.stop_requested_at > self.settings.shutdown_timeout / 2000.0
+        return self.stopping and time.monotonic() - self.stop_requested_at > self.settings.shutdown_timeout / 2000.0
 
-    # ---- acknowledge -----------------------------------------------------------------------
-
-    def _flush_pending_ack(self) -> None:
-        """Write the claims' outcomes; kept and retried if the database is away (nothing is lost)."""
-        while self._pending_acks:
-            if not self._write_outcome(*self._pending_acks[0]):
-                return
-            self._pending_acks.pop(0)
-
-    def _write_outcome(self, claim: Claim, outcome: Outcome) -> bool:
-        """Write one claim's outcome; False when the database is away (it is kept for later).
-
-        Each part is cleared once written, so a retry after a failure halfway never writes twice.
-        """
-        s = self.settings
-        parts = (
-            ("done", lambda conn, o: queue.ack(conn, claim.token, o.done)),
-            (
-                "failed",
-                lambda conn, o: queue.release(
-                    conn,
-                    claim.token,
-                    [r.id for r, _ in o.failed],
-                    [e for _, e in o.failed],
-                    [0] * len(o.failed),
-                    [True] * len(o.failed),
-                    s.max_retries,
-                ),
-            ),
-            (
-                "retry",
-                lambda conn, o: queue.release(
-                    conn,
-                    claim.token,
-                    [r.id for r, _ in o.retry],
-                    [e for _, e in o.retry],
-                    [compute_backoff(r.attempts, s.retry_backoff, s.retry_backoff_max) for r, _ in o.retry],
-                    [False] * len(o.retry),
-                    s.max_retries,
-                ),
-            ),
-            (
-                "unsent",
-                lambda conn, o: queue.release(
-                    conn,
-                    claim.token,
-                    [r.id for r in o.unsent],
-                    ["released unsent"] * len(o.unsent),
-                    [0] * len(o.unsent),
-                    [False] * len(o.unsent),
-                    s.max_retries,
-                    count_attempt=False,
-                ),
-            ),
-        )
-        try:
-            with self._pool.connection() as conn:
-                for name, write in parts:
-                    expected = len(getattr(outcome, name))
-                    if expected:
-                        held = write(conn, outcome)
-                        setattr(outcome, name, [])
-                        if held < expected:
-                            log.warning(
-                                "lease lost",
-                                extra={
-                                    "action": "lease_lost",
-                                    "worker": self.number,
-                                    "token": str(claim.token),
-                                    "part": name,
-                                    "expected": expected,
-                                    "held": held,
-                                },
-                            )
-        except psycopg.Error as exc:
-            self._database_trouble(exc)
-            return False
-        return True
-
-    # ---- housekeeping ----------------------------------------------------------------------
-
-    def _heartbeat(self, now: float) -> None:
-        with self._pool.connection() as conn:
-            queue.heartbeat(conn, self.worker_id, host_name(), os.getpid(), self.batches, self.records)
-        self._next_heartbeat = now + HEARTBEAT_EVERY_S
-
-    def _recover(self, now: float) -> None:
-        with self._pool.connection() as conn:
-            n = queue.recover_expired(conn, self.settings.max_retries)
-        if n:
-            log.warning(
-                "expired claims recovered", extra={"action": "leases_recovered", "worker": self.number, "rows": n}
-            )
-        self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
+    # ---- database trouble ----------------------------------------------------------------------
 
     def _queue_empty(self) -> bool:
         try:
@@ -685,58 +379,15 @@ class Worker:
 
     # ---- waiting ---------------------------------------------------------------------------
 
-    def _listen(self) -> psycopg.Connection | None:
-        """The dedicated LISTEN connection (outside the pool), re-established when it breaks."""
-        if self._listener is not None and not self._listener.closed:
-            return self._listener
-        now = time.monotonic()
-        if now < self._listener_retry_at:
-            return None
-        try:
-            self._listener = psycopg.connect(
-                self.settings.database_url,
-                autocommit=True,
-                connect_timeout=5,
-                application_name=f"workerpool:listen-{self.number}",
-                **tcp_liveness(self.settings.database_url),
-            )
-            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except psycopg.Error as exc:
-            self._listener = None
-            self._listener_retry_at = now + 2.0
-            log.warning(
-                "listen connection failed; polling",
-                extra={
-                    "action": "listen_failed",
-                    "worker": self.number,
-                    "error": describe_error(self.settings.database_url, exc),
-                },
-            )
-        return self._listener
-
     def _wait_for_work(self) -> None:
         """Until a NOTIFY arrives, POLLING_INTERVAL passes, or a stop is asked for."""
         wait_s = self.settings.polling_interval / 1000.0
-        deadline = time.monotonic() + (min(wait_s, DRAIN_RECHECK_S) if self.drain else wait_s)
-        while not self.stopping and not self._parent_gone():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            conn = self._listen()
-            if conn is None:
-                self._sleep(min(0.25, left))
-                continue
-            try:
-                for _ in conn.notifies(timeout=min(0.25, left), stop_after=1):
-                    self._next_spill = 0.0  # the change that woke us is in the inbox
-                    return
-            except psycopg.Error as exc:
-                log.warning(
-                    "listen connection lost; polling until it is back",
-                    extra={"action": "listen_lost", "worker": self.number, "error": one_line(exc)},
-                )
-                self._listener.close()
-                self._listener = None
+        if self._listener.wait(
+            min(wait_s, DRAIN_RECHECK_S) if self.drain else wait_s,
+            interrupted=lambda: self.stopping or self._parent_gone(),
+            sleep=self._sleep,
+        ):
+            self._next_spill = 0.0  # the change that woke us is in the inbox
 
     def _sleep(self, seconds: float) -> None:
         """A sleep that a stop request cuts short."""
@@ -746,18 +397,3 @@ class Worker:
             if left <= 0:
                 return
             time.sleep(min(0.1, left))
-
-
-def _unsettled_rows(prepared: Prepared) -> list[QueueRow]:
-    """A claim's rows that have no outcome yet."""
-    o = prepared.outcome
-    settled = (
-        {i.row.id for i in o.done} | {r.id for r, _ in o.failed} | {r.id for r, _ in o.retry} | {r.id for r in o.unsent}
-    )
-    return [r for r in prepared.claim.rows if r.id not in settled]
-
-
-def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:
-    """Rows of these chunks that neither reached Algolia nor failed for good."""
-    settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
-    return [i.row for c in chunks for i in c if i.row.id not in settled]

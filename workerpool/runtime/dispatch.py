@@ -1,0 +1,175 @@
+"""The HTTP half of a batch, run on a worker's sender threads: send its records, and decide what
+Algolia's answer means for each row.
+
+Sent records are done; records Algolia rejects as wrong fail alone (`sending.send_splitting`);
+a 429 halves the worker's batch size and gives the rest back unspent; a refused key gives everything
+back unspent and waits (a rotated key starts working without a restart); other errors retry with
+backoff. Before each request the caller's `ensure_lease` refuses to send under a lease that is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from workerpool.config import Settings
+from workerpool.logs import one_line
+from workerpool.observability import metrics
+from workerpool.runtime import records
+from workerpool.runtime.algolia import AlgoliaError, Sender
+from workerpool.runtime.queue import Claim, QueueRow
+from workerpool.runtime.sending import by_request_size, send_splitting
+from workerpool.runtime.shaping import Item, Outcome
+
+log = logging.getLogger(__name__)
+
+AUTH_RETRY_MAX_S = 30.0  # while Algolia refuses the key: the longest wait before trying it again
+
+
+class LeaseLost(Exception):
+    """This worker's claim token no longer holds its rows: stop touching them."""
+
+
+class _AuthRejected(Exception):
+    """Algolia answered 401/403: the credentials are wrong or revoked, not the records."""
+
+    def __init__(self, error: AlgoliaError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Throttled(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"throttled for {retry_after}s")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Prepared:
+    """A claimed batch whose records are built, on its way through the sender thread."""
+
+    claim: Claim
+    outcome: Outcome
+    started: float
+    items: list[Item] | None = None
+
+
+class Dispatcher:
+    """One worker's sending policy and its adaptive batch size (`batch_limit`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        number: int,
+        sender: Sender,
+        ensure_lease: Callable[[Claim], None],
+        out_of_time: Callable[[], bool],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.settings = settings
+        self.number = number
+        self.sender = sender
+        self.batch_limit = settings.batch_size
+        self._ensure_lease = ensure_lease
+        self._out_of_time = out_of_time
+        self._sleep = sleep
+        self._auth_failures = 0
+
+    def send(self, claim: Claim, items: list[Item], outcome: Outcome) -> None:
+        """Send a claim's items; every row ends in one of `outcome`'s lists, unless LeaseLost is raised."""
+        outcome.done.extend(i for i in items if i.action == "skip")
+        limit = self.settings.max_request_bytes
+        chunks = list(by_request_size([i for i in items if i.action != "skip"], lambda i: len(i.body), limit))
+        for n, chunk in enumerate(chunks):
+            if self._out_of_time():
+                outcome.unsent.extend(i.row for c in chunks[n:] for i in c)
+                return
+            try:
+                self._send_chunk(claim, chunk, outcome)
+            except _Throttled as exc:
+                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                self._slow_down(exc.retry_after)
+                return
+            except _AuthRejected as exc:
+                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                self._auth_rejected(exc.error)
+                return
+            except AlgoliaError as exc:
+                error = one_line(exc.message)
+                log.warning(
+                    "algolia error",
+                    extra={"action": "algolia_error", "worker": self.number, "status": exc.status, "error": error},
+                )
+                outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
+                return
+        if self._auth_failures:
+            self._auth_failures = 0
+            log.info(
+                "algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number}
+            )
+        if self.batch_limit < self.settings.batch_size:
+            self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
+
+    def _send_chunk(self, claim: Claim, chunk: list[Item], outcome: Outcome) -> None:
+        """Send one request; records Algolia rejects as wrong fail alone (the request is split to find them)."""
+
+        def send(part: list[Item]) -> None:
+            self._ensure_lease(claim)
+            self.sender.send_batch(records.batch_body(i.body for i in part))
+            metrics.record_auth(accepted=True)
+            outcome.done.extend(part)
+
+        def reject(item: Item, exc: AlgoliaError) -> None:
+            outcome.failed.append((item.row, f"algolia {exc.status}: {one_line(exc.message)}"))
+
+        try:
+            send_splitting(send, chunk, reject)
+        except AlgoliaError as exc:
+            if exc.throttled:
+                raise _Throttled(exc.retry_after or 1.0) from None
+            if exc.auth:
+                raise _AuthRejected(exc) from None
+            raise
+
+    def _slow_down(self, retry_after: float) -> None:
+        self.batch_limit = max(1, self.batch_limit // 2)
+        metrics.record_throttle(self.batch_limit)
+        log.warning(
+            "algolia throttled",
+            extra={
+                "action": "throttled",
+                "worker": self.number,
+                "retry_after_s": retry_after,
+                "batch_limit": self.batch_limit,
+            },
+        )
+        self._sleep(retry_after)
+
+    def _auth_rejected(self, error: AlgoliaError) -> None:
+        """Algolia refuses the key: say so once, and try again later."""
+        self._auth_failures += 1
+        metrics.record_auth(accepted=False)
+        wait = min(AUTH_RETRY_MAX_S, 2.0 * 2 ** min(self._auth_failures - 1, 4))
+        if self._auth_failures == 1:
+            log.error(
+                f"algolia refused ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY ({error.status}: {one_line(error.message)}); "
+                "nothing is sent and no row spends an attempt until the key works again",
+                extra={"action": "algolia_auth_failed", "worker": self.number, "status": error.status},
+            )
+        self._sleep(wait)
+
+
+def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:
+    """Rows of these chunks that neither reached Algolia nor failed for good."""
+    settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
+    return [i.row for c in chunks for i in c if i.row.id not in settled]
+
+
+def unsettled_rows(prepared: Prepared) -> list[QueueRow]:
+    """A claim's rows that have no outcome yet."""
+    o = prepared.outcome
+    settled = (
+        {i.row.id for i in o.done} | {r.id for r, _ in o.failed} | {r.id for r, _ in o.retry} | {r.id for r in o.unsent}
+    )
+    return [r for r in prepared.claim.rows if r.id not in settled]

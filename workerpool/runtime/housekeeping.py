@@ -1,0 +1,52 @@
+"""A worker's periodic duties between claims: its heartbeat row (what `stats` and the dashboard show
+per worker), returning claims whose lease expired (their worker died), and log retention."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import psycopg
+
+from workerpool.config import Settings
+from workerpool.logs import host_name
+from workerpool.runtime import queue
+from workerpool.runtime.retention import Retention
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 5.0
+
+
+class Housekeeping:
+    """When each duty is next due, and doing it."""
+
+    def __init__(self, settings: Settings, number: int, worker_id: str) -> None:
+        self.settings = settings
+        self.number = number
+        self.worker_id = worker_id
+        self._next_heartbeat = 0.0
+        self._next_recovery = 0.0
+        self._retention = Retention(settings.log_retention_days)
+
+    def due(self, now: float, stopping: bool) -> bool:
+        return now >= self._next_heartbeat or now >= self._next_recovery or (not stopping and self._retention.due(now))
+
+    def run(self, conn: psycopg.Connection, now: float, batches: int, records: int, stopping: bool) -> None:
+        """Whatever is due; a database error propagates (the worker's trouble handling)."""
+        if now >= self._next_heartbeat:
+            queue.heartbeat(conn, self.worker_id, host_name(), os.getpid(), batches, records)
+            self._next_heartbeat = now + HEARTBEAT_EVERY_S
+        if now >= self._next_recovery:
+            n = queue.recover_expired(conn, self.settings.max_retries)
+            if n:
+                log.warning(
+                    "expired claims recovered", extra={"action": "leases_recovered", "worker": self.number, "rows": n}
+                )
+            self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
+        if not stopping and self._retention.due(now):
+            self._retention.step(conn, now)
+
+    def forget(self, conn: psycopg.Connection) -> None:
+        """This worker's heartbeat row goes when it stops."""
+        queue.forget_worker(conn, self.worker_id)
