@@ -1,4 +1,4 @@
-"""compute_backoff: exponential from the base, capped, with jitter in [50%, 100%] of the ceiling."""
+"""runtime.queue.compute_backoff: exponential from the base, capped, with jitter in [50%, 100%] of the ceiling."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workerpool.runtime.worker import compute_backoff
+from workerpool.runtime.queue import compute_backoff
 
 attempts = st.integers(min_value=-3, max_value=200)
 base_ms = st.integers(min_value=0, max_value=3_600_000)

@@ -1,5 +1,5 @@
-"""ops/verify canonical and content_hash: one hash per record content however Algolia writes numbers
-back, and the fast path (no integral float in the JSON) agreeing with the slow one."""
+"""ops/hashes canonical and content_hash (what verify compares): one hash per record content however
+Algolia writes numbers back, and the fast path (no integral float in the JSON) agreeing with the slow one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workerpool.ops.verify import canonical, content_hash
+from workerpool.ops.hashes import canonical, content_hash
 
 json_values = st.recursive(
     st.none()
