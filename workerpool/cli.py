@@ -262,23 +262,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from workerpool.emulator import (
-        DEFAULT_API_KEY,
-        DEFAULT_APP_ID,
-        refuse_unsafe_bind,
-        serve,
-    )
+    from workerpool.emulator.cli import run
 
-    settings = config.load()
-    logs.setup(settings.log_level, settings.secrets())
-    api_key = args.api_key or settings.algolia_admin_key or DEFAULT_API_KEY
-    refusal = refuse_unsafe_bind(args.host, args.allow_remote, api_key)
-    if refusal:
-        raise ConfigError(refusal)
-    serve(
-        port=args.port, host=args.host, app_id=args.app_id or settings.algolia_app_id or DEFAULT_APP_ID, api_key=api_key
-    )
-    return 0
+    return run(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -332,7 +318,6 @@ def _bounded(flag: str, lo: int, hi: int, unit: str = "") -> Callable[[str], int
 
 
 _days = _bounded("--days", 0, MAX_DAYS, " of days")
-_port = _bounded("--port", 0, 65535)
 _chunk_size = _bounded("--chunk-size", 1, 100_000)
 _queue_id = _bounded("--id", 1, 2**63 - 1)
 
@@ -461,28 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help=_local("the report as JSON"))
 
-    p = add("emulator", cmd_emulator, "the local Algolia-compatible server")
-    p.add_argument("--port", type=_port, default=8089, help=_local("port to listen on", "8089"))
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help=_local("address to listen on; another than loopback needs --allow-remote", "127.0.0.1"),
-    )
-    p.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help=_local("allow a non-loopback --host; also requires an API key of your own"),
-    )
-    p.add_argument(
-        "--app-id",
-        help="application id clients must send (default: ALGOLIA_APP_ID if set, else "
-        "EMULATOR; environment: ALGOLIA_APP_ID)",
-    )
-    p.add_argument(
-        "--api-key",
-        help="API key clients must send (default: ALGOLIA_ADMIN_KEY if set, else the "
-        "emulator's public default; environment: ALGOLIA_ADMIN_KEY)",
-    )
+    from workerpool.emulator.cli import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(add("emulator", cmd_emulator, "the local Algolia-compatible server"))
 
     add("demo", cmd_demo, "embedded Postgres + emulator + a sample catalog, synced and shown")
 

@@ -175,6 +175,25 @@ class Settings:
     vacuum_warn_min_dead: int = 10_000
     vacuum_warn_horizon_seconds: int = 300
 
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+        **overrides: Any,
+    ) -> Settings:
+        """Settings as `workerpool run` reads them: `.env`, then the environment (or `environ`), then
+        `overrides` given by field name (`batch_size=500`). A bad value raises `ConfigError`, one
+        line naming the variable and the value.
+
+        Examples:
+            >>> from workerpool import Settings
+            >>> settings = Settings.from_env(batch_size=500)
+            >>> settings.batch_size
+            500
+        """
+        return load(overrides, environ, env_file)
+
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
         found = [s for s in (self.algolia_admin_key, self.dashboard_token) if s]

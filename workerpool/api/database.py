@@ -1,0 +1,375 @@
+"""`DatabaseService`: the queue, claimed and settled from the caller's own loop with the workers' operations."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from workerpool.capture.model import Watched, find_watched
+from workerpool.config import Settings
+from workerpool.db.connection import connect, make_pool
+from workerpool.logs import host_name
+from workerpool.runtime import queue
+from workerpool.runtime.acks import write_outcome
+from workerpool.runtime.queue import Claim, QueueRow
+from workerpool.runtime.shaping import Item, Outcome
+
+Status = Literal["completed", "retry", "failed", "unsent", "lost"]
+
+
+class SyncItem(NamedTuple):
+    """One claimed queue row: a key of a watched table whose current state must reach Algolia.
+
+    `record_id` is the key as text, which is also the record's objectID. `attempts` counts this claim.
+
+    Examples:
+        >>> for item in db.get_pending_syncs(100):
+        ...     print(item.id, item.table_name, item.record_id, item.operation)
+    """
+
+    id: int
+    table_name: str
+    record_id: str
+    operation: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass
+class SyncResult:
+    """What happened to one `SyncItem` in `AlgoliaService.sync_batch`; hand it back with
+    `DatabaseService.settle` (or `mark_completed` / `mark_failed`).
+
+    `status` is one of: `completed` (in the index, or unchanged and skipped), `retry` (a transient
+    error: retried with backoff), `failed` (this record can never be sent as it is: failed for good),
+    `unsent` (not sent for reasons that are not the record's fault, such as throttling or refused
+    credentials: given back without spending an attempt), `lost` (the claim's lease expired: the row
+    is no longer this caller's, so nothing is written).
+
+    Examples:
+        >>> results = algolia.sync_batch(items)
+        >>> [r.error for r in results if r.status == "failed"]
+        []
+    """
+
+    queue_id: int
+    table_name: str
+    object_id: str
+    status: Status
+    action: str | None = None  # partialUpdateObject, updateObject, deleteObject or skip, when completed
+    error: str | None = None
+    _item: Item | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Acked:
+    """An acknowledgement for `queue.ack` when no record detail is known (`mark_completed` alone)."""
+
+    row: QueueRow
+    action: str | None
+    index: str | None
+    hash: bytes | None
+    shape: bytes | None
+
+
+class DatabaseService:
+    """The workers' queue operations for a loop of your own: claim, extend, complete, fail, give back.
+
+    Every call is one short autocommit statement of the same SQL functions the workers run
+    (`get_pending_algolia_syncs`, `algolia_sync_ack`, `algolia_sync_release`), under a lease and a claim
+    token, so a custom loop and `workerpool run` can share one queue. The service remembers the tokens
+    of the claims it made: a row can only be completed or failed by the service that claimed it, and
+    only while its lease holds (after that, another worker may have it).
+
+    `database` is a DSN, or an existing `psycopg_pool.ConnectionPool` whose connections are in
+    autocommit mode with an ISO `DateStyle` (the only one psycopg reads timestamps in). Rows are read
+    (by `AlgoliaService`) on connections with the workers' pinned session settings and value
+    loaders: with a DSN, from the service's own pool; with your pool, over one extra connection made
+    from its conninfo, so your connections keep their own settings.
+
+    Examples:
+        >>> from workerpool import DatabaseService, Settings
+        >>> settings = Settings.from_env()
+        >>> with DatabaseService(settings.database_url, settings) as db:
+        ...     items = db.get_pending_syncs(100)
+    """
+
+    def __init__(
+        self, database: str | ConnectionPool, settings: Settings | None = None, worker_name: str | None = None
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.worker_name = worker_name or f"{host_name()}:api:{uuid.uuid4().hex[:8]}"
+        self._claims: dict[uuid.UUID, Claim] = {}
+        self._rows: dict[int, tuple[QueueRow, uuid.UUID]] = {}  # claimed rows not yet settled
+        self._left: dict[uuid.UUID, int] = {}  # per claim: how many of its rows are not yet settled
+        self._lock = threading.Lock()
+        self._next_recovery = 0.0
+        self._read_conn: psycopg.Connection[Any] | None = None
+        if isinstance(database, ConnectionPool):
+            conninfo = database.conninfo
+            self._pool, self._own_pool = database, False
+            self._dsn = conninfo() if callable(conninfo) else conninfo
+        else:
+            self._pool = make_pool(database, self.settings.pool_size, "api")
+            self._own_pool, self._dsn = True, database
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close what the service opened (a pool you passed in stays open). Rows still claimed come
+        back to the queue when their lease expires; `give_back` them first to skip that wait."""
+        if self._read_conn is not None:
+            self._read_conn.close()
+        if self._own_pool:
+            self._pool.close()
+
+    def __enter__(self) -> DatabaseService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- claim -----------------------------------------------------------------------------
+
+    def get_pending_syncs(self, batch_size: int) -> list[SyncItem]:
+        """Claim up to `batch_size` due rows under a fresh token and a lease of LEASE_TIMEOUT ms.
+
+        As a worker does before it claims: keys the capture triggers wrote are moved into the queue,
+        and expired claims (a crashed loop's) are returned to it every few seconds. Keys another live
+        claim holds are never returned, so per-key order holds across every loop and worker.
+
+        Examples:
+            >>> items = db.get_pending_syncs(100)   # [] when nothing is due
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be at least 1")
+        now = time.monotonic()
+        with self._pool.connection() as conn:
+            if now >= self._next_recovery:
+                queue.recover_expired(conn, self.settings.max_retries)
+                self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
+            queue.spill(conn, batch_size)
+            claim = queue.claim_batch(conn, batch_size, self.settings.lease_timeout, self.worker_name, now)
+        if claim is None:
+            return []
+        with self._lock:
+            self._claims[claim.token] = claim
+            self._left[claim.token] = len(claim.rows)
+            for row in claim.rows:
+                self._rows[row.id] = (row, claim.token)
+        return [SyncItem(*row) for row in claim.rows]
+
+    def extend_lease(self) -> bool:
+        """Push the lease of every claim this service holds forward by LEASE_TIMEOUT; False when one
+        was already lost (its rows are no longer yours: drop their work). Call it when a batch takes
+        longer than about a third of the lease; `AlgoliaService` does so before each request.
+
+        Examples:
+            >>> if not db.extend_lease():
+            ...     print("lease lost: another worker took the rows back")
+        """
+        with self._lock:
+            tokens = list(self._claims)
+        return all(self._extend(token, force=True) for token in tokens)
+
+    def _extend(self, token: uuid.UUID, force: bool = False) -> bool:
+        """Extend one claim's lease when it has aged past a third (always with `force`); False: lost."""
+        claim = self._claims.get(token)
+        if claim is None:
+            return False
+        now = time.monotonic()
+        if not force and claim.lease_left(now) >= claim.lease_s * 2 / 3:
+            return True
+        with self._pool.connection() as conn:
+            return queue.extend(conn, claim, now)
+
+    # ---- settle ----------------------------------------------------------------------------
+
+    def mark_completed(self, queue_id: int, algolia_object_id: str, result: SyncResult | None = None) -> bool:
+        """Acknowledge one row: it leaves the queue and is logged in algolia_sync_log. Pass the
+        `SyncResult` when you have it: the log then records the action and index, and the record's
+        hashes are kept so that an unchanged record is skipped next time. False when the lease was lost.
+
+        Examples:
+            >>> db.mark_completed(item.id, item.record_id)
+            True
+        """
+        return self.mark_completed_many([self._completed(queue_id, algolia_object_id, result)]) == 1
+
+    def mark_completed_many(self, results: Iterable[SyncResult]) -> int:
+        """Acknowledge many rows in one statement per claim; returns how many were still held.
+
+        Examples:
+            >>> db.mark_completed_many(r for r in results if r.status == "completed")
+        """
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        for r in results:
+            row, token = self._held(r.queue_id)
+            detail = r._item if r._item is not None else _Acked(row, r.action, None, None, None)
+            outcomes.setdefault(token, Outcome()).done.append(detail)  # type: ignore[arg-type]
+        return self._write(outcomes)
+
+    def mark_failed(self, queue_id: int, error_message: str, permanent: bool = False) -> bool:
+        """Give a row back to be retried after a backoff (RETRY_BACKOFF, doubled per attempt, capped
+        at RETRY_BACKOFF_MAX, jittered); at MAX_RETRIES attempts, or with `permanent`, it becomes
+        `failed` with `error_message` as its last_error, as the workers do. False when the lease was lost.
+
+        Examples:
+            >>> db.mark_failed(item.id, "upstream service timed out")
+            True
+        """
+        return self.mark_failed_many([(queue_id, error_message)], permanent=permanent) == 1
+
+    def mark_failed_many(self, failures: Iterable[tuple[int, str]], permanent: bool = False) -> int:
+        """`mark_failed` for many `(queue_id, error_message)` pairs, one statement per claim.
+
+        Examples:
+            >>> db.mark_failed_many([(item.id, "bad data") for item in items], permanent=True)
+        """
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        for queue_id, error in failures:
+            row, token = self._held(queue_id)
+            outcome = outcomes.setdefault(token, Outcome())
+            (outcome.failed if permanent else outcome.retry).append((row, error))
+        return self._write(outcomes)
+
+    def give_back(self, queue_ids: Iterable[int]) -> int:
+        """Return claimed rows to the queue at once without spending an attempt (a loop shutting
+        down, work it will not do); returns how many were still held.
+
+        Examples:
+            >>> db.give_back(item.id for item in items)
+        """
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        for queue_id in queue_ids:
+            row, token = self._held(queue_id)
+            outcomes.setdefault(token, Outcome()).unsent.append(row)
+        return self._write(outcomes)
+
+    def settle(self, results: Iterable[SyncResult]) -> int:
+        """Write every outcome of `AlgoliaService.sync_batch` as a worker does: completed rows are
+        acknowledged, `retry` ones retried with backoff, `failed` ones failed for good, `unsent` ones
+        given back without spending an attempt; `lost` ones are left alone. Returns how many rows
+        this service still held.
+
+        Examples:
+            >>> db.settle(algolia.sync_batch(db.get_pending_syncs(100)))
+        """
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        lost = []
+        for r in results:
+            if r.status == "lost":
+                lost.append(r.queue_id)
+                continue
+            row, token = self._held(r.queue_id)
+            outcome = outcomes.setdefault(token, Outcome())
+            if r.status == "completed":
+                outcome.done.append(r._item or _Acked(row, r.action, None, None, None))  # type: ignore[arg-type]
+            elif r.status == "retry":
+                outcome.retry.append((row, r.error or ""))
+            elif r.status == "failed":
+                outcome.failed.append((row, r.error or ""))
+            else:
+                outcome.unsent.append(row)
+        self._forget(lost)
+        return self._write(outcomes)
+
+    def idle(self) -> bool:
+        """Whether nothing is left to sync: no key pending (due or backing off) or being processed,
+        in the queue or in the triggers' inbox. A loop that should stop once caught up checks it when
+        `get_pending_syncs` returns nothing.
+
+        Examples:
+            >>> while not db.idle():
+            ...     db.settle(algolia.sync_batch(db.get_pending_syncs(100)))
+        """
+        with self._pool.connection() as conn:
+            return queue.idle(conn)
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def get_index_config(self, table_name: str) -> Watched:
+        """The registration of a watched table (index, key, source view, attributes, transform),
+        named as `watch` accepts it; raises `WatchError` when it is not watched.
+
+        Examples:
+            >>> db.get_index_config("products").index_name
+            'products'
+        """
+        with self._pool.connection() as conn:
+            return find_watched(conn, table_name)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _completed(self, queue_id: int, object_id: str, result: SyncResult | None) -> SyncResult:
+        row, _ = self._held(queue_id)
+        if object_id != row.record_id:
+            raise ValueError(
+                f"algolia_object_id={object_id!r} is not the objectID of queue row {queue_id} ({row.record_id!r})"
+            )
+        if result is not None and result.queue_id != queue_id:
+            raise ValueError(f"result is for queue row {result.queue_id}, not {queue_id}")
+        return result or SyncResult(queue_id, row.table_name, row.record_id, "completed")
+
+    def _write(self, outcomes: dict[uuid.UUID, Outcome]) -> int:
+        """Write each claim's outcome with the workers' own writer; returns how many rows were held."""
+        held = 0
+        with self._pool.connection() as conn:
+            for token, outcome in outcomes.items():
+                rows = [i.row.id for i in outcome.done]
+                rows += [r.id for part in (outcome.failed, outcome.retry) for r, _ in part]
+                rows += [r.id for r in outcome.unsent]
+                lost = write_outcome(conn, self._claims[token], outcome, self.settings)
+                held += len(rows) - sum(expected - kept for _, expected, kept in lost)
+                self._forget(rows)
+        return held
+
+    def _claims_of(self, rows: Sequence[QueueRow]) -> list[tuple[Claim, list[QueueRow]]]:
+        """`rows` grouped by the claim holding them; a ValueError for a row this service does not hold."""
+        groups: dict[uuid.UUID, list[QueueRow]] = {}
+        for row in rows:
+            groups.setdefault(self._held(row.id)[1], []).append(row)
+        with self._lock:
+            return [(self._claims[token], part) for token, part in groups.items()]
+
+    def _held(self, queue_id: int) -> tuple[QueueRow, uuid.UUID]:
+        """The claimed row and its token; a ValueError naming the id if this service holds no such row."""
+        with self._lock:
+            held = self._rows.get(queue_id)
+        if held is None:
+            raise ValueError(f"queue row {queue_id!r} is not claimed by this DatabaseService (or is already settled)")
+        return held
+
+    def _forget(self, queue_ids: Iterable[int]) -> None:
+        """Settled rows: no longer this service's; a claim with no row left is dropped."""
+        with self._lock:
+            for queue_id in queue_ids:
+                held = self._rows.pop(queue_id, None)
+                if held is None:
+                    continue
+                token = held[1]
+                self._left[token] -= 1
+                if not self._left[token]:
+                    del self._left[token], self._claims[token]
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection that reads rows as the workers do (pinned settings, value loaders)."""
+        if self._own_pool:
+            with self._pool.connection() as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._read_conn is None or self._read_conn.closed:
+                self._read_conn = connect(self._dsn, purpose="api-read")
+            conn = self._read_conn
+        yield conn

@@ -1,0 +1,159 @@
+"""Fault injection for ``/1/`` requests: HTTP errors, dropped connections, added latency, and a
+round trip (± jitter) that every answer waits, as from a far Algolia region."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+from workerpool.emulator.common import is_number
+
+
+class Fault:
+    """One queued fault; ``remaining``/``deadline`` of None mean unlimited."""
+
+    __slots__ = ("deadline", "drop", "latency_ms", "remaining", "retry_after", "status", "writes_only")
+
+    def __init__(
+        self,
+        status: int | None,
+        retry_after: int | None,
+        drop: bool,
+        latency_ms: float,
+        remaining: int | None,
+        deadline: float | None,
+        writes_only: bool,
+    ) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        self.drop = drop
+        self.latency_ms = latency_ms
+        self.remaining = remaining
+        self.deadline = deadline
+        self.writes_only = writes_only
+
+    def describe(self) -> dict[str, Any]:
+        """The fault as ``GET /_emulator/faults`` lists it (what is left of its count and seconds)."""
+        out: dict[str, Any] = {"writes_only": self.writes_only}
+        if self.status is not None:
+            out["status"] = self.status
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        if self.drop:
+            out["drop"] = True
+        if self.latency_ms:
+            out["latency_ms"] = self.latency_ms
+        if self.remaining is not None:
+            out["count"] = self.remaining
+        if self.deadline is not None:
+            out["seconds"] = round(max(0.0, self.deadline - time.monotonic()), 3)
+        return out
+
+
+def build_fault(
+    *,
+    status: int | None = None,
+    retry_after: int | None = None,
+    count: int | None = None,
+    seconds: float | None = None,
+    drop: bool = False,
+    latency_ms: float | None = None,
+    writes_only: bool = False,
+) -> Fault:
+    """A validated fault (see ``EmulatorState.inject_fault``); ValueError if it makes no sense."""
+    if status is None and not drop and not latency_ms:
+        raise ValueError("a fault needs one of: status, drop, latency_ms")
+    if status is not None and drop:
+        raise ValueError("a fault cannot both answer a status and drop the connection")
+    if status is not None and not (type(status) is int and 400 <= status <= 599):
+        raise ValueError(f"status must be an HTTP error code (400-599), got {status!r}")
+    if count is not None and (type(count) is not int or count < 1):
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    if seconds is not None and not (is_number(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a positive number, got {seconds!r}")
+    if latency_ms is not None and not (is_number(latency_ms) and latency_ms >= 0):
+        raise ValueError(f"latency_ms must be a non-negative number, got {latency_ms!r}")
+    if status == 429 and retry_after is None:
+        retry_after = 1
+    return Fault(
+        status,
+        retry_after,
+        bool(drop),
+        float(latency_ms or 0),
+        count,
+        None if seconds is None else time.monotonic() + seconds,
+        bool(writes_only),
+    )
+
+
+class Faults:
+    """The queued faults and the round trip of one emulator. Thread-safe: checked on every request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[Fault] = []
+        self.rtt_ms = 0.0
+        self.rtt_jitter_ms = 0.0
+
+    def reset(self) -> None:
+        """No fault, no round trip."""
+        with self._lock:
+            self._queue = []
+            self.rtt_ms = self.rtt_jitter_ms = 0.0
+
+    def add(self, specs: list[dict[str, Any]]) -> None:
+        """Queue faults given as keyword dicts of ``build_fault``: all of them or, if one is invalid
+        (ValueError/TypeError), none."""
+        faults = [build_fault(**spec) for spec in specs]
+        with self._lock:
+            self._queue.extend(faults)
+
+    def clear(self) -> None:
+        """Remove every queued fault (the round trip stays)."""
+        with self._lock:
+            self._queue.clear()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every queued fault, as ``GET /_emulator/faults`` lists them."""
+        with self._lock:
+            return [f.describe() for f in self._queue]
+
+    def pending(self) -> int:
+        """How many faults are queued."""
+        with self._lock:
+            return len(self._queue)
+
+    def set_rtt(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
+        """Hold every `/1/` answer for a round trip of `rtt_ms`, ± up to `jitter_ms` (uniform)."""
+        if not (is_number(rtt_ms) and rtt_ms >= 0 and is_number(jitter_ms) and jitter_ms >= 0):
+            raise ValueError(f"rtt_ms and jitter_ms must be non-negative numbers, got {rtt_ms!r}, {jitter_ms!r}")
+        self.rtt_ms, self.rtt_jitter_ms = float(rtt_ms), float(jitter_ms)
+
+    def take(self, is_write: bool) -> tuple[float, Fault | None]:
+        """(seconds of latency to add, the status/drop fault to answer with or None) for one request.
+
+        The first live fault that applies (``writes_only`` ones skip reads) answers the request;
+        every applicable latency before it adds up. Counts are spent, expired faults removed.
+        """
+        delay = 0.0
+        if self.rtt_ms or self.rtt_jitter_ms:
+            delay = max(0.0, self.rtt_ms + random.uniform(-self.rtt_jitter_ms, self.rtt_jitter_ms)) / 1000.0
+        if not self._queue:
+            return delay, None
+        now = time.monotonic()
+        chosen: Fault | None = None
+        with self._lock:
+            for fault in self._queue:
+                if fault.deadline is not None and now >= fault.deadline:
+                    fault.remaining = 0
+                if fault.remaining == 0 or chosen is not None or (fault.writes_only and not is_write):
+                    continue
+                delay += fault.latency_ms / 1000.0
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                if fault.status is not None or fault.drop:
+                    chosen = fault
+            self._queue = [f for f in self._queue if f.remaining != 0]
+        return delay, chosen
