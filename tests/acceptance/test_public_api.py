@@ -17,10 +17,10 @@ from types import ModuleType
 
 import psycopg
 import pytest
-from conftest import PRODUCTS, _with_dbname, drain, queue_counts, run_cli, wait_until
 from psycopg import sql
 
 import workerpool
+from tests.support import PRODUCTS, drain, queue_counts, run_cli, wait_until, with_dbname
 from workerpool import AlgoliaService, DatabaseService, Settings, enqueue
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +61,7 @@ def second_db_url(pg_server: str, template_db: str) -> Iterator[str]:
         admin.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db))
         )
-    yield _with_dbname(pg_server, name)
+    yield with_dbname(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -300,8 +300,9 @@ def test_algolia_service_reports_rows_it_cannot_build_and_the_rest_is_synced(pro
 def test_an_existing_pool_is_used_without_changing_its_connections(products, db_url, env, emulator):
     """Rows are read with the workers' pinned settings even when the caller's pool has others, and
     the caller's connections keep theirs."""
-    from conftest import assert_index_matches
     from psycopg_pool import ConnectionPool
+
+    from tests.support import assert_index_matches
 
     db = products
     db.execute(
