@@ -85,9 +85,10 @@ def test_the_api_reference_documents_exactly_the_public_names():
     assert '--8<-- "tests/acceptance/api_example.py"' in page  # the page shows the loop the tests run
 
 
-def test_a_custom_loop_produces_the_workers_records_and_log(db, db_url, second_db_url, env, emulator):
+def test_a_custom_loop_produces_the_workers_records_and_log(db, db_url, second_db_url, env, emulator, monkeypatch):
     """Run the documented loop on one database and `workerpool run --drain` on another, through the
     same writes; the indexes and the algolia_sync_log rows are the same."""
+    monkeypatch.syspath_prepend(str(HERE))  # the loop runs in this process and imports api_transform
     sides = {"api": (db_url, "api_"), "wrk": (second_db_url, "wrk_")}
     envs = {
         side: {**env, "DATABASE_URL": url, "ALGOLIA_INDEX_PREFIX": prefix, "PYTHONPATH": str(HERE)}
