@@ -18,7 +18,7 @@ from algoliasearch.http.exceptions import (
     RequestException,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

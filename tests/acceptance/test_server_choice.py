@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import conftest
 import psycopg
 import pytest
-from conftest import EMBEDDED_SWITCH, ROOT
+
+from tests.support import ROOT, pg
+from tests.support.pg import EMBEDDED_SWITCH
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*XDG_RUNTIME_DIR.*")  # platformdirs, via pgserver
 
@@ -34,7 +35,7 @@ def test_the_session_server_is_the_one_the_rules_choose(pg_server):
     elif os.environ.get("DATABASE_URL"):
         assert pg_server == os.environ["DATABASE_URL"]
     else:
-        assert pg_server == conftest.LOCAL_URL or _is_embedded(pg_server), pg_server
+        assert pg_server == pg.LOCAL_URL or _is_embedded(pg_server), pg_server
 
 
 @pytest.mark.parametrize("case", ["switch beats an answering DATABASE_URL", "nothing answers on 5432"])
@@ -45,8 +46,8 @@ def test_the_embedded_server_starts_serves_and_stops(case, pg_server, monkeypatc
     else:
         monkeypatch.delenv(EMBEDDED_SWITCH, raising=False)
         monkeypatch.delenv("DATABASE_URL", raising=False)
-        monkeypatch.setattr(conftest, "LOCAL_URL", "postgresql://postgres@127.0.0.1:1/postgres")  # refuses
-    servers = conftest._server_url()
+        monkeypatch.setattr(pg, "LOCAL_URL", "postgresql://postgres@127.0.0.1:1/postgres")  # refuses
+    servers = pg.server_urls()
     url = next(servers)
     try:
         assert url != pg_server and _is_embedded(url), url
@@ -64,7 +65,7 @@ def test_the_embedded_server_starts_serves_and_stops(case, pg_server, monkeypatc
 def test_a_bad_switch_value_stops_the_run_with_one_line():
     env = {**os.environ, EMBEDDED_SWITCH: "yes"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_server_choice.py"],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/acceptance/test_server_choice.py"],
         env=env,
         capture_output=True,
         text=True,

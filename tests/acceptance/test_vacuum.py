@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import throwaway_pg
-from conftest import API_KEY, APP_ID, PRODUCTS, queue_counts, run_cli, wait_until
-from test_ops import _free_port, _get, _sample
+
+from tests.support import API_KEY, APP_ID, PRODUCTS, queue_counts, run_cli, throwaway_pg, wait_until
+from tests.support.http import free_port, http_get, prometheus_sample
 
 WARN_ENV = {
     "VACUUM_WARN_MIN_DEAD": "100",
@@ -69,7 +69,7 @@ def _queue_dead_after_rounds(db: psycopg.Connection, env: dict[str, str]) -> tup
 
 def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, start_pool, db_url):
     db = products
-    port = _free_port()
+    port = free_port()
     start_pool("--workers", "2", extra_env={**WARN_ENV, "HEALTH_PORT": str(port)})
     blocker = psycopg.connect(db_url, application_name="nightly-report")
     try:
@@ -89,13 +89,13 @@ def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, star
         text = run_cli({**env, **WARN_ENV}, "stats").stdout
         assert f"xmin horizon: held by the transaction of pid {pid} (nightly-report), idle in transaction" in text
 
-        metrics = _get(port, "/metrics")[1]
-        assert _sample(metrics, "workerpool_table_dead_tuples", table="algolia_sync_queue") >= second
-        assert _sample(metrics, "workerpool_table_live_tuples", table="algolia_sync_queue") == 0
-        assert _sample(metrics, "workerpool_table_size_bytes", table="algolia_sync_log") > 0
-        assert _sample(metrics, "workerpool_xmin_horizon_age_seconds") >= 2.5
+        metrics = http_get(port, "/metrics")[1]
+        assert prometheus_sample(metrics, "workerpool_table_dead_tuples", table="algolia_sync_queue") >= second
+        assert prometheus_sample(metrics, "workerpool_table_live_tuples", table="algolia_sync_queue") == 0
+        assert prometheus_sample(metrics, "workerpool_table_size_bytes", table="algolia_sync_log") > 0
+        assert prometheus_sample(metrics, "workerpool_xmin_horizon_age_seconds") >= 2.5
         assert (
-            _sample(
+            prometheus_sample(
                 metrics,
                 "workerpool_xmin_horizon_holder",
                 kind="transaction",
@@ -106,7 +106,7 @@ def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, star
             )
             > 0
         )
-        status, body = _get(port, "/healthz")
+        status, body = http_get(port, "/healthz")
         health = json.loads(body)
         assert status == 200 and health["status"] == "ok", body  # a warning, not a 503
         assert any(f"pid {pid}" in w for w in health["warnings"]) and health["xmin_horizon"]["age_s"] >= 2.5
@@ -123,7 +123,7 @@ def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, star
     assert stats["vacuum"]["horizon"] is None and stats["warnings"] == []
     # /healthz shares one database check per second: the next one sees the horizon free.
     wait_until(
-        lambda: json.loads(_get(port, "/healthz")[1]).get("warnings") is None,
+        lambda: json.loads(http_get(port, "/healthz")[1]).get("warnings") is None,
         timeout=10,
         message="/healthz without warnings",
     )
@@ -166,7 +166,7 @@ def cluster_env(cluster: throwaway_pg.Cluster, env: dict[str, str]) -> Iterator[
 
 def test_a_standby_slot_is_named_while_dead_tuples_grow(cluster, cluster_env, start_pool):
     """A standby with hot_standby_feedback and a long query on it holds the primary's slot xmin back."""
-    port = _free_port()
+    port = free_port()
     start_pool("--workers", "2", extra_env={**cluster_env, **WARN_ENV, "HEALTH_PORT": str(port)})
     standby = cluster.standby("reporting_replica", {"hot_standby_feedback": "on", "wal_receiver_status_interval": "1"})
     try:
@@ -191,11 +191,13 @@ def test_a_standby_slot_is_named_while_dead_tuples_grow(cluster, cluster_env, st
         assert horizon["slot_type"] == "physical" and horizon["active"] and horizon["blocks_hot_tables"]
         assert horizon["age_xids"] > 0 and horizon["age_s"] is None  # a slot does not say since when
         assert any("replication slot 'reporting_replica'" in w and "algolia_sync_queue" in w for w in stats["warnings"])
-        metrics = _get(port, "/metrics")[1]
-        assert _sample(metrics, "workerpool_table_dead_tuples", table="algolia_sync_queue") >= second
-        assert _sample(metrics, "workerpool_xmin_horizon_age_xids") == pytest.approx(horizon["age_xids"], abs=50)
+        metrics = http_get(port, "/metrics")[1]
+        assert prometheus_sample(metrics, "workerpool_table_dead_tuples", table="algolia_sync_queue") >= second
+        assert prometheus_sample(metrics, "workerpool_xmin_horizon_age_xids") == pytest.approx(
+            horizon["age_xids"], abs=50
+        )
         assert (
-            _sample(
+            prometheus_sample(
                 metrics,
                 "workerpool_xmin_horizon_holder",
                 kind="replication_slot",
@@ -215,7 +217,7 @@ def test_a_standby_slot_is_named_while_dead_tuples_grow(cluster, cluster_env, st
 
 def test_a_logical_slot_is_named_and_holds_only_the_catalog(cluster, cluster_env, start_pool):
     """A logical slot keeps catalog rows (catalog_xmin), not the queue's: it is listed, never blamed."""
-    port = _free_port()
+    port = free_port()
     start_pool("--workers", "1", extra_env={**cluster_env, **WARN_ENV, "HEALTH_PORT": str(port)})
     with psycopg.connect(cluster_env["DATABASE_URL"], autocommit=True) as db:
         db.execute("SELECT pg_create_logical_replication_slot('search_cdc', 'pgoutput')")
@@ -229,9 +231,9 @@ def test_a_logical_slot_is_named_and_holds_only_the_catalog(cluster, cluster_env
             "also: inactive logical replication slot 'search_cdc'"
             in run_cli({**cluster_env, **WARN_ENV}, "stats").stdout
         )
-        metrics = _get(port, "/metrics")[1]
+        metrics = http_get(port, "/metrics")[1]
         assert (
-            _sample(
+            prometheus_sample(
                 metrics,
                 "workerpool_xmin_horizon_holder",
                 kind="replication_slot",

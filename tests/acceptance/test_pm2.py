@@ -24,7 +24,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import ROOT, assert_index_matches, queue_counts, wait_until
+
+from tests.support import ROOT, assert_index_matches, queue_counts, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import textwrap
 
 import psycopg
 import pytest
-from conftest import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli
 
+from tests.support import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli
 from workerpool.emulator import make_client
 
 CATALOG = """

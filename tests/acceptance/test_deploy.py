@@ -16,7 +16,7 @@ import pytest
 
 from workerpool import config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "workerpool@.service"
 SHUTDOWN_TIMEOUT_MS = config.Settings().shutdown_timeout
 
@@ -35,7 +35,7 @@ def test_pm2_apps_run_the_supervisor_in_fork_mode_and_outwait_a_graceful_stop():
     for app in apps:
         command = shlex.split(f"{app['script']} {app.get('args', '')}")
         # A path, not a bare name: PM2 resolves `workerpool` against its cwd first, where the repository
-        # root's package directory of that name wins over PATH (tests/test_pm2.py runs it for real).
+        # root's package directory of that name wins over PATH (tests/acceptance/test_pm2.py runs it for real).
         assert command[:2] == [".venv/bin/workerpool", "run"], command
         assert app["exec_mode"] == "fork"  # cluster mode is for Node.js servers, not a Python supervisor
         assert app["interpreter"] == "none"  # `workerpool` is an executable, not a JS file

@@ -20,7 +20,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import ROOT, queue_counts, wait_until
+
+from tests.support import ROOT, queue_counts, wait_until
 
 RULES = ROOT / "deploy" / "prometheus" / "workerpool-alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "workerpool-alerts.test.yml"

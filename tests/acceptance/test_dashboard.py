@@ -22,7 +22,8 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from conftest import (
+
+from tests.support import (
     assert_index_matches,
     queue_counts,
     run_cli,
@@ -476,7 +477,7 @@ def test_the_wheel_ships_the_dashboard_files(tmp_path):
     import sys
     import zipfile
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
         capture_output=True,

@@ -9,7 +9,8 @@ import time
 
 import psycopg
 import pytest
-from conftest import (
+
+from tests.support import (
     API_KEY,
     assert_index_matches,
     drain,
@@ -18,7 +19,6 @@ from conftest import (
     spill_all,
     wait_until,
 )
-
 from workerpool.runtime import queue
 
 
@@ -257,7 +257,7 @@ def test_migrate_is_idempotent_and_safe_concurrently(empty_db_url, env):
     import subprocess
 
     env = {**env, "DATABASE_URL": empty_db_url}
-    from conftest import workerpool_cmd
+    from tests.support import workerpool_cmd
 
     procs = [
         subprocess.Popen(workerpool_cmd("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

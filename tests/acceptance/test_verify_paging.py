@@ -18,10 +18,10 @@ import sys
 
 import psycopg
 import pytest
-from conftest import API_KEY, APP_ID, drain
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support import API_KEY, APP_ID, drain
 from workerpool import config
 from workerpool.emulator import make_client
 from workerpool.ops.browse import Browser, iter_pages

@@ -20,7 +20,8 @@ import urllib.request
 
 import psycopg
 import pytest
-from conftest import assert_index_matches, drain, queue_counts, run_cli, wait_until
+
+from tests.support import assert_index_matches, drain, queue_counts, run_cli, wait_until
 
 # Sessions a writer may have: the objectID and the record must not depend on any of them.
 SESSIONS = [

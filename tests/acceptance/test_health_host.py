@@ -1,6 +1,6 @@
 """HEALTH_HOST: /healthz and /metrics reachable from another host (Prometheus, Kubernetes probes).
 
-"Another host" is a network namespace joined to this one by a veth pair (tests/netpartition.py):
+"Another host" is a network namespace joined to this one by a veth pair (tests/support/netpartition.py):
 traffic never leaves this machine.
 """
 
@@ -11,9 +11,9 @@ import socket
 import subprocess
 import sys
 
-import netpartition
 import pytest
-from conftest import run_cli, wait_until
+
+from tests.support import netpartition, run_cli, wait_until
 
 FETCH = """
 import sys, urllib.request

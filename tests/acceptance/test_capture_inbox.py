@@ -11,8 +11,8 @@ import time
 import uuid
 
 import psycopg
-from conftest import assert_index_matches, drain, queue_counts, run_cli
 
+from tests.support import assert_index_matches, drain, queue_counts, run_cli
 from workerpool.ops.migrate import migrate
 from workerpool.runtime import queue
 

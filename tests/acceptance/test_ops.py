@@ -14,13 +14,12 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import orjson
 import psycopg
 import pytest
-from conftest import (
+
+from tests.support import (
     API_KEY,
     APP_ID,
     PRODUCTS,
@@ -32,7 +31,7 @@ from conftest import (
     wait_until,
     workerpool_cmd,
 )
-
+from tests.support.http import free_port, http_get, prometheus_sample
 from workerpool.emulator import make_client
 
 
@@ -46,39 +45,6 @@ def _insert(db: psycopg.Connection, first: int, last: int) -> None:
 
 def _client(emulator):
     return make_client(emulator.url, APP_ID, API_KEY)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with _OPENER.open(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def _sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of one Prometheus sample (labels must match exactly those given)."""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        match = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if found == labels:
-            return float(match.group(4))
-    return None
 
 
 # ---- stats, retry-failed, cleanup ------------------------------------------------------------
@@ -380,7 +346,7 @@ def test_verify_compares_records_built_from_a_source_view(db, env, emulator):
 
 def test_healthz_and_metrics(products, env, emulator, start_pool):
     db = products
-    port = _free_port()
+    port = free_port()
     pool = start_pool(
         "--workers",
         "2",
@@ -396,7 +362,7 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
         },
     )
     status, body = wait_until(
-        lambda: (lambda r: r if r[0] == 200 else None)(_get(port, "/healthz")),
+        lambda: (lambda r: r if r[0] == 200 else None)(http_get(port, "/healthz")),
         timeout=20,
         message="/healthz to answer 200",
     )
@@ -411,20 +377,24 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
     text = wait_until(
         lambda: (
             lambda t: (
-                t if _sample(t, "workerpool_records_synced_total", index="products", action="upsert") == 110 else None
+                t
+                if prometheus_sample(t, "workerpool_records_synced_total", index="products", action="upsert") == 110
+                else None
             )
-        )(_get(port, "/metrics")[1]),
+        )(http_get(port, "/metrics")[1]),
         message="the counters to add up across workers",
     )
-    assert _sample(text, "workerpool_batch_duration_seconds_count") >= 6  # 100 rows / batch size 20, plus the updates
-    assert 0 < _sample(text, "workerpool_batch_duration_seconds_sum") < 30
-    assert _sample(text, "workerpool_change_to_ack_lag_seconds_count") == 110
-    assert _sample(text, "workerpool_algolia_throttled_total") == 1
-    assert _sample(text, "workerpool_records_failed_total", index="products") is None  # nothing failed
-    assert _sample(text, "workerpool_worker_restarts_total") == 0
-    assert _sample(text, "workerpool_workers", state="alive") == 2
-    assert _sample(text, "workerpool_database_up") == 1
-    assert _sample(text, "workerpool_last_ack_timestamp_seconds") == pytest.approx(time.time(), abs=30)
+    assert (
+        prometheus_sample(text, "workerpool_batch_duration_seconds_count") >= 6
+    )  # 100 rows / batch size 20, plus the updates
+    assert 0 < prometheus_sample(text, "workerpool_batch_duration_seconds_sum") < 30
+    assert prometheus_sample(text, "workerpool_change_to_ack_lag_seconds_count") == 110
+    assert prometheus_sample(text, "workerpool_algolia_throttled_total") == 1
+    assert prometheus_sample(text, "workerpool_records_failed_total", index="products") is None  # nothing failed
+    assert prometheus_sample(text, "workerpool_worker_restarts_total") == 0
+    assert prometheus_sample(text, "workerpool_workers", state="alive") == 2
+    assert prometheus_sample(text, "workerpool_database_up") == 1
+    assert prometheus_sample(text, "workerpool_last_ack_timestamp_seconds") == pytest.approx(time.time(), abs=30)
     assert "# TYPE workerpool_queue_depth gauge" in text
 
     # A worker dies: the supervisor restarts it; the dead worker's counts stay in the totals.
@@ -433,37 +403,37 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
 
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: len([p for p in pool.worker_pids() if p != victim]) == 2, timeout=20, message="a replacement")
-    text = _get(port, "/metrics")[1]
-    assert _sample(text, "workerpool_worker_restarts_total") == 1
-    assert _sample(text, "workerpool_records_synced_total", index="products", action="upsert") == 110
+    text = http_get(port, "/metrics")[1]
+    assert prometheus_sample(text, "workerpool_worker_restarts_total") == 1
+    assert prometheus_sample(text, "workerpool_records_synced_total", index="products", action="upsert") == 110
 
     # Algolia answers 503 to every write: the backlog stops moving and /healthz turns 503.
     emulator.inject_fault(status=503, writes_only=True)
     db.execute("UPDATE products SET stock = stock + 1 WHERE id > 50")
     status, body = wait_until(
-        lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")),
+        lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/healthz")),
         timeout=20,
         message="/healthz to report the stall",
     )
     health = json.loads(body)
     assert health["status"] == "unhealthy" and health["backlog"] == 50, health
     assert any("not moving" in r for r in health["reasons"]), health
-    text = _get(port, "/metrics")[1]
+    text = http_get(port, "/metrics")[1]
     assert (
-        _sample(text, "workerpool_queue_depth", table="products", status="pending")
-        + _sample(text, "workerpool_queue_depth", table="products", status="processing")
+        prometheus_sample(text, "workerpool_queue_depth", table="products", status="pending")
+        + prometheus_sample(text, "workerpool_queue_depth", table="products", status="processing")
         == 50
     )
-    assert _sample(text, "workerpool_oldest_pending_age_seconds", table="products") >= 2
-    assert (_sample(text, "workerpool_records_retried_total", index="products") or 0) > 0
+    assert prometheus_sample(text, "workerpool_oldest_pending_age_seconds", table="products") >= 2
+    assert (prometheus_sample(text, "workerpool_records_retried_total", index="products") or 0) > 0
 
     # Algolia recovers: the backlog drains and /healthz is 200 again.
     emulator.clear_faults()
-    wait_until(lambda: _get(port, "/healthz")[0] == 200, timeout=20, message="/healthz to recover")
+    wait_until(lambda: http_get(port, "/healthz")[0] == 200, timeout=20, message="/healthz to recover")
     wait_until(lambda: not queue_counts(db), message="the backlog to drain")
     assert pool.stop() == 0
     assert_index_matches(db, emulator, "products", "products")
-    assert _get(port, "/healthz")[0] == 0, "the health server stops with the supervisor"
+    assert http_get(port, "/healthz")[0] == 0, "the health server stops with the supervisor"
 
 
 def test_health_port_in_use_exits_2_with_one_line(env):
@@ -474,7 +444,7 @@ def test_health_port_in_use_exits_2_with_one_line(env):
         result = run_cli({**env, "HEALTH_PORT": str(port)}, "run", timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and f"HEALTH_PORT={port}" in result.stderr
-    bad = run_cli({**env, "HEALTH_PORT": str(_free_port()), "HEALTH_STALL_SECONDS": "soon"}, "run", timeout=30)
+    bad = run_cli({**env, "HEALTH_PORT": str(free_port()), "HEALTH_STALL_SECONDS": "soon"}, "run", timeout=30)
     assert bad.returncode == 2 and "HEALTH_STALL_SECONDS='soon'" in bad.stderr
 
 

@@ -16,7 +16,8 @@ import sys
 import orjson
 import psycopg
 import pytest
-from conftest import (
+
+from tests.support import (
     API_KEY,
     PRODUCTS,
     drain,
@@ -26,7 +27,6 @@ from conftest import (
     wait_until,
     workerpool_cmd,
 )
-
 from workerpool.ops.migrate import applied_versions, migrate, migrations
 
 PASSWORD = "pg-secret-7c1e4b"  # trust auth accepts and ignores it; it must never be printed
