@@ -331,10 +331,13 @@ _URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)([^@/?#]*)@"
 _URL_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)")
 
 
+_URL_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _is_url(dsn: str) -> bool:
-    """libpq's own test: a connection URI starts with its scheme; anything else is key=value (where a
-    value may well contain `://`)."""
-    return dsn.startswith(("postgresql://", "postgres://"))
+    """Whether a DSN is a URL: it starts with a scheme (as libpq decides; any scheme, so a mistaken
+    `mysql://…` is redacted too). Anything else is key=value, where a value may well contain `://`."""
+    return bool(_URL_SCHEME.match(dsn))
 
 
 def dsn_passwords(dsn: str) -> list[str]:
