@@ -1,5 +1,5 @@
-"""Benchmark fixtures. The real Postgres and emulator fixtures come from tests/conftest.py, loaded
-as a plugin (not copied): `pg_server`, `template_db`, `db_url`, `env`, `emulator`, `start_pool`; so
+"""Benchmark fixtures. The real Postgres and emulator fixtures come from tests/support/fixtures.py,
+loaded as a plugin (not copied): `pg_server`, `template_db`, `db_url`, `env`, `emulator`, `start_pool`; so
 the server is chosen as in the tests, WORKERPOOL_TEST_EMBEDDED_PG=1 included.
 
 Run from the repository root: `python -m pytest benchmarks/` (or `pytest benchmarks/`).
@@ -14,16 +14,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `tests` must be importable as a (namespace) package
+if str(ROOT) not in sys.path:  # `tests` must be importable as a package
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["tests.conftest"]
+pytest_plugins = ["tests.support.fixtures"]
 
 from benchmarks import _bench  # noqa: E402
-from tests.conftest import _with_dbname  # noqa: E402  (after the path is set up)
+from tests.support.pg import create_database, drop_database, with_dbname  # noqa: E402  (after the path is set up)
 from workerpool.capture.triggers import watch  # noqa: E402
 
 
@@ -90,16 +89,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
-def _create_db(pg_server: str, name: str, template: str) -> None:
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
-
-
-def _drop_db(pg_server: str, name: str) -> None:
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture(scope="session")
 def products_templates(pg_server: str, template_db: str) -> Iterator[Callable[[int], str]]:
     """Databases (built once per row count, cloned per benchmark): the migrated schema, a watched
@@ -110,9 +99,9 @@ def products_templates(pg_server: str, template_db: str) -> Iterator[Callable[[i
         if rows in built:
             return built[rows]
         name = f"{template_db}_p{rows}"
-        _create_db(pg_server, name, template_db)
+        create_database(pg_server, name, template=template_db)
         built[rows] = name
-        with psycopg.connect(_with_dbname(pg_server, name), autocommit=True) as conn:
+        with psycopg.connect(with_dbname(pg_server, name), autocommit=True) as conn:
             _bench.create_products(conn)
             _bench.fill_products(conn, rows)
             watch(conn, "products", "products")
@@ -123,7 +112,7 @@ def products_templates(pg_server: str, template_db: str) -> Iterator[Callable[[i
 
     yield get
     for name in built.values():
-        _drop_db(pg_server, name)
+        drop_database(pg_server, name)
 
 
 @pytest.fixture
@@ -134,11 +123,11 @@ def products_db(pg_server: str, products_templates: Callable[[int], str]) -> Ite
     def make(rows: int) -> str:
         template = products_templates(rows)
         name = f"{template}_{uuid.uuid4().hex[:8]}"
-        _create_db(pg_server, name, template)
+        create_database(pg_server, name, template=template)
         made.append(name)
         _bench.checkpoint(pg_server)
-        return _with_dbname(pg_server, name)
+        return with_dbname(pg_server, name)
 
     yield make
     for name in made:
-        _drop_db(pg_server, name)
+        drop_database(pg_server, name)

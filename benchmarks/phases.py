@@ -41,7 +41,7 @@ import psycopg.types.json  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from benchmarks import _bench  # noqa: E402
-from tests.conftest import _server_url, _with_dbname  # noqa: E402
+from tests.support.pg import server_urls, with_dbname  # noqa: E402
 from workerpool.capture.model import load_watched  # noqa: E402
 from workerpool.capture.triggers import watch  # noqa: E402
 from workerpool.config import load  # noqa: E402
@@ -199,15 +199,15 @@ def main() -> int:
         help="then PgQueuer in N processes, and the CPU budget of 2x its rate (needs the bench extra)",
     )
     args = parser.parse_args()
-    servers = _server_url()
+    servers = server_urls()
     admin = next(servers)
     names = [f"workerpool_phases_{uuid.uuid4().hex[:8]}" for _ in range(2 if args.peer else 1)]
     with psycopg.connect(admin, autocommit=True) as conn:
         for name in names:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        f = measure(_with_dbname(admin, names[0]), args.rows, args.batch, args.capture)
-        peer = measure_peer(_with_dbname(admin, names[1]), args.rows, args.batch, args.peer) if args.peer else None
+        f = measure(with_dbname(admin, names[0]), args.rows, args.batch, args.capture)
+        peer = measure_peer(with_dbname(admin, names[1]), args.rows, args.batch, args.peer) if args.peer else None
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             for name in names:

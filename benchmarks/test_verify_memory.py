@@ -30,8 +30,8 @@ import pytest
 
 from benchmarks import _bench
 from benchmarks._bench import CpuSnapshot, bench_overrides
-from benchmarks.conftest import _create_db, _drop_db
-from tests.conftest import _with_dbname, workerpool_cmd
+from tests.support import with_dbname, workerpool_cmd
+from tests.support.pg import create_database, drop_database
 from workerpool.capture.triggers import watch
 
 VERIFY_ROWS = _bench._ints(
@@ -91,9 +91,9 @@ def catalogue(pg_server: str, template_db: str) -> Iterator[Callable[[int], str]
 
     def make(rows: int) -> str:
         name = f"{template_db}_v{rows}_{uuid.uuid4().hex[:8]}"
-        _create_db(pg_server, name, template_db)
+        create_database(pg_server, name, template=template_db)
         made.append(name)
-        url = _with_dbname(pg_server, name)
+        url = with_dbname(pg_server, name)
         with psycopg.connect(url, autocommit=True) as conn:
             _bench.create_products(conn)
             _bench.fill_products(conn, rows)
@@ -104,7 +104,7 @@ def catalogue(pg_server: str, template_db: str) -> Iterator[Callable[[int], str]
 
     yield make
     for name in made:
-        _drop_db(pg_server, name)
+        drop_database(pg_server, name)
 
 
 @pytest.mark.timeout(14400)

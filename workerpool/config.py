@@ -331,6 +331,15 @@ _URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)([^@/?#]*)@"
 _URL_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)")
 
 
+_URL_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_url(dsn: str) -> bool:
+    """Whether a DSN is a URL: it starts with a scheme (as libpq decides; any scheme, so a mistaken
+    `mysql://…` is redacted too). Anything else is key=value, where a value may well contain `://`."""
+    return bool(_URL_SCHEME.match(dsn))
+
+
 def dsn_passwords(dsn: str) -> list[str]:
     """Every password written in a DSN, as written and as libpq reads it.
 
@@ -341,7 +350,7 @@ def dsn_passwords(dsn: str) -> list[str]:
     if not dsn:
         return []
     found: list[str] = []
-    if "://" in dsn:
+    if _is_url(dsn):
         for match in (_URL_USERINFO.match(dsn), *_URL_QUERY_PASSWORD.finditer(dsn)):
             if match and match.group(2):
                 found += [match.group(2), unquote(match.group(2))]
@@ -357,7 +366,7 @@ def redact_dsn(dsn: str) -> str:
     """The DSN with every password replaced by '***', safe to print."""
     if not dsn:
         return dsn
-    if "://" in dsn:
+    if _is_url(dsn):
         redacted = _URL_USERINFO.sub(r"\1***@", dsn)
         redacted = _URL_QUERY_PASSWORD.sub(r"\1***", redacted)
     else:

@@ -17,10 +17,10 @@ from types import ModuleType
 
 import psycopg
 import pytest
-from conftest import PRODUCTS, _with_dbname, drain, queue_counts, run_cli, wait_until
 from psycopg import sql
 
 import workerpool
+from tests.support import PRODUCTS, drain, queue_counts, run_cli, wait_until, with_dbname
 from workerpool import AlgoliaService, DatabaseService, Settings, enqueue
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +61,7 @@ def second_db_url(pg_server: str, template_db: str) -> Iterator[str]:
         admin.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db))
         )
-    yield _with_dbname(pg_server, name)
+    yield with_dbname(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -85,9 +85,10 @@ def test_the_api_reference_documents_exactly_the_public_names():
     assert '--8<-- "tests/acceptance/api_example.py"' in page  # the page shows the loop the tests run
 
 
-def test_a_custom_loop_produces_the_workers_records_and_log(db, db_url, second_db_url, env, emulator):
+def test_a_custom_loop_produces_the_workers_records_and_log(db, db_url, second_db_url, env, emulator, monkeypatch):
     """Run the documented loop on one database and `workerpool run --drain` on another, through the
     same writes; the indexes and the algolia_sync_log rows are the same."""
+    monkeypatch.syspath_prepend(str(HERE))  # the loop runs in this process and imports api_transform
     sides = {"api": (db_url, "api_"), "wrk": (second_db_url, "wrk_")}
     envs = {
         side: {**env, "DATABASE_URL": url, "ALGOLIA_INDEX_PREFIX": prefix, "PYTHONPATH": str(HERE)}
@@ -300,8 +301,9 @@ def test_algolia_service_reports_rows_it_cannot_build_and_the_rest_is_synced(pro
 def test_an_existing_pool_is_used_without_changing_its_connections(products, db_url, env, emulator):
     """Rows are read with the workers' pinned settings even when the caller's pool has others, and
     the caller's connections keep theirs."""
-    from conftest import assert_index_matches
     from psycopg_pool import ConnectionPool
+
+    from tests.support import assert_index_matches
 
     db = products
     db.execute(

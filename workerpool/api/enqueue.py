@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from workerpool.capture.model import find_watched
+from workerpool.db.queries import Q
 from workerpool.runtime import queue
 
 OPERATIONS = ("INSERT", "UPDATE", "DELETE", "REINDEX")
@@ -54,18 +55,16 @@ def enqueue(conn: psycopg.Connection[Any], table: str, keys: Iterable[object], o
 def _canonical(conn: psycopg.Connection[Any], table: str, key_type: str, keys: list[str]) -> list[str]:
     """The keys as the capture triggers turn them into text: cast to the key's type, under the pinned
     date/time settings when the key's text depends on them (restored afterwards)."""
-    pinned = conn.execute("SELECT algolia_sync_key_settings(%s::regtype) <> ''", (key_type,)).fetchone()
+    pinned = conn.execute(Q.key_text_is_pinned, (key_type,)).fetchone()
     restore: dict[str, str] = {}
     if pinned and pinned[0]:
         for name, value in _PINNED.items():
-            restore[name] = str(conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0])  # type: ignore[index]
-            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+            restore[name] = str(conn.execute(Q.current_setting, (name,)).fetchone()[0])  # type: ignore[index]
+            conn.execute(Q.set_local_config, (name, value))
     try:
-        found = conn.execute(
-            sql.SQL("SELECT array_agg(k::{}::text) FROM unnest(%s::text[]) AS k").format(sql.SQL(key_type)), (keys,)
-        ).fetchone()
+        found = conn.execute(sql.SQL(Q.canonical_keys).format(sql.SQL(key_type)), (keys,)).fetchone()
     except (psycopg.errors.DataError, psycopg.errors.InvalidTextRepresentation) as exc:
         raise ValueError(f"a key of {table} is not a valid {key_type}: {exc.diag.message_primary}") from None
     for name, value in restore.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+        conn.execute(Q.set_local_config, (name, value))
     return list(found[0]) if found and found[0] else []

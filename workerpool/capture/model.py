@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from workerpool.db.queries import Q
+
 # A user's transform: a record in, the record to index (or None: delete it) out. The result is user
 # code's, so it is typed Any; the worker fails the record when it is neither a mapping nor None.
 Transform = Callable[[dict[str, Any]], Any]
@@ -73,7 +75,7 @@ def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> 
     for candidate in candidates:
         try:
             row = conn.execute(
-                "SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                Q.resolve_relation,
                 (candidate,),
             ).fetchone()
         except psycopg.errors.InvalidName:
@@ -93,20 +95,7 @@ def _as_single_identifier(conn: psycopg.Connection, name: str) -> str:
 def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
     """Every enabled registration, by table name, with the table, key and source view as they are
     called now (read through their oids: a rename since `watch` does not break reading them)."""
-    rows = conn.execute(
-        """SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
-                  coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
-                  CASE WHEN c.source IS NULL THEN c.source_view
-                       ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
-                  c.attributes, c.transform,
-                  CASE WHEN c.relation IS NULL THEN c.table_name
-                       ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
-             FROM algolia_index_config c
-             LEFT JOIN pg_class t ON t.oid = c.relation
-             LEFT JOIN pg_class sv ON sv.oid = c.source
-             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
-            WHERE c.enabled"""
-    ).fetchall()
+    rows = conn.execute(Q.load_watched).fetchall()
     return {
         table: Watched(
             table,

@@ -20,19 +20,10 @@ from workerpool.capture.model import (
     load_transform,
     resolve_relation,
 )
+from workerpool.db.queries import Q
 
-# event -> (trigger name, "WHEN ... REFERENCING ..." clause) of the triggers on related tables (a
-# watched table's own are attached by `algolia_sync_attach` in SQL). Row changes are read from
-# transition tables after the statement; a TRUNCATE is read before it, while the rows are still there.
-TRIGGERS = {
-    "INSERT": ("algolia_sync_insert", "AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows"),
-    "UPDATE": (
-        "algolia_sync_update",
-        "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-    ),
-    "DELETE": ("algolia_sync_delete", "AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows"),
-    "TRUNCATE": ("algolia_sync_truncate", "BEFORE TRUNCATE ON {table}"),
-}
+# The events whose triggers on a related table re-enqueue the watched rows (a watched table's own
+# triggers are attached by `algolia_sync_attach` in SQL).
 RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 _INDEX_NAME = re.compile(r"^[^\s/#?%&\x00-\x1f\x7f-\x9f]{1,256}$")  # no control characters either
 
@@ -69,13 +60,7 @@ KEY_TYPES = (
 def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | None:
     """Why `column` cannot be a key (its type has no canonical text form), or None."""
     typ, base, is_enum = conn.execute(
-        """SELECT format_type(a.atttypid, a.atttypmod),
-                  format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL),
-                  b.typtype = 'e'
-             FROM pg_attribute a
-             JOIN pg_type t ON t.oid = a.atttypid
-             JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
-            WHERE a.attrelid = %s AND a.attname = %s AND NOT a.attisdropped""",
+        Q.key_type,
         (oid, column),
     ).fetchone()
     if base in KEY_TYPES or is_enum:
@@ -88,15 +73,12 @@ def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | 
 
 
 def _nullable(conn: psycopg.Connection, oid: int, column: str) -> bool:
-    return not conn.execute(
-        "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s", (oid, column)
-    ).fetchone()[0]
+    return not conn.execute(Q.key_nullable, (oid, column)).fetchone()[0]
 
 
 def _columns(conn: psycopg.Connection, oid: int) -> dict[str, str]:
     rows = conn.execute(
-        """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-            WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum""",
+        Q.table_columns,
         (oid,),
     ).fetchall()
     return dict(rows)
@@ -104,9 +86,7 @@ def _columns(conn: psycopg.Connection, oid: int) -> dict[str, str]:
 
 def _primary_key(conn: psycopg.Connection, oid: int) -> list[str]:
     rows = conn.execute(
-        """SELECT a.attname FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-            WHERE i.indrelid = %s AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)""",
+        Q.primary_key,
         (oid,),
     ).fetchall()
     return [r[0] for r in rows]
@@ -115,10 +95,7 @@ def _primary_key(conn: psycopg.Connection, oid: int) -> list[str]:
 def _is_unique(conn: psycopg.Connection, oid: int, column: str) -> bool:
     """Whether a unique index (or the primary key) covers exactly this one column."""
     return conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
-                            AND a.attnum = i.indkey[0]
-                          WHERE i.indrelid = %s AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
-                            AND a.attname = %s)""",
+        Q.is_unique,
         (oid, column),
     ).fetchone()[0]
 
@@ -201,23 +178,7 @@ def watch(
     with conn.transaction():
         _adopt_renamed(conn, oid, table_name)
         conn.execute(
-            """INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, source_view,
-                                                attributes, transform, relation, source, key_attnum,
-                                                attribute_attnums)
-               VALUES (%(table)s, %(index)s, %(key)s::text, %(ktype)s, %(source)s::text, %(attributes)s, %(transform)s,
-                       %(oid)s, to_regclass(%(source)s),
-                       (SELECT attnum FROM pg_attribute WHERE attrelid = %(oid)s AND attname = %(key)s::text),
-                       CASE WHEN %(attributes)s::text[] IS NOT NULL AND %(source)s::text IS NULL THEN
-                           ARRAY(SELECT a.attnum FROM unnest(%(attributes)s::text[]) WITH ORDINALITY AS x(name, i)
-                                   JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attname = x.name
-                                  ORDER BY x.i) END)
-               ON CONFLICT (table_name) DO UPDATE
-                  SET index_name = EXCLUDED.index_name, key_column = EXCLUDED.key_column,
-                      key_type = EXCLUDED.key_type, source_view = EXCLUDED.source_view,
-                      attributes = EXCLUDED.attributes, transform = EXCLUDED.transform,
-                      relation = EXCLUDED.relation, source = EXCLUDED.source, key_attnum = EXCLUDED.key_attnum,
-                      attribute_attnums = EXCLUDED.attribute_attnums,
-                      enabled = true, disabled_reason = NULL, updated_at = now()""",
+            Q.register,
             {
                 "table": watched.table_name,
                 "index": watched.index_name,
@@ -233,10 +194,10 @@ def watch(
         for link in links:
             _attach_related(conn, table_name, key, link)
         function = conn.execute(
-            "SELECT algolia_sync_create_capture(%s, %s, %s, %s, %s)",
-            (_capture_function(table_name), table_name, key, compared, oid),
+            Q.create_capture,
+            (_capture_function(conn, table_name), table_name, key, compared, oid),
         ).fetchone()[0]
-        conn.execute("SELECT algolia_sync_attach(%s, %s)", (oid, function))
+        conn.execute(Q.attach_capture, (oid, function))
     return watched
 
 
@@ -256,24 +217,22 @@ def _adopt_renamed(conn: psycopg.Connection, oid: int, table_name: str) -> None:
     """A table watched under another name and renamed since: move its registration, and the keys
     waiting under the old name, to the new name (one registration per table)."""
     old = conn.execute(
-        "SELECT table_name FROM algolia_index_config WHERE relation = %s::oid::regclass AND table_name <> %s",
+        Q.renamed_registration,
         (oid, table_name),
     ).fetchone()
     if old is None:
         return
     _drop_related_triggers(conn, old[0])
-    conn.execute("SELECT algolia_sync_detach(%s::oid::regclass)", (oid,))  # `watch` attaches the new ones
-    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(old[0]))))
+    conn.execute(Q.detach_capture, (oid,))  # `watch` attaches the new ones
+    conn.execute(sql.SQL(Q.drop_capture_function).format(sql.Identifier(_capture_function(conn, old[0]))))
     conn.execute(
-        "DELETE FROM algolia_sync_queue q WHERE q.table_name = %(old)s AND q.status = 'pending' "
-        "AND EXISTS (SELECT 1 FROM algolia_sync_queue p WHERE p.table_name = %(new)s "
-        "AND p.record_id = q.record_id AND p.status = 'pending')",
+        Q.drop_superseded_pending,
         {"old": old[0], "new": table_name},
     )
     for statement in (
-        "UPDATE algolia_sync_queue SET table_name = %(new)s WHERE table_name = %(old)s",
-        "UPDATE algolia_sync_inbox SET table_name = %(new)s WHERE table_name = %(old)s",
-        "DELETE FROM algolia_index_config WHERE table_name = %(old)s",
+        Q.rename_queue_rows,
+        Q.rename_inbox_rows,
+        Q.delete_registration_by_old_name,
     ):
         conn.execute(statement, {"old": old[0], "new": table_name})
 
@@ -282,13 +241,7 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
     """Regenerate every registration's triggers from what `watch` stored (after an upgrade changed
     the generated code). Returns one warning per registration that could not be refreshed."""
     problems = []
-    registrations = conn.execute(
-        """SELECT c.table_name, c.index_name, c.key_column, c.source_view, c.attributes, c.transform,
-                  array(SELECT r.related_table || ':' || r.fk_column || ':' || r.ref_column
-                          FROM algolia_index_related r WHERE r.table_name = c.table_name)
-             FROM algolia_index_config c
-            WHERE c.enabled AND (c.relation IS NOT NULL OR to_regclass(c.table_name) IS NOT NULL)"""
-    ).fetchall()
+    registrations = conn.execute(Q.registrations_to_refresh).fetchall()
     for table, index, key, source, attributes, transform, related in registrations:
         try:
             watch(
@@ -302,7 +255,7 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
                 related=[Related.parse(r) for r in related],
             )
             if transform:
-                conn.execute("UPDATE algolia_index_config SET transform = %s WHERE table_name = %s", (transform, table))
+                conn.execute(Q.set_transform, (transform, table))
         except (WatchError, psycopg.Error) as exc:
             problems.append(f"{table}: {exc}")
     return problems
@@ -313,11 +266,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
 
     `table` is the table as it is called now or the name it was watched under (a renamed or dropped
     table); the registration is found through the table's oid either way."""
-    registered = dict(
-        conn.execute(
-            "SELECT c.table_name, t.oid FROM algolia_index_config c LEFT JOIN pg_class t ON t.oid = c.relation"
-        ).fetchall()
-    )
+    registered = dict(conn.execute(Q.registrations_by_relation).fetchall())
     try:
         oid, current = resolve_relation(conn, table)
         table_name = next((name for name, rel in registered.items() if rel == oid), current)
@@ -330,23 +279,24 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
     relation = registered.get(table_name)
     with conn.transaction():
         if relation is None:  # a registration without an oid (dropped table, or written before version 5)
-            relation = conn.execute("SELECT to_regclass(%s)::oid", (table_name,)).fetchone()[0]
+            relation = conn.execute(Q.regclass_oid, (table_name,)).fetchone()[0]
         exists = relation is not None
         if exists:
-            conn.execute("SELECT algolia_sync_detach(%s::oid::regclass)", (relation,))
+            conn.execute(Q.detach_capture, (relation,))
         _drop_related_triggers(conn, table_name)
-        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(_capture_function(table_name))))
-        deleted = conn.execute("DELETE FROM algolia_index_config WHERE table_name = %s", (table_name,)).rowcount
-        conn.execute("DELETE FROM algolia_sync_queue WHERE table_name = %s AND status <> 'failed'", (table_name,))
-        conn.execute("DELETE FROM algolia_sync_inbox WHERE table_name = %s", (table_name,))
+        conn.execute(sql.SQL(Q.drop_capture_function).format(sql.Identifier(_capture_function(conn, table_name))))
+        deleted = conn.execute(Q.delete_registration, (table_name,)).rowcount
+        conn.execute(Q.delete_unfailed_queue_rows, (table_name,))
+        conn.execute(Q.delete_inbox_rows, (table_name,))
     if not deleted and not exists:
         raise WatchError(f"table {table!r} is not watched")
     return table_name
 
 
-def _capture_function(table_name: str) -> str:
-    """The name of the capture function generated for one watched table."""
-    return "algolia_sync_capture_" + hashlib.md5(table_name.encode()).hexdigest()[:16]
+def _capture_function(conn: psycopg.Connection, table_name: str) -> str:
+    """The name of the capture function generated for one watched table (named in SQL, where the
+    migrations that regenerate captures name it too)."""
+    return conn.execute(Q.capture_function_name, (table_name,)).fetchone()[0]
 
 
 def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
@@ -378,12 +328,7 @@ def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
     on the related table then scans the whole watched table to find the rows to enqueue."""
     oid, table_name = resolve_relation(conn, table)
     rows = conn.execute(
-        """SELECT r.related_table, r.fk_column, quote_ident(r.fk_column) FROM algolia_index_related r
-            WHERE r.table_name = %s
-              AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
-                                ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                               WHERE i.indrelid = %s AND i.indisvalid AND a.attname = r.fk_column)
-            ORDER BY 1, 2""",
+        Q.unindexed_related,
         (table_name, oid),
     ).fetchall()
     return [
@@ -395,33 +340,25 @@ def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
 
 def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: Related) -> None:
     conn.execute(
-        "INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column) VALUES (%s, %s, %s, %s)",
+        Q.insert_related,
         (table_name, link.related_table, link.fk_column, link.ref_column),
     )
-    for event, trigger in _related_trigger_names(table_name, link.fk_column).items():
-        when = TRIGGERS[event][1]
-        conn.execute(
-            sql.SQL(
-                "CREATE TRIGGER {trigger} " + when.replace("{table}", "{related}") + " FOR EACH STATEMENT "
-                "EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref})"
-            ).format(
-                trigger=sql.Identifier(trigger),
-                related=sql.SQL(link.related_table),
-                table=sql.Literal(table_name),
-                key=sql.Literal(key),
-                fk=sql.Literal(link.fk_column),
-                ref=sql.Literal(link.ref_column),
-            )
+    names = _related_trigger_names(table_name, link.fk_column)
+    conn.execute(
+        sql.SQL(Q.create_related_triggers).format(
+            **{event.lower(): sql.Identifier(name) for event, name in names.items()},
+            related=sql.SQL(link.related_table),
+            table=sql.Literal(table_name),
+            key=sql.Literal(key),
+            fk=sql.Literal(link.fk_column),
+            ref=sql.Literal(link.ref_column),
         )
+    )
 
 
 def _drop_related_triggers(conn: psycopg.Connection, table_name: str) -> None:
-    links = conn.execute(
-        "DELETE FROM algolia_index_related WHERE table_name = %s RETURNING related_table, fk_column", (table_name,)
-    ).fetchall()
+    links = conn.execute(Q.delete_related, (table_name,)).fetchall()
     for related_table, fk_column in links:
-        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (related_table,)).fetchone()[0]:
+        if conn.execute(Q.relation_exists, (related_table,)).fetchone()[0]:
             for trigger in _related_trigger_names(table_name, fk_column).values():
-                conn.execute(
-                    sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), sql.SQL(related_table))
-                )
+                conn.execute(sql.SQL(Q.drop_trigger).format(sql.Identifier(trigger), sql.SQL(related_table)))

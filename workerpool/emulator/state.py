@@ -6,23 +6,18 @@ copy the record), so readers can serialize them outside the lock.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import threading
-import time
 import uuid
-from collections import OrderedDict
 from copy import deepcopy
 from typing import Any
 
 import orjson
 
 from workerpool.emulator.common import MISSING, ApiError, Record, now_iso
+from workerpool.emulator.cursors import Cursors, Snapshot
 from workerpool.emulator.faults import Faults
 from workerpool.emulator.records import RECORD_ACTIONS, check_object_id, matcher, partial_update, project, too_big
-
-_BROWSE_SNAPSHOTS = 64  # open browse cursors kept; the oldest is dropped beyond this
-_BROWSE_TTL_S = 600.0
 
 
 class _Index:
@@ -58,7 +53,7 @@ class EmulatorState:
 
     def _reset_unlocked(self) -> None:
         self.indices: dict[str, _Index] = {}
-        self._snapshots: OrderedDict[str, tuple[float, str, list[str], list[str] | None]] = OrderedDict()
+        self._cursors = Cursors()
         self._record_writes: dict[str, int] = {}
         self._batch_requests = 0
         self._ignored_writes = 0
@@ -350,42 +345,32 @@ class EmulatorState:
         """One browse page. The first call snapshots the matching objectIDs; the cursor walks
         that snapshot (records deleted meanwhile are skipped, later ones are not returned)."""
         with self._lock:
-            now = time.monotonic()
-            while self._snapshots:
-                oldest_key, oldest = next(iter(self._snapshots.items()))
-                if now - oldest[0] < _BROWSE_TTL_S and len(self._snapshots) <= _BROWSE_SNAPSHOTS:
-                    break
-                self._snapshots.pop(oldest_key)
             if cursor:
-                sid, offset = _decode_cursor(cursor)
-                snap = self._snapshots.get(sid)
-                if snap is None or snap[1] != name:
-                    raise ApiError(400, "Cursor is not valid anymore")
-                _, _, keys, attributes = snap
+                snap, offset = self._cursors.resume(cursor, name)
             else:
                 idx = self.indices.get(name)
                 if idx is None:
                     raise ApiError(404, "Index does not exist")
                 match = matcher(query, idx.settings)
                 keys = list(idx.records) if match is None else [k for k, r in idx.records.items() if match(r)]
-                sid, offset = uuid.uuid4().hex[:16], 0
+                snap, offset = Snapshot(name, keys, attributes), 0
                 if len(keys) > hits_per_page:
-                    self._snapshots[sid] = (now, name, keys, attributes)
+                    self._cursors.open(snap)
             idx = self.indices.get(name)
             recs = idx.records if idx is not None else {}
-            chunk = keys[offset : offset + hits_per_page]
-            hits = [recs[k] for k in chunk if k in recs]
+            hits = [recs[k] for k in snap.keys[offset : offset + hits_per_page] if k in recs]
             next_offset = offset + hits_per_page
-            more = next_offset < len(keys)
+            more = next_offset < len(snap.keys)
             if not more:
-                self._snapshots.pop(sid, None)
+                self._cursors.close(snap)
+        attributes = snap.attributes
         return {
             "hits": [project(h, attributes) for h in hits] if attributes else hits,
-            "nbHits": len(keys),
+            "nbHits": len(snap.keys),
             "page": offset // hits_per_page,
-            "nbPages": (len(keys) + hits_per_page - 1) // hits_per_page,
+            "nbPages": (len(snap.keys) + hits_per_page - 1) // hits_per_page,
             "hitsPerPage": hits_per_page,
-            "cursor": _encode_cursor(sid, next_offset) if more else None,
+            "cursor": self._cursors.cursor(snap, next_offset) if more else None,
         }
 
     def list_indices(self) -> list[dict[str, Any]]:
@@ -405,15 +390,3 @@ class EmulatorState:
                 }
                 for name, idx in sorted(self.indices.items())
             ]
-
-
-def _encode_cursor(sid: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(f"{sid}:{offset}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[str, int]:
-    try:
-        sid, offset = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        return sid, int(offset)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Cursor is not valid") from None

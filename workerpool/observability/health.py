@@ -41,6 +41,7 @@ import psycopg
 
 from workerpool.config import ConfigError
 from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.db.queries import Q
 from workerpool.observability import dashboard, metrics, vacuum
 
 if TYPE_CHECKING:
@@ -113,28 +114,11 @@ class HealthServer:
     def _query_database(self) -> dict[str, Any]:
         """One short connection: the backlog (rows that should be moving) and the queue by status."""
         with connect(self.settings.database_url, purpose="health", timeout=DB_TIMEOUT_S) as conn:
-            conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
+            conn.execute(Q.set_statement_timeout, (str(DB_TIMEOUT_S * 1000),))
             # Keys still in the inbox (not yet moved into the queue) wait like pending rows (status "inbox").
-            backlog, oldest = conn.execute(
-                """SELECT sum(n), extract(epoch FROM now() - min(since))::float8
-                     FROM (SELECT count(*) AS n, min(created_at) AS since FROM algolia_sync_queue
-                            WHERE status = 'processing'
-                               OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))
-                           UNION ALL
-                           SELECT sum(keys), min(created_at) FROM algolia_sync_inbox) w"""
-            ).fetchone()
-            depth = conn.execute(
-                """SELECT table_name, status, count(*) FROM algolia_sync_queue GROUP BY 1, 2
-                   UNION ALL
-                   SELECT table_name, 'inbox', sum(keys) FROM algolia_sync_inbox GROUP BY 1
-                   ORDER BY 1, 2"""
-            ).fetchall()
-            ages = conn.execute(
-                """SELECT table_name, extract(epoch FROM now() - min(since))::float8
-                     FROM (SELECT table_name, created_at AS since FROM algolia_sync_queue WHERE status = 'pending'
-                           UNION ALL SELECT table_name, created_at FROM algolia_sync_inbox) w
-                    GROUP BY 1 ORDER BY 1"""
-            ).fetchall()
+            backlog, oldest = conn.execute(Q.health_backlog).fetchone()
+            depth = conn.execute(Q.health_queue_depth).fetchall()
+            ages = conn.execute(Q.health_oldest_pending).fetchall()
             health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))
         return {
             "backlog": int(backlog or 0),

@@ -21,6 +21,8 @@ from typing import Any
 
 import psycopg
 
+from workerpool.db.queries import Q
+
 HOT_TABLES = ("algolia_sync_queue", "algolia_sync_inbox", "algolia_sync_hashes", "algolia_sync_log")
 DEFAULT_DEAD_RATIO = 5.0
 DEFAULT_MIN_DEAD = 10_000
@@ -123,49 +125,10 @@ class Thresholds:
         )
 
 
-_TABLES = """
-SELECT current_setting('autovacuum')::boolean, c.relname, pg_total_relation_size(c.oid),
-       coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0), s.last_vacuum, s.last_autovacuum,
-       coalesce(s.vacuum_count, 0), coalesce(s.autovacuum_count, 0)
-  FROM unnest(%s::text[]) WITH ORDINALITY AS h(name, n)
-  JOIN pg_class c ON c.oid = to_regclass(h.name)
-  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
- ORDER BY h.n"""
-
-# Holders at least a second old, oldest (in transactions) first. Sessions of other databases do not
-# hold this database's tables back (Postgres 14+), so they are left out; this query's own session
-# holds a snapshot too and is left out. Never a session's query text: it may hold another
-# application's secrets, and stats output is shared freely.
-_HOLDERS = """
-SELECT 'transaction', greatest(age(a.backend_xid), age(a.backend_xmin)),
-       extract(epoch FROM now() - a.xact_start)::float8, true, a.pid, a.state, a.application_name,
-       a.usename::text, NULL::text, NULL::text, NULL::boolean
-  FROM pg_stat_activity a
- WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-   AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.backend_type <> 'walsender'
-   AND a.xact_start < now() - interval '1 second'
-UNION ALL
-SELECT 'walsender', age(a.backend_xmin), NULL, true, a.pid, a.state, a.application_name,
-       a.usename::text, NULL, NULL, NULL
-  FROM pg_stat_activity a
- WHERE a.backend_type = 'walsender' AND a.backend_xmin IS NOT NULL
-UNION ALL
-SELECT 'prepared_transaction', age(p.transaction), extract(epoch FROM now() - p.prepared)::float8, true,
-       NULL, NULL, NULL, p.owner::text, p.gid, NULL, NULL
-  FROM pg_prepared_xacts p
- WHERE p.database = current_database()
-UNION ALL
-SELECT 'replication_slot', age(coalesce(r.xmin, r.catalog_xmin)), NULL, r.xmin IS NOT NULL, r.active_pid, NULL,
-       NULL, NULL, r.slot_name::text, r.slot_type, r.active
-  FROM pg_replication_slots r
- WHERE r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL
- ORDER BY 2 DESC, 3 DESC NULLS LAST"""
-
-
 def collect(conn: psycopg.Connection, thresholds: Thresholds | None = None) -> VacuumHealth:
     """Read the hot tables' statistics and the horizon's holders; a few catalog queries, no locks."""
     limits = thresholds or Thresholds()
-    rows = conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()
+    rows = conn.execute(Q.vacuum_tables, (list(HOT_TABLES),)).fetchall()
     autovacuum = bool(rows[0][0]) if rows else True
     tables = [TableHealth(*row[1:]) for row in rows]
     holders = [
@@ -182,7 +145,7 @@ def collect(conn: psycopg.Connection, thresholds: Thresholds | None = None) -> V
             slot_type=r[9],
             active=r[10],
         )
-        for r in conn.execute(_HOLDERS).fetchall()
+        for r in conn.execute(Q.vacuum_horizon).fetchall()
     ]
     horizon = next((h for h in holders if h.blocks_hot_tables), None)
     return VacuumHealth(autovacuum, tables, horizon, holders, _warnings(autovacuum, tables, holders, horizon, limits))

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
 
 from workerpool import logs
+from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ERROR
 from workerpool.runtime import queue
 
@@ -40,23 +41,6 @@ BRANDS = ["Acme", "Globex", "Initech", "Umbrella", "Stark"]
 CATEGORIES = ["Chairs", "Tables", "Lamps", "Shelves"]
 ADJECTIVES = ["Oak", "Walnut", "Steel", "Linen", "Velvet", "Glass", "Bamboo", "Marble", "Cork", "Copper"]
 NOUNS = {"Chairs": "chair", "Tables": "table", "Lamps": "lamp", "Shelves": "shelf"}
-
-CATALOG_SQL = """
-CREATE TABLE brands (id integer PRIMARY KEY, name text NOT NULL);
-CREATE TABLE categories (id integer PRIMARY KEY, name text NOT NULL);
-CREATE TABLE products (
-    id          serial PRIMARY KEY,
-    name        text NOT NULL,
-    brand_id    integer NOT NULL REFERENCES brands,
-    category_id integer NOT NULL REFERENCES categories,
-    price       numeric(10, 2) NOT NULL,
-    published   boolean NOT NULL DEFAULT true,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE VIEW products_search AS
-SELECT p.id, p.name, b.name AS brand, c.name AS category, p.price, p.published, p.updated_at
-  FROM products p JOIN brands b ON b.id = p.brand_id JOIN categories c ON c.id = p.category_id;
-"""
 
 
 class DemoFailed(Exception):
@@ -96,8 +80,7 @@ def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, Any]:
     """(DSN for the demo, embedded server or None)."""
     if database_url:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-            conn.execute(f"CREATE SCHEMA {SCHEMA}")
+            conn.execute(sql.SQL(Q.demo_reset_schema).format(schema=sql.Identifier(SCHEMA)))
         return conninfo.make_conninfo(database_url, options=f"-csearch_path={SCHEMA}"), None
     import warnings
 
@@ -119,8 +102,8 @@ def _load_catalog(dsn: str) -> int:
     rng = random.Random(7)
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.transaction():
-            conn.cursor().executemany("INSERT INTO brands VALUES (%s, %s)", list(enumerate(BRANDS, 1)))
-            conn.cursor().executemany("INSERT INTO categories VALUES (%s, %s)", list(enumerate(CATEGORIES, 1)))
+            conn.cursor().executemany(Q.demo_insert_brand, list(enumerate(BRANDS, 1)))
+            conn.cursor().executemany(Q.demo_insert_category, list(enumerate(CATEGORIES, 1)))
             rows = []
             for n in range(50):
                 category = rng.randrange(len(CATEGORIES))
@@ -134,10 +117,8 @@ def _load_catalog(dsn: str) -> int:
                         rng.random() > 0.15,
                     )
                 )
-            conn.cursor().executemany(
-                "INSERT INTO products (name, brand_id, category_id, price, published) VALUES (%s, %s, %s, %s, %s)", rows
-            )
-        return conn.execute("SELECT count(*) FROM products").fetchone()[0]
+            conn.cursor().executemany(Q.demo_insert_product, rows)
+        return conn.execute(Q.demo_count_products).fetchone()[0]
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -172,7 +153,7 @@ def run_demo(database_url: str | None) -> int:
         )
         dsn, server = _start_postgres(database_url, workdir)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
+            version = conn.execute(Q.demo_server_version).fetchone()[0]
         _done(t, f"PostgreSQL {version}")
 
         t = _step(2, "Algolia emulator (in this process, 127.0.0.1 only)")
@@ -189,15 +170,12 @@ def run_demo(database_url: str | None) -> int:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn)
-            conn.execute(CATALOG_SQL)
+            conn.execute(Q.demo_catalog)
             watched = watch(conn, "products", INDEX, source="products_search")
         products = _load_catalog(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             # Statements capture into the inbox; the workers move its keys into the queue later.
-            queued, inbox = conn.execute(
-                "SELECT (SELECT count(*) FROM algolia_sync_queue), "
-                "(SELECT coalesce(sum(keys), 0) FROM algolia_sync_inbox)"
-            ).fetchone()
+            queued, inbox = conn.execute(Q.demo_queued).fetchone()
         _done(
             t,
             f"{len(BRANDS)} brands, {len(CATEGORIES)} categories, {products} products; "
@@ -237,14 +215,11 @@ def run_demo(database_url: str | None) -> int:
 
         t = _step(5, "live changes: a price update, a delete, an insert")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            first, old_price = conn.execute("SELECT id, price FROM products ORDER BY id LIMIT 1").fetchone()
-            conn.execute("UPDATE products SET price = 9.99, updated_at = now() WHERE id = %s", (first,))
-            victim = conn.execute("SELECT max(id) FROM products").fetchone()[0]
-            conn.execute("DELETE FROM products WHERE id = %s", (victim,))
-            new_id = conn.execute(
-                "INSERT INTO products (name, brand_id, category_id, price)"
-                " VALUES ('Demo lamp', 1, 3, 42.00) RETURNING id"
-            ).fetchone()[0]
+            first, old_price = conn.execute(Q.demo_first_product).fetchone()
+            conn.execute(Q.demo_reprice, (first,))
+            victim = conn.execute(Q.demo_last_product).fetchone()[0]
+            conn.execute(Q.demo_delete_product, (victim,))
+            new_id = conn.execute(Q.demo_add_product).fetchone()[0]
         index = _wait(
             lambda: (
                 lambda recs: (
@@ -269,7 +244,7 @@ def run_demo(database_url: str | None) -> int:
         t = _step(6, "what the index holds")
         index = emulator.records(INDEX)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            expected = conn.execute("SELECT count(*) FROM products_search").fetchone()[0]
+            expected = conn.execute(Q.demo_count_records).fetchone()[0]
         sample = [index[k] for k in sorted(index, key=int)[:5]] + [index[str(new_id)]]
         _say(
             _table(

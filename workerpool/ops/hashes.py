@@ -19,9 +19,11 @@ from typing import IO, Any
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
+from workerpool.db.queries import Q
 from workerpool.ops.browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import RecordBuilder, count_rows, iter_key_chunks
@@ -83,7 +85,7 @@ def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple[str, bytes 
     """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
     `write_row` costs more than the hashing)."""
     lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
-    with conn.cursor() as cur, cur.copy(f"COPY {table} (k, hash) FROM STDIN") as copy:
+    with conn.cursor() as cur, cur.copy(sql.SQL(Q.copy_hashes).format(sql.Identifier(table))) as copy:
         copy.write("".join(lines))
 
 

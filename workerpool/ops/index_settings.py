@@ -9,6 +9,7 @@ import orjson
 import psycopg
 
 from workerpool.config import Settings
+from workerpool.db.queries import Q
 from workerpool.runtime.algolia import make_client
 
 
@@ -28,7 +29,7 @@ def desired_settings(conn: psycopg.Connection, file: str | None) -> dict[str, di
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise SettingsError(f"--file {file!r} must be a JSON object of {{index name: {{setting: value}}}}")
         return data
-    rows = conn.execute("SELECT index_name, settings FROM algolia_index_config WHERE settings IS NOT NULL").fetchall()
+    rows = conn.execute(Q.index_settings).fetchall()
     return dict(rows)
 
 

@@ -1,4 +1,8 @@
-"""Versioned migrations: the numbered files in workerpool/db/sql/, applied in order and recorded in a table.
+"""Schema install and versioned migrations, recorded in a table.
+
+`workerpool/db/sql/schema.sql` is the whole current schema; `workerpool/db/sql/migrations/` holds the
+released deltas, numbered. A new install runs schema.sql in one transaction and records every
+migration as applied; an existing install applies the deltas it lacks, in order.
 
 Safe to run from several hosts at once: an advisory lock serializes them, and each file runs in
 its own transaction with its version row, so a crash leaves either all of a file or none of it.
@@ -20,6 +24,7 @@ import psycopg
 
 from workerpool.capture.triggers import refresh_captures
 from workerpool.config import ConfigError
+from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +49,26 @@ def sql_dir() -> Path:
     return Path(str(resources.files("workerpool.db") / "sql"))
 
 
+def schema_sql() -> str:
+    """The whole current schema (schema.sql), as a new install runs it."""
+    return (sql_dir() / "schema.sql").read_text()
+
+
+def migrations_dir() -> Path:
+    """Where the released deltas are: `workerpool/db/sql/migrations/`."""
+    return sql_dir() / "migrations"
+
+
 def migrations(directory: Path | None = None) -> list[Migration]:
     """All migration files, in version order."""
     found = []
-    for path in sorted((directory or sql_dir()).iterdir()):
+    for path in sorted((directory or migrations_dir()).iterdir()):
         match = _FILE.match(path.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), path.read_text()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise RuntimeError(f"duplicate migration versions in {directory or sql_dir()}: {versions}")
+        raise RuntimeError(f"duplicate migration versions in {directory or migrations_dir()}: {versions}")
     return found
 
 
@@ -91,10 +106,10 @@ def _newer_message(database: int, code: int) -> str:
 
 
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
-    exists = conn.execute("SELECT to_regclass('workerpool_migrations') IS NOT NULL").fetchone()[0]
+    exists = conn.execute(Q.migrations_table_exists).fetchone()[0]
     if not exists:
         return {}
-    return dict(conn.execute("SELECT version, checksum FROM workerpool_migrations").fetchall())
+    return dict(conn.execute(Q.applied_migrations).fetchall())
 
 
 def _refresh_captures(conn: psycopg.Connection) -> None:
@@ -103,25 +118,37 @@ def _refresh_captures(conn: psycopg.Connection) -> None:
         log.warning("capture not refreshed: " + problem, extra={"action": "capture_refresh_failed"})
 
 
+def _install(conn: psycopg.Connection) -> list[Migration]:
+    """A new install: schema.sql and a version row for every migration, in one transaction."""
+    every = migrations()
+    with conn.transaction():
+        conn.execute(schema_sql())
+        for migration in every:
+            conn.execute(
+                Q.record_migration,
+                (migration.version, migration.name, migration.checksum),
+            )
+    log.info("schema installed", extra={"action": "schema_installed", "version": every[-1].version})
+    return every
+
+
 def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migration]:
     """Apply every migration not yet applied (up to `target`); returns those applied now.
 
+    A database with none applied gets schema.sql instead, with every migration recorded (and
+    returned) as applied, unless `target` stops short of the newest: then the deltas up to it run.
     `conn` must be in autocommit mode: each file gets its own transaction.
     """
     applied_now: list[Migration] = []
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+    conn.execute(Q.migration_lock, (MIGRATION_LOCK_ID,))
     try:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS workerpool_migrations (
-                   version    integer PRIMARY KEY,
-                   name       text NOT NULL,
-                   checksum   text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
+        conn.execute(Q.create_migrations_table)
         done = applied_versions(conn)
         if done and max(done) > code_version():
             raise SchemaMismatch(_newer_message(max(done), code_version()))
-        for migration in migrations():
+        if not done and (target is None or target >= code_version()):
+            applied_now = _install(conn)
+        for migration in [] if applied_now else migrations():
             if target is not None and migration.version > target:
                 break
             if migration.version in done:
@@ -134,7 +161,7 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
             with conn.transaction():
                 conn.execute(migration.sql)
                 conn.execute(
-                    "INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    Q.record_migration,
                     (migration.version, migration.name, migration.checksum),
                 )
             applied_now.append(migration)
@@ -145,5 +172,5 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
         if applied_now and target is None:
             _refresh_captures(conn)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+        conn.execute(Q.migration_unlock, (MIGRATION_LOCK_ID,))
     return applied_now

@@ -39,6 +39,7 @@ from algoliasearch.http.exceptions import AlgoliaException
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import ConfigError, Settings
+from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 
 REENQUEUE_MARGIN_S = 5  # re-enqueue keys acknowledged a little before T0 too: cheap insurance
 SEND_ATTEMPTS = 8
-PROGRESS_TABLE = "workerpool_reindex_progress"
 _LOCK_CLASS = 0x7770  # advisory lock namespace: (class, hashtext(table))
 
 
@@ -89,8 +89,7 @@ class Progress:
 
 def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
     row = conn.execute(
-        f"SELECT table_name, mode, tmp_index, started_at, last_key, rows_done"
-        f" FROM {PROGRESS_TABLE} WHERE table_name = %s",
+        Q.load_reindex_progress,
         (table,),
     ).fetchone()
     return Progress(*row) if row else None
@@ -98,12 +97,7 @@ def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
 
 def _start_progress(conn: psycopg.Connection, table: str, mode: str, tmp_index: str | None, total: int) -> Progress:
     row = conn.execute(
-        f"""INSERT INTO {PROGRESS_TABLE} (table_name, mode, tmp_index, rows_total)
-            VALUES (%s, %s, %s, %s)
-            ON CONFLICT (table_name) DO UPDATE
-               SET mode = EXCLUDED.mode, tmp_index = EXCLUDED.tmp_index, started_at = now(),
-                   last_key = NULL, rows_done = 0, rows_total = EXCLUDED.rows_total, updated_at = now()
-            RETURNING table_name, mode, tmp_index, started_at, last_key, rows_done""",
+        Q.start_reindex_progress,
         (table, mode, tmp_index, total),
     ).fetchone()
     return Progress(*row)
@@ -111,14 +105,13 @@ def _start_progress(conn: psycopg.Connection, table: str, mode: str, tmp_index: 
 
 def _advance(conn: psycopg.Connection, table: str, last_key: str, n: int) -> None:
     conn.execute(
-        f"""UPDATE {PROGRESS_TABLE} SET last_key = %s, rows_done = rows_done + %s, updated_at = now()
-             WHERE table_name = %s""",
+        Q.advance_reindex_progress,
         (last_key, n, table),
     )
 
 
 def _finish_progress(conn: psycopg.Connection, table: str) -> None:
-    conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE table_name = %s", (table,))
+    conn.execute(Q.finish_reindex_progress, (table,))
 
 
 # ---- progress bar ----------------------------------------------------------------------------
@@ -153,9 +146,7 @@ def reindex(
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
     watched = find_watched(conn, table)
-    locked = conn.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name)
-    ).fetchone()[0]
+    locked = conn.execute(Q.reindex_lock, (_LOCK_CLASS, watched.table_name)).fetchone()[0]
     if not locked:
         raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
     try:
@@ -163,7 +154,7 @@ def reindex(
             return _atomic(settings, conn, watched, chunk_size, restart, stream)
         return _through_queue(conn, watched, settings, chunk_size, restart, stream)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, watched.table_name))
+        conn.execute(Q.reindex_unlock, (_LOCK_CLASS, watched.table_name))
 
 
 def _previous(
@@ -346,12 +337,7 @@ def _reenqueue_since(conn: psycopg.Connection, watched: Watched, t0: datetime, e
     keys = [
         r[0]
         for r in conn.execute(
-            """SELECT record_id FROM algolia_sync_log
-                WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
-               UNION
-               SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
-               UNION
-               SELECT unnest(%(extra)s::text[])""",
+            Q.keys_to_reenqueue,
             {"t": watched.table_name, "t0": t0, "margin": REENQUEUE_MARGIN_S, "extra": extra},
         )
     ]

@@ -13,6 +13,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from workerpool.db.queries import Q
 from workerpool.observability import vacuum
 
 
@@ -21,39 +22,13 @@ def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = Non
     batches and records each has settled up to its last acknowledgement, and the hot tables' vacuum
     health with its warnings (`vacuum.collect`)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        tables = cur.execute(
-            """SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
-                      s.completed_last_hour,
-                      round(coalesce(s.oldest_pending_age_s, 0)::numeric, 3)::float AS oldest_pending_age_s,
-                      (SELECT count(*) FROM algolia_sync_log l WHERE l.table_name = s.table_name
-                          AND l.status = 'success' AND l.synced_at > now() - interval '1 minute')::float / 60
-                          AS records_per_s_last_minute,
-                      (SELECT CASE WHEN count(*) = 0 THEN NULL
-                                   ELSE round(100.0 * count(*) FILTER (WHERE l.status = 'success') / count(*), 2)::float
-                              END
-                         FROM algolia_sync_log l WHERE l.table_name = s.table_name
-                          AND l.synced_at > now() - interval '1 hour') AS success_rate_pct
-                 FROM algolia_sync_stats s ORDER BY s.table_name"""
-        ).fetchall()
+        tables = cur.execute(Q.stats_tables).fetchall()
         # A worker writes its counts with its heartbeat (every few seconds, and only between batches or
         # polls), so the heartbeat alone lags: a burst synced since then would show as 0. What it
         # acknowledged after its heartbeat is read from the log (its rows there carry its id), so the
         # counts are those of the last acknowledgement. The log's synced_at index bounds the scan to
         # the rows written since the oldest live heartbeat.
-        workers = cur.execute(
-            """SELECT w.worker_id, w.host, w.pid,
-                      w.batches + coalesce(since.batches, 0) AS batches,
-                      w.records + coalesce(since.records, 0) AS records,
-                      round(extract(epoch FROM now() - w.heartbeat_at)::numeric, 1)::float AS heartbeat_age_s
-                 FROM algolia_sync_workers w
-                 LEFT JOIN LATERAL (
-                      SELECT count(DISTINCT l.claim_token) AS batches,
-                             count(*) FILTER (WHERE l.status IN ('success', 'skipped')) AS records
-                        FROM algolia_sync_log l
-                       WHERE l.synced_at > w.heartbeat_at AND l.claimed_by = w.worker_id) since ON true
-                WHERE w.heartbeat_at > now() - interval '30 seconds'
-                ORDER BY w.host, w.pid"""
-        ).fetchall()
+        workers = cur.execute(Q.stats_workers).fetchall()
     health = vacuum.collect(conn, thresholds)
     return {"tables": tables, "workers": workers, "vacuum": health.to_dict(), "warnings": health.warnings}
 

@@ -15,6 +15,7 @@ from psycopg import sql
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
 from workerpool.db.connection import one_row
+from workerpool.db.queries import Q
 from workerpool.runtime import records
 from workerpool.runtime.queue import QueueRow
 from workerpool.runtime.shaping import Outcome, Shaper
@@ -30,12 +31,8 @@ def iter_key_chunks(
     table = sql.SQL(watched.relation or watched.table_name)  # regclass text, quoted where needed
     ktype = sql.SQL(watched.key_type)
     # Qualified (s.key): a bare ORDER BY name would sort by the text output column, not the key.
-    first = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s").format(
-        k=key, t=table
-    )
-    rest = sql.SQL("SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s").format(
-        k=key, t=table, ty=ktype
-    )
+    first = sql.SQL(Q.first_keys).format(k=key, t=table)
+    rest = sql.SQL(Q.keys_after).format(k=key, t=table, ty=ktype)
     last = after
     while True:
         rows = conn.execute(first, (size,)).fetchall() if last is None else conn.execute(rest, (last, size)).fetchall()
@@ -49,7 +46,7 @@ def iter_key_chunks(
 
 
 def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
-    query = sql.SQL("SELECT count(*) FROM {t} WHERE {k} IS NOT NULL").format(
+    query = sql.SQL(Q.count_keyed_rows).format(
         t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column)
     )
     count: int = one_row(conn.execute(query))[0]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from workerpool.capture.model import WatchError, find_watched, resolve_relation
+from workerpool.db.queries import Q
 
 
 def queue_table_name(conn: psycopg.Connection, name: str) -> str:
@@ -24,9 +25,7 @@ def queue_table_name(conn: psycopg.Connection, name: str) -> str:
             candidates.append(resolve_relation(conn, name)[1])
         except WatchError:
             pass
-        row = conn.execute(
-            "SELECT table_name FROM algolia_sync_queue WHERE table_name = ANY(%s) LIMIT 1", (candidates,)
-        ).fetchone()
+        row = conn.execute(Q.tables_with_queue_rows, (candidates,)).fetchone()
         if row is None:
             raise not_watched from None
         return row[0]
@@ -43,12 +42,7 @@ class Backlog:
 def backlog(conn: psycopg.Connection, table_name: str) -> Backlog:
     """Distinct keys of `table_name` not yet in the index: a key both in the inbox and the queue counts once."""
     pending, failed = conn.execute(
-        """SELECT (SELECT count(*) FROM (
-                      SELECT record_id FROM algolia_sync_queue
-                       WHERE table_name = %(t)s AND status IN ('pending', 'processing')
-                      UNION
-                      SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s) k),
-                  (SELECT count(*) FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'failed')""",
+        Q.backlog,
         {"t": table_name},
     ).fetchone()
     return Backlog(pending, failed)

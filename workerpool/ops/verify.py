@@ -40,6 +40,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
+from workerpool.db.queries import Q
 from workerpool.ops.browse import MAX_PAGE, Browser
 from workerpool.ops.hashes import (
     INDEX_HASHES,
@@ -58,9 +59,6 @@ from workerpool.runtime.queue import enqueue
 KINDS = ("missing", "extra", "stale")
 
 DRIFT = "workerpool_verify_drift"
-
-# Keys in natural order: integers by value first, then the rest by code point.
-_NATURAL_ORDER = "(k !~ '^-?[0-9]+$'), CASE WHEN k ~ '^-?[0-9]+$' THEN k::numeric END, k"
 
 
 @dataclass
@@ -161,7 +159,7 @@ def verify(
     watched = find_watched(conn, table)
     index = settings.algolia_index_prefix + watched.index_name
     report = Report(watched.table_name, index)
-    started_at = conn.execute("SELECT now()").fetchone()[0]
+    started_at = conn.execute(Q.database_now).fetchone()[0]
     _create_scratch(conn)
     try:
         browser = Browser(settings)
@@ -198,9 +196,16 @@ def verify(
 
 def _create_scratch(conn: psycopg.Connection) -> None:
     _drop_scratch(conn)
-    # COLLATE "C" (inherited by DRIFT): code point order for the samples and the repair's keyset walk.
-    conn.execute(f'CREATE TEMPORARY TABLE {INDEX_HASHES} (k text COLLATE "C" NOT NULL, hash bytea NOT NULL)')
-    conn.execute(f'CREATE TEMPORARY TABLE {TABLE_HASHES} (k text COLLATE "C" NOT NULL, hash bytea)')
+    conn.execute(_scratch(Q.create_verify_scratch))
+
+
+def _scratch(query: str) -> sql.Composed:
+    """A query over this session's scratch tables, with their names filled in."""
+    return sql.SQL(query).format(
+        index_hashes=sql.Identifier(INDEX_HASHES),
+        table_hashes=sql.Identifier(TABLE_HASHES),
+        drift=sql.Identifier(DRIFT),
+    )
 
 
 def _drop_scratch(conn: psycopg.Connection) -> None:
@@ -209,56 +214,31 @@ def _drop_scratch(conn: psycopg.Connection) -> None:
     if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return
     try:
-        conn.execute(f"DROP TABLE IF EXISTS {INDEX_HASHES}, {TABLE_HASHES}, {DRIFT}")
+        conn.execute(_scratch(Q.drop_verify_scratch))
     except psycopg.Error:
         pass
 
 
 def _compare(conn: psycopg.Connection, watched: Watched, started_at: Any, report: Report) -> None:
     """Classify every key into DRIFT, leave out the keys in flight, and count and sample the rest."""
-    conn.execute(f"ANALYZE {INDEX_HASHES}")
-    conn.execute(f"ANALYZE {TABLE_HASHES}")
-    conn.execute(f"""
-        CREATE TEMPORARY TABLE {DRIFT} AS
-        SELECT t.k, CASE WHEN i.k IS NULL THEN 'missing' ELSE 'stale' END AS kind
-          FROM {TABLE_HASHES} t LEFT JOIN {INDEX_HASHES} i ON i.k = t.k
-         WHERE t.hash IS NOT NULL AND i.hash IS DISTINCT FROM t.hash
-        UNION ALL
-        SELECT i.k, 'extra' FROM {INDEX_HASHES} i
-         WHERE NOT EXISTS (SELECT 1 FROM {TABLE_HASHES} t WHERE t.k = i.k)""")
+    conn.execute(_scratch(Q.analyze_verify_hashes))
+    conn.execute(_scratch(Q.create_drift))
     report.in_flight = conn.execute(
-        f"""DELETE FROM {DRIFT} d USING (
-                SELECT record_id AS k FROM algolia_sync_queue
-                 WHERE table_name = %(t)s AND status IN ('pending', 'processing')
-                UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
-                UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s
-            ) moving
-            WHERE d.k = moving.k""",
+        _scratch(Q.drop_in_flight_drift),
         {"t": watched.table_name, "since": started_at},
     ).rowcount
-    conn.execute(f"CREATE INDEX ON {DRIFT} (kind, k)")
-    conn.execute(f"ANALYZE {DRIFT}")
-    for kind, n in conn.execute(f"SELECT kind, count(*) FROM {DRIFT} GROUP BY kind"):
+    conn.execute(_scratch(Q.index_drift))
+    for kind, n in conn.execute(_scratch(Q.count_drift)):
         setattr(report, kind, n)
     for kind in KINDS:
-        report.samples[kind] = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT k FROM {DRIFT} WHERE kind = %s ORDER BY {_NATURAL_ORDER} LIMIT {SAMPLE}", (kind,)
-            )
-        ]
+        report.samples[kind] = [r[0] for r in conn.execute(_scratch(Q.sample_drift), (kind, SAMPLE))]
 
 
 def _drifted(conn: psycopg.Connection, kind: str, size: int = DEFAULT_CHUNK) -> Iterator[list[str]]:
     """The keys of one kind of drift, `size` at a time (keyset over the DRIFT index)."""
     last = ""
     while True:
-        keys = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT k FROM {DRIFT} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s", (kind, last, size)
-            )
-        ]
+        keys = [r[0] for r in conn.execute(_scratch(Q.drift_after), (kind, last, size))]
         if not keys:
             return
         yield keys
@@ -269,14 +249,14 @@ def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[
     """The keys that are valid values of the key's type (others can never be a row)."""
     if not keys:
         return []
-    cast = sql.SQL("SELECT k FROM unnest(%s::text[]) AS k WHERE k::{} IS NOT NULL").format(sql.SQL(key_type))
+    cast = sql.SQL(Q.castable_keys).format(sql.SQL(key_type))
     try:
         with conn.transaction():
             return [r[0] for r in conn.execute(cast, (keys,))]
     except psycopg.DataError:
         pass
     good = []
-    single = sql.SQL("SELECT %s::{}").format(sql.SQL(key_type))
+    single = sql.SQL(Q.cast_key).format(sql.SQL(key_type))
     for key in keys:
         try:
             with conn.transaction():
@@ -294,7 +274,7 @@ def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, repo
     for keys in _drifted(conn, "extra"):
         impossible = sorted(set(keys) - set(_castable(conn, watched.key_type, keys)))
         if impossible:
-            conn.execute(f"UPDATE {DRIFT} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s)", (impossible,))
+            conn.execute(_scratch(Q.mark_impossible_drift), (impossible,))
     with conn.transaction():
         report.repaired_enqueued = sum(
             enqueue(conn, watched.table_name, keys) for kind in KINDS for keys in _drifted(conn, kind)

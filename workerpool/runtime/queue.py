@@ -1,7 +1,9 @@
 """The queue's operations, as the worker calls them: claim, extend, ack, fail, retry, give back, recover.
 
-Each is one short autocommit statement calling a function from sql/, so no transaction is ever
-open across an Algolia call, and every ack or release names the claim token it holds.
+Each is one short autocommit statement of sql/queries.sql: claim, spill, ack, release, recovery and
+the idle check call functions of sql/schema.sql; extending a lease, enqueueing and the heartbeat are
+single statements on their tables. So no transaction is ever open across an Algolia call, and every
+ack or release names the claim token it holds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 import psycopg
+
+from workerpool.db.queries import Q
 
 
 class QueueRow(NamedTuple):
@@ -46,8 +50,7 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
     """Claim up to batch_size due rows under a fresh token, or None when nothing is due."""
     token = uuid.uuid4()
     rows = conn.execute(
-        "SELECT id, table_name, record_id, operation, attempts, created_at "
-        "FROM get_pending_algolia_syncs(%s, %s, %s, %s)",
+        Q.claim_batch,
         (batch_size, lease_ms, token, worker),
         prepare=True,
     ).fetchall()
@@ -62,12 +65,10 @@ def enqueue(conn: psycopg.Connection, table_name: str, keys: Sequence[str], oper
     if not keys:
         return 0
     queued = conn.execute(
-        """INSERT INTO algolia_sync_queue (table_name, record_id, operation)
-           SELECT %s, k, %s FROM unnest(%s::text[]) AS k
-           ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING""",
+        Q.enqueue,
         (table_name, operation, list(keys)),
     ).rowcount
-    conn.execute("SELECT pg_notify('algolia_sync', %s)", (table_name,))
+    conn.execute(Q.notify, (table_name,))
     return queued
 
 
@@ -77,23 +78,21 @@ def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
     merged, or None when another transaction's uncommitted pending row of one of those keys made it
     give up for now (the keys stay in the inbox)."""
     try:
-        return conn.execute("SELECT algolia_sync_spill(%s)", (max_keys,), prepare=True).fetchone()[0]
+        return conn.execute(Q.spill, (max_keys,), prepare=True).fetchone()[0]
     except psycopg.errors.LockNotAvailable:
         return None
 
 
 def idle(conn: psycopg.Connection) -> bool:
     """Whether nothing is left to do: no key pending or being processed, in the queue or the inbox."""
-    return conn.execute("SELECT algolia_sync_idle()").fetchone()[0]
+    return conn.execute(Q.idle).fetchone()[0]
 
 
 def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
     """Push the lease forward; False means the lease was lost. An expired lease is not revived:
     another worker may already hold a newer change to one of its keys."""
     n = conn.execute(
-        """UPDATE algolia_sync_queue
-              SET locked_until = now() + make_interval(secs => %s)
-            WHERE claim_token = %s AND status = 'processing' AND locked_until >= now()""",
+        Q.extend_lease,
         (claim.lease_s, claim.token),
         prepare=True,
     ).rowcount
@@ -130,7 +129,7 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
     if not items:
         return 0
     return conn.execute(
-        "SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[])",
+        Q.ack,
         (
             int_array(i.row.id for i in items),
             token,
@@ -192,7 +191,7 @@ def _release(
     if not rows:
         return 0
     return conn.execute(
-        "SELECT algolia_sync_release(%s, %s, %s, %s, %s, %s, %s)",
+        Q.release,
         (
             [row.id for row, _ in rows],
             token,
@@ -207,19 +206,15 @@ def _release(
 
 def recover_expired(conn: psycopg.Connection, max_attempts: int) -> int:
     """Return expired claims to the queue (or fail those out of attempts)."""
-    return conn.execute("SELECT algolia_sync_recover_expired(%s)", (max_attempts,)).fetchone()[0]
+    return conn.execute(Q.recover_expired, (max_attempts,)).fetchone()[0]
 
 
 def heartbeat(conn: psycopg.Connection, worker: str, host: str, pid: int, batches: int, records: int) -> None:
     conn.execute(
-        """INSERT INTO algolia_sync_workers (worker_id, host, pid, batches, records)
-           VALUES (%s, %s, %s, %s, %s)
-           ON CONFLICT (worker_id) DO UPDATE
-              SET heartbeat_at = now(), pid = EXCLUDED.pid, batches = EXCLUDED.batches,
-                  records = EXCLUDED.records""",
+        Q.heartbeat,
         (worker, host, pid, batches, records),
     )
 
 
 def forget_worker(conn: psycopg.Connection, worker: str) -> None:
-    conn.execute("DELETE FROM algolia_sync_workers WHERE worker_id = %s", (worker,))
+    conn.execute(Q.forget_worker, (worker,))

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from workerpool.db.queries import Q
+
 log = logging.getLogger(__name__)
 
 # Any 64-bit number unique to this purpose; chosen once, never change it (migrate.py uses ..._01).
@@ -27,11 +29,6 @@ BATCH_ROWS = 5_000
 PERIOD_S = 300.0  # between passes, or a tenth of the retention when that is shorter (not under 5 s)
 FIRST_PASS_S = (2.0, 10.0)  # the first pass after start, spread so that workers do not all try at once
 STEP_BUDGET_S = 1.0  # a pass gives the claim loop back after about this long; the next call continues
-
-_DELETE = """
-DELETE FROM algolia_sync_log
- WHERE id = ANY(ARRAY(SELECT l.id FROM algolia_sync_log l WHERE l.synced_at < %s
-                       ORDER BY l.synced_at LIMIT %s))"""
 
 
 @dataclass
@@ -65,10 +62,10 @@ class Retention:
         deadline = time.monotonic() + STEP_BUDGET_S
         while True:
             with conn.transaction():
-                if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (RETENTION_LOCK_ID,)).fetchone()[0]:
+                if not conn.execute(Q.retention_lock, (RETENTION_LOCK_ID,)).fetchone()[0]:
                     self.cutoff = None  # another worker is pruning; its pass covers this one
                     return deleted
-                n = conn.execute(_DELETE, (self.cutoff, self.batch_rows)).rowcount
+                n = conn.execute(Q.prune_log, (self.cutoff, self.batch_rows)).rowcount
             deleted += n
             self.deleted += n
             if n < self.batch_rows:

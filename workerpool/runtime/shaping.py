@@ -18,6 +18,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Transform, Watched, load_transform
 from workerpool.config import Settings
+from workerpool.db.queries import Q
 from workerpool.logs import one_line
 from workerpool.runtime import records
 from workerpool.runtime.queue import QueueRow, text_array
@@ -58,19 +59,8 @@ class Outcome:
 
 def rows_query(watched: Watched) -> sql.Composed:
     """The query `Shaper.load_rows` runs: parameters `keys` (a text[] literal) and `index`."""
-    # Driven from the key list, and the last-sent hash looked up per key in a LATERAL subquery
-    # with LIMIT, which the planner can neither flatten into a join nor materialize: one probe
-    # per key in any plan. A plain LEFT JOIN lets a generic plan made while the hash table was
-    # small materialize all of the index's hashes and compare each with every key, which is
-    # quadratic over a drain (tests/test_record_shaping.py checks the plan on stale statistics).
-    return sql.SQL(
-        "SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, "
-        "h.hash AS {hash}, h.shape AS {shape}, s.* "
-        "FROM unnest(%(keys)s::text[]) AS k(oid) "
-        "JOIN {source} s ON s.{key} = k.oid::{ktype} "
-        "LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l "
-        "WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true"
-    ).format(
+    # queries.sql (load_rows) says why the query is shaped so.
+    return sql.SQL(Q.load_rows).format(
         key=sql.Identifier(watched.key_column),
         oid=sql.Identifier(OBJECT_ID_COLUMN),
         version=sql.Identifier(VERSION_COLUMN),

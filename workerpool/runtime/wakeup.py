@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 
 from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.db.queries import NOTIFY_CHANNEL, Q
 from workerpool.logs import one_line
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "algolia_sync"
 LISTEN_RETRY_S = 2.0
 
 
@@ -63,7 +64,7 @@ class Listener:
             return None
         try:
             self._conn = connect(self.dsn, purpose=f"listen-{self.number}", timeout=5)
-            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._conn.execute(sql.SQL(Q.listen).format(sql.Identifier(NOTIFY_CHANNEL)))
         except (DatabaseUnavailable, psycopg.Error) as exc:
             self.close()
             self._retry_at = now + LISTEN_RETRY_S

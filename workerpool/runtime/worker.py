@@ -21,6 +21,7 @@ import psycopg
 
 from workerpool.config import Settings
 from workerpool.db.connection import DatabaseUnavailable, connect, make_pool
+from workerpool.db.queries import Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
 from workerpool.runtime import liveness, queue
@@ -131,7 +132,7 @@ class Worker:
         while True:
             try:
                 with connect(self.settings.database_url, purpose="boot", timeout=5) as conn:
-                    exists = conn.execute("SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL").fetchone()[0]
+                    exists = conn.execute(Q.schema_installed).fetchone()[0]
                 break
             except DatabaseUnavailable:
                 if time.monotonic() >= deadline or self.stopping or self._parent_gone():

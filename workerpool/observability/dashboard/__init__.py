@@ -30,6 +30,7 @@ import psycopg
 
 from workerpool.config import Settings
 from workerpool.db.connection import APPLICATION_NAME, describe_error, one_row, with_tcp_liveness
+from workerpool.db.queries import Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import vacuum
 from workerpool.observability.dashboard.overview import MinuteSeries, collect
@@ -199,9 +200,7 @@ class Dashboard:
             return _json(400, {"error": f"table={one_line(orjson.dumps(table).decode(), 80)} is not a table name"})
         with self._lock:
             try:
-                returned = one_row(
-                    self._connection().execute("SELECT algolia_sync_retry_failed(%s, %s)", (table, ids))
-                )[0]
+                returned = one_row(self._connection().execute(Q.retry_failed, (table, ids)))[0]
             except psycopg.Error as exc:
                 self._drop_connection()
                 return _json(503, {"error": self._scrub(describe_error(self.settings.database_url, exc))})
@@ -223,7 +222,7 @@ class Dashboard:
                 connect_timeout=DB_TIMEOUT_S,
                 application_name=f"{APPLICATION_NAME}:dashboard",
             )
-            self._conn.execute(f"SET statement_timeout = {DB_TIMEOUT_S * 1000}")
+            self._conn.execute(Q.set_statement_timeout, (str(DB_TIMEOUT_S * 1000),))
         return self._conn
 
     def _drop_connection(self) -> None:

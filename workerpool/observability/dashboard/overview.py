@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from workerpool.db.connection import one_row
+from workerpool.db.queries import Q
 
 MINUTES = 60
 BACKFILL_MINUTES = 10
@@ -93,72 +94,32 @@ class MinuteSeries:
 def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = "") -> dict[str, Any]:
     """The overview document the dashboard page renders (see the module docstring for the costs)."""
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        now, now_minute = one_row(
-            conn.execute(
-                "SELECT extract(epoch FROM now())::float8, extract(epoch FROM date_trunc('minute', now()))::bigint"
-            )
-        )
-        config = conn.execute(
-            "SELECT table_name, index_name, enabled FROM algolia_index_config ORDER BY table_name"
-        ).fetchall()
-        depth = conn.execute(
-            """SELECT table_name, status, count(*), extract(epoch FROM now() - min(created_at))::float8
-                 FROM algolia_sync_queue GROUP BY 1, 2
-               UNION ALL
-               SELECT table_name, 'inbox', sum(keys), extract(epoch FROM now() - min(created_at))::float8
-                 FROM algolia_sync_inbox GROUP BY 1"""
-        ).fetchall()
+        conn.execute(Q.overview_snapshot)
+        now, now_minute = one_row(conn.execute(Q.overview_clock))
+        config = conn.execute(Q.overview_registrations).fetchall()
+        depth = conn.execute(Q.overview_queue).fetchall()
         ranges = series.ranges(now_minute)
         minutes = []
         for first, end in ranges:
             minutes += conn.execute(
-                """SELECT table_name, extract(epoch FROM date_trunc('minute', synced_at))::bigint,
-                          count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
-                     FROM algolia_sync_log
-                    WHERE synced_at >= to_timestamp(%s) AND synced_at < to_timestamp(%s)
-                      AND status IN ('success', 'failed')
-                    GROUP BY 1, 2""",
+                Q.overview_minutes,
                 (first, end),
             ).fetchall()
         lag = conn.execute(
-            """SELECT table_name, count(*),
-                      percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s),
-                      percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_s), max(lag_s)
-                 FROM (SELECT table_name, extract(epoch FROM synced_at - enqueued_at)::float8 AS lag_s
-                         FROM algolia_sync_log
-                        WHERE synced_at > now() - interval '5 minutes' AND status = 'success'
-                          AND enqueued_at IS NOT NULL
-                        ORDER BY synced_at DESC LIMIT %s) recent
-                GROUP BY 1""",
+            Q.overview_lag,
             (LAG_SAMPLE,),
         ).fetchall()
         failing = sorted({t for t, status, n, _ in depth if status == "failed" and n})
         failed_rows = conn.execute(
-            """SELECT t.name, f.id, f.record_id, f.operation, f.attempts, f.last_error,
-                      extract(epoch FROM f.updated_at)::float8
-                 FROM unnest(%s::text[]) AS t(name)
-                CROSS JOIN LATERAL (SELECT q.id, q.record_id, q.operation, q.attempts, q.last_error, q.updated_at
-                                      FROM algolia_sync_queue q
-                                     WHERE q.status = 'failed' AND q.table_name = t.name
-                                     ORDER BY q.record_id, q.id LIMIT %s) f""",
+            Q.overview_failed,
             (failing, FAILED_ROWS),
         ).fetchall()
         workers = conn.execute(
-            """SELECT worker_id, host, pid, extract(epoch FROM started_at)::float8,
-                      extract(epoch FROM now() - heartbeat_at)::float8, batches, records
-                 FROM algolia_sync_workers WHERE heartbeat_at > now() - make_interval(secs => %s)
-                ORDER BY host, pid""",
+            Q.overview_workers,
             (LIVE_WORKER_S,),
         ).fetchall()
         reindex = conn.execute(
-            """SELECT p.table_name, p.mode, p.tmp_index, extract(epoch FROM p.started_at)::float8,
-                      extract(epoch FROM now() - p.updated_at)::float8, p.rows_done, p.rows_total,
-                      EXISTS (SELECT 1 FROM pg_locks l
-                               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                                 AND l.classid = %s AND l.objid = hashtext(p.table_name)::oid)
-                 FROM workerpool_reindex_progress p ORDER BY p.table_name""",
+            Q.overview_reindex,
             (_REINDEX_LOCK_CLASS,),
         ).fetchall()
     series.update(ranges, now_minute, minutes)

@@ -1,0 +1,354 @@
+"""The queue's SQL contract, called directly on a real Postgres (a fresh migrated database per test):
+claim (get_pending_algolia_syncs), ack, release, spill, recover_expired, and the lease token that
+guards every one of them. No worker process, no Algolia: only the functions the worker calls."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+MAX_ATTEMPTS = 3
+
+
+def enqueue(db: psycopg.Connection, *keys: str, table: str = "products", operation: str = "UPDATE") -> list[int]:
+    """Pending queue rows, in this order (ids ascending)."""
+    return [
+        db.execute(
+            "INSERT INTO algolia_sync_queue (table_name, record_id, operation) VALUES (%s, %s, %s) RETURNING id",
+            (table, key, operation),
+        ).fetchone()[0]
+        for key in keys
+    ]
+
+
+def claim(db: psycopg.Connection, batch: int = 100, lease_ms: int = 60_000, worker: str = "w1"):
+    """(token, {record_id: row}) of one claim."""
+    token = uuid.uuid4()
+    rows = db.execute(
+        "SELECT id, table_name, record_id, operation, attempts, claim_token "
+        "FROM get_pending_algolia_syncs(%s, %s, %s, %s)",
+        (batch, lease_ms, token, worker),
+    ).fetchall()
+    assert all(r[5] == token for r in rows)
+    return token, {r[2]: r for r in rows}
+
+
+def ack(db, ids, token, actions=None, indexes=None, hashes=None, shapes=None) -> int:
+    return db.execute(
+        "SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[])",
+        (list(ids), token, actions, indexes, hashes, shapes),
+    ).fetchone()[0]
+
+
+def release(db, ids, token, delay_ms=0, permanent=False, count_attempt=True, error="boom") -> int:
+    ids = list(ids)
+    return db.execute(
+        "SELECT algolia_sync_release(%s::bigint[], %s, %s::text[], %s::integer[], %s::boolean[], %s, %s)",
+        (ids, token, [error] * len(ids), [delay_ms] * len(ids), [permanent] * len(ids), MAX_ATTEMPTS, count_attempt),
+    ).fetchone()[0]
+
+
+def rows(db: psycopg.Connection) -> dict[tuple[str, str], tuple]:
+    """(record_id, status) -> (operation, attempts, claim_token, last_error) of every queue row of `products`."""
+    found = db.execute(
+        "SELECT record_id, status, operation, attempts, claim_token, last_error FROM algolia_sync_queue "
+        "WHERE table_name = 'products'"
+    ).fetchall()
+    out = {(r[0], r[1]): r[2:] for r in found}
+    assert len(out) == len(found), found  # no key twice in one status
+    return out
+
+
+def expire(db: psycopg.Connection, token: uuid.UUID) -> None:
+    db.execute(
+        "UPDATE algolia_sync_queue SET locked_until = now() - interval '1 second' WHERE claim_token = %s", (token,)
+    )
+
+
+def log(db: psycopg.Connection) -> list[tuple]:
+    return db.execute(
+        "SELECT record_id, status, action, index_name, attempts, claim_token FROM algolia_sync_log ORDER BY id"
+    ).fetchall()
+
+
+def inbox(db: psycopg.Connection, keys: list[str | None], table: str = "products", operation: str = "UPDATE") -> None:
+    db.execute(
+        "INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids) VALUES (%s, %s, %s, %s)",
+        (table, operation, len(keys), keys),
+    )
+
+
+def spill(db: psycopg.Connection, max_keys: int = 10_000) -> int:
+    return db.execute("SELECT algolia_sync_spill(%s)", (max_keys,)).fetchone()[0]
+
+
+# ---- claim ---------------------------------------------------------------------------------------
+
+
+def test_a_claim_takes_due_rows_oldest_first_under_its_token_and_counts_the_attempt(db):
+    enqueue(db, "a", "b", "c", "d")
+    db.execute("UPDATE algolia_sync_queue SET next_attempt_at = now() + interval '1 hour' WHERE record_id = 'd'")
+    token, got = claim(db, batch=2, lease_ms=30_000, worker="host:1:1")
+    assert sorted(got) == ["a", "b"]
+    held = db.execute(
+        "SELECT record_id, attempts, claimed_by, locked_until - now() FROM algolia_sync_queue "
+        "WHERE status = 'processing' AND claim_token = %s ORDER BY record_id",
+        (token,),
+    ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in held] == [("a", 1, "host:1:1"), ("b", 1, "host:1:1")]
+    assert all(timedelta(seconds=29) < r[3] <= timedelta(seconds=30) for r in held)
+
+    token2, got2 = claim(db)
+    assert sorted(got2) == ["c"] and token2 != token  # not yet due: d
+    assert claim(db)[1] == {}
+
+
+def test_a_key_with_a_live_claim_is_not_claimed_again_until_its_lease_expires(db):
+    enqueue(db, "a")
+    token, _ = claim(db)
+    enqueue(db, "a", "b")  # a newer change to a, while the older one is in flight
+    assert sorted(claim(db)[1]) == ["b"]
+    expire(db, token)
+    assert sorted(claim(db)[1]) == ["a"]
+
+
+def test_a_claim_skips_rows_another_transaction_has_locked(db, db_url):
+    enqueue(db, "a", "b")
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT 1 FROM algolia_sync_queue WHERE record_id = 'a' FOR UPDATE")
+        assert sorted(claim(db)[1]) == ["b"]  # no wait: SKIP LOCKED
+    assert sorted(claim(db)[1]) == ["a"]
+
+
+# ---- ack -----------------------------------------------------------------------------------------
+
+
+def test_ack_deletes_logs_and_remembers_what_was_sent(db):
+    ids = dict(zip("abc", enqueue(db, "a", "b", "c"), strict=True))
+    db.execute(
+        "INSERT INTO algolia_sync_hashes (index_name, object_id, hash, shape) VALUES ('idx', 'c', '\\x01', '\\x02')"
+    )
+    db.execute(
+        "INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, last_error) "
+        "VALUES ('products', 'a', 'UPDATE', 'failed', 'an older failure')"
+    )
+    token, _ = claim(db)
+    acked = ack(
+        db,
+        [ids["a"], ids["b"], ids["c"]],
+        token,
+        actions=["partialUpdateObject", "skip", "deleteObject"],
+        indexes=["idx", "idx", "idx"],
+        hashes=[b"\xaa", None, None],
+        shapes=[b"\xbb", None, None],
+    )
+    assert acked == 3
+    assert rows(db) == {}  # acknowledged, and a's older failure is moot now
+    assert [r[:5] for r in log(db)] == [
+        ("a", "success", "partialUpdateObject", "idx", 1),
+        ("b", "skipped", "skip", "idx", 1),
+        ("c", "success", "deleteObject", "idx", 1),
+    ]
+    assert all(r[5] == token for r in log(db))
+    hashes = db.execute("SELECT object_id, hash, shape FROM algolia_sync_hashes ORDER BY object_id").fetchall()
+    assert hashes == [("a", b"\xaa", b"\xbb")]  # c deleted: its hash forgotten
+
+
+def test_a_stale_token_acknowledges_nothing(db):
+    (row_id,) = enqueue(db, "a")
+    token, _ = claim(db)
+    assert ack(db, [row_id], uuid.uuid4()) == 0
+    assert rows(db)[("a", "processing")][2] == token
+    assert log(db) == []
+
+
+def test_an_expired_lease_acknowledges_nothing_even_with_its_own_token(db):
+    (row_id,) = enqueue(db, "a")
+    token, _ = claim(db)
+    expire(db, token)
+    assert ack(db, [row_id], token) == 0
+    assert ("a", "processing") in rows(db)
+
+
+def test_after_recovery_and_a_new_claim_only_the_new_token_acknowledges(db):
+    (row_id,) = enqueue(db, "a")
+    first, _ = claim(db)
+    expire(db, first)
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (MAX_ATTEMPTS,)).fetchone()[0] == 1
+    second, got = claim(db)
+    assert got["a"][4] == 2  # the second attempt
+    assert ack(db, [row_id], first) == 0
+    assert release(db, [row_id], first) == 0
+    assert rows(db)[("a", "processing")][2] == second
+    assert ack(db, [row_id], second) == 1
+    assert rows(db) == {}
+
+
+# ---- release -------------------------------------------------------------------------------------
+
+
+def test_release_returns_rows_after_their_delay_with_the_attempt_spent(db):
+    (row_id,) = enqueue(db, "a")
+    token, _ = claim(db)
+    assert release(db, [row_id], token, delay_ms=5000, error="503 from Algolia") == 1
+    assert rows(db) == {("a", "pending"): ("UPDATE", 1, None, "503 from Algolia")}
+    wait = db.execute("SELECT next_attempt_at - now() FROM algolia_sync_queue").fetchone()[0]
+    assert timedelta(seconds=4) < wait <= timedelta(seconds=5)
+    assert claim(db)[1] == {}  # not due yet
+    db.execute("UPDATE algolia_sync_queue SET next_attempt_at = now()")
+    assert claim(db)[1]["a"][4] == 2
+
+
+def test_release_fails_a_row_whose_attempts_are_spent_and_logs_it(db):
+    (row_id,) = enqueue(db, "a")
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        token, got = claim(db)
+        assert got["a"][4] == attempt
+        assert release(db, [row_id], token, error=f"try {attempt}") == 1
+    assert rows(db) == {("a", "failed"): ("UPDATE", MAX_ATTEMPTS, None, f"try {MAX_ATTEMPTS}")}
+    assert [r[:2] + r[4:5] for r in log(db)] == [("a", "failed", MAX_ATTEMPTS)]
+
+
+def test_a_permanent_error_fails_at_the_first_attempt(db):
+    (row_id,) = enqueue(db, "a")
+    token, _ = claim(db)
+    assert release(db, [row_id], token, permanent=True, error="record too big") == 1
+    assert rows(db) == {("a", "failed"): ("UPDATE", 1, None, "record too big")}
+
+
+def test_giving_back_without_counting_undoes_the_claims_attempt(db):
+    """Throttling and a graceful stop: the row goes back as if never claimed, even at the last attempt."""
+    (row_id,) = enqueue(db, "a")
+    db.execute("UPDATE algolia_sync_queue SET attempts = %s", (MAX_ATTEMPTS - 1,))
+    token, got = claim(db)
+    assert got["a"][4] == MAX_ATTEMPTS
+    assert release(db, [row_id], token, count_attempt=False, error="429") == 1
+    assert rows(db) == {("a", "pending"): ("UPDATE", MAX_ATTEMPTS - 1, None, "429")}
+
+
+def test_a_released_row_merges_into_a_newer_pending_change_of_its_key(db):
+    (row_id,) = enqueue(db, "a")
+    token, _ = claim(db)
+    enqueue(db, "a", operation="DELETE")
+    assert release(db, [row_id], token) == 1
+    assert rows(db) == {("a", "pending"): ("DELETE", 0, None, None)}
+
+
+def test_a_stale_token_releases_nothing(db):
+    (row_id,) = enqueue(db, "a")
+    token, _ = claim(db)
+    assert release(db, [row_id], uuid.uuid4(), permanent=True) == 0
+    assert rows(db)[("a", "processing")][2] == token
+
+
+# ---- spill ---------------------------------------------------------------------------------------
+
+
+def test_spill_moves_inbox_keys_into_the_queue_coalescing_each_key(db):
+    inbox(db, ["1", "2"], operation="INSERT")
+    inbox(db, ["2", "3"], operation="UPDATE")
+    inbox(db, ["3"], operation="DELETE")
+    inbox(db, ["1"], table="brands")
+    assert spill(db) == 4
+    assert {k: v[0] for k, v in rows(db).items()} == {
+        ("1", "pending"): "INSERT",
+        ("2", "pending"): "UPDATE",  # the latest operation of the key wins
+        ("3", "pending"): "DELETE",
+    }
+    assert db.execute("SELECT count(*) FROM algolia_sync_queue WHERE table_name = 'brands'").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM algolia_sync_inbox").fetchone()[0] == 0
+    assert spill(db) == 0
+
+
+def test_spill_merges_into_pending_rows_and_a_pending_reindex_stays_one(db):
+    enqueue(db, "1", operation="REINDEX")
+    enqueue(db, "2", operation="INSERT")
+    inbox(db, ["1", "2"], operation="UPDATE")
+    assert spill(db) == 2
+    assert {k: v[0] for k, v in rows(db).items()} == {("1", "pending"): "REINDEX", ("2", "pending"): "UPDATE"}
+
+
+def test_spill_drops_null_keys(db):
+    inbox(db, [None, "1", None])
+    spill(db)
+    assert list(rows(db)) == [("1", "pending")]
+
+
+def test_a_key_over_1000_bytes_becomes_a_failed_row_and_the_rest_still_spill(db):
+    at_limit = "é" * 500  # 1,000 bytes in UTF-8
+    over = "é" * 500 + "x"
+    inbox(db, ["1", at_limit, over])
+    spill(db)
+    found = rows(db)
+    assert ("1", "pending") in found and (at_limit, "pending") in found
+    failed = [(k, v) for k, v in found.items() if k[1] == "failed"]
+    assert len(failed) == 1
+    (record_id, _), (_, attempts, _, error) = failed[0]
+    assert record_id == "é" * 100 + "…" and attempts == 0
+    assert "1001 bytes" in error and "1000-byte limit" in error
+
+
+def test_spill_takes_whole_inbox_rows_oldest_first_until_max_keys(db):
+    inbox(db, ["1", "2", "3"])
+    inbox(db, ["4", "5"])
+    inbox(db, ["6"])
+    assert spill(db, max_keys=4) == 5  # the second row is taken whole
+    assert db.execute("SELECT record_ids FROM algolia_sync_inbox").fetchall() == [(["6"],)]
+    assert spill(db, max_keys=1) == 1
+
+
+def test_spill_waits_for_nobody_and_moves_what_it_can(db, db_url):
+    inbox(db, ["1"])
+    inbox(db, ["2"])
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT 1 FROM algolia_sync_inbox WHERE record_ids = '{1}' FOR UPDATE")
+        assert spill(db) == 1  # the locked inbox row is skipped
+    assert list(rows(db)) == [("2", "pending")]
+
+
+# ---- recover_expired -----------------------------------------------------------------------------
+
+
+def test_recover_returns_expired_leases_and_leaves_live_ones(db):
+    enqueue(db, "a", "b")
+    expired, _ = claim(db, batch=1)
+    live, _ = claim(db, batch=1)
+    expire(db, expired)
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (MAX_ATTEMPTS,)).fetchone()[0] == 1
+    assert rows(db) == {("a", "pending"): ("UPDATE", 1, None, None), ("b", "processing"): ("UPDATE", 1, live, None)}
+    assert sorted(claim(db)[1]) == ["a"]  # due at once
+
+
+def test_recover_fails_an_expired_row_out_of_attempts(db):
+    enqueue(db, "a")
+    db.execute("UPDATE algolia_sync_queue SET attempts = %s", (MAX_ATTEMPTS - 1,))
+    token, _ = claim(db)
+    expire(db, token)
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (MAX_ATTEMPTS,)).fetchone()[0] == 1
+    ((key, status),) = rows(db)
+    assert status == "failed"
+    assert (
+        rows(db)[(key, status)][3]
+        == f"lease expired after {MAX_ATTEMPTS} attempts (worker crashed or stalled while holding it)"
+    )
+
+
+def test_recover_drops_an_expired_row_whose_key_has_a_newer_pending_change(db):
+    enqueue(db, "a")
+    token, _ = claim(db)
+    enqueue(db, "a", operation="DELETE")
+    expire(db, token)
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (MAX_ATTEMPTS,)).fetchone()[0] == 1
+    assert rows(db) == {("a", "pending"): ("DELETE", 0, None, None)}
+
+
+@pytest.mark.parametrize("max_attempts", [1, 5])
+def test_recover_with_nothing_expired_changes_nothing(db, max_attempts):
+    enqueue(db, "a", "b")
+    claim(db, batch=1)
+    before = rows(db)
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (max_attempts,)).fetchone()[0] == 0
+    assert rows(db) == before

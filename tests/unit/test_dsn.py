@@ -1,0 +1,65 @@
+"""config.dsn_passwords and redact_dsn: every password form a DSN can carry is found and hidden.
+libpq's own parser (psycopg.conninfo, no server involved) is the oracle for what the password is."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict
+
+from workerpool.config import dsn_passwords, redact_dsn
+
+passwords = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="*", exclude_categories=("Cs", "Cc")),
+    min_size=3,
+    max_size=20,
+)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "redacted", "found"),
+    [
+        ("postgresql://app:s3cret@db:5432/shop", "postgresql://app:***@db:5432/shop", ["s3cret"]),
+        ("postgres://app:p%40ss%2Fw@db/shop", "postgres://app:***@db/shop", ["p%40ss%2Fw", "p@ss/w"]),
+        ("postgresql://db/shop?user=app&password=s3cret&sslmode=require",
+         "postgresql://db/shop?user=app&password=***&sslmode=require", ["s3cret"]),
+        ("host=db password=s3cret dbname=shop", "host=db password=*** dbname=shop", ["s3cret"]),
+        ("host=db password = 's3 cr\\'et' dbname=shop", "host=db password=*** dbname=shop",
+         ["'s3 cr\\'et'", "s3 cr\\'et", "s3 cr'et"]),
+        ("postgresql://app@db/shop", "postgresql://app@db/shop", []),
+        ("host=db dbname=shop", "host=db dbname=shop", []),
+        ("", "", []),
+    ],
+)  # fmt: skip
+def test_known_forms(dsn, redacted, found):
+    assert redact_dsn(dsn) == redacted
+    assert dsn_passwords(dsn) == found
+
+
+@given(passwords)
+def test_a_url_password_is_read_as_libpq_reads_it_and_hidden_in_both_forms(password):
+    dsn = f"postgresql://app:{quote(password, safe='')}@db.example:5432/shop"
+    assert dsn_passwords(dsn)[-1] == conninfo_to_dict(dsn)["password"] == password
+    redacted = redact_dsn(dsn)
+    assert redacted == "postgresql://app:***@db.example:5432/shop"
+
+
+@given(passwords)
+def test_a_quoted_key_value_password_is_read_as_libpq_reads_it_and_hidden(password):
+    assume(password.strip() == password)
+    assume("://" not in password)  # test_a_key_value_password_holding_a_url_scheme_separator
+    quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    dsn = f"host=db.example password={quoted} dbname=shop"
+    assert dsn_passwords(dsn)[-1] == conninfo_to_dict(dsn)["password"] == password
+    redacted = redact_dsn(dsn)
+    assert password not in redacted and quoted not in redacted
+    assert redacted.startswith("host=db") and "password=***" in redacted
+
+
+@pytest.mark.parametrize("dsn", ["host=db password='ab://cd' dbname=shop", "host=db password=ab://cd dbname=shop"])
+def test_a_key_value_password_holding_a_url_scheme_separator(dsn):
+    assert dsn_passwords(dsn)[-1] == conninfo_to_dict(dsn)["password"] == "ab://cd"
+    assert "ab://cd" not in redact_dsn(dsn)

@@ -1,0 +1,44 @@
+"""`workerpool` command line (also `python -m workerpool`).
+
+Flags override the environment, which overrides `.env`. Bad input exits 2 with one line on stderr
+naming the bad value and what is allowed; secrets never appear in that line. `parser` builds the
+command line, `commands` runs each command; this module turns their failures into exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+
+from workerpool.capture.model import WatchError
+from workerpool.cli.errors import fail
+from workerpool.cli.parser import build_parser
+from workerpool.config import EXIT_CONFIG_ERROR, ConfigError
+from workerpool.db.connection import DatabaseUnavailable
+from workerpool.failures import algolia_failure
+
+__all__ = ["build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "database_url", None) and argv is None:
+        from setproctitle import setproctitle
+
+        setproctitle(f"workerpool {args.command}")  # `ps` would show --database-url and its password
+    try:
+        return args.func(args)
+    except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
+        return fail(args, str(exc), EXIT_CONFIG_ERROR)
+    except psycopg.Error as exc:  # the database failed under the command
+        return fail(args, f"database error: {exc}", EXIT_CONFIG_ERROR)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        failure = algolia_failure(exc)
+        if failure is None:
+            raise
+        code, message = failure
+        return fail(args, message, code)

@@ -1,0 +1,289 @@
+"""What each `workerpool` command does, given its parsed arguments; returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import orjson
+import psycopg
+
+from workerpool import config, logs
+from workerpool.capture.model import WatchError
+from workerpool.cli.errors import fail
+from workerpool.config import ConfigError, Settings
+from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.db.queries import Q
+from workerpool.failures import EXIT_DRIFT
+
+log = logging.getLogger("workerpool.cli")
+
+# Flags shared by every command that runs workers: flag -> Settings field.
+RUN_FLAGS = {
+    "--workers": "workers",
+    "--batch-size": "batch_size",
+    "--pool-size": "pool_size",
+    "--polling-interval": "polling_interval",
+    "--max-retries": "max_retries",
+    "--lease-timeout": "lease_timeout",
+    "--shutdown-timeout": "shutdown_timeout",
+    "--health-port": "health_port",
+    "--health-host": "health_host",
+    "--log-level": "log_level",
+    "--index-prefix": "algolia_index_prefix",
+}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {field: getattr(args, field, None) for field in RUN_FLAGS.values()}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    settings = config.load(overrides)
+    logs.setup(settings.log_level, settings.secrets())
+    return settings
+
+
+def _db(settings: Settings, purpose: str = "cli", check_schema: bool = True) -> psycopg.Connection:
+    """A connection to DATABASE_URL whose schema matches this code (exit 2 otherwise: see migrate.check_schema)."""
+    from workerpool.ops.migrate import check_schema as check
+
+    settings.require_database()
+    conn = connect(settings.database_url, purpose=purpose, timeout=5)
+    if check_schema:
+        try:
+            check(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from workerpool.ops.migrate import migrate
+
+    settings = _settings(args)
+    with _db(settings, "migrate", check_schema=False) as conn:
+        applied = migrate(conn)
+    print(f"schema up to date ({len(applied)} migration(s) applied)")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from workerpool.capture.model import Related
+    from workerpool.capture.triggers import watch, watch_warnings
+
+    settings = _settings(args)
+    attributes = [a.strip() for a in args.attributes.split(",")] if args.attributes is not None else None
+    related = [Related.parse(spec) for spec in args.related or ()]
+    with _db(settings) as conn:
+        watched = watch(
+            conn,
+            args.table,
+            args.index,
+            key=args.key,
+            source=args.source,
+            attributes=attributes,
+            transform=args.transform,
+            related=related,
+        )
+        warnings = watch_warnings(conn, watched)
+    source = f" from {watched.source_view}" if watched.source_view else ""
+    index = settings.algolia_index_prefix + watched.index_name
+    print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {index}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_unwatch(args: argparse.Namespace) -> int:
+    """Detach a table; its pending changes (deletes included) are dropped only with --drop-pending."""
+    from psycopg import sql
+
+    from workerpool.capture.model import find_watched
+    from workerpool.capture.triggers import unwatch
+    from workerpool.ops.tables import backlog
+
+    settings = _settings(args)
+    with _db(settings) as conn, conn.transaction():
+        try:
+            watched = find_watched(conn, args.table)
+            name, relation = watched.table_name, watched.relation or watched.table_name
+        except WatchError:
+            name = relation = (
+                None  # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
+            )
+        if relation is not None and conn.execute(Q.relation_exists, (relation,)).fetchone()[0]:
+            # Writers finish first and wait for us: the count below is what gets dropped.
+            conn.execute(sql.SQL(Q.lock_table_for_unwatch).format(sql.SQL(relation)))
+        left = backlog(conn, name) if name is not None else None
+        if left and left.pending and not args.drop_pending:
+            raise ConfigError(
+                f"{name} has {left.pending} pending change(s) not yet in its index (deletes included); unwatching "
+                "would drop them: let `workerpool run --drain` sync them first, or pass --drop-pending to drop them"
+            )
+        name = unwatch(conn, name or args.table)
+    dropped = f"dropped {left.pending} pending change(s)" if left and left.pending else "no pending changes"
+    kept = f"; {left.failed} failed row(s) kept" if left and left.failed else ""
+    print(f"no longer watching {name} (its index was left as it is); {dropped}{kept}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workerpool.db.connection import require
+    from workerpool.runtime.supervisor import Supervisor
+
+    settings = _settings(args)
+    settings.require_database()
+    settings.require_algolia()
+    require(settings.database_url)
+    with _db(settings, "check"):
+        pass
+    return Supervisor(settings, drain=args.drain).run()
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from workerpool.observability.vacuum import Thresholds
+    from workerpool.ops.stats import collect, json_text, render
+
+    settings = _settings(args)
+    if getattr(args, "watch", False):
+        return _watch_stats(settings, args)
+    with _db(settings) as conn:
+        data = collect(conn, Thresholds.from_settings(settings))
+    if args.json:
+        sys.stdout.write(json_text(data, indent=True) + "\n")
+    else:
+        sys.stdout.write(render(data))
+    return 0
+
+
+def _watch_stats(settings: Settings, args: argparse.Namespace) -> int:
+    """`stats --watch`: refresh every --interval seconds (default 2) until Ctrl-C; survives a database blip."""
+    import time
+    from datetime import datetime
+
+    import psycopg
+
+    from workerpool.observability.vacuum import Thresholds
+    from workerpool.ops.stats import collect, json_text, render
+
+    tty = sys.stdout.isatty()
+    conn = None
+    try:
+        while True:
+            try:
+                if conn is None or conn.closed:
+                    conn = _db(settings)
+                data = collect(conn, Thresholds.from_settings(settings))
+                if args.json:
+                    text = json_text(data) + "\n"
+                else:
+                    text = (
+                        f"{datetime.now():%H:%M:%S}  every {args.interval:g}s, Ctrl-C to stop\n\n" + render(data) + "\n"
+                    )
+            except (DatabaseUnavailable, psycopg.Error) as exc:
+                conn = None
+                text = f"{datetime.now():%H:%M:%S}  database unavailable: {' '.join(str(exc).split())[:200]}\n"
+            sys.stdout.write(("\033[H\033[2J" if tty and not args.json else "") + text)
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from workerpool.ops.reindex import ReindexError, reindex
+
+    settings = _settings(args)
+    with _db(settings, "reindex") as conn:
+        try:
+            result = reindex(
+                settings, conn, args.table, atomic=args.atomic, chunk_size=args.chunk_size, restart=args.restart
+            )
+        except ReindexError as exc:
+            return fail(args, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+            return 130
+    resumed = " (resumed)" if result.resumed else ""
+    if args.atomic:
+        print(
+            f"reindexed {result.table}{resumed}: {result.written} record(s) written to {result.tmp_index}, "
+            f"moved over {result.index}; {result.enqueued} key(s) changed meanwhile re-enqueued"
+            + (f"; {len(result.skipped)} refused record(s) left to the workers to fail" if result.skipped else "")
+        )
+    else:
+        print(
+            f"reindex of {result.table}{resumed}: {result.rows} row(s) walked, {result.enqueued} enqueued "
+            f"({result.rows - result.enqueued} already pending); the workers sync them to {result.index}"
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from workerpool.ops.verify import verify
+
+    settings = _settings(args)
+    with _db(settings, "verify") as conn:
+        report = verify(settings, conn, args.table, repair=args.repair)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(report.render())
+    return EXIT_DRIFT if report.drift else 0
+
+
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    from workerpool.ops.tables import queue_table_name
+
+    settings = _settings(args)
+    with _db(settings) as conn:
+        table = queue_table_name(conn, args.table) if args.table is not None else None
+        n = conn.execute(Q.retry_failed, (table, args.id)).fetchone()[0]
+    print(f"returned {n} failed row(s) to the queue")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _db(settings) as conn:
+        n = conn.execute(Q.cleanup_old_sync_records, (args.days,)).fetchone()[0]
+    print(f"deleted {n} row(s) older than {args.days} day(s)")
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from workerpool.emulator.cli import run
+
+    return run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workerpool.ops.demo import run_demo
+
+    return run_demo(database_url=args.database_url)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from workerpool.ops.index_settings import SettingsError, desired_settings, push
+
+    settings = _settings(args)
+    settings.require_algolia()
+    with _db(settings) as conn:
+        try:
+            desired = desired_settings(conn, args.file)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+    changes = push(settings, desired, dry_run=args.dry_run)
+    for index, diff in changes.items():
+        if not diff:
+            print(f"{index}: up to date")
+            continue
+        print(f"{index}: {len(diff)} change(s){' (dry run, nothing applied)' if args.dry_run else ''}")
+        for line in diff:
+            print(f"  {line}")
+    return 0

@@ -1,0 +1,681 @@
+-- Every statement workerpool runs, by name (workerpool/db/queries.py loads them once).
+-- `-- name: x` starts a block; the comment lines after it describe it. Parameters are psycopg's
+-- (%s, %(name)s); a block with {placeholders} is a psycopg.sql template whose caller fills in
+-- identifiers. Functions, tables and views are in schema.sql.
+
+
+-- ===============================================================================================
+-- Capture: resolving tables, registering them, attaching and detaching triggers (capture/).
+-- ===============================================================================================
+
+-- name: resolve_relation
+-- The relation a name resolves to: its oid, its regclass text (quoted where needed) and relkind.
+SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s);
+
+-- name: load_watched
+-- Every enabled registration, with the table, key and source view as they are called now (through their oids).
+SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
+       coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
+       CASE WHEN c.source IS NULL THEN c.source_view
+            ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
+       c.attributes, c.transform,
+       CASE WHEN c.relation IS NULL THEN c.table_name
+            ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
+  FROM algolia_index_config c
+  LEFT JOIN pg_class t ON t.oid = c.relation
+  LEFT JOIN pg_class sv ON sv.oid = c.source
+  LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
+ WHERE c.enabled;
+
+-- name: key_type
+-- A column's type, its base type (through domains) and whether that is an enum.
+SELECT format_type(a.atttypid, a.atttypmod),
+       format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL),
+       b.typtype = 'e'
+  FROM pg_attribute a
+  JOIN pg_type t ON t.oid = a.atttypid
+  JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
+ WHERE a.attrelid = %s AND a.attname = %s AND NOT a.attisdropped;
+
+-- name: key_nullable
+-- Whether a column is declared NOT NULL.
+SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s;
+
+-- name: table_columns
+-- A relation's columns and their types, in order.
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum;
+
+-- name: primary_key
+-- A table's primary-key columns, in key order.
+SELECT a.attname FROM pg_index i
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+ WHERE i.indrelid = %s AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum);
+
+-- name: is_unique
+-- Whether a unique index (or the primary key) covers exactly this one column.
+SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+                 AND a.attnum = i.indkey[0]
+               WHERE i.indrelid = %s AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
+                 AND a.attname = %s);
+
+-- name: register
+-- Insert or update a registration, with the oids and attnums that follow renames.
+INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, source_view,
+                                 attributes, transform, relation, source, key_attnum,
+                                 attribute_attnums)
+VALUES (%(table)s, %(index)s, %(key)s::text, %(ktype)s, %(source)s::text, %(attributes)s, %(transform)s,
+        %(oid)s, to_regclass(%(source)s),
+        (SELECT attnum FROM pg_attribute WHERE attrelid = %(oid)s AND attname = %(key)s::text),
+        CASE WHEN %(attributes)s::text[] IS NOT NULL AND %(source)s::text IS NULL THEN
+            ARRAY(SELECT a.attnum FROM unnest(%(attributes)s::text[]) WITH ORDINALITY AS x(name, i)
+                    JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attname = x.name
+                   ORDER BY x.i) END)
+ON CONFLICT (table_name) DO UPDATE
+   SET index_name = EXCLUDED.index_name, key_column = EXCLUDED.key_column,
+       key_type = EXCLUDED.key_type, source_view = EXCLUDED.source_view,
+       attributes = EXCLUDED.attributes, transform = EXCLUDED.transform,
+       relation = EXCLUDED.relation, source = EXCLUDED.source, key_attnum = EXCLUDED.key_attnum,
+       attribute_attnums = EXCLUDED.attribute_attnums,
+       enabled = true, disabled_reason = NULL, updated_at = now();
+
+-- name: capture_function_name
+-- The capture function's name for a registration (schema.sql: algolia_sync_capture_name).
+SELECT algolia_sync_capture_name(%s);
+
+-- name: create_capture
+-- Generate (or regenerate) a table's capture function; returns its qualified name.
+SELECT algolia_sync_create_capture(%s, %s, %s, %s, %s);
+
+-- name: attach_capture
+-- Attach the capture triggers to a table and its partitions.
+SELECT algolia_sync_attach(%s, %s);
+
+-- name: detach_capture
+-- Detach the capture triggers from a table and its partitions.
+SELECT algolia_sync_detach(%s::oid::regclass);
+
+-- name: drop_capture_function
+-- Template: {} is the capture function.
+DROP FUNCTION IF EXISTS {}();
+
+-- name: renamed_registration
+-- A registration of this table under another (older) name.
+SELECT table_name FROM algolia_index_config WHERE relation = %s::oid::regclass AND table_name <> %s;
+
+-- name: drop_superseded_pending
+-- Pending rows under the old name whose key is also pending under the new one.
+DELETE FROM algolia_sync_queue q WHERE q.table_name = %(old)s AND q.status = 'pending' AND EXISTS (SELECT 1 FROM algolia_sync_queue p WHERE p.table_name = %(new)s AND p.record_id = q.record_id AND p.status = 'pending');
+
+-- name: rename_queue_rows
+UPDATE algolia_sync_queue SET table_name = %(new)s WHERE table_name = %(old)s;
+
+-- name: rename_inbox_rows
+UPDATE algolia_sync_inbox SET table_name = %(new)s WHERE table_name = %(old)s;
+
+-- name: delete_registration_by_old_name
+DELETE FROM algolia_index_config WHERE table_name = %(old)s;
+
+-- name: registrations_to_refresh
+-- What `watch` stored for every enabled registration whose table exists (to regenerate its triggers).
+SELECT c.table_name, c.index_name, c.key_column, c.source_view, c.attributes, c.transform,
+       array(SELECT r.related_table || ':' || r.fk_column || ':' || r.ref_column
+               FROM algolia_index_related r WHERE r.table_name = c.table_name)
+  FROM algolia_index_config c
+ WHERE c.enabled AND (c.relation IS NOT NULL OR to_regclass(c.table_name) IS NOT NULL);
+
+-- name: set_transform
+UPDATE algolia_index_config SET transform = %s WHERE table_name = %s;
+
+-- name: registrations_by_relation
+-- Every registration and its table's oid (NULL when the table is gone).
+SELECT c.table_name, t.oid FROM algolia_index_config c LEFT JOIN pg_class t ON t.oid = c.relation;
+
+-- name: regclass_oid
+SELECT to_regclass(%s)::oid;
+
+-- name: delete_registration
+DELETE FROM algolia_index_config WHERE table_name = %s;
+
+-- name: delete_unfailed_queue_rows
+DELETE FROM algolia_sync_queue WHERE table_name = %s AND status <> 'failed';
+
+-- name: delete_inbox_rows
+DELETE FROM algolia_sync_inbox WHERE table_name = %s;
+
+-- name: unindexed_related
+-- --related links whose foreign-key column no valid index leads with.
+SELECT r.related_table, r.fk_column, quote_ident(r.fk_column) FROM algolia_index_related r
+ WHERE r.table_name = %s
+   AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = %s AND i.indisvalid AND a.attname = r.fk_column)
+ ORDER BY 1, 2;
+
+-- name: insert_related
+INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column) VALUES (%s, %s, %s, %s);
+
+-- name: create_related_triggers
+-- Template: the four statement-level triggers on a related table that re-enqueue the watched rows
+-- pointing at a changed row. {related} is the related table; the rest are literals.
+CREATE TRIGGER {insert} AFTER INSERT ON {related} REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+CREATE TRIGGER {update} AFTER UPDATE ON {related} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+CREATE TRIGGER {delete} AFTER DELETE ON {related} REFERENCING OLD TABLE AS old_rows
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+CREATE TRIGGER {truncate} BEFORE TRUNCATE ON {related}
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+
+-- name: delete_related
+-- Forget a registration's related links; returns them, so their triggers can be dropped.
+DELETE FROM algolia_index_related WHERE table_name = %s RETURNING related_table, fk_column;
+
+-- name: relation_exists
+SELECT to_regclass(%s) IS NOT NULL;
+
+-- name: drop_trigger
+-- Template: {} the trigger, {} its table.
+DROP TRIGGER IF EXISTS {} ON {};
+
+
+-- ===============================================================================================
+-- The queue, as a worker uses it (runtime/queue.py): each calls a function of schema.sql where one exists.
+-- ===============================================================================================
+
+-- name: claim_batch
+-- Claim up to a batch of due rows under a fresh token (schema.sql: get_pending_algolia_syncs).
+SELECT id, table_name, record_id, operation, attempts, created_at FROM get_pending_algolia_syncs(%s, %s, %s, %s);
+
+-- name: enqueue
+-- Queue keys of a watched table (a key already pending is left alone); runs in the caller's
+-- transaction, with `notify`.
+INSERT INTO algolia_sync_queue (table_name, record_id, operation)
+SELECT %s, k, %s FROM unnest(%s::text[]) AS k
+ON CONFLICT (table_name, record_id) WHERE status = 'pending' DO NOTHING;
+
+-- name: spill
+-- Move inbox keys into the queue; gives up on a lock wait (lock_timeout).
+SELECT algolia_sync_spill(%s);
+
+-- name: idle
+-- Nothing pending or being processed, in the queue or the inbox.
+SELECT algolia_sync_idle();
+
+-- name: extend_lease
+-- Push a live claim's lease forward. An expired lease is not revived: another worker may already
+-- hold a newer change to one of its keys.
+UPDATE algolia_sync_queue
+   SET locked_until = now() + make_interval(secs => %s)
+ WHERE claim_token = %s AND status = 'processing' AND locked_until >= now();
+
+-- name: ack
+-- Acknowledge a claim's sent rows; array literals, parsed by the server.
+SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[]);
+
+-- name: release
+-- Give rows back for a retry, or fail them.
+SELECT algolia_sync_release(%s, %s, %s, %s, %s, %s, %s);
+
+-- name: recover_expired
+-- Return rows whose lease expired to the queue.
+SELECT algolia_sync_recover_expired(%s);
+
+-- name: heartbeat
+-- A worker's heartbeat and counters.
+INSERT INTO algolia_sync_workers (worker_id, host, pid, batches, records)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (worker_id) DO UPDATE
+   SET heartbeat_at = now(), pid = EXCLUDED.pid, batches = EXCLUDED.batches,
+       records = EXCLUDED.records;
+
+-- name: forget_worker
+-- A worker that stopped.
+DELETE FROM algolia_sync_workers WHERE worker_id = %s;
+
+
+-- ===============================================================================================
+-- The worker: its start-up check, LISTEN, reading rows, pruning the log (runtime/).
+-- ===============================================================================================
+
+-- name: schema_installed
+-- Whether the schema is there at all (the worker waits for `migrate`).
+SELECT to_regproc('get_pending_algolia_syncs') IS NOT NULL;
+
+-- name: listen
+-- Template: {} is the NOTIFY channel (queries.NOTIFY_CHANNEL).
+LISTEN {};
+
+-- name: load_rows
+-- Template: the current rows of a batch's keys in one table, with a record version and the last-sent
+-- hashes. Parameters: keys (a text[] literal) and index. Driven from the key list, and the last-sent
+-- hash looked up per key in a LATERAL subquery with LIMIT, which the planner can neither flatten into
+-- a join nor materialize: one probe per key in any plan. A plain LEFT JOIN lets a generic plan made
+-- while the hash table was small materialize all of the index's hashes and compare each with every
+-- key, which is quadratic over a drain (tests/test_record_shaping.py checks the plan on stale
+-- statistics).
+SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
+
+-- name: retention_lock
+-- The retention lock, for this transaction only; false when another worker holds it.
+SELECT pg_try_advisory_xact_lock(%s);
+
+-- name: prune_log
+-- Delete up to a batch of the oldest log rows older than the cutoff, through the synced_at index.
+DELETE FROM algolia_sync_log
+ WHERE id = ANY(ARRAY(SELECT l.id FROM algolia_sync_log l WHERE l.synced_at < %s
+                       ORDER BY l.synced_at LIMIT %s));
+
+
+-- ===============================================================================================
+-- Operator commands: migrate, retry-failed, cleanup, unwatch, reindex, verify, stats, settings (ops/, cli.py).
+-- ===============================================================================================
+
+-- name: migration_lock
+-- Serializes `migrate` across hosts.
+SELECT pg_advisory_lock(%s);
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock(%s);
+
+-- name: create_migrations_table
+-- Which migrations a database has, with their checksums.
+CREATE TABLE IF NOT EXISTS workerpool_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now());
+
+-- name: migrations_table_exists
+SELECT to_regclass('workerpool_migrations') IS NOT NULL;
+
+-- name: applied_migrations
+SELECT version, checksum FROM workerpool_migrations;
+
+-- name: record_migration
+-- A migration applied (or, on a new install, included in schema.sql).
+INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s);
+
+-- name: retry_failed
+-- `retry-failed`: failed rows back to the queue, for one table and/or some ids.
+SELECT algolia_sync_retry_failed(%s, %s);
+
+-- name: cleanup_old_sync_records
+SELECT cleanup_old_sync_records(%s);
+
+-- name: lock_table_for_unwatch
+-- Template: {} is the watched table. Writers finish first and wait for `unwatch`.
+LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: notify
+-- Wake the workers at commit: the payload names the table.
+SELECT pg_notify(algolia_sync_channel(), %s);
+
+-- name: reindex_lock
+-- One reindex per table: a session lock in the reindex lock class.
+SELECT pg_try_advisory_lock(%s, hashtext(%s));
+
+-- name: reindex_unlock
+SELECT pg_advisory_unlock(%s, hashtext(%s));
+
+-- name: load_reindex_progress
+SELECT table_name, mode, tmp_index, started_at, last_key, rows_done FROM workerpool_reindex_progress WHERE table_name = %s;
+
+-- name: start_reindex_progress
+INSERT INTO workerpool_reindex_progress (table_name, mode, tmp_index, rows_total)
+ VALUES (%s, %s, %s, %s)
+ ON CONFLICT (table_name) DO UPDATE
+    SET mode = EXCLUDED.mode, tmp_index = EXCLUDED.tmp_index, started_at = now(),
+        last_key = NULL, rows_done = 0, rows_total = EXCLUDED.rows_total, updated_at = now()
+ RETURNING table_name, mode, tmp_index, started_at, last_key, rows_done;
+
+-- name: advance_reindex_progress
+UPDATE workerpool_reindex_progress SET last_key = %s, rows_done = rows_done + %s, updated_at = now()
+  WHERE table_name = %s;
+
+-- name: finish_reindex_progress
+DELETE FROM workerpool_reindex_progress WHERE table_name = %s;
+
+-- name: keys_to_reenqueue
+-- After an atomic reindex's move: every key synced since it started (with a margin), held right
+-- now, or refused by the index (the caller queues them again).
+SELECT record_id FROM algolia_sync_log
+ WHERE table_name = %(t)s AND synced_at >= %(t0)s - make_interval(secs => %(margin)s)
+UNION
+SELECT record_id FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'processing'
+UNION
+SELECT unnest(%(extra)s::text[]);
+
+-- name: first_keys
+-- Template: the first keys of a table as text, in key order ({k} key, {t} table). Qualified (s.key):
+-- a bare ORDER BY name would sort by the text output column, not the key.
+SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s;
+
+-- name: keys_after
+-- Template: the next keys after one ({ty} the key's type).
+SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s;
+
+-- name: count_keyed_rows
+-- Template: the rows of a table that have a key.
+SELECT count(*) FROM {t} WHERE {k} IS NOT NULL;
+
+-- name: stats_tables
+-- `workerpool stats`: per table.
+SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
+       s.completed_last_hour, round(coalesce(s.oldest_pending_age_s, 0)::numeric, 3)::float AS oldest_pending_age_s,
+       (SELECT count(*) FROM algolia_sync_log l WHERE l.table_name = s.table_name
+           AND l.status = 'success' AND l.synced_at > now() - interval '1 minute')::float / 60
+           AS records_per_s_last_minute,
+       (SELECT CASE WHEN count(*) = 0 THEN NULL
+                    ELSE round(100.0 * count(*) FILTER (WHERE l.status = 'success') / count(*), 2)::float END
+          FROM algolia_sync_log l WHERE l.table_name = s.table_name
+           AND l.synced_at > now() - interval '1 hour') AS success_rate_pct
+  FROM algolia_sync_stats s ORDER BY s.table_name;
+
+-- name: stats_workers
+-- `workerpool stats`: per live worker.
+SELECT w.worker_id, w.host, w.pid,
+       w.batches + coalesce(since.batches, 0) AS batches,
+       w.records + coalesce(since.records, 0) AS records,
+       round(extract(epoch FROM now() - w.heartbeat_at)::numeric, 1)::float AS heartbeat_age_s
+  FROM algolia_sync_workers w
+  LEFT JOIN LATERAL (
+       SELECT count(DISTINCT l.claim_token) AS batches,
+              count(*) FILTER (WHERE l.status IN ('success', 'skipped')) AS records
+         FROM algolia_sync_log l
+        WHERE l.synced_at > w.heartbeat_at AND l.claimed_by = w.worker_id) since ON true
+ WHERE w.heartbeat_at > now() - interval '30 seconds'
+ ORDER BY w.host, w.pid;
+
+-- name: tables_with_queue_rows
+-- Whether any of these names has queue rows.
+SELECT table_name FROM algolia_sync_queue WHERE table_name = ANY(%s) LIMIT 1;
+
+-- name: backlog
+-- A table's keys waiting (queue and inbox, each key once) and its failed rows.
+SELECT (SELECT count(*) FROM (
+           SELECT record_id FROM algolia_sync_queue
+            WHERE table_name = %(t)s AND status IN ('pending', 'processing')
+           UNION
+           SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s) k),
+       (SELECT count(*) FROM algolia_sync_queue WHERE table_name = %(t)s AND status = 'failed');
+
+-- name: index_settings
+SELECT index_name, settings FROM algolia_index_config WHERE settings IS NOT NULL;
+
+-- name: database_now
+SELECT now();
+
+-- name: create_verify_scratch
+-- Template: verify's scratch tables (temporary). COLLATE "C", inherited by the drift table: code
+-- point order for the samples and the repair's keyset walk.
+CREATE TEMPORARY TABLE {index_hashes} (k text COLLATE "C" NOT NULL, hash bytea NOT NULL); CREATE TEMPORARY TABLE {table_hashes} (k text COLLATE "C" NOT NULL, hash bytea);
+
+-- name: drop_verify_scratch
+DROP TABLE IF EXISTS {index_hashes}, {table_hashes}, {drift};
+
+-- name: copy_hashes
+-- Template: {} is a scratch table.
+COPY {} (k, hash) FROM STDIN;
+
+-- name: analyze_verify_hashes
+ANALYZE {index_hashes}; ANALYZE {table_hashes};
+
+-- name: create_drift
+-- Template: every key whose index record is missing, stale or extra.
+CREATE TEMPORARY TABLE {drift} AS
+SELECT t.k, CASE WHEN i.k IS NULL THEN 'missing' ELSE 'stale' END AS kind
+  FROM {table_hashes} t LEFT JOIN {index_hashes} i ON i.k = t.k
+ WHERE t.hash IS NOT NULL AND i.hash IS DISTINCT FROM t.hash
+UNION ALL
+SELECT i.k, 'extra' FROM {index_hashes} i
+ WHERE NOT EXISTS (SELECT 1 FROM {table_hashes} t WHERE t.k = i.k);
+
+-- name: drop_in_flight_drift
+-- Template: leave out the keys in flight (pending, processing, in the inbox, or synced since verify started).
+DELETE FROM {drift} d USING (
+SELECT record_id AS k FROM algolia_sync_queue
+WHERE table_name = %(t)s AND status IN ('pending', 'processing')
+UNION SELECT unnest(record_ids) FROM algolia_sync_inbox WHERE table_name = %(t)s
+UNION SELECT record_id FROM algolia_sync_log WHERE table_name = %(t)s AND synced_at >= %(since)s
+) moving
+WHERE d.k = moving.k;
+
+-- name: index_drift
+CREATE INDEX ON {drift} (kind, k); ANALYZE {drift};
+
+-- name: count_drift
+SELECT kind, count(*) FROM {drift} GROUP BY kind;
+
+-- name: sample_drift
+-- Template: a sample of one kind of drift, in natural order: integers by value first, then the rest
+-- by code point.
+SELECT k FROM {drift} WHERE kind = %s ORDER BY (k !~ '^-?[0-9]+$'), CASE WHEN k ~ '^-?[0-9]+$' THEN k::numeric END, k LIMIT %s;
+
+-- name: drift_after
+-- Template: the keys of one kind of drift after one (keyset).
+SELECT k FROM {drift} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s;
+
+-- name: castable_keys
+-- Template: the keys that are valid values of the key type ({}).
+SELECT k FROM unnest(%s::text[]) AS k WHERE k::{} IS NOT NULL;
+
+-- name: cast_key
+-- Template: whether one key is a valid value of the key type ({}).
+SELECT %s::{};
+
+-- name: mark_impossible_drift
+-- Template: extra index records whose objectID can never be a row.
+UPDATE {drift} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s);
+
+
+-- ===============================================================================================
+-- /healthz, vacuum health and the dashboard (observability/).
+-- ===============================================================================================
+
+-- name: set_statement_timeout
+-- A session statement_timeout, in milliseconds (as text).
+SELECT set_config('statement_timeout', %s, false);
+
+-- name: health_backlog
+-- Keys waiting (queue pending rows and inbox keys) and the age of the oldest.
+SELECT sum(n), extract(epoch FROM now() - min(since))::float8
+  FROM (SELECT count(*) AS n, min(created_at) AS since FROM algolia_sync_queue
+         WHERE status = 'processing'
+            OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))
+        UNION ALL
+        SELECT sum(keys), min(created_at) FROM algolia_sync_inbox) w;
+
+-- name: health_queue_depth
+-- Queue rows per table and status; inbox keys as status "inbox".
+SELECT table_name, status, count(*) FROM algolia_sync_queue GROUP BY 1, 2
+UNION ALL
+SELECT table_name, 'inbox', sum(keys) FROM algolia_sync_inbox GROUP BY 1
+ORDER BY 1, 2;
+
+-- name: health_oldest_pending
+-- The age of the oldest waiting key, per table.
+SELECT table_name, extract(epoch FROM now() - min(since))::float8
+  FROM (SELECT table_name, created_at AS since FROM algolia_sync_queue WHERE status = 'pending'
+        UNION ALL SELECT table_name, created_at FROM algolia_sync_inbox) w
+ GROUP BY 1 ORDER BY 1;
+
+-- name: vacuum_tables
+-- The hot tables' size, dead tuples and last vacuums.
+SELECT current_setting('autovacuum')::boolean, c.relname, pg_total_relation_size(c.oid),
+       coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0), s.last_vacuum, s.last_autovacuum,
+       coalesce(s.vacuum_count, 0), coalesce(s.autovacuum_count, 0)
+  FROM unnest(%s::text[]) WITH ORDINALITY AS h(name, n)
+  JOIN pg_class c ON c.oid = to_regclass(h.name)
+  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+ ORDER BY h.n;
+
+-- name: vacuum_horizon
+-- What holds the xmin horizon back: transactions, walsenders, prepared transactions, replication
+-- slots. Holders at least a second old, oldest (in transactions) first. Sessions of other databases
+-- do not hold this database's tables back (Postgres 14+), so they are left out; this query's own
+-- session holds a snapshot too and is left out. Never a session's query text: it may hold another
+-- application's secrets, and stats output is shared freely.
+SELECT 'transaction', greatest(age(a.backend_xid), age(a.backend_xmin)),
+       extract(epoch FROM now() - a.xact_start)::float8, true, a.pid, a.state, a.application_name,
+       a.usename::text, NULL::text, NULL::text, NULL::boolean
+  FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.backend_type <> 'walsender'
+   AND a.xact_start < now() - interval '1 second'
+UNION ALL
+SELECT 'walsender', age(a.backend_xmin), NULL, true, a.pid, a.state, a.application_name,
+       a.usename::text, NULL, NULL, NULL
+  FROM pg_stat_activity a
+ WHERE a.backend_type = 'walsender' AND a.backend_xmin IS NOT NULL
+UNION ALL
+SELECT 'prepared_transaction', age(p.transaction), extract(epoch FROM now() - p.prepared)::float8, true,
+       NULL, NULL, NULL, p.owner::text, p.gid, NULL, NULL
+  FROM pg_prepared_xacts p
+ WHERE p.database = current_database()
+UNION ALL
+SELECT 'replication_slot', age(coalesce(r.xmin, r.catalog_xmin)), NULL, r.xmin IS NOT NULL, r.active_pid, NULL,
+       NULL, NULL, r.slot_name::text, r.slot_type, r.active
+  FROM pg_replication_slots r
+ WHERE r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL
+ ORDER BY 2 DESC, 3 DESC NULLS LAST;
+
+-- name: overview_snapshot
+-- The dashboard reads everything in one snapshot.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- name: overview_clock
+SELECT extract(epoch FROM now())::float8, extract(epoch FROM date_trunc('minute', now()))::bigint;
+
+-- name: overview_registrations
+SELECT table_name, index_name, enabled FROM algolia_index_config ORDER BY table_name;
+
+-- name: overview_queue
+SELECT table_name, status, count(*), extract(epoch FROM now() - min(created_at))::float8
+  FROM algolia_sync_queue GROUP BY 1, 2
+UNION ALL
+SELECT table_name, 'inbox', sum(keys), extract(epoch FROM now() - min(created_at))::float8
+  FROM algolia_sync_inbox GROUP BY 1;
+
+-- name: overview_minutes
+SELECT table_name, extract(epoch FROM date_trunc('minute', synced_at))::bigint,
+       count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
+  FROM algolia_sync_log
+ WHERE synced_at >= to_timestamp(%s) AND synced_at < to_timestamp(%s)
+   AND status IN ('success', 'failed')
+ GROUP BY 1, 2;
+
+-- name: overview_lag
+SELECT table_name, count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_s), max(lag_s)
+  FROM (SELECT table_name, extract(epoch FROM synced_at - enqueued_at)::float8 AS lag_s
+          FROM algolia_sync_log
+         WHERE synced_at > now() - interval '5 minutes' AND status = 'success'
+           AND enqueued_at IS NOT NULL
+         ORDER BY synced_at DESC LIMIT %s) recent
+ GROUP BY 1;
+
+-- name: overview_failed
+SELECT t.name, f.id, f.record_id, f.operation, f.attempts, f.last_error,
+       extract(epoch FROM f.updated_at)::float8
+  FROM unnest(%s::text[]) AS t(name)
+ CROSS JOIN LATERAL (SELECT q.id, q.record_id, q.operation, q.attempts, q.last_error, q.updated_at
+                       FROM algolia_sync_queue q
+                      WHERE q.status = 'failed' AND q.table_name = t.name
+                      ORDER BY q.record_id, q.id LIMIT %s) f;
+
+-- name: overview_workers
+SELECT worker_id, host, pid, extract(epoch FROM started_at)::float8,
+       extract(epoch FROM now() - heartbeat_at)::float8, batches, records
+  FROM algolia_sync_workers WHERE heartbeat_at > now() - make_interval(secs => %s)
+ ORDER BY host, pid;
+
+-- name: overview_reindex
+SELECT p.table_name, p.mode, p.tmp_index, extract(epoch FROM p.started_at)::float8,
+       extract(epoch FROM now() - p.updated_at)::float8, p.rows_done, p.rows_total,
+       EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND l.classid = %s AND l.objid = hashtext(p.table_name)::oid)
+  FROM workerpool_reindex_progress p ORDER BY p.table_name;
+
+
+-- ===============================================================================================
+-- The public API (workerpool/api/).
+-- ===============================================================================================
+
+-- name: key_text_is_pinned
+-- Whether a key type's text form depends on the date/time settings (schema.sql: algolia_sync_key_settings).
+SELECT algolia_sync_key_settings(%s::regtype) <> '';
+
+-- name: current_setting
+SELECT current_setting(%s);
+
+-- name: set_local_config
+-- A setting for the rest of the current transaction only.
+SELECT set_config(%s, %s, true);
+
+-- name: canonical_keys
+-- Template: keys cast to the key type ({}) and back to text, as the capture triggers write them.
+SELECT array_agg(k::{}::text) FROM unnest(%s::text[]) AS k;
+
+
+-- ===============================================================================================
+-- `workerpool demo`: its sample catalog in its own schema (ops/demo.py).
+-- ===============================================================================================
+
+-- name: demo_reset_schema
+DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+
+-- name: demo_catalog
+CREATE TABLE brands (id integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE categories (id integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE products (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL,
+    brand_id    integer NOT NULL REFERENCES brands,
+    category_id integer NOT NULL REFERENCES categories,
+    price       numeric(10, 2) NOT NULL,
+    published   boolean NOT NULL DEFAULT true,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE VIEW products_search AS
+SELECT p.id, p.name, b.name AS brand, c.name AS category, p.price, p.published, p.updated_at
+  FROM products p JOIN brands b ON b.id = p.brand_id JOIN categories c ON c.id = p.category_id;;
+
+-- name: demo_server_version
+SHOW server_version;
+
+-- name: demo_insert_brand
+INSERT INTO brands VALUES (%s, %s);
+
+-- name: demo_insert_category
+INSERT INTO categories VALUES (%s, %s);
+
+-- name: demo_insert_product
+INSERT INTO products (name, brand_id, category_id, price, published) VALUES (%s, %s, %s, %s, %s);
+
+-- name: demo_count_products
+SELECT count(*) FROM products;
+
+-- name: demo_queued
+SELECT (SELECT count(*) FROM algolia_sync_queue), (SELECT coalesce(sum(keys), 0) FROM algolia_sync_inbox);
+
+-- name: demo_first_product
+SELECT id, price FROM products ORDER BY id LIMIT 1;
+
+-- name: demo_reprice
+UPDATE products SET price = 9.99, updated_at = now() WHERE id = %s;
+
+-- name: demo_last_product
+SELECT max(id) FROM products;
+
+-- name: demo_delete_product
+DELETE FROM products WHERE id = %s;
+
+-- name: demo_add_product
+INSERT INTO products (name, brand_id, category_id, price) VALUES ('Demo lamp', 1, 3, 42.00) RETURNING id;
+
+-- name: demo_count_records
+SELECT count(*) FROM products_search;

@@ -1,0 +1,937 @@
+-- workerpool schema: the complete current definition, in one file.
+--
+-- A new install runs this file in one transaction and records every migration in migrations/ as
+-- applied; an existing install applies the migrations it lacks. The two must end in the same schema
+-- (tests/integration/test_schema.py compares them), so a change here comes with a new migration.
+--
+-- The names algolia_sync_queue, algolia_sync_log, algolia_index_config, algolia_sync_stats,
+-- get_pending_algolia_syncs and cleanup_old_sync_records are the seed-compatible surface (DESIGN.md).
+-- Every other object is named algolia_sync_* or workerpool_*.
+--
+-- Contents: registrations; capture (triggers -> inbox); the queue and its operations; what was sent
+-- (log, hashes, versions); workers and reindex progress; monitoring and housekeeping; following DDL.
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Registrations: which tables feed which index.
+-- ---------------------------------------------------------------------------------------------
+
+-- One row per watched table. table_name is the registration's name (the table's regclass text when
+-- `watch` ran); `relation` and `source` hold the table and the source view as regclass (an oid that
+-- prints as the current, quoted name): the worker reads from them, never from SQL text.
+-- `key_attnum` and `attribute_attnums` (a plain table's --attributes, in their order) find those
+-- columns again after a rename. `disabled_reason` says why a registration stopped capturing.
+CREATE TABLE algolia_index_config (
+    table_name   text PRIMARY KEY,
+    index_name   text NOT NULL,
+    key_column   text NOT NULL,
+    key_type     text NOT NULL,
+    source_view  text,
+    attributes   text[],   -- columns that make up the record (NULL: all of them)
+    transform    text,     -- 'module:function' applied to each record, or NULL
+    settings     jsonb,    -- Algolia index settings kept as code (`workerpool settings push`)
+    enabled      boolean NOT NULL DEFAULT true,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    relation          regclass,
+    source            regclass,
+    key_attnum        smallint,
+    attribute_attnums smallint[],
+    disabled_reason   text
+);
+
+-- A change to related_table re-enqueues the rows of table_name whose fk_column points at it.
+CREATE TABLE algolia_index_related (
+    table_name    text NOT NULL REFERENCES algolia_index_config (table_name) ON DELETE CASCADE,
+    related_table text NOT NULL,
+    fk_column     text NOT NULL,
+    ref_column    text NOT NULL,
+    PRIMARY KEY (table_name, related_table, fk_column)
+);
+
+-- Registrations are code: transforms are imported and views are queried by the workers.
+REVOKE ALL ON TABLE algolia_index_config, algolia_index_related FROM PUBLIC;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Capture: statement-level triggers write each statement's keys into the inbox and NOTIFY.
+-- ---------------------------------------------------------------------------------------------
+
+-- The channel every capture NOTIFYs and every worker LISTENs on.
+CREATE FUNCTION algolia_sync_channel() RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'algolia_sync' $$;
+
+-- The name of a watched table's capture function, from its registration name.
+CREATE FUNCTION algolia_sync_capture_name(table_name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'algolia_sync_capture_' || left(md5(table_name), 16) $$;
+
+-- Keys captured and not yet moved into the queue: one row per statement and operation, 1,000 keys
+-- at most per row. No index at all, so that a capture costs the writer as little as possible; the
+-- table stays small (workers empty it continuously), so a spill sorts it by capture time instead.
+-- Rows are inserted and deleted, never updated: vacuum often and unthrottled.
+CREATE TABLE algolia_sync_inbox (
+    table_name  text NOT NULL,
+    operation   text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
+    keys        integer NOT NULL,   -- cardinality(record_ids), readable without detoasting the array
+    record_ids  text[] NOT NULL,
+    -- clock_timestamp(), not now(): two statements of one transaction keep their order.
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+) WITH (autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_scale_factor = 0.01,
+        autovacuum_vacuum_cost_delay = 0,
+        autovacuum_vacuum_insert_threshold = 1000);
+
+-- The settings under which a key's text is canonical: DateStyle, TimeZone and IntervalStyle pinned
+-- for a date/time key (domains included), so that the objectID depends on the row alone. Returned as
+-- the SET clauses of a CREATE FUNCTION, or '' when the key type's text form does not depend on them.
+CREATE FUNCTION algolia_sync_key_settings(key_type regtype) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path FROM CURRENT AS $$
+    SELECT CASE WHEN t.typcategory IN ('D', 'T')
+                THEN 'SET DateStyle = ''ISO, YMD'' SET TimeZone = ''UTC'' SET IntervalStyle = ''postgres'''
+                ELSE '' END
+      FROM pg_type t
+     WHERE t.oid = (SELECT CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END
+                      FROM pg_type d WHERE d.oid = key_type);
+$$;
+
+-- The capture generator: `watch` (and the DDL follower) create one statement-level trigger function
+-- per watched table, fn_name, with the key column and the compared columns baked into static SQL
+-- (plpgsql caches the plans of static statements). `tbl` is the registration's name (what the inbox
+-- rows carry), `rel` the table itself. Each event's changed keys become inbox rows of at most 1,000
+-- keys per operation, then one NOTIFY:
+-- * an UPDATE that changes none of the compared columns (`cols`; empty: the whole row, as ROW(n.*))
+--   captures nothing; one that changes a key deletes the old one;
+-- * a TRUNCATE (BEFORE, while the rows are still there) turns every key into a delete, reading the
+--   table under whatever name it has when it runs (TG_RELID);
+-- * a NULL key (a nullable unique key column) is never captured: such a row has no objectID;
+-- * a date/time key is turned into text under algolia_sync_key_settings.
+-- Two paths, because a single-row write must stay cheap and a bulk one must stream: the first 1,001
+-- changes are gathered into arrays (one inbox row per operation when that is all of them); past
+-- 1,000, one INSERT … SELECT streams the changes into 1,000-key rows, so a statement of any size
+-- stays within memory and under the 1 GB limit of a single array. Every column reference in the
+-- generated code is qualified by an alias of its own, so no user column name can make it ambiguous.
+-- Returns the function's qualified name for the triggers to call.
+CREATE FUNCTION algolia_sync_create_capture(fn_name text, tbl text, key_col text, cols text[], rel regclass)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $create$
+DECLARE
+    qualified  text := format('%I.%I', current_schema(), fn_name);
+    new_cmp    text := 'ROW(n.*)::text';
+    old_cmp    text := 'ROW(o.*)::text';
+    pinned     text;
+    nullable   boolean;
+    has_key    text := '';
+    src        text[];
+    small      text[];
+    block      text[];
+BEGIN
+    SELECT algolia_sync_key_settings(a.atttypid::regtype), NOT a.attnotnull INTO pinned, nullable
+      FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = key_col AND NOT a.attisdropped;
+    -- Only a nullable key needs the filter (the spill drops NULL keys anyway; this keeps them out of
+    -- the inbox); a primary key pays nothing for it.
+    IF nullable THEN
+        has_key := format(' AND r.%I IS NOT NULL', key_col);
+    END IF;
+    IF cols IS NOT NULL AND cardinality(cols) > 0 THEN
+        SELECT 'ROW(' || string_agg(format('n.%I', c), ', ') || ')::text',
+               'ROW(' || string_agg(format('o.%I', c), ', ') || ')::text'
+          INTO new_cmp, old_cmp
+          FROM unnest(cols) AS c;
+    END IF;
+    -- INSERT, UPDATE, DELETE, TRUNCATE (BEFORE, while the rows are still there): (k, op) per
+    -- change with a key. Every column reference is qualified by an alias of this code's own.
+    src := ARRAY[
+        format('SELECT (r.%I)::text AS k, ''INSERT''::text AS op FROM new_rows r WHERE true%s', key_col, has_key),
+        format('SELECT coalesce(n.%1$I, o.%1$I)::text AS k, CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END AS op
+                  FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
+                 WHERE (n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s)%4$s',
+               key_col, new_cmp, old_cmp,
+               CASE WHEN nullable THEN format(' AND coalesce(n.%1$I, o.%1$I) IS NOT NULL', key_col) ELSE '' END),
+        format('SELECT (r.%I)::text AS k, ''DELETE''::text AS op FROM old_rows r WHERE true%s', key_col, has_key),
+        -- Formatted again when it runs (FROM the table as it is then called): '%' in the key's
+        -- name is doubled for that second pass.
+        format('SELECT (r.%s)::text AS k, ''DELETE''::text AS op FROM %%s r WHERE true%s',
+               replace(quote_ident(key_col), '%', '%%'), replace(has_key, '%', '%%'))];
+    -- The small path: an ARRAY(subquery) where every change has one operation (cheaper than an
+    -- aggregate for the single-row statements that matter most), two filtered aggregates for UPDATE.
+    small := ARRAY[
+        format('changed := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(changed);', src[1]),
+        format('SELECT count(*), array_agg(s.k) FILTER (WHERE s.op = ''UPDATE''), array_agg(s.k) FILTER (WHERE s.op = ''DELETE'')
+                  INTO changes, changed, gone FROM (%s LIMIT 1001) s;', src[2]),
+        format('gone := ARRAY(SELECT s.k FROM (%s LIMIT 1001) s); changes := cardinality(gone);', src[3])];
+    -- Each event's block: the small path, then the streaming one when the statement is bulk.
+    FOR i IN 1..3 LOOP
+        block[i] := format(
+            '%s
+        IF changes > 1000 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            SELECT %L, c.op, count(*), array_agg(c.k)
+              FROM (SELECT s.k, s.op, (row_number() OVER () - 1) / 1000 AS chunk FROM (%s) s) c
+             GROUP BY c.op, c.chunk;
+        END IF;', small[i], tbl, src[i]);
+    END LOOP;
+    block[4] := format(
+        'EXECUTE format(%L, TG_RELID::regclass) INTO gone;
+        changes := cardinality(gone);
+        IF changes > 1000 THEN
+            EXECUTE format(%L, TG_RELID::regclass) USING %L;
+        END IF;',
+        format('SELECT ARRAY(SELECT s.k FROM (%s LIMIT 1001) s)', src[4]),
+        format('INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+                SELECT $1, ''DELETE'', count(*), array_agg(c.k)
+                  FROM (SELECT s.k, (row_number() OVER () - 1) / 1000 AS chunk FROM (%s) s) c
+                 GROUP BY c.chunk', src[4]),
+        tbl);
+    EXECUTE format($fn$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT %7$s AS $body$
+DECLARE
+    changes bigint;
+    changed text[];
+    gone    text[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        %3$s
+    ELSIF TG_OP = 'UPDATE' THEN
+        %4$s
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        %6$s
+    ELSE
+        %5$s
+    END IF;
+    IF changes = 0 THEN
+        RETURN NULL;
+    ELSIF changes <= 1000 THEN
+        IF cardinality(changed) > 0 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            VALUES (%2$L, CASE TG_OP WHEN 'INSERT' THEN 'INSERT' ELSE 'UPDATE' END, cardinality(changed), changed);
+        END IF;
+        IF cardinality(gone) > 0 THEN
+            INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+            VALUES (%2$L, 'DELETE', cardinality(gone), gone);
+        END IF;
+    END IF;
+    PERFORM pg_notify(%8$L, %2$L);
+    RETURN NULL;
+END;
+$body$
+$fn$, qualified, tbl, block[1], block[2], block[3], block[4], coalesce(pinned, ''),
+              algolia_sync_channel());
+    RETURN qualified;
+END;
+$create$;
+
+-- Attach a watched table's capture function: statement-level triggers on the table and on each of
+-- its partitions (statement triggers fire only on the table a statement names, so writes made
+-- directly into a partition need their own). CREATE OR REPLACE: safe to repeat.
+CREATE FUNCTION algolia_sync_attach(rel regclass, fn text) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT t.relid FROM pg_partition_tree(rel) t UNION SELECT rel LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER algolia_sync_insert AFTER INSERT ON %1$s
+                            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$s();
+                        CREATE OR REPLACE TRIGGER algolia_sync_update AFTER UPDATE ON %1$s
+                            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$s();
+                        CREATE OR REPLACE TRIGGER algolia_sync_delete AFTER DELETE ON %1$s
+                            REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$s();
+                        CREATE OR REPLACE TRIGGER algolia_sync_truncate BEFORE TRUNCATE ON %1$s
+                            FOR EACH STATEMENT EXECUTE FUNCTION %2$s()', part, fn);
+    END LOOP;
+END;
+$$;
+
+-- Detach it: the table's and its partitions' capture triggers.
+CREATE FUNCTION algolia_sync_detach(rel regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT t.relid FROM pg_partition_tree(rel) t UNION SELECT rel LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS algolia_sync_insert ON %1$s;
+                        DROP TRIGGER IF EXISTS algolia_sync_update ON %1$s;
+                        DROP TRIGGER IF EXISTS algolia_sync_delete ON %1$s;
+                        DROP TRIGGER IF EXISTS algolia_sync_truncate ON %1$s', part);
+    END LOOP;
+END;
+$$;
+
+-- Propagation from a related table, set-wise, into the inbox: renaming one brand enqueues all of its
+-- products in one statement. The watched table's key is turned into text under pinned settings
+-- (always: one generic function serves every link). A TRUNCATE (BEFORE, while the related rows are
+-- still there) re-enqueues every watched row that points at any of them.
+-- TG_ARGV: [0] watched table, [1] its key column, [2] its foreign-key column, [3] the related
+-- table's referenced column.
+CREATE FUNCTION algolia_sync_enqueue_related() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
+DECLARE
+    tbl     text := TG_ARGV[0];
+    key_col text := TG_ARGV[1];
+    fk_col  text := TG_ARGV[2];
+    ref_col text := TG_ARGV[3];
+    refs    text;
+    n       bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        refs := format('SELECT r.%I FROM new_rows r', ref_col);
+    ELSIF TG_OP = 'DELETE' THEN
+        refs := format('SELECT r.%I FROM old_rows r', ref_col);
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        refs := format('SELECT r.%I FROM %s r', ref_col, TG_RELID::regclass);
+    ELSE
+        refs := format(
+            'SELECT coalesce(n.%1$I, o.%1$I) FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
+              WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR ROW(n.*)::text IS DISTINCT FROM ROW(o.*)::text', ref_col);
+    END IF;
+    EXECUTE format(
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
+         SELECT $1, ''UPDATE'', count(*), array_agg(c.k)
+           FROM (SELECT (t.%1$I)::text AS k, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM %2$s t WHERE t.%3$I IN (%4$s) AND t.%1$I IS NOT NULL) c
+          GROUP BY c.chunk', key_col, tbl, fk_col, refs)
+    USING tbl;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify(algolia_sync_channel(), tbl);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The queue: one row per pending key, plus rows being processed and rows that failed.
+-- ---------------------------------------------------------------------------------------------
+
+-- Acknowledged rows are deleted (they live on in algolia_sync_log), so the table stays small.
+-- Every synced record leaves dead row versions behind (the claimed one and the acknowledged one):
+-- fillfactor keeps claim/release updates HOT, and autovacuum runs as soon as a few thousand dead
+-- versions exist, unthrottled.
+CREATE TABLE algolia_sync_queue (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name      text NOT NULL,
+    record_id       text NOT NULL,
+    operation       text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'REINDEX')),
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'processing', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    locked_until    timestamptz,
+    claim_token     uuid,
+    claimed_at      timestamptz,
+    claimed_by      text,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70,
+        autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_scale_factor = 0.01,
+        autovacuum_vacuum_cost_delay = 0,
+        autovacuum_vacuum_insert_threshold = 1000,
+        autovacuum_analyze_threshold = 1000,
+        autovacuum_analyze_scale_factor = 0.02);
+
+-- Coalescing: at most one pending row per key; further changes merge into it.
+CREATE UNIQUE INDEX algolia_sync_queue_pending_key
+    ON algolia_sync_queue (table_name, record_id) WHERE status = 'pending';
+-- The claim scans due pending rows in order.
+CREATE INDEX algolia_sync_queue_due
+    ON algolia_sync_queue (next_attempt_at, id) WHERE status = 'pending';
+-- Per-key serialization and lease recovery look at rows being processed.
+CREATE INDEX algolia_sync_queue_processing
+    ON algolia_sync_queue (table_name, record_id, locked_until) WHERE status = 'processing';
+-- An acknowledgement drops the failed rows of its keys, found per key.
+CREATE INDEX algolia_sync_queue_failed_key
+    ON algolia_sync_queue (table_name, record_id) WHERE status = 'failed';
+
+-- The longest key text (in bytes) that becomes an objectID; a longer key fails alone (see the
+-- spill). It keeps every queue index entry far under btree's ~2,700-byte limit.
+CREATE FUNCTION algolia_sync_max_key_bytes() RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
+
+-- Move inbox rows, oldest first, into the queue: whole rows until max_keys keys (at least one row),
+-- coalescing with pending rows; returns how many queue rows that inserted or merged. Workers call it
+-- before they claim. A NULL key is dropped, and a key longer than algolia_sync_max_key_bytes()
+-- becomes a failed row whose record_id is the key's first bytes and whose last_error says why, so
+-- that no key can fail the statement that every claim runs first. A lock wait (another
+-- transaction's uncommitted pending row of the same key: a `reindex` chunk, a `retry-failed`) gives
+-- up after lock_timeout instead of queueing behind, or deadlocking with, that transaction: the
+-- inbox rows stay for the next call.
+CREATE FUNCTION algolia_sync_spill(max_keys integer) RETURNS integer
+LANGUAGE plpgsql
+SET lock_timeout = '200ms'
+SET search_path FROM CURRENT AS $$
+DECLARE
+    r      record;
+    tids   tid[] := '{}';
+    total  bigint := 0;
+    n      integer;
+    longest integer := algolia_sync_max_key_bytes();
+BEGIN
+    -- A FOR loop fetches (and locks) a few rows at a time, so a long inbox is not all locked at once.
+    FOR r IN SELECT x.ctid AS tid, x.keys FROM algolia_sync_inbox x ORDER BY x.created_at
+             FOR UPDATE SKIP LOCKED LOOP
+        tids := tids || r.tid;
+        total := total + r.keys;
+        EXIT WHEN total >= max_keys;
+    END LOOP;
+    IF cardinality(tids) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH taken AS (
+        -- Locked above, so these row versions are still the ones read.
+        DELETE FROM algolia_sync_inbox i WHERE i.ctid = ANY(tids)
+        RETURNING i.table_name, i.operation, i.record_ids, i.created_at
+    ), keys AS (
+        -- A key in several inbox rows: its latest operation, its earliest capture time. Sorted by
+        -- key, so that concurrent spills lock pending rows in the same order.
+        SELECT DISTINCT ON (t.table_name, k.record_id) t.table_name, k.record_id, t.operation,
+               min(t.created_at) OVER (PARTITION BY t.table_name, k.record_id) AS created_at,
+               octet_length(k.record_id) > longest AS too_long
+          FROM taken t, unnest(t.record_ids) AS k(record_id)
+         WHERE k.record_id IS NOT NULL
+         ORDER BY t.table_name, k.record_id, t.created_at DESC
+    ), refused AS (
+        INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
+        SELECT k.table_name, left(k.record_id, 100) || '…',
+               k.operation, 'failed', k.created_at,
+               format('key is %s bytes long, over the %s-byte limit for an objectID: this row cannot be synced '
+                      '(key starts %L, md5 %s)', octet_length(k.record_id), longest, left(k.record_id, 40), md5(k.record_id))
+          FROM keys k WHERE k.too_long
+    )
+    INSERT INTO algolia_sync_queue AS q (table_name, record_id, operation, created_at)
+    SELECT k.table_name, k.record_id, k.operation, k.created_at FROM keys k WHERE NOT k.too_long
+    ON CONFLICT (table_name, record_id) WHERE status = 'pending'
+    -- A pending reindex stays one: its record must still be replaced whole.
+    DO UPDATE SET operation = CASE WHEN q.operation = 'REINDEX' THEN 'REINDEX' ELSE EXCLUDED.operation END,
+                  updated_at = now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+-- The claim: up to batch_size due rows, skipping rows other workers hold (SKIP LOCKED) and keys
+-- that have a live claim (per-key serialization: an older state never overtakes a newer one).
+-- Attempts are counted here, at claim time.
+CREATE FUNCTION get_pending_algolia_syncs(
+    batch_size integer,
+    lease_ms integer DEFAULT 60000,
+    token uuid DEFAULT gen_random_uuid(),
+    worker text DEFAULT NULL
+) RETURNS TABLE (id bigint, table_name text, record_id text, operation text, attempts integer,
+                 created_at timestamptz, claim_token uuid)
+LANGUAGE sql
+-- The per-key check must be an index probe per candidate. Queue statistics are stale in any burst
+-- (analyzed with no row processing, the planner materialized all 6,000 live claims and compared
+-- every candidate with each: 13 s per claim); without material, hash and merge joins it cannot.
+SET enable_material = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET search_path FROM CURRENT AS $$
+    -- `id = ANY(ARRAY(...))`, not a join with a CTE: the planner cannot size a CTE and would hash
+    -- the whole queue table on every claim, making a drain quadratic.
+    UPDATE algolia_sync_queue q
+       SET status = 'processing', claim_token = token, claimed_by = worker,
+           -- clock_timestamp(), not now(): this UPDATE's snapshot is taken after the transaction
+           -- started, so an ack committed in between would otherwise look like an overlapping claim.
+           claimed_at = clock_timestamp(), locked_until = now() + make_interval(secs => lease_ms / 1000.0),
+           attempts = q.attempts + 1, updated_at = now()
+     WHERE q.id = ANY(ARRAY(
+        SELECT d.id
+          FROM algolia_sync_queue d
+         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'processing' AND p.table_name = d.table_name
+                              AND p.record_id = d.record_id AND p.locked_until >= now())
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT batch_size
+         FOR UPDATE SKIP LOCKED))
+    RETURNING q.id, q.table_name, q.record_id, q.operation, q.attempts, q.created_at, q.claim_token;
+$$;
+
+-- Acknowledge: delete the rows this claim still holds, log them, remember what was sent (hashes)
+-- and forget deleted records; earlier failures of an acknowledged key are dropped. A worker that
+-- lost its lease (token no longer matches) acknowledges nothing. The outcome goes through arrays,
+-- not one statement, so no row is changed twice in a statement.
+CREATE FUNCTION algolia_sync_ack(ids bigint[], token uuid, actions text[] DEFAULT NULL,
+                                 index_names text[] DEFAULT NULL, hashes bytea[] DEFAULT NULL,
+                                 shapes bytea[] DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    acked     integer;
+    a_id      bigint[];
+    a_index   text[];
+    a_record  text[];
+    a_action  text[];
+    a_hash    bytea[];
+    a_shape   bytea[];
+BEGIN
+    WITH done AS (
+        DELETE FROM algolia_sync_queue q
+         WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
+           AND q.locked_until >= now()  -- an expired claim acknowledges nothing: its rows go back
+        RETURNING q.*
+    ), superseded_failures AS (
+        -- The key's current state is now in the index: earlier failures of it are moot. Probed per
+        -- acknowledged key (LATERAL with OFFSET 0 is never flattened into a join): as a join, with
+        -- statistics taken before the failures piled up, the plan compared every failed row with
+        -- every acknowledged one, 100,000 failed x 1,000 acked = 32 s per batch.
+        DELETE FROM algolia_sync_queue f
+         WHERE f.id = ANY(ARRAY(
+            SELECT s.id
+              FROM done d
+             CROSS JOIN LATERAL (SELECT p.id FROM algolia_sync_queue p
+                                  WHERE p.status = 'failed' AND p.table_name = d.table_name
+                                    AND p.record_id = d.record_id
+                                 OFFSET 0) s))
+    ), logged AS (
+        INSERT INTO algolia_sync_log (queue_id, table_name, record_id, index_name, operation, action,
+                                      status, attempts, claim_token, claimed_by, enqueued_at, claimed_at)
+        SELECT d.id, d.table_name, d.record_id, x.index_name, d.operation, x.action,
+               CASE WHEN x.action = 'skip' THEN 'skipped' ELSE 'success' END,
+               d.attempts, d.claim_token, d.claimed_by, d.created_at, d.claimed_at
+          FROM done d
+          LEFT JOIN unnest(ids, actions, index_names) AS x(id, action, index_name) ON x.id = d.id
+        RETURNING queue_id, record_id, index_name, action
+    )
+    SELECT count(*), array_agg(l.queue_id), array_agg(l.index_name), array_agg(l.record_id),
+           array_agg(l.action), array_agg(h.hash), array_agg(h.shape)
+      INTO acked, a_id, a_index, a_record, a_action, a_hash, a_shape
+      FROM logged l
+      LEFT JOIN unnest(ids, hashes, shapes) AS h(id, hash, shape) ON h.id = l.queue_id;
+
+    IF acked > 0 AND hashes IS NOT NULL THEN
+        INSERT INTO algolia_sync_hashes (index_name, object_id, hash, shape)
+        SELECT DISTINCT ON (a.index_name, a.record_id) a.index_name, a.record_id, a.hash, a.shape
+          FROM unnest(a_id, a_index, a_record, a_action, a_hash, a_shape)
+               AS a(id, index_name, record_id, action, hash, shape)
+         WHERE a.action IN ('updateObject', 'partialUpdateObject') AND a.hash IS NOT NULL
+         ORDER BY a.index_name, a.record_id, a.id DESC
+        ON CONFLICT (index_name, object_id) DO UPDATE SET hash = EXCLUDED.hash, shape = EXCLUDED.shape;
+    END IF;
+    IF acked > 0 AND 'deleteObject' = ANY(a_action) THEN
+        DELETE FROM algolia_sync_hashes s
+         USING unnest(a_index, a_record, a_action) AS a(index_name, record_id, action)
+         WHERE a.action = 'deleteObject' AND s.index_name = a.index_name AND s.object_id = a.record_id;
+    END IF;
+    RETURN acked;
+END;
+$$;
+
+-- Give rows back: retry later (with backoff), or fail for good. Only rows this claim still holds.
+-- Rows going back to pending merge into a newer pending row of the same key instead of colliding
+-- with it. count_attempt = false undoes the claim's attempt (throttling, graceful release).
+CREATE FUNCTION algolia_sync_release(ids bigint[], token uuid, errors text[], delays_ms integer[],
+                                     permanent boolean[], max_attempts integer,
+                                     count_attempt boolean DEFAULT true) RETURNS integer
+LANGUAGE plpgsql
+SET enable_material = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET search_path FROM CURRENT AS $$
+DECLARE
+    changed integer := 0;
+    n integer;
+    tries integer := 0;
+BEGIN
+    -- Failed for good: a permanent error, or the attempts are spent.
+    WITH r AS (
+        SELECT * FROM unnest(ids, errors, delays_ms, permanent) AS u(id, error, delay_ms, permanent)
+    ), gone AS (
+        UPDATE algolia_sync_queue q
+           SET status = 'failed', last_error = r.error, claim_token = NULL, locked_until = NULL,
+               updated_at = now(),
+               attempts = CASE WHEN count_attempt THEN q.attempts ELSE greatest(q.attempts - 1, 0) END
+          FROM r
+         WHERE q.id = r.id AND q.claim_token = token AND q.status = 'processing'
+           AND (r.permanent OR (count_attempt AND q.attempts >= max_attempts))
+        RETURNING q.*
+    )
+    INSERT INTO algolia_sync_log (queue_id, table_name, record_id, operation, status, attempts, error,
+                                  claim_token, claimed_by, enqueued_at, claimed_at)
+    SELECT g.id, g.table_name, g.record_id, g.operation, 'failed', g.attempts, g.last_error,
+           token, g.claimed_by, g.created_at, g.claimed_at
+      FROM gone g;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    changed := changed + n;
+
+    LOOP
+        BEGIN
+            -- A newer change to the key is already pending: it supersedes this row.
+            DELETE FROM algolia_sync_queue q
+             WHERE q.id = ANY(ids) AND q.claim_token = token AND q.status = 'processing'
+               AND EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'pending' AND p.table_name = q.table_name
+                              AND p.record_id = q.record_id);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+
+            UPDATE algolia_sync_queue q
+               SET status = 'pending', last_error = r.error, claim_token = NULL, locked_until = NULL,
+                   next_attempt_at = now() + make_interval(secs => r.delay_ms / 1000.0),
+                   attempts = CASE WHEN count_attempt THEN q.attempts ELSE greatest(q.attempts - 1, 0) END,
+                   updated_at = now()
+              FROM unnest(ids, errors, delays_ms) AS r(id, error, delay_ms)
+             WHERE q.id = r.id AND q.claim_token = token AND q.status = 'processing';
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- A writer enqueued one of these keys between the two statements: merge again.
+            tries := tries + 1;
+            IF tries > 5 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    RETURN changed;
+END;
+$$;
+
+-- Return rows whose lease expired to the queue, merging into a newer pending row of the same key
+-- (the unique pending index forbids two). A row that has used up its attempts this way (a batch
+-- that keeps killing its worker) becomes failed instead of looping.
+CREATE FUNCTION algolia_sync_recover_expired(max_attempts integer) RETURNS integer
+LANGUAGE plpgsql
+-- Per-key checks as index probes whatever the (stale) statistics say; see get_pending_algolia_syncs.
+SET enable_material = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET search_path FROM CURRENT AS $$
+DECLARE
+    recovered integer := 0;
+    n integer;
+BEGIN
+    UPDATE algolia_sync_queue
+       SET status = 'failed', claim_token = NULL, locked_until = NULL, updated_at = now(),
+           last_error = format('lease expired after %s attempts (worker crashed or stalled while holding it)', attempts)
+     WHERE status = 'processing' AND locked_until < now() AND attempts >= max_attempts;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    recovered := recovered + n;
+
+    DELETE FROM algolia_sync_queue q
+     WHERE q.status = 'processing' AND q.locked_until < now()
+       AND EXISTS (SELECT 1 FROM algolia_sync_queue p
+                    WHERE p.status = 'pending' AND p.table_name = q.table_name AND p.record_id = q.record_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    recovered := recovered + n;
+
+    BEGIN
+        UPDATE algolia_sync_queue
+           SET status = 'pending', claim_token = NULL, locked_until = NULL, updated_at = now(),
+               next_attempt_at = now()
+         WHERE status = 'processing' AND locked_until < now();
+        GET DIAGNOSTICS n = ROW_COUNT;
+        recovered := recovered + n;
+    EXCEPTION WHEN unique_violation THEN
+        -- A writer enqueued the same key between the two statements; the next claim retries.
+        NULL;
+    END;
+    RETURN recovered;
+END;
+$$;
+
+-- `workerpool retry-failed`: failed rows go back to the queue with fresh attempts, merging into a
+-- pending row of the same key when one exists.
+CREATE FUNCTION algolia_sync_retry_failed(only_table text DEFAULT NULL, only_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    changed integer := 0;
+    n integer;
+    tries integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            DELETE FROM algolia_sync_queue q
+             WHERE q.status = 'failed'
+               AND (only_table IS NULL OR q.table_name = only_table)
+               AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND EXISTS (SELECT 1 FROM algolia_sync_queue p
+                            WHERE p.status = 'pending' AND p.table_name = q.table_name
+                              AND p.record_id = q.record_id);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            -- Several failed rows of one key become one pending row (the newest).
+            DELETE FROM algolia_sync_queue q
+             WHERE q.status = 'failed'
+               AND (only_table IS NULL OR q.table_name = only_table)
+               AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND EXISTS (SELECT 1 FROM algolia_sync_queue o
+                            WHERE o.status = 'failed' AND o.table_name = q.table_name
+                              AND o.record_id = q.record_id AND o.id > q.id);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            UPDATE algolia_sync_queue q
+               SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+             WHERE q.status = 'failed'
+               AND (only_table IS NULL OR q.table_name = only_table)
+               AND (only_ids IS NULL OR q.id = ANY(only_ids));
+            GET DIAGNOSTICS n = ROW_COUNT;
+            changed := changed + n;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            tries := tries + 1;
+            IF tries > 5 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    IF changed > 0 THEN
+        PERFORM pg_notify(algolia_sync_channel(), 'retry-failed');
+    END IF;
+    RETURN changed;
+END;
+$$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- What was sent: the log, the hashes, record versions.
+-- ---------------------------------------------------------------------------------------------
+
+-- Append-only history of every outcome (the seed's monitoring query reads it by synced_at). Pruned
+-- by retention in small batches; vacuum at 2% dead so freed pages are reused, and after 5% inserts
+-- to keep its visibility map current.
+CREATE TABLE algolia_sync_log (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_id     bigint,
+    table_name   text NOT NULL,
+    record_id    text NOT NULL,
+    index_name   text,
+    operation    text NOT NULL,
+    action       text,
+    status       text NOT NULL CHECK (status IN ('success', 'failed', 'retry', 'skipped')),
+    attempts     integer NOT NULL DEFAULT 0,
+    error        text,
+    claim_token  uuid,
+    claimed_by   text,
+    enqueued_at  timestamptz,
+    claimed_at   timestamptz,
+    synced_at    timestamptz NOT NULL DEFAULT now()
+) WITH (autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_vacuum_insert_scale_factor = 0.05,
+        autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX algolia_sync_log_synced_at ON algolia_sync_log (synced_at);
+
+-- What was last sent for each record: a content hash (to skip unchanged records) and a hash of its
+-- attribute names (a record whose attribute set changed is replaced whole, so that attributes that
+-- disappear from it disappear from the index too). Updated in place on each re-send: fillfactor 80
+-- keeps those updates HOT.
+CREATE TABLE algolia_sync_hashes (
+    index_name text NOT NULL,
+    object_id  text NOT NULL,
+    hash       bytea NOT NULL,
+    shape      bytea NOT NULL,
+    PRIMARY KEY (index_name, object_id)
+) WITH (fillfactor = 80,
+        autovacuum_vacuum_scale_factor = 0.05,
+        autovacuum_analyze_scale_factor = 0.05);
+
+-- Record versions: taken when a worker reads the current state, so a later read is always newer.
+CREATE SEQUENCE algolia_sync_version_seq;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Workers and reindex progress.
+-- ---------------------------------------------------------------------------------------------
+
+-- Live workers, by heartbeat (stats, health, and the operator's "who is running"). A heartbeat
+-- updates each worker's row every few seconds; half-empty pages keep every update HOT.
+CREATE TABLE algolia_sync_workers (
+    worker_id      text PRIMARY KEY,
+    host           text NOT NULL,
+    pid            integer NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at   timestamptz NOT NULL DEFAULT now(),
+    batches        bigint NOT NULL DEFAULT 0,
+    records        bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 50);
+
+-- Where `workerpool reindex` keeps its place, so that an interrupted run resumes where it stopped
+-- (one row per table being reindexed).
+CREATE TABLE workerpool_reindex_progress (
+    table_name text PRIMARY KEY,
+    mode       text NOT NULL CHECK (mode IN ('queue', 'atomic')),
+    tmp_index  text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    last_key   text,
+    rows_done  bigint NOT NULL DEFAULT 0,
+    rows_total bigint,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Monitoring and housekeeping.
+-- ---------------------------------------------------------------------------------------------
+
+-- Nothing left to do: no key pending or being processed, in the queue or in the inbox
+-- (`run --drain` and the demo stop on it).
+CREATE FUNCTION algolia_sync_idle() RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM algolia_sync_queue WHERE status IN ('pending', 'processing'))
+       AND NOT EXISTS (SELECT 1 FROM algolia_sync_inbox);
+$$;
+
+-- Status counts per table and index (the seed's `SELECT * FROM algolia_sync_stats`); keys waiting
+-- in the inbox count as pending.
+CREATE VIEW algolia_sync_stats AS
+SELECT c.table_name,
+       c.index_name,
+       count(q.id) FILTER (WHERE q.status = 'pending') + coalesce(i.keys, 0) AS pending,
+       count(q.id) FILTER (WHERE q.status = 'processing') AS processing,
+       count(q.id) FILTER (WHERE q.status = 'failed')     AS failed,
+       (SELECT count(*) FROM algolia_sync_log l
+         WHERE l.table_name = c.table_name AND l.status = 'success'
+           AND l.synced_at > now() - interval '1 hour')   AS completed_last_hour,
+       least(min(q.created_at) FILTER (WHERE q.status = 'pending'), i.oldest) AS oldest_pending_at,
+       extract(epoch FROM now() - least(min(q.created_at) FILTER (WHERE q.status = 'pending'), i.oldest))::double precision
+                                                          AS oldest_pending_age_s
+  FROM algolia_index_config c
+  LEFT JOIN algolia_sync_queue q ON q.table_name = c.table_name
+  LEFT JOIN LATERAL (SELECT sum(x.keys) AS keys, min(x.created_at) AS oldest
+                       FROM algolia_sync_inbox x WHERE x.table_name = c.table_name) i ON true
+ GROUP BY c.table_name, c.index_name, i.keys, i.oldest;
+
+-- Housekeeping: delete log rows, and workers not heard from, older than `days`; returns the number
+-- of log rows deleted.
+CREATE FUNCTION cleanup_old_sync_records(days integer DEFAULT 7) RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF days IS NULL OR days < 0 THEN
+        RAISE EXCEPTION 'cleanup_old_sync_records: days must be 0 or more, got %', days;
+    END IF;
+    DELETE FROM algolia_sync_log WHERE synced_at < now() - make_interval(days => days);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM algolia_sync_workers WHERE heartbeat_at < now() - make_interval(days => days);
+    RETURN n;
+END;
+$$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Following DDL: event triggers keep captures working through ALTER TABLE and new partitions.
+-- ---------------------------------------------------------------------------------------------
+
+-- After an ALTER TABLE on a watched table (a rename of the table, its key or a compared column, a
+-- change of the key's type): regenerate its capture function under the current names, so that the
+-- application's next write does not fail. A dropped key column detaches the capture triggers and
+-- disables the registration with a reason (`workerpool watch` again repairs it). Whatever goes
+-- wrong in here is a WARNING, never an error: the user's DDL must not fail because of us.
+CREATE FUNCTION algolia_sync_follow_ddl() RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $$
+DECLARE
+    c        record;
+    new_key  text;
+    attrs    text[];
+    fn       text;
+BEGIN
+  BEGIN
+    FOR c IN SELECT DISTINCT cfg.table_name, cfg.relation, cfg.key_attnum, cfg.attribute_attnums
+               FROM algolia_index_config cfg
+               JOIN pg_event_trigger_ddl_commands() d
+                 ON d.classid = 'pg_class'::regclass AND d.objid = cfg.relation
+              WHERE cfg.enabled AND cfg.key_attnum IS NOT NULL LOOP
+        BEGIN
+            SELECT p.proname INTO fn
+              FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+             WHERE t.tgrelid = c.relation AND t.tgname = 'algolia_sync_insert';
+            IF fn IS NULL THEN
+                CONTINUE;
+            END IF;
+            SELECT a.attname INTO new_key FROM pg_attribute a
+             WHERE a.attrelid = c.relation AND a.attnum = c.key_attnum AND NOT a.attisdropped;
+            IF new_key IS NULL THEN
+                PERFORM algolia_sync_detach(c.relation);
+                UPDATE algolia_index_config
+                   SET enabled = false, updated_at = now(),
+                       disabled_reason = format('the key column of %s was dropped; capture stopped. '
+                                                'Run `workerpool watch %s --key COLUMN` to watch it again', c.relation, c.relation)
+                 WHERE table_name = c.table_name;
+                RAISE WARNING 'workerpool: % lost its key column; it is no longer captured (run workerpool watch again)', c.relation;
+                CONTINUE;
+            END IF;
+            attrs := ARRAY(SELECT a.attname FROM unnest(c.attribute_attnums) WITH ORDINALITY AS x(attnum, i)
+                             JOIN pg_attribute a ON a.attrelid = c.relation AND a.attnum = x.attnum AND NOT a.attisdropped
+                            ORDER BY x.i);
+            PERFORM algolia_sync_create_capture(
+                fn, c.table_name, new_key,
+                CASE WHEN c.attribute_attnums IS NULL THEN '{}'::text[]
+                     ELSE ARRAY(SELECT DISTINCT ON (x) x FROM unnest(new_key || attrs) AS x) END,
+                c.relation);
+            UPDATE algolia_index_config cfg
+               SET key_column = new_key,
+                   key_type = (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                                WHERE a.attrelid = c.relation AND a.attnum = c.key_attnum),
+                   attributes = CASE WHEN c.attribute_attnums IS NOT NULL THEN attrs ELSE cfg.attributes END,
+                   updated_at = now()
+             WHERE cfg.table_name = c.table_name;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'workerpool: could not follow DDL on %: %', c.relation, SQLERRM;
+        END;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'workerpool: could not look for watched tables in this DDL: %', SQLERRM;
+  END;
+END;
+$$;
+
+-- A partition created or attached under a watched table gets its capture triggers at once.
+CREATE FUNCTION algolia_sync_follow_partitions() RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $$
+DECLARE
+    c record;
+BEGIN
+  BEGIN
+    FOR c IN SELECT DISTINCT cfg.relation, p.oid::regproc::text AS fn
+               FROM pg_event_trigger_ddl_commands() d
+               JOIN algolia_index_config cfg ON cfg.enabled
+                AND (d.objid = cfg.relation OR d.objid IN (SELECT t.relid FROM pg_partition_tree(cfg.relation) t))
+               JOIN pg_trigger tg ON tg.tgrelid = cfg.relation AND tg.tgname = 'algolia_sync_insert'
+               JOIN pg_proc p ON p.oid = tg.tgfoid
+              WHERE d.classid = 'pg_class'::regclass
+                AND (SELECT relkind FROM pg_class WHERE oid = cfg.relation) = 'p' LOOP
+        BEGIN
+            PERFORM algolia_sync_attach(c.relation, c.fn);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'workerpool: could not attach capture to the partitions of %: %', c.relation, SQLERRM;
+        END;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'workerpool: could not look for partitions of watched tables: %', SQLERRM;
+  END;
+END;
+$$;
+
+-- Event triggers need a superuser. Without one, `migrate` says so and DDL on a watched table may
+-- break its capture until `workerpool watch` is run again (README: Supported tables and types).
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        CREATE EVENT TRIGGER algolia_sync_follow_ddl ON ddl_command_end
+            WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_ddl();
+        CREATE EVENT TRIGGER algolia_sync_follow_partitions ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION algolia_sync_follow_partitions();
+    ELSE
+        RAISE NOTICE 'workerpool: not a superuser, so DDL on watched tables is not followed automatically';
+    END IF;
+END;
+$$;
