@@ -1,11 +1,10 @@
 """A worker process: claim a batch, read the current rows, send records, acknowledge.
 
-One loop on the main thread does the database work; sender threads do the HTTP, so up to
-REQUESTS_IN_FLIGHT batches are on the wire while the next one is claimed and built: against an Algolia
-tens of milliseconds away, one request at a time would cap a worker at BATCH_SIZE / round-trip time.
-Every database call is a short autocommit statement; no transaction is ever open while an Algolia
-request is in flight. The worker owns its pool, its LISTEN connection and its Algolia transport, all
-created after fork.
+One loop on the main thread does the database work; sender threads do the HTTP, so up to REQUESTS_IN_FLIGHT
+batches are on the wire while the next one is claimed and built: against an Algolia tens of milliseconds away,
+one request at a time would cap a worker at BATCH_SIZE / round-trip time. Every database call is a short
+autocommit statement; no transaction is ever open while an Algolia request is in flight. The worker owns its
+pool, its LISTEN connection and its Algolia transport, all created after fork.
 """
 
 from __future__ import annotations
