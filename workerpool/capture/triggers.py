@@ -20,6 +20,7 @@ from workerpool.capture.model import (
     load_transform,
     resolve_relation,
 )
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 
 # The events whose triggers on a related table re-enqueue the watched rows (a watched table's own
@@ -59,10 +60,7 @@ KEY_TYPES = (
 
 def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | None:
     """Why `column` cannot be a key (its type has no canonical text form), or None."""
-    typ, base, is_enum = conn.execute(
-        Q.key_type,
-        (oid, column),
-    ).fetchone()
+    typ, base, is_enum = one_row(conn.execute(Q.key_type, (oid, column)))
     if base in KEY_TYPES or is_enum:
         return None
     return (
@@ -73,7 +71,7 @@ def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | 
 
 
 def _nullable(conn: psycopg.Connection, oid: int, column: str) -> bool:
-    return not conn.execute(Q.key_nullable, (oid, column)).fetchone()[0]
+    return not one_row(conn.execute(Q.key_nullable, (oid, column)))[0]
 
 
 def _columns(conn: psycopg.Connection, oid: int) -> dict[str, str]:
@@ -94,10 +92,8 @@ def _primary_key(conn: psycopg.Connection, oid: int) -> list[str]:
 
 def _is_unique(conn: psycopg.Connection, oid: int, column: str) -> bool:
     """Whether a unique index (or the primary key) covers exactly this one column."""
-    return conn.execute(
-        Q.is_unique,
-        (oid, column),
-    ).fetchone()[0]
+    unique: bool = one_row(conn.execute(Q.is_unique, (oid, column)))[0]
+    return unique
 
 
 def watch(
@@ -193,10 +189,9 @@ def watch(
         _drop_related_triggers(conn, table_name)
         for link in links:
             _attach_related(conn, table_name, key, link)
-        function = conn.execute(
-            Q.create_capture,
-            (_capture_function(conn, table_name), table_name, key, compared, oid),
-        ).fetchone()[0]
+        function = one_row(
+            conn.execute(Q.create_capture, (_capture_function(conn, table_name), table_name, key, compared, oid))
+        )[0]
         conn.execute(Q.attach_capture, (oid, function))
     return watched
 
@@ -266,7 +261,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
 
     `table` is the table as it is called now or the name it was watched under (a renamed or dropped
     table); the registration is found through the table's oid either way."""
-    registered = dict(conn.execute(Q.registrations_by_relation).fetchall())
+    registered: dict[str, int | None] = dict(conn.execute(Q.registrations_by_relation).fetchall())
     try:
         oid, current = resolve_relation(conn, table)
         table_name = next((name for name, rel in registered.items() if rel == oid), current)
@@ -279,7 +274,7 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
     relation = registered.get(table_name)
     with conn.transaction():
         if relation is None:  # a registration without an oid (dropped table, or written before version 5)
-            relation = conn.execute(Q.regclass_oid, (table_name,)).fetchone()[0]
+            relation = one_row(conn.execute(Q.regclass_oid, (table_name,)))[0]
         exists = relation is not None
         if exists:
             conn.execute(Q.detach_capture, (relation,))
@@ -296,7 +291,8 @@ def unwatch(conn: psycopg.Connection, table: str) -> str:
 def _capture_function(conn: psycopg.Connection, table_name: str) -> str:
     """The name of the capture function generated for one watched table (named in SQL, where the
     migrations that regenerate captures name it too)."""
-    return conn.execute(Q.capture_function_name, (table_name,)).fetchone()[0]
+    name: str = one_row(conn.execute(Q.capture_function_name, (table_name,)))[0]
+    return name
 
 
 def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
@@ -359,6 +355,6 @@ def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: R
 def _drop_related_triggers(conn: psycopg.Connection, table_name: str) -> None:
     links = conn.execute(Q.delete_related, (table_name,)).fetchall()
     for related_table, fk_column in links:
-        if conn.execute(Q.relation_exists, (related_table,)).fetchone()[0]:
+        if one_row(conn.execute(Q.relation_exists, (related_table,)))[0]:
             for trigger in _related_trigger_names(table_name, fk_column).values():
                 conn.execute(sql.SQL(Q.drop_trigger).format(sql.Identifier(trigger), sql.SQL(related_table)))

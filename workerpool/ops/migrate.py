@@ -24,6 +24,7 @@ import psycopg
 
 from workerpool.capture.triggers import refresh_captures
 from workerpool.config import ConfigError
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _newer_message(database: int, code: int) -> str:
 
 
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
-    exists = conn.execute(Q.migrations_table_exists).fetchone()[0]
+    exists = one_row(conn.execute(Q.migrations_table_exists))[0]
     if not exists:
         return {}
     return dict(conn.execute(Q.applied_migrations).fetchall())

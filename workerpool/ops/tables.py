@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from workerpool.capture.model import WatchError, find_watched, resolve_relation
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 
 
@@ -28,7 +29,8 @@ def queue_table_name(conn: psycopg.Connection, name: str) -> str:
         row = conn.execute(Q.tables_with_queue_rows, (candidates,)).fetchone()
         if row is None:
             raise not_watched from None
-        return row[0]
+        table_name: str = row[0]
+        return table_name
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,5 @@ class Backlog:
 
 def backlog(conn: psycopg.Connection, table_name: str) -> Backlog:
     """Distinct keys of `table_name` not yet in the index: a key both in the inbox and the queue counts once."""
-    pending, failed = conn.execute(
-        Q.backlog,
-        {"t": table_name},
-    ).fetchone()
+    pending, failed = one_row(conn.execute(Q.backlog, {"t": table_name}))
     return Backlog(pending, failed)

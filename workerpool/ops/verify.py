@@ -40,6 +40,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.ops.browse import MAX_PAGE, Browser
 from workerpool.ops.hashes import (
@@ -159,7 +160,7 @@ def verify(
     watched = find_watched(conn, table)
     index = settings.algolia_index_prefix + watched.index_name
     report = Report(watched.table_name, index)
-    started_at = conn.execute(Q.database_now).fetchone()[0]
+    started_at = one_row(conn.execute(Q.database_now))[0]
     _create_scratch(conn)
     try:
         browser = Browser(settings)

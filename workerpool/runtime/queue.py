@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import psycopg
 
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 
 
@@ -78,14 +79,16 @@ def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
     merged, or None when another transaction's uncommitted pending row of one of those keys made it
     give up for now (the keys stay in the inbox)."""
     try:
-        return conn.execute(Q.spill, (max_keys,), prepare=True).fetchone()[0]
+        moved: int = one_row(conn.execute(Q.spill, (max_keys,), prepare=True))[0]
     except psycopg.errors.LockNotAvailable:
         return None
+    return moved
 
 
 def idle(conn: psycopg.Connection) -> bool:
     """Whether nothing is left to do: no key pending or being processed, in the queue or the inbox."""
-    return conn.execute(Q.idle).fetchone()[0]
+    nothing_left: bool = one_row(conn.execute(Q.idle))[0]
+    return nothing_left
 
 
 def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
@@ -121,14 +124,27 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
-    """Delete acknowledged rows, log them and remember what was sent; returns how many this token held.
+class Acked(Protocol):
+    """What `ack` reads of an item the worker sent or skipped (runtime.shaping.Item)."""
 
-    `items` are the worker's sent (or skipped) items: each has .row.id, .action, .index, .hash, .shape.
-    """
+    @property
+    def row(self) -> QueueRow: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def index(self) -> str: ...
+    @property
+    def hash(self) -> bytes | None: ...
+    @property
+    def shape(self) -> bytes | None: ...
+
+
+def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> int:
+    """Delete acknowledged rows, log them and remember what was sent (the worker's sent or skipped
+    items); returns how many this token held."""
     if not items:
         return 0
-    return conn.execute(
+    cursor = conn.execute(
         Q.ack,
         (
             int_array(i.row.id for i in items),
@@ -139,7 +155,9 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence) -> int:
             bytea_array(i.shape for i in items),
         ),
         prepare=True,
-    ).fetchone()[0]
+    )
+    held: int = one_row(cursor)[0]
+    return held
 
 
 def fail(
@@ -190,7 +208,7 @@ def _release(
 ) -> int:
     if not rows:
         return 0
-    return conn.execute(
+    cursor = conn.execute(
         Q.release,
         (
             [row.id for row, _ in rows],
@@ -201,12 +219,15 @@ def _release(
             max_attempts,
             count_attempt,
         ),
-    ).fetchone()[0]
+    )
+    held: int = one_row(cursor)[0]
+    return held
 
 
 def recover_expired(conn: psycopg.Connection, max_attempts: int) -> int:
     """Return expired claims to the queue (or fail those out of attempts)."""
-    return conn.execute(Q.recover_expired, (max_attempts,)).fetchone()[0]
+    recovered: int = one_row(conn.execute(Q.recover_expired, (max_attempts,)))[0]
+    return recovered
 
 
 def heartbeat(conn: psycopg.Connection, worker: str, host: str, pid: int, batches: int, records: int) -> None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Retention:
         deadline = time.monotonic() + STEP_BUDGET_S
         while True:
             with conn.transaction():
-                if not conn.execute(Q.retention_lock, (RETENTION_LOCK_ID,)).fetchone()[0]:
+                if not one_row(conn.execute(Q.retention_lock, (RETENTION_LOCK_ID,)))[0]:
                     self.cutoff = None  # another worker is pruning; its pass covers this one
                     return deleted
                 n = conn.execute(Q.prune_log, (self.cutoff, self.batch_rows)).rowcount
