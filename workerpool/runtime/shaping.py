@@ -56,6 +56,17 @@ class Outcome:
     retry: list[tuple[QueueRow, str]] = field(default_factory=list)
     unsent: list[QueueRow] = field(default_factory=list)  # given back without spending an attempt
 
+    def counts(self) -> dict[str, int]:
+        """How many rows ended how, by the names the worker's `batch_synced` log line gives them."""
+        return {
+            "upserts": sum(1 for i in self.done if i.action in ("updateObject", "partialUpdateObject")),
+            "deletes": sum(1 for i in self.done if i.action == "deleteObject"),
+            "skipped": sum(1 for i in self.done if i.action == "skip"),
+            "failed": len(self.failed),
+            "retried": len(self.retry),
+            "released": len(self.unsent),
+        }
+
 
 def rows_query(watched: Watched) -> sql.Composed:
     """The query `Shaper.load_rows` runs: parameters `keys` (a text[] literal) and `index`."""

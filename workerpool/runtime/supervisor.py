@@ -257,7 +257,7 @@ class Supervisor:
         uptime = time.monotonic() - child.started
         in_service = child.slot.marked or uptime > self.settings.restart_window / 1000.0
         child.slot.close()
-        fields = {
+        fields: dict[str, object] = {
             "worker": child.number,
             "worker_pid": child.pid,
             "uptime_s": round(uptime, 1),

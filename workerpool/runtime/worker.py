@@ -17,9 +17,10 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from workerpool.config import Settings
-from workerpool.db.connection import DatabaseUnavailable, connect, make_pool
+from workerpool.db.connection import DatabaseUnavailable, connect, make_pool, one_row
 from workerpool.db.queries import Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
@@ -30,7 +31,7 @@ from workerpool.runtime.dispatch import Dispatcher, LeaseLost, Prepared, unsettl
 from workerpool.runtime.housekeeping import Housekeeping
 from workerpool.runtime.queue import Claim
 from workerpool.runtime.reading import Reader
-from workerpool.runtime.shaping import Item, Outcome
+from workerpool.runtime.shaping import Outcome
 from workerpool.runtime.wakeup import Listener
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,13 @@ class Worker:
         self.stop_requested_at = 0.0
         self.batches = 0
         self.records = 0
-        self._pool = None
+        self._pool: ConnectionPool | None = None
         self._listener = Listener(settings.database_url, number)
         self._dispatch: Dispatcher | None = None
         self._reader = Reader(settings)
         self._next_spill = 0.0
         self._pending_acks = PendingAcks(settings, number, self._database_trouble)
-        self._in_flight: deque[tuple[Prepared, Future]] = deque()
+        self._in_flight: deque[tuple[Prepared, Future[None]]] = deque()
         self._sender_thread = ThreadPoolExecutor(max_workers=settings.requests_in_flight, thread_name_prefix="sender")
         self._db_failures = 0
         self._housekeeping = Housekeeping(settings, number, self.worker_id)
@@ -131,7 +132,7 @@ class Worker:
         while True:
             try:
                 with connect(self.settings.database_url, purpose="boot", timeout=5) as conn:
-                    exists = conn.execute(Q.schema_installed).fetchone()[0]
+                    exists = one_row(conn.execute(Q.schema_installed))[0]
                 break
             except DatabaseUnavailable:
                 if time.monotonic() >= deadline or self.stopping or self._parent_gone():
@@ -166,6 +167,13 @@ class Worker:
             self._dispatch.sender.close()
 
     @property
+    def pool(self) -> ConnectionPool:
+        """The worker's connection pool, which `_boot` makes (after fork, so no connection crosses it)."""
+        if self._pool is None:
+            raise RuntimeError("the worker's pool was used before boot")
+        return self._pool
+
+    @property
     def batch_limit(self) -> int:
         """How many rows a claim asks for: BATCH_SIZE, halved after each 429 and grown back after."""
         return self._dispatch.batch_limit if self._dispatch is not None else self.settings.batch_size
@@ -195,10 +203,10 @@ class Worker:
                     return True
             now = time.monotonic()
             if self._housekeeping.due(now, self.stopping):
-                with self._pool.connection() as conn:
+                with self.pool.connection() as conn:
                     self._housekeeping.run(conn, now, self.batches, self.records, self.stopping)
             if not self.stopping:
-                with self._pool.connection() as conn:
+                with self.pool.connection() as conn:
                     claim = self._claim(conn, now)
             self._db_failures = 0
         except psycopg.Error as exc:
@@ -245,7 +253,8 @@ class Worker:
     def _prepare_claim(self, claim: Claim) -> Prepared:
         prepared = Prepared(claim, Outcome(), time.monotonic())
         try:
-            prepared.items = self._prepare(claim, prepared.outcome)
+            with self.pool.connection() as conn:
+                prepared.items = self._reader.items(conn, claim.rows, prepared.outcome)
         except psycopg.Error as exc:
             # Reading the rows failed; give the whole claim back (attempt counted) and carry on.
             self._database_trouble(exc)
@@ -259,6 +268,7 @@ class Worker:
 
     def _send_prepared(self, prepared: Prepared) -> None:
         """Runs on the sender thread: the HTTP part of a batch."""
+        assert self._dispatch is not None and prepared.items is not None  # submitted after boot, rows read
         self._dispatch.send(prepared.claim, prepared.items, prepared.outcome)
 
     def _finish_in_flight(self) -> None:
@@ -275,7 +285,7 @@ class Worker:
     def _settle_oldest(self) -> None:
         self._settle(*self._in_flight.popleft())
 
-    def _settle(self, prepared: Prepared, future: Future) -> None:
+    def _settle(self, prepared: Prepared, future: Future[None]) -> None:
         """Wait for one batch's HTTP part, then write its outcome."""
         try:
             future.result()
@@ -302,14 +312,7 @@ class Worker:
 
     def _finish(self, prepared: Prepared) -> None:
         claim, outcome, started = prepared.claim, prepared.outcome, prepared.started
-        counts = {
-            "upserts": sum(1 for i in outcome.done if i.action in ("updateObject", "partialUpdateObject")),
-            "deletes": sum(1 for i in outcome.done if i.action == "deleteObject"),
-            "skipped": sum(1 for i in outcome.done if i.action == "skip"),
-            "failed": len(outcome.failed),
-            "retried": len(outcome.retry),
-            "released": len(outcome.unsent),
-        }
+        counts = outcome.counts()
         # Before the flush, which empties the outcome's lists.
         metrics.record_batch(
             synced=((i.index, i.action, i.row.created_at) for i in outcome.done),
@@ -335,17 +338,13 @@ class Worker:
             },
         )
 
-    # ---- read and transform ----------------------------------------------------------------
-
-    def _prepare(self, claim: Claim, outcome: Outcome) -> list[Item]:
-        with self._pool.connection() as conn:
-            return self._reader.items(conn, claim.rows, outcome)
+    # ---- the dispatcher's callbacks --------------------------------------------------------
 
     def _ensure_lease(self, claim: Claim) -> None:
         """Before each request: refuse to send under a lease that is gone; extend one that is ageing."""
         now = time.monotonic()
         if claim.lease_left(now) < claim.lease_s * 2 / 3:
-            with self._pool.connection() as conn:
+            with self.pool.connection() as conn:
                 if not queue.extend(conn, claim, now):
                     raise LeaseLost()
 
@@ -356,7 +355,7 @@ class Worker:
 
     def _queue_empty(self) -> bool:
         try:
-            with self._pool.connection() as conn:
+            with self.pool.connection() as conn:
                 return queue.idle(conn)
         except psycopg.Error as exc:
             self._database_trouble(exc)
