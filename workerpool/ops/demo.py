@@ -22,15 +22,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import conninfo, sql
 
 from workerpool import logs
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ERROR
 from workerpool.runtime import queue
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
+_T = TypeVar("_T")
 
 SCHEMA = "workerpool_demo"
 INDEX = "demo_products"
@@ -60,7 +66,7 @@ def _done(started: float, detail: str = "") -> None:
     _say(f"    ok ({time.monotonic() - started:.1f}s){' - ' + detail if detail else ''}")
 
 
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+def _wait(predicate: Callable[[], _T | None], what: str, timeout: float = WAIT_S) -> _T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -76,7 +82,7 @@ def _queue_empty(dsn: str) -> bool:
         return queue.idle(conn)
 
 
-def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, Any]:
+def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, PostgresServer | None]:
     """(DSN for the demo, embedded server or None)."""
     if database_url:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
@@ -86,13 +92,13 @@ def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, Any]:
 
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, via pgserver
     try:
-        import pgserver
+        from pgserver.postgres_server import get_server
     except ImportError:
         raise DemoFailed(
             "DATABASE_URL is not set and the embedded Postgres is not installed; "
             "install it with: pip install 'workerpool[demo]'  (or set DATABASE_URL)"
         ) from None
-    server = pgserver.get_server(str(workdir / "pgdata"), cleanup_mode="stop")
+    server = get_server(str(workdir / "pgdata"), cleanup_mode="stop")
     return server.get_uri(), server
 
 
@@ -118,12 +124,16 @@ def _load_catalog(dsn: str) -> int:
                     )
                 )
             conn.cursor().executemany(Q.demo_insert_product, rows)
-        return conn.execute(Q.demo_count_products).fetchone()[0]
+        count: int = one_row(conn.execute(Q.demo_count_products))[0]
+        return count
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "    " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+
+    def fmt(cells: list[str]) -> str:
+        return "    " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
@@ -140,9 +150,9 @@ def run_demo(database_url: str | None) -> int:
     log_path = workdir / "workerpool.log"
     log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed in the finally below, after the pool)
     logs.setup("INFO", stream=log_file)  # this process's own log lines go to the file too
-    server = None
+    server: PostgresServer | None = None
     emulator = None
-    pool: subprocess.Popen | None = None
+    pool: subprocess.Popen[bytes] | None = None
     ok = False
     try:
         _say("workerpool demo: Postgres -> queue -> workers -> Algolia (emulated), all on this machine")
@@ -153,7 +163,7 @@ def run_demo(database_url: str | None) -> int:
         )
         dsn, server = _start_postgres(database_url, workdir)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            version = conn.execute(Q.demo_server_version).fetchone()[0]
+            version = one_row(conn.execute(Q.demo_server_version))[0]
         _done(t, f"PostgreSQL {version}")
 
         t = _step(2, "Algolia emulator (in this process, 127.0.0.1 only)")
@@ -175,7 +185,7 @@ def run_demo(database_url: str | None) -> int:
         products = _load_catalog(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             # Statements capture into the inbox; the workers move its keys into the queue later.
-            queued, inbox = conn.execute(Q.demo_queued).fetchone()
+            queued, inbox = one_row(conn.execute(Q.demo_queued))
         _done(
             t,
             f"{len(BRANDS)} brands, {len(CATEGORIES)} categories, {products} products; "
@@ -215,11 +225,11 @@ def run_demo(database_url: str | None) -> int:
 
         t = _step(5, "live changes: a price update, a delete, an insert")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            first, old_price = conn.execute(Q.demo_first_product).fetchone()
+            first, old_price = one_row(conn.execute(Q.demo_first_product))
             conn.execute(Q.demo_reprice, (first,))
-            victim = conn.execute(Q.demo_last_product).fetchone()[0]
+            victim = one_row(conn.execute(Q.demo_last_product))[0]
             conn.execute(Q.demo_delete_product, (victim,))
-            new_id = conn.execute(Q.demo_add_product).fetchone()[0]
+            new_id = one_row(conn.execute(Q.demo_add_product))[0]
         index = _wait(
             lambda: (
                 lambda recs: (
@@ -244,7 +254,7 @@ def run_demo(database_url: str | None) -> int:
         t = _step(6, "what the index holds")
         index = emulator.records(INDEX)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            expected = conn.execute(Q.demo_count_records).fetchone()[0]
+            expected = one_row(conn.execute(Q.demo_count_records))[0]
         sample = [index[k] for k in sorted(index, key=int)[:5]] + [index[str(new_id)]]
         _say(
             _table(
