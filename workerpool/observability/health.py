@@ -40,7 +40,7 @@ import orjson
 import psycopg
 
 from workerpool.config import ConfigError
-from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.db.connection import DatabaseUnavailable, connect, one_row
 from workerpool.db.queries import Q
 from workerpool.observability import dashboard, metrics, vacuum
 
@@ -80,7 +80,7 @@ class HealthServer:
     started_wall: float = field(default_factory=time.time)
     stall_s: float = DEFAULT_STALL_SECONDS
     _db_lock: threading.Lock = field(default_factory=threading.Lock)
-    _db_result: tuple[float, Any, Any] | None = None
+    _db_result: tuple[float, dict[str, Any] | Exception] | None = None  # when, and the check's result or error
     pool: Pool = field(default_factory=Pool)
 
     def __post_init__(self) -> None:
@@ -103,12 +103,12 @@ class HealthServer:
             now = time.monotonic()
             if self._db_result is None or now - self._db_result[0] > DB_CACHE_S:
                 try:
-                    self._db_result = (now, self._query_database(), None)
+                    self._db_result = (now, self._query_database())
                 except (psycopg.Error, DatabaseUnavailable) as exc:
-                    self._db_result = (time.monotonic(), None, exc)
-            _, result, error = self._db_result
-        if error is not None:
-            raise error
+                    self._db_result = (time.monotonic(), exc)
+            _, result = self._db_result
+        if isinstance(result, Exception):
+            raise result
         return result
 
     def _query_database(self) -> dict[str, Any]:
@@ -116,7 +116,7 @@ class HealthServer:
         with connect(self.settings.database_url, purpose="health", timeout=DB_TIMEOUT_S) as conn:
             conn.execute(Q.set_statement_timeout, (str(DB_TIMEOUT_S * 1000),))
             # Keys still in the inbox (not yet moved into the queue) wait like pending rows (status "inbox").
-            backlog, oldest = conn.execute(Q.health_backlog).fetchone()
+            backlog, oldest = one_row(conn.execute(Q.health_backlog))
             depth = conn.execute(Q.health_queue_depth).fetchall()
             ages = conn.execute(Q.health_oldest_pending).fetchall()
             health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))

@@ -25,7 +25,10 @@ import tempfile
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 _dir: str | None = None  # set by the supervisor before fork; inherited by the workers
 _owner_pid: int | None = None
@@ -240,7 +243,7 @@ def process_dead(pid: int) -> None:
 # ---- reading (the supervisor's HTTP thread) --------------------------------------------------
 
 
-def registry() -> Any:
+def registry() -> CollectorRegistry:
     """A fresh registry merging every process's files (one per scrape, as the client recommends)."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector

@@ -20,10 +20,11 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from importlib import resources
-from typing import Any, BinaryIO
+from io import BufferedIOBase
+from typing import Any
 
 import orjson
 import psycopg
@@ -104,7 +105,7 @@ class Dashboard:
             {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
         )
 
-    def post(self, path: str, headers: Mapping[str, str], rfile: BinaryIO) -> Response:
+    def post(self, path: str, headers: Message[str, str], rfile: BufferedIOBase) -> Response:
         """A POST: the body is read (bounded) first, so that the connection stays usable after a refusal."""
         try:
             length = int(headers.get("Content-Length") or 0)
