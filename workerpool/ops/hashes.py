@@ -13,7 +13,7 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -81,7 +81,7 @@ _COPY_NULL = "\t\\N\n"
 _COPY_BYTEA = "\t\\\\x"  # a tab, then bytea's hex form with its backslash escaped for COPY
 
 
-def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple[str, bytes | None]]) -> None:
+def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[str, bytes | None]]) -> None:
     """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
     `write_row` costs more than the hashing)."""
     lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]

@@ -39,6 +39,7 @@ from algoliasearch.http.exceptions import AlgoliaException
 
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import ConfigError, Settings
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
 from workerpool.ops.progress import ProgressBar
@@ -96,11 +97,7 @@ def _load_progress(conn: psycopg.Connection, table: str) -> Progress | None:
 
 
 def _start_progress(conn: psycopg.Connection, table: str, mode: str, tmp_index: str | None, total: int) -> Progress:
-    row = conn.execute(
-        Q.start_reindex_progress,
-        (table, mode, tmp_index, total),
-    ).fetchone()
-    return Progress(*row)
+    return Progress(*one_row(conn.execute(Q.start_reindex_progress, (table, mode, tmp_index, total))))
 
 
 def _advance(conn: psycopg.Connection, table: str, last_key: str, n: int) -> None:
@@ -146,7 +143,7 @@ def reindex(
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
     watched = find_watched(conn, table)
-    locked = conn.execute(Q.reindex_lock, (_LOCK_CLASS, watched.table_name)).fetchone()[0]
+    locked = one_row(conn.execute(Q.reindex_lock, (_LOCK_CLASS, watched.table_name)))[0]
     if not locked:
         raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
     try:
@@ -240,10 +237,11 @@ def _atomic(
     try:
         total = count_rows(conn, watched)
         progress = _previous(conn, watched, "atomic", restart, settings)
-        if progress is not None and progress.tmp_index and not _exists(client, progress.tmp_index):
-            _finish_progress(conn, watched.table_name)  # the temporary index is gone: start over
+        tmp = progress.tmp_index if progress is not None else None
+        if progress is not None and (tmp is None or not _exists(client, tmp)):
+            _finish_progress(conn, watched.table_name)  # the temporary index is gone (or unnamed): start over
             progress = None
-        if progress is None:
+        if progress is None or tmp is None:
             tmp = f"{live}_tmp_{int(time.time())}"
             # T0 is committed before the first row is read.
             progress = _start_progress(conn, watched.table_name, "atomic", tmp, total)
@@ -254,7 +252,6 @@ def _atomic(
                 client.wait_for_task(tmp, copied.task_id)
         else:
             result.resumed = True
-        tmp = progress.tmp_index
         result.tmp_index = tmp
         bar = ProgressBar(total, f"reindex {watched.table_name} -> {tmp}", stream, done=min(progress.rows_done, total))
         done = progress.rows_done
