@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setproctitle(f"workerpool {args.command}")  # `ps` would show --database-url and its password
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
         return fail(args, str(exc), EXIT_CONFIG_ERROR)
     except psycopg.Error as exc:  # the database failed under the command

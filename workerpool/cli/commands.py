@@ -13,7 +13,7 @@ from workerpool import config, logs
 from workerpool.capture.model import WatchError
 from workerpool.cli.errors import fail
 from workerpool.config import ConfigError, Settings
-from workerpool.db.connection import DatabaseUnavailable, connect
+from workerpool.db.connection import DatabaseUnavailable, connect, one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_DRIFT
 
@@ -106,14 +106,15 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _db(settings) as conn, conn.transaction():
+        name: str | None
+        relation: str | None
         try:
             watched = find_watched(conn, args.table)
             name, relation = watched.table_name, watched.relation or watched.table_name
         except WatchError:
-            name = relation = (
-                None  # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
-            )
-        if relation is not None and conn.execute(Q.relation_exists, (relation,)).fetchone()[0]:
+            # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
+            name = relation = None
+        if relation is not None and one_row(conn.execute(Q.relation_exists, (relation,)))[0]:
             # Writers finish first and wait for us: the count below is what gets dropped.
             conn.execute(sql.SQL(Q.lock_table_for_unwatch).format(sql.SQL(relation)))
         left = backlog(conn, name) if name is not None else None
@@ -243,7 +244,7 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _db(settings) as conn:
         table = queue_table_name(conn, args.table) if args.table is not None else None
-        n = conn.execute(Q.retry_failed, (table, args.id)).fetchone()[0]
+        n = one_row(conn.execute(Q.retry_failed, (table, args.id)))[0]
     print(f"returned {n} failed row(s) to the queue")
     return 0
 
@@ -251,7 +252,7 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _db(settings) as conn:
-        n = conn.execute(Q.cleanup_old_sync_records, (args.days,)).fetchone()[0]
+        n = one_row(conn.execute(Q.cleanup_old_sync_records, (args.days,)))[0]
     print(f"deleted {n} row(s) older than {args.days} day(s)")
     return 0
 
