@@ -104,7 +104,7 @@ def test_no_command_prints_the_database_password_or_the_admin_key(
     for dsn in unreachable:
         for command in (("stats",), ("migrate",), ("run", "--drain")):
             result = cli({"DATABASE_URL": dsn}, *command, code=2)
-        assert "***" in result.stderr or "missing" in result.stderr, result.stderr
+            assert "***" in result.stderr or "missing" in result.stderr, result.stderr
     # The same on the command line, and with the password in PGPASSWORD.
     cli({}, "stats", "--database-url", unreachable[0], code=2)
     cli({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/nodb", "PGPASSWORD": PASSWORD}, "stats", code=2)
