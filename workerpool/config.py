@@ -371,10 +371,15 @@ def redact_dsn(dsn: str) -> str:
         redacted = _URL_QUERY_PASSWORD.sub(r"\1***", redacted)
     else:
         redacted = _KV_PASSWORD.sub(r"\1password=***", dsn)
-    for password in dsn_passwords(dsn):  # whatever a malformed string hid from the patterns
+    # The password anywhere else in the string (a malformed DSN, a password repeated as a user name);
+    # never inside the scheme, where starring `sql` of `postgresql://` would print the password's value.
+    scheme = _URL_SCHEME.match(redacted)
+    start = scheme.end() if scheme else 0
+    rest = redacted[start:]
+    for password in dsn_passwords(dsn):
         if len(password) >= 3:
-            redacted = redacted.replace(password, "***")
-    return redacted
+            rest = rest.replace(password, "***")
+    return redacted[:start] + rest
 
 
 def environment_secrets() -> list[str]:

@@ -44,7 +44,15 @@ def test_a_url_password_is_read_as_libpq_reads_it_and_hidden_in_both_forms(passw
     dsn = f"postgresql://app:{quote(password, safe='')}@db.example:5432/shop"
     assert dsn_passwords(dsn)[-1] == conninfo_to_dict(dsn)["password"] == password
     redacted = redact_dsn(dsn)
-    assert redacted == "postgresql://app:***@db.example:5432/shop"
+    if len(password) < 3 or password not in "app:@db.example:5432/shop":
+        assert redacted == "postgresql://app:***@db.example:5432/shop"
+    else:  # a password that is also the user, host or database name is starred there as well
+        assert password not in redacted.removeprefix("postgresql://") and redacted.startswith("postgresql://")
+
+
+def test_a_password_inside_the_scheme_name_leaves_the_scheme_alone():
+    assert redact_dsn("postgresql://app:sql@db/shop") == "postgresql://app:***@db/shop"
+    assert redact_dsn("postgresql://app:app@db/shop") == "postgresql://***:***@db/shop"
 
 
 @given(passwords)
