@@ -20,8 +20,11 @@ def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
         RequestException,
     )
 
+    from workerpool.ops.tasks import TaskNotPublished
     from workerpool.runtime.algolia import AlgoliaError
 
+    if isinstance(exc, TaskNotPublished):
+        return EXIT_ALGOLIA, str(exc)
     if isinstance(exc, RequestException):
         status, message = exc.status_code, str(exc.message)
     elif isinstance(exc, AlgoliaError):

@@ -501,3 +501,36 @@ def test_atomic_reindex_resumes_into_its_temporary_index_or_restarts_cleanly(pro
     assert result.returncode == 0 and "(resumed)" not in result.stdout and "1000 record(s) written" in result.stdout
     assert [i.name for i in _client(emulator).list_indices().items] == ["products"], abandoned
     assert_index_matches(db, emulator, "products", "products")
+
+
+def test_atomic_reindex_waits_for_tasks_algolia_publishes_late_and_says_so_when_it_gives_up(
+    products, env, emulator, monkeypatch
+):
+    """Algolia publishes a large index's copy and move after a while: the command polls until it does
+    (the client's own helper would give up after 100 polls). Past the wait, one line and exit 4, and
+    the progress is kept for the next run."""
+    from workerpool import config
+    from workerpool.ops import tasks
+    from workerpool.ops.reindex import ReindexError, reindex
+
+    db = products
+    _insert(db, 1, 200)
+    drain(env)
+    emulator.set_task_delay(2.5)
+    started = time.monotonic()
+    result = run_cli(env, "reindex", "products", "--atomic")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 5, "the copy of the live index and the move each waited for publication"
+    assert [i.name for i in _client(emulator).list_indices().items] == ["products"]
+    assert_index_matches(db, emulator, "products", "products")
+
+    emulator.set_task_delay(60)
+    monkeypatch.setattr(tasks, "TASK_WAIT_S", 1.0)
+    monkeypatch.setattr(tasks.wait_published, "__defaults__", (1.0,))
+    settings = config.load(environ=env, env_file=None)
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, pytest.raises(ReindexError) as failed:
+        reindex(settings, conn, "products", atomic=True)
+    assert failed.value.exit_code == 4
+    message = str(failed.value)
+    assert "has not published task" in message and "progress kept" in message and "\n" not in message
+    assert db.execute("SELECT count(*) FROM workerpool_reindex_progress").fetchone()[0] == 1

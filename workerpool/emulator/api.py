@@ -245,7 +245,12 @@ def _ep_list_indices(c: Call) -> Any:
 
 
 def _ep_task(c: Call) -> Any:
-    return {"status": "published", "pendingTask": False}
+    try:
+        task = int(c.args[-1])
+    except ValueError:
+        raise ApiError(400, "taskID must be an integer") from None
+    published = c.state.task_published(task)
+    return {"status": "published" if published else "notPublished", "pendingTask": not published}
 
 
 class Route(NamedTuple):

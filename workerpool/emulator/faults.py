@@ -96,12 +96,20 @@ class Faults:
         self._queue: list[Fault] = []
         self.rtt_ms = 0.0
         self.rtt_jitter_ms = 0.0
+        self.task_delay_s = 0.0
 
     def reset(self) -> None:
-        """No fault, no round trip."""
+        """No fault, no round trip, tasks published at once."""
         with self._lock:
             self._queue = []
             self.rtt_ms = self.rtt_jitter_ms = 0.0
+            self.task_delay_s = 0.0
+
+    def set_task_delay(self, seconds: float) -> None:
+        """Tasks created from now on stay `notPublished` for `seconds` (a large index's copy or move)."""
+        if not (is_number(seconds) and seconds >= 0):
+            raise ValueError(f"seconds must be a non-negative number, got {seconds!r}")
+        self.task_delay_s = float(seconds)
 
     def add(self, specs: list[dict[str, Any]]) -> None:
         """Queue faults given as keyword dicts of ``build_fault``: all of them or, if one is invalid

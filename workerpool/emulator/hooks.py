@@ -63,6 +63,12 @@ def answer(state: EmulatorState, client_host: str, method: str, path: str, raw: 
         return _json(
             200, {"ok": True, "rtt_ms": state.fault_queue.rtt_ms, "jitter_ms": state.fault_queue.rtt_jitter_ms}
         )
+    if path == "/_emulator/task-delay" and method == "POST":
+        try:
+            state.fault_queue.set_task_delay(loads(raw).get("seconds", 0))
+        except (ApiError, AttributeError, TypeError, ValueError) as exc:
+            return _error(400, f"Invalid task delay: {exc}")
+        return _json(200, {"ok": True, "seconds": state.fault_queue.task_delay_s})
     if path.startswith(_INDEXES) and method == "GET":
         return 200, state.records_json(unquote(path[len(_INDEXES) :]))
     return _error(404, "Not Found")

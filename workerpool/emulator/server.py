@@ -303,6 +303,11 @@ class Emulator:
         Algolia region, for benchmarks and tests (``POST /_emulator/rtt``). Reset clears it."""
         self.state.fault_queue.set_rtt(rtt_ms, jitter_ms)
 
+    def set_task_delay(self, seconds: float) -> None:
+        """Tasks created from now on stay `notPublished` for `seconds`, as a large index's copy or move
+        does on Algolia's side. Reset clears it."""
+        self.state.fault_queue.set_task_delay(seconds)
+
     def stats(self) -> dict[str, Any]:
         """Counters (``GET /_emulator/stats``)."""
         return self.state.stats()

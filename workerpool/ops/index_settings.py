@@ -10,6 +10,7 @@ import psycopg
 
 from workerpool.config import Settings
 from workerpool.db.queries import Q
+from workerpool.ops.tasks import wait_published
 from workerpool.runtime.algolia import make_client
 
 
@@ -59,7 +60,7 @@ def push(settings: Settings, desired: dict[str, dict[str, Any]], dry_run: bool =
             changes[index] = diff(live, wanted)
             if changes[index] and not dry_run:
                 response = client.set_settings(index, wanted)
-                client.wait_for_task(index, response.task_id)
+                wait_published(client, index, response.task_id)
     finally:
         client.close()
     return changes

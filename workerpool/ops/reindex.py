@@ -49,6 +49,7 @@ from workerpool.ops.table_walk import (
     count_rows,
     iter_key_chunks,
 )
+from workerpool.ops.tasks import TaskNotPublished, wait_published
 from workerpool.runtime import queue, records
 from workerpool.runtime.algolia import AlgoliaError, Sender, make_client
 from workerpool.runtime.sending import by_request_size, send_splitting
@@ -249,7 +250,7 @@ def _atomic(
                 copied = client.operation_index(
                     live, {"operation": "copy", "destination": tmp, "scope": ["settings", "synonyms", "rules"]}
                 )
-                client.wait_for_task(tmp, copied.task_id)
+                wait_published(client, tmp, copied.task_id)
         else:
             result.resumed = True
         result.tmp_index = tmp
@@ -268,13 +269,13 @@ def _atomic(
             bar.update(done)
         bar.finish()
         if last_task is not None:
-            client.wait_for_task(tmp, last_task)
+            wait_published(client, tmp, last_task)
         moved = client.operation_index(tmp, {"operation": "move", "destination": live})
-        client.wait_for_task(tmp, moved.task_id)
+        wait_published(client, tmp, moved.task_id)
         result.enqueued = _reenqueue_since(conn, watched, progress.started_at, result.skipped)
         _finish_progress(conn, watched.table_name)
         return result
-    except (AlgoliaException, AlgoliaError, requests.RequestException) as exc:
+    except (AlgoliaException, AlgoliaError, requests.RequestException, TaskNotPublished) as exc:
         code, message = algolia_failure(exc) or (EXIT_ALGOLIA, str(exc))
         raise ReindexError(f"{message} (progress kept: run the same command again to resume)", code) from None
     finally:
