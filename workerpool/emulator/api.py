@@ -249,7 +249,7 @@ def _ep_task(c: Call) -> Any:
         task = int(c.args[-1])
     except ValueError:
         raise ApiError(400, "taskID must be an integer") from None
-    published = c.state.task_published(task)
+    published = c.state.fault_queue.task_published(task)
     return {"status": "published" if published else "notPublished", "pendingTask": not published}
 
 

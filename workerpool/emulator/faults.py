@@ -97,6 +97,7 @@ class Faults:
         self.rtt_ms = 0.0
         self.rtt_jitter_ms = 0.0
         self.task_delay_s = 0.0
+        self._unpublished: dict[int, float] = {}  # taskID -> when it publishes
 
     def reset(self) -> None:
         """No fault, no round trip, tasks published at once."""
@@ -104,12 +105,27 @@ class Faults:
             self._queue = []
             self.rtt_ms = self.rtt_jitter_ms = 0.0
             self.task_delay_s = 0.0
+            self._unpublished.clear()
 
     def set_task_delay(self, seconds: float) -> None:
         """Tasks created from now on stay `notPublished` for `seconds` (a large index's copy or move)."""
         if not (is_number(seconds) and seconds >= 0):
             raise ValueError(f"seconds must be a non-negative number, got {seconds!r}")
         self.task_delay_s = float(seconds)
+
+    def hold_task(self, task: int) -> None:
+        """A new task: unpublished for the task delay, if one is set."""
+        if self.task_delay_s:
+            with self._lock:
+                self._unpublished[task] = time.monotonic() + self.task_delay_s
+
+    def task_published(self, task: int) -> bool:
+        with self._lock:
+            due = self._unpublished.get(task)
+            if due is not None and time.monotonic() >= due:
+                del self._unpublished[task]
+                due = None
+        return due is None
 
     def add(self, specs: list[dict[str, Any]]) -> None:
         """Queue faults given as keyword dicts of ``build_fault``: all of them or, if one is invalid

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import uuid
 from copy import deepcopy
 from typing import Any
@@ -50,7 +49,6 @@ class EmulatorState:
         self._lock = threading.Lock()
         self._meta_lock = threading.Lock()
         self._tasks = itertools.count(1)
-        self._unpublished: dict[int, float] = {}  # taskID -> when it publishes
         self._reset_unlocked()
 
     def _reset_unlocked(self) -> None:
@@ -261,19 +259,8 @@ class EmulatorState:
     def new_task(self) -> int:
         """A fresh taskID; published at once, or after the fault queue's task delay."""
         task = next(self._tasks)
-        delay = self.fault_queue.task_delay_s
-        if delay:
-            with self._meta_lock:
-                self._unpublished[task] = time.monotonic() + delay
+        self.fault_queue.hold_task(task)
         return task
-
-    def task_published(self, task: int) -> bool:
-        with self._meta_lock:
-            due = self._unpublished.get(task)
-            if due is not None and time.monotonic() >= due:
-                del self._unpublished[task]
-                due = None
-        return due is None
 
     def clear(self, name: str) -> None:
         """Remove every record of ``name``, keeping its settings."""
