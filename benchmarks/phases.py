@@ -8,7 +8,7 @@ acknowledge. For each step it adds up this thread's CPU time and the CPU time of
 serving it (from /proc, so Linux only), and prints microseconds per record. Whole-drain benchmarks
 show *that* the machine is saturated; this shows by whom. With --capture the backlog is made by bulk
 INSERTs into the watched table, so its keys wait in the inbox and the "spill" step (moving them into
-the queue before each claim) carries the capture work the writer no longer does; without it the
+the queue before each claim) carries the capture work the writer's statement leaves out; without it the
 changes are queued directly and "spill" is the cost of looking at an empty inbox once per batch.
 
 With --peer N, PgQueuer then drains as many no-op jobs in N processes at the same batch size on a

@@ -196,9 +196,9 @@ def test_settings_push_shows_the_diff_then_applies_it(db, env, emulator, tmp_pat
 
 
 def test_the_last_sent_hash_is_probed_per_key_even_with_stale_statistics(db, env):
-    """The row read must not scan all of an index's hashes for each batch (seen in a drain: a generic
-    plan made while algolia_sync_hashes was small materialized every hash and compared each with
-    every key, 30 ms per 100-key batch at 3,000 hashes, growing with the index)."""
+    """The row read probes the last-sent hash per key and never scans all of an index's hashes for a
+    batch: a generic plan made while algolia_sync_hashes was small would materialize every hash and
+    compare each with every key, a cost that grows with the index."""
     from workerpool.capture.model import load_watched
     from workerpool.runtime.shaping import rows_query
 

@@ -552,8 +552,8 @@ def test_tcp_liveness_defaults_apply_unless_database_url_sets_its_own(db_url):
 
 def test_acknowledging_stays_linear_with_many_failed_rows_and_stale_statistics(items):
     """An ack drops earlier failures of the keys it acknowledges. With statistics taken before the
-    failures piled up, that used to compare every failed row with every acknowledged one (100,000
-    failed x 1,000 acked: 32 s per batch). Counted as index entries read, not timed."""
+    failures piled up, a plan comparing every failed row with every acknowledged one would make each
+    ack quadratic; the probe stays per key. Counted as index entries read, not timed."""
     from workerpool.runtime import queue
 
     db = items
