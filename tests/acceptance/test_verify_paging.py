@@ -87,7 +87,10 @@ def test_verify_walks_more_pages_than_the_recursion_limit_in_flat_memory(product
     big = _traced_verify(env)
 
     pages = (big["records"] + PAGE - 1) // PAGE
-    assert pages > big["recursion_limit"], (pages, big["recursion_limit"])  # the client's browse helper recurses once per page
+    assert pages > big["recursion_limit"], (
+        pages,
+        big["recursion_limit"],
+    )  # the client's browse helper recurses once per page
     assert (big["rows"], big["records"]) == (3000, 3000)
     assert (big["missing"], big["extra"], big["stale"], big["in_flight"]) == (1, 1, 1, 0)
     assert big["samples"] == {"missing": ["2999"], "extra": ["77777"], "stale": ["1234"]}
