@@ -38,6 +38,11 @@ def _int_range(lo: int, hi: int) -> Callable[[str, str], int]:
     return parse
 
 
+def _batch_size_max(name: str, raw: str) -> int:
+    """A whole number up to 10000; `load` holds it to BATCH_SIZE or more, once both are known."""
+    return _int_range(1, 10_000)(name, raw)
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     allowed = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -151,6 +156,7 @@ class Settings:
     algolia_hosts: tuple[str, ...] = ()
     algolia_index_prefix: str = ""
     batch_size: int = 100
+    batch_size_max: int = 1000
     polling_interval: int = 5000
     max_retries: int = 5
     shutdown_timeout: int = 30000
@@ -220,6 +226,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "ALGOLIA_HOSTS": ("algolia_hosts", _hosts),
     "ALGOLIA_INDEX_PREFIX": ("algolia_index_prefix", _prefix),
     "BATCH_SIZE": ("batch_size", _int_range(1, 10_000)),
+    "BATCH_SIZE_MAX": ("batch_size_max", _batch_size_max),
     "POLLING_INTERVAL": ("polling_interval", _int_range(10, 3_600_000)),
     "MAX_RETRIES": ("max_retries", _int_range(1, 1000)),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _int_range(0, 3_600_000)),
@@ -255,6 +262,7 @@ MEANINGS: dict[str, str] = {
     "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
     "ALGOLIA_INDEX_PREFIX": "prefix for every index name (dev/staging/prod on one Algolia app)",
     "BATCH_SIZE": "rows claimed per batch, 1-10000",
+    "BATCH_SIZE_MAX": "rows a claim may grow to while claims come back full (a deep backlog), BATCH_SIZE-10000",
     "POLLING_INTERVAL": "milliseconds between polls when no NOTIFY arrives",
     "MAX_RETRIES": "attempts before a row is marked failed",
     "SHUTDOWN_TIMEOUT": "milliseconds a graceful stop may take before workers are killed",
@@ -323,6 +331,10 @@ def load(
             continue
         var = _FIELD_TO_VAR[name]
         values[name] = VARIABLES[var][1](var, str(raw))
+    size = values.get("batch_size", Settings.batch_size)
+    top = values.setdefault("batch_size_max", max(Settings.batch_size_max, size))  # unset: follows BATCH_SIZE up
+    if top < size:
+        raise ConfigError(f"BATCH_SIZE_MAX={top} is below BATCH_SIZE={size}; expected a number from {size} to 10000")
     return replace(Settings(), **values)
 
 

@@ -25,6 +25,7 @@ BAD: dict[str, list[str]] = {
     "DASHBOARD_TOKEN": ["s3cr3t", "a" * 15, "a" * 20 + " b", "é" * 20],
     "LOG_RETENTION_DAYS": ["-1", "36501", "nan", "inf", "a week"],
     "VACUUM_WARN_DEAD_RATIO": ["-0.5", "1000001", "nan", "lots"],
+    "BATCH_SIZE_MAX": ["ten", "1.5", "0", "10001", "99"],  # 99: below the default BATCH_SIZE, 100
 }
 INTEGER_VARS = [v for v, (_, parse) in VARIABLES.items() if parse.__name__ == "parse"]
 for _var in INTEGER_VARS:
@@ -148,3 +149,26 @@ def test_secrets_are_not_in_the_repr():
     settings = _load(ALGOLIA_ADMIN_KEY="admin-key-xyz", DASHBOARD_TOKEN="tok" * 6)
     assert "admin-key-xyz" not in repr(settings) and "tok" * 6 not in repr(settings)
     assert {"admin-key-xyz", "tok" * 6} <= set(settings.secrets())
+
+
+def test_batch_size_max_defaults_to_1000_or_batch_size_when_larger():
+    assert _load().batch_size_max == 1000
+    assert _load(BATCH_SIZE="50").batch_size_max == 1000
+    assert _load(BATCH_SIZE="5000").batch_size_max == 5000
+    assert load(overrides={"batch_size": 2500}, environ={}, env_file=None).batch_size_max == 2500
+    assert _load(BATCH_SIZE="10", BATCH_SIZE_MAX="10").batch_size_max == 10
+    assert _load(BATCH_SIZE="10", BATCH_SIZE_MAX="10_000").batch_size_max == 10_000
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides"),
+    [
+        ({"BATCH_SIZE": "500", "BATCH_SIZE_MAX": "499"}, {}),
+        ({"BATCH_SIZE_MAX": "499"}, {"batch_size": 500}),  # a --batch-size flag above the variable
+    ],
+)
+def test_batch_size_max_below_batch_size_is_one_line_naming_both(environ, overrides):
+    with pytest.raises(ConfigError) as caught:
+        load(overrides=overrides, environ=environ, env_file=None)
+    message = str(caught.value)
+    assert message == "BATCH_SIZE_MAX=499 is below BATCH_SIZE=500; expected a number from 500 to 10000", message

@@ -69,6 +69,13 @@ class _Metrics:
             buckets=LAG_BUCKETS,
             registry=None,
         )
+        self.requests = Counter(
+            "workerpool_algolia_requests",
+            "Batch requests sent to Algolia, by answer: accepted, throttled (429) or failed; "
+            "records synced over accepted requests is the records per request",
+            ["outcome"],
+            registry=None,
+        )
         self.throttled = Counter(
             "workerpool_algolia_throttled", "Algolia 429 answers (the worker slowed down)", registry=None
         )
@@ -100,7 +107,7 @@ class _Metrics:
         )
         self.batch_limit = Gauge(
             "workerpool_worker_batch_limit",
-            "Current adaptive batch size of each live worker (halved on 429)",
+            "Current adaptive claim size of each live worker (grown under a deep backlog, halved on 429)",
             multiprocess_mode="liveall",
             registry=None,
         )
@@ -195,6 +202,14 @@ def record_throttle(batch_limit: int | None = None) -> None:
     m.throttled.inc()
     if batch_limit is not None:
         m.batch_limit.set(batch_limit)
+
+
+def record_request(outcome: str) -> None:
+    """A batch request went to Algolia and came back `accepted`, `throttled` (429) or `failed` (any other
+    error, network errors included). Each one is an indexing task on Algolia's side when accepted."""
+    m = _metrics()
+    if m is not None:
+        m.requests.labels(outcome).inc()
 
 
 def record_auth(accepted: bool) -> None:

@@ -115,8 +115,15 @@ class Sender:
                 host.reset()
 
     def send_batch(self, body: bytes) -> dict[str, Any]:
-        """POST /1/indexes/*/batch with an already serialized body; raises AlgoliaError."""
-        return self._request("/1/indexes/*/batch", body)
+        """POST /1/indexes/*/batch with an already serialized body; raises AlgoliaError. Counted in
+        `workerpool_algolia_requests_total` by outcome, so that requests per record can be computed."""
+        try:
+            answer = self._request("/1/indexes/*/batch", body)
+        except AlgoliaError as exc:
+            metrics.record_request("throttled" if exc.throttled else "failed")
+            raise
+        metrics.record_request("accepted")
+        return answer
 
     def _request(self, path: str, body: bytes) -> dict[str, Any]:
         self._revive_hosts()

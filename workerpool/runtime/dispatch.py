@@ -2,9 +2,10 @@
 Algolia's answer means for each row.
 
 Sent records are done; records Algolia rejects as wrong fail alone (`sending.send_splitting`);
-a 429 halves the worker's batch size and gives the rest back unspent; a refused key gives everything
-back unspent and waits (a rotated key starts working without a restart); other errors retry with
-backoff. Before each request the caller's `ensure_lease` refuses to send under a lease that is gone.
+a 429 halves the worker's claim size (`claim_size.ClaimSize`) and gives the rest back unspent; a
+refused key gives everything back unspent and waits (a rotated key starts working without a
+restart); other errors retry with backoff. Before each request the caller's `ensure_lease`
+refuses to send under a lease that is gone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from workerpool.logs import one_line
 from workerpool.observability import metrics
 from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError, Sender
+from workerpool.runtime.claim_size import ClaimSize
 from workerpool.runtime.queue import Claim, QueueRow
 from workerpool.runtime.sending import by_request_size, send_splitting
 from workerpool.runtime.shaping import Item, Outcome
@@ -56,7 +58,9 @@ class Prepared:
 
 
 class Dispatcher:
-    """One worker's sending policy and its adaptive batch size (`batch_limit`)."""
+    """One worker's sending policy, and the home of its adaptive claim size (`batch_limit`): the claim loop
+    reports each claim's fill (`claimed`), the sends report 429s and their absence, and `ClaimSize` turns
+    both into the next claim's size."""
 
     def __init__(
         self,
@@ -70,7 +74,7 @@ class Dispatcher:
         self.settings = settings
         self.number = number
         self.sender = sender
-        self.batch_limit = settings.batch_size
+        self.claim_size = ClaimSize(settings)
         self._ensure_lease = ensure_lease
         self._out_of_time = out_of_time
         self._sleep = sleep
@@ -108,8 +112,16 @@ class Dispatcher:
             log.info(
                 "algolia accepts the credentials again", extra={"action": "algolia_auth_ok", "worker": self.number}
             )
-        if self.batch_limit < self.settings.batch_size:
-            self.batch_limit = min(self.settings.batch_size, self.batch_limit + max(1, self.settings.batch_size // 10))
+        self.claim_size.sent()
+
+    @property
+    def batch_limit(self) -> int:
+        """How many rows the next claim asks for (see `ClaimSize`)."""
+        return self.claim_size.limit
+
+    def claimed(self, got: int, asked: int) -> bool:
+        """A claim asked for `asked` rows and got `got`; returns whether it came back short."""
+        return self.claim_size.claimed(got, asked)
 
     def _send_chunk(self, claim: Claim, chunk: list[Item], outcome: Outcome) -> None:
         """Send one request; records Algolia rejects as wrong fail alone (the request is split to find them)."""
@@ -133,8 +145,7 @@ class Dispatcher:
             raise
 
     def _slow_down(self, retry_after: float) -> None:
-        self.batch_limit = max(1, self.batch_limit // 2)
-        metrics.record_throttle(self.batch_limit)
+        metrics.record_throttle(self.claim_size.throttled())
         log.warning(
             "algolia throttled",
             extra={

@@ -175,7 +175,8 @@ class Worker:
 
     @property
     def batch_limit(self) -> int:
-        """How many rows a claim asks for: BATCH_SIZE, halved after each 429 and grown back after."""
+        """How many rows a claim asks for: from BATCH_SIZE up to BATCH_SIZE_MAX under a deep backlog, halved
+        after each 429 (`claim_size.ClaimSize`)."""
         return self._dispatch.batch_limit if self._dispatch is not None else self.settings.batch_size
 
     def _parent_gone(self) -> bool:
@@ -230,13 +231,13 @@ class Worker:
         claim, and otherwise every SPILL_EVERY_S: a worker draining a long queue does not pay a round
         trip per batch to find the inbox empty.
         """
-        spilled = None
-        if now >= self._next_spill:
-            spilled = self._spill(conn, now)
-        claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
+        assert self._dispatch is not None  # claims are made after boot
+        spilled = self._spill(conn, now) if now >= self._next_spill else None
+        asked = self.batch_limit
+        claim = queue.claim_batch(conn, asked, self.settings.lease_timeout, self.worker_id, now)
         if claim is None and spilled is None and self._spill(conn, now):  # about to idle: nothing may wait
-            claim = queue.claim_batch(conn, self.batch_limit, self.settings.lease_timeout, self.worker_id, now)
-        if claim is None or len(claim.rows) < self.batch_limit:
+            claim = queue.claim_batch(conn, asked, self.settings.lease_timeout, self.worker_id, now)
+        if self._dispatch.claimed(0 if claim is None else len(claim.rows), asked):  # short: look at the inbox
             self._next_spill = 0.0
         return claim
 
