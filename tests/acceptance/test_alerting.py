@@ -160,6 +160,10 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
     missing = sorted(used - exported - pending)
     assert not missing, f"referenced but not exported by a supervisor: {missing}"
     assert "workerpool_algolia_auth_errors_total" in exported
+    # Every batch request is counted by its answer: the 429, the 503 and the 403 above, and the accepted ones.
+    requests = dict(re.findall(r'^workerpool_algolia_requests_total\{outcome="(\w+)"\} (\S+)$', scraped, re.M))
+    assert float(requests["throttled"]) >= 1 and float(requests["failed"]) >= 2, requests
+    assert float(requests["accepted"]) == emulator.stats()["batch_requests"], requests
 
     # A real Prometheus: scrape every second, the rules loaded, storage in a temporary directory.
     web = _free_port()

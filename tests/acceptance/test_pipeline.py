@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import threading
 import time
@@ -77,6 +78,40 @@ def test_bulk_insert_of_10000_rows_is_enqueued_setwise_and_synced(products, env,
     batches = [e for e in _events(result.stdout) if e.get("action") == "batch_synced"]
     assert sum(e["upserts"] for e in batches) == 10000
     assert max(e["batch"] for e in batches) == 1000
+
+
+def test_a_deep_backlog_drains_in_fewer_larger_requests_counted_in_metrics(products, env, emulator, start_pool):
+    """While claims come back full the claim size doubles from BATCH_SIZE up to BATCH_SIZE_MAX, and every
+    batch request is counted in /metrics; with BATCH_SIZE_MAX = BATCH_SIZE claims stay at BATCH_SIZE."""
+    import socket
+    import urllib.request
+
+    db = products
+    db.execute("INSERT INTO products (name) SELECT 'item ' || g FROM generate_series(1, 3000) g")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = start_pool("--batch-size", "100", extra_env={"HEALTH_PORT": str(port)})
+    wait_until(lambda: not queue_counts(db), timeout=120, message="the backlog to drain")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        scraped = response.read().decode()
+    assert pool.stop() == 0
+    batches = [e for e in _events(pool.output) if e.get("action") == "batch_synced"]
+    sizes = [e["batch"] for e in batches]
+    assert sum(sizes) == 3000 and sizes[0] == 100 and max(sizes) == 1000, sizes
+    assert max(e["batch_limit"] for e in batches) == 1000
+    grown = emulator.stats()["batch_requests"]
+    assert grown <= 10, f"{grown} requests for 3000 records: claims did not grow ({sizes})"
+    accepted = re.search(r'^workerpool_algolia_requests_total\{outcome="accepted"\} (\S+)$', scraped, re.M)
+    assert accepted and float(accepted.group(1)) == grown, scraped
+    assert_index_matches(db, emulator, "products", "products")
+
+    db.execute("UPDATE products SET name = name || '!'")
+    result = drain(env, "--batch-size", "100", extra_env={"BATCH_SIZE_MAX": "100"})
+    sizes = [e["batch"] for e in _events(result.stdout) if e.get("action") == "batch_synced"]
+    assert sum(sizes) == 3000 and max(sizes) == 100, sizes
+    assert emulator.stats()["batch_requests"] - grown == 30
+    assert_index_matches(db, emulator, "products", "products")
 
 
 def test_truncate_deletes_every_record(products, env, emulator):
