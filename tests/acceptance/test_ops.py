@@ -354,6 +354,7 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
         "20",
         extra_env={
             "HEALTH_PORT": str(port),
+            "BATCH_SIZE_MAX": "20",  # claims of 20 exactly: the batch count below depends on it
             "HEALTH_STALL_SECONDS": "2",
             "RETRY_BACKOFF": "100",
             "RETRY_BACKOFF_MAX": "400",

@@ -249,7 +249,9 @@ def test_sigkilled_worker_is_restarted_and_its_claim_recovered(products, env, em
     db = products
     db.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(1, 300) g")
     emulator.inject_fault(latency_ms=3000, count=1)  # hold the first batch in flight, and only that one
-    pool = start_pool("--batch-size", "300", extra_env={"LEASE_TIMEOUT": "3000"})
+    # The lease is long enough that the replacement's own claim of the recovered rows cannot expire
+    # too on a loaded machine (that would count a third attempt).
+    pool = start_pool("--batch-size", "300", extra_env={"LEASE_TIMEOUT": "6000"})
     wait_until(lambda: queue_counts(db).get("processing") == 300, message="the batch to be claimed")
     [victim] = pool.worker_pids()
     import os
@@ -269,7 +271,9 @@ def test_sigterm_under_load_exits_zero_and_leaves_no_child(products, env, emulat
     db = products
     db.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(1, 20000) g")
     emulator.inject_fault(latency_ms=50, seconds=60)
-    pool = start_pool("--workers", "2", "--batch-size", "200", extra_env={"SHUTDOWN_TIMEOUT": "8000"})
+    pool = start_pool(
+        "--workers", "2", "--batch-size", "200", extra_env={"SHUTDOWN_TIMEOUT": "8000", "BATCH_SIZE_MAX": "200"}
+    )
     wait_until(lambda: len(pool.lines("batch_synced")) >= 2, message="work to be under way")
     children = pool.worker_pids()
     assert len(children) == 2

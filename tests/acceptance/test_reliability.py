@@ -329,9 +329,9 @@ def test_two_hosts_one_frozen_the_other_finishes_and_late_acks_change_nothing(it
     db = items
     db.execute("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 4000) g")
     emulator.inject_fault(latency_ms=30, seconds=600)
-    # One request on the wire per worker: with more, host-b can drain all 4,000 rows before a slow
-    # host-a has booted, and there is nothing left to freeze it over.
-    extra = {"LEASE_TIMEOUT": "2000", "REQUESTS_IN_FLIGHT": "1"}
+    # One request of 100 rows on the wire per worker: with more, or with claims growing, host-b can
+    # drain all 4,000 rows before a slow host-a has booted, and there is nothing left to freeze it over.
+    extra = {"LEASE_TIMEOUT": "2000", "REQUESTS_IN_FLIGHT": "1", "BATCH_SIZE_MAX": "100"}
     host_a = start_pool("--workers", "2", "--batch-size", "100", extra_env={**extra, "WORKERPOOL_HOSTNAME": "host-a"})
     host_b = start_pool("--workers", "2", "--batch-size", "100", extra_env={**extra, "WORKERPOOL_HOSTNAME": "host-b"})
     wait_until(lambda: len(host_a.lines("batch_synced")) >= 2, message="host-a at work")
@@ -481,6 +481,7 @@ def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_h
             ),
             "ALGOLIA_HOSTS": f"http://{ns.host_ip}:{emu_relay.port}",
             "LEASE_TIMEOUT": "3000",
+            "BATCH_SIZE_MAX": "20",
             "WORKERPOOL_HOSTNAME": "host-cut",
         }
         cut = start_pool("--workers", "1", "--batch-size", "20", extra_env=cut_env, prefix=ns.prefix)
@@ -489,7 +490,7 @@ def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_h
             "1",
             "--batch-size",
             "20",
-            extra_env={"LEASE_TIMEOUT": "3000", "WORKERPOOL_HOSTNAME": "host-ok"},
+            extra_env={"LEASE_TIMEOUT": "3000", "BATCH_SIZE_MAX": "20", "WORKERPOOL_HOSTNAME": "host-ok"},
         )
         wait_until(lambda: len(cut.lines("batch_synced")) >= 2, message="the namespaced host at work")
         ns.partition()
