@@ -372,6 +372,7 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
         "50",
         extra_env={
             "LEASE_TIMEOUT": "3000",
+            "BATCH_SIZE_MAX": "50",  # claims of 50, as this scenario was tuned with
             "RETRY_BACKOFF": "100",
             "RETRY_BACKOFF_MAX": "1000",
             "MAX_RETRIES": "1000",
