@@ -435,7 +435,14 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
     assert not errors, errors
     emulator.clear_faults()
     assert pool.proc.poll() is None, pool.output[-4000:]
-    wait_until(lambda: not queue_counts(db), timeout=120, message="the queue to drain after the chaos")
+    try:
+        wait_until(lambda: not queue_counts(db), timeout=120, message="the queue to drain after the chaos")
+    except AssertionError:
+        stuck = db.execute(
+            """SELECT status, attempts, locked_until > now(), next_attempt_at > now(), claimed_by, left(last_error, 120)
+                 FROM algolia_sync_queue ORDER BY id LIMIT 10"""
+        ).fetchall()
+        raise AssertionError(f"not drained: {queue_counts(db)}; first rows: {stuck}; pool: {pool.output[-3000:]}")
     assert pool.stop() == 0
     assert kills > 0 and pool.lines("worker_died")
     assert_index_matches(db, emulator, "items", "items")
