@@ -345,6 +345,22 @@ def test_recover_drops_an_expired_row_whose_key_has_a_newer_pending_change(db):
     assert rows(db) == {("a", "pending"): ("DELETE", 0, None, None)}
 
 
+def test_recover_keeps_the_newest_of_several_expired_claims_of_one_key_and_recovers_the_rest(db):
+    """Key "a" claimed, its worker killed; a newer change of "a" claimed once that lease expired, and
+    that worker killed too: two expired claims of one key, next to another key's. All come back, one
+    pending row per key, the newest change of "a" kept; again and again would mean a stuck queue."""
+    enqueue(db, "a", "b")
+    first, _ = claim(db)
+    expire(db, first)
+    enqueue(db, "a", operation="DELETE")
+    second, got = claim(db)
+    assert list(got) == ["a"]
+    expire(db, second)
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (MAX_ATTEMPTS,)).fetchone()[0] == 3
+    assert rows(db) == {("a", "pending"): ("DELETE", 1, None, None), ("b", "pending"): ("UPDATE", 1, None, None)}
+    assert sorted(claim(db)[1]) == ["a", "b"]
+
+
 @pytest.mark.parametrize("max_attempts", [1, 5])
 def test_recover_with_nothing_expired_changes_nothing(db, max_attempts):
     enqueue(db, "a", "b")

@@ -618,10 +618,15 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     recovered := recovered + n;
 
+    -- A key can have several expired claims (its worker died, a later claim of a newer change died
+    -- too); one row per key goes back, the newest, so the UPDATE below cannot collide with itself.
     DELETE FROM algolia_sync_queue q
      WHERE q.status = 'processing' AND q.locked_until < now()
-       AND EXISTS (SELECT 1 FROM algolia_sync_queue p
-                    WHERE p.status = 'pending' AND p.table_name = q.table_name AND p.record_id = q.record_id);
+       AND (EXISTS (SELECT 1 FROM algolia_sync_queue p
+                     WHERE p.status = 'pending' AND p.table_name = q.table_name AND p.record_id = q.record_id)
+            OR EXISTS (SELECT 1 FROM algolia_sync_queue p
+                        WHERE p.status = 'processing' AND p.table_name = q.table_name
+                          AND p.record_id = q.record_id AND p.locked_until < now() AND p.id > q.id));
     GET DIAGNOSTICS n = ROW_COUNT;
     recovered := recovered + n;
 
