@@ -27,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE / "api_example.py"
 PUBLIC = {
     "AlgoliaService",
+    "Batch",
+    "BatchResult",
     "ConfigError",
     "DatabaseService",
     "Settings",

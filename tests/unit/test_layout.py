@@ -140,14 +140,14 @@ GRAPH = {m: _without_parent_packages(m, imports_of(m)) for m in MODULES}
 
 
 def test_the_scan_sees_the_package():
-    assert {"workerpool.config", "workerpool.runtime.worker", "workerpool.cli"} <= set(MODULES)
+    assert {"workerpool.config", "workerpool.process.worker", "workerpool.cli"} <= set(MODULES)
     assert "workerpool.config" in GRAPH["workerpool.cli"]
 
 
 def test_relative_and_type_checking_imports_are_resolved():
     source = ast.parse("from ..db import connection\nfrom . import queue\nfrom .records import dumps\n")
     nodes = [n for n in source.body if isinstance(n, ast.ImportFrom)]
-    resolved = [_resolve("workerpool.runtime.worker", False, n) for n in nodes]
+    resolved = [_resolve("workerpool.runtime.dispatch", False, n) for n in nodes]
     assert resolved == ["workerpool.db", "workerpool.runtime", "workerpool.runtime.records"]
     assert _resolve("workerpool.runtime", True, nodes[1]) == "workerpool.runtime"
     code = """
@@ -160,7 +160,7 @@ def later():
     from workerpool.config import load
     import json
 """
-    assert imports_in(code, "workerpool.runtime.worker") == {
+    assert imports_in(code, "workerpool.runtime.dispatch") == {
         "workerpool.runtime.queue",
         "workerpool.observability.metrics",
         "workerpool.ops.stats",
