@@ -179,6 +179,28 @@ def test_no_import_cycle_between_workerpool_modules():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
+# A package and the packages above it, which it must never import: the worker loop (process) is built
+# on the public API (api), which is built on the worker's parts (runtime).
+ABOVE = {
+    "workerpool.runtime": ("workerpool.api", "workerpool.process", "workerpool.ops", "workerpool.cli"),
+    "workerpool.api": ("workerpool.process", "workerpool.ops", "workerpool.cli"),
+    "workerpool.process": ("workerpool.ops", "workerpool.cli"),
+}
+
+
+def test_the_process_model_is_built_on_the_api_and_the_api_on_the_runtime():
+    assert "workerpool.api.database" in GRAPH["workerpool.process.worker"]
+    back = sorted(
+        f"{module} -> {imported}"
+        for package, above in ABOVE.items()
+        for module, imports in GRAPH.items()
+        if module == package or module.startswith(package + ".")
+        for imported in imports
+        if imported.startswith(above)
+    )
+    assert not back, "imports against the layering: " + "; ".join(back)
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_is_over_400_lines(module):
     lines = len(MODULES[module].read_text().splitlines())

@@ -113,6 +113,8 @@ class DatabaseService:
                 self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
             spilled = self._spill(conn, batch_size) if spill else None
             batch = queue.claim_batch(conn, batch_size, self.settings.lease_timeout, self.worker_name, now)
+        if batch is None:
+            batch = Batch(uuid.uuid4(), [], now, self.settings.lease_timeout / 1000.0)
         batch.spilled = spilled
         return batch
 

@@ -71,14 +71,16 @@ class Batch:
         return max(self.extended_at, self.claimed_at) + self.lease_s - now
 
 
-def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker: str, now: float) -> Batch:
-    """Claim up to batch_size due rows under a fresh token (an empty batch when nothing is due)."""
+def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker: str, now: float) -> Batch | None:
+    """Claim up to batch_size due rows under a fresh token, or None when nothing is due."""
     token = uuid.uuid4()
     rows = conn.execute(
         Q.claim_batch,
         (batch_size, lease_ms, token, worker),
         prepare=True,
     ).fetchall()
+    if not rows:
+        return None
     return Batch(token, [SyncItem(*r) for r in rows], now, lease_ms / 1000.0)
 
 
