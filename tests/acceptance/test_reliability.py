@@ -442,7 +442,9 @@ def test_chaos_random_kills_faults_and_writers_converge(items, env, emulator, st
             """SELECT status, attempts, locked_until > now(), next_attempt_at > now(), claimed_by, left(last_error, 120)
                  FROM algolia_sync_queue ORDER BY id LIMIT 10"""
         ).fetchall()
-        raise AssertionError(f"not drained: {queue_counts(db)}; first rows: {stuck}; pool: {pool.output[-3000:]}")
+        raise AssertionError(
+            f"not drained: {queue_counts(db)}; first rows: {stuck}; pool: {pool.output[-3000:]}"
+        ) from None
     assert pool.stop() == 0
     assert kills > 0 and pool.lines("worker_died")
     assert_index_matches(db, emulator, "items", "items")
