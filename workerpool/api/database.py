@@ -200,7 +200,9 @@ class DatabaseService:
     def mark_completed(self, queue_id: int, algolia_object_id: str, result: SyncResult | None = None) -> bool:
         """Acknowledge one row: it leaves the queue and is logged in algolia_sync_log. Pass the
         `SyncResult` when you have it: the log then records the action and index, and the record's
-        hashes are kept so that an unchanged record is skipped next time. False when the lease was lost.
+        hashes are kept so that an unchanged record is skipped next time. Without it the service
+        cannot know what you sent: the log row has no action or index, no hash is kept, and the
+        key's next sync sends its record instead of skipping it. False when the lease was lost.
 
         Examples:
             >>> db.mark_completed(item.id, item.record_id)
