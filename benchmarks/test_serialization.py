@@ -21,10 +21,10 @@ from benchmarks import _bench
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
 from workerpool.runtime import records
-from workerpool.runtime.queue import QueueRow
+from workerpool.runtime.queue import SyncItem
 from workerpool.runtime.shaping import Current, Outcome, Shaper
 
-OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.runtime.worker.OBJECT_ID_COLUMN)
+OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.runtime.shaping.OBJECT_ID_COLUMN)
 INDEX = "products"
 
 
@@ -54,7 +54,7 @@ def worker_path(rows: list[dict]) -> bytes:
     )
     shaper, watched, outcome = Shaper(Settings()), Watched("products", INDEX, "id", "bigint"), Outcome()
     items = [
-        shaper.item(watched, INDEX, QueueRow(0, "products", r[OID], "INSERT", 1, None), current, outcome) for r in rows
+        shaper.item(watched, INDEX, SyncItem(0, "products", r[OID], "INSERT", 1, None), current, outcome) for r in rows
     ]
     assert not outcome.failed, outcome.failed
     return records.batch_body(i.body for i in items)

@@ -15,19 +15,23 @@ __version__ = "0.1.0"
 # in the algoliasearch transport and the supervisor.
 _PUBLIC = {
     "AlgoliaService": "workerpool.api.algolia",
+    "Batch": "workerpool.runtime.queue",
+    "BatchResult": "workerpool.api.results",
     "ConfigError": "workerpool.config",
     "DatabaseService": "workerpool.api.database",
     "Settings": "workerpool.config",
-    "SyncItem": "workerpool.api.database",
-    "SyncResult": "workerpool.api.database",
+    "SyncItem": "workerpool.runtime.queue",
+    "SyncResult": "workerpool.api.results",
     "Watched": "workerpool.capture.model",
     "WatchError": "workerpool.capture.model",
     "enqueue": "workerpool.api.enqueue",
-    "run": "workerpool.api.running",
+    "run": "workerpool.process.running",
 }
 
 __all__ = [
     "AlgoliaService",
+    "Batch",
+    "BatchResult",
     "ConfigError",
     "DatabaseService",
     "Settings",
@@ -42,11 +46,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from workerpool.api.algolia import AlgoliaService
-    from workerpool.api.database import DatabaseService, SyncItem, SyncResult
+    from workerpool.api.database import DatabaseService
     from workerpool.api.enqueue import enqueue
-    from workerpool.api.running import run
+    from workerpool.api.results import BatchResult, SyncResult
     from workerpool.capture.model import Watched, WatchError
     from workerpool.config import ConfigError, Settings
+    from workerpool.process.running import run
+    from workerpool.runtime.queue import Batch, SyncItem
 
 
 def __getattr__(name: str) -> Any:

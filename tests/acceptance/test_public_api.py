@@ -27,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE / "api_example.py"
 PUBLIC = {
     "AlgoliaService",
+    "Batch",
+    "BatchResult",
     "ConfigError",
     "DatabaseService",
     "Settings",
@@ -327,3 +329,50 @@ def test_an_existing_pool_is_used_without_changing_its_connections(products, db_
     assert_index_matches(db, emulator, "products", "products")
     record = emulator.records("products")["1"]
     assert (record["released_on"], record["updated_at"]) == ("2024-03-02", "2024-03-01T10:00:00+00:00")
+
+
+def test_a_claim_level_loop_and_the_workers_take_turns_on_one_queue(products, db_url, env, emulator):
+    """The workers claim, send and settle through the same services: on one queue, a loop of the
+    claim-level calls and `workerpool run --drain` take turns, each skips what the other sent when it
+    has not changed (the hashes one wrote are the ones the other reads), and every key's log is the
+    same whoever synced it."""
+    db = products
+    settings = settings_for(env)
+    db.execute("INSERT INTO products (id, name, price) SELECT g, 'p' || g, g FROM generate_series(1, 120) g")
+    rounds = [
+        "",  # the inserts above
+        "UPDATE products SET price = price + 1",  # every record changes
+        "resync",  # every key queued again, no record changes: skipped
+    ]
+    for change in rounds:
+        if change == "resync":
+            with psycopg.connect(db_url) as conn:
+                enqueue(conn, "products", range(1, 121))
+        elif change:
+            db.execute(change)
+        with DatabaseService(settings.database_url, settings) as service, AlgoliaService(service) as algolia:
+            for _ in range(2):  # part of the queue: two claims of 30, settled per claim
+                batch = wait_until(lambda: service.claim(30), timeout=10)
+                result = algolia.sync(batch)
+                assert not result.lost and result.database_error is None
+                assert service.settle_batch(result) == len(batch) == 30
+                assert [r.queue_id for r in result.results()] == [row.id for row in batch.rows]
+            api_name = service.worker_name
+        drain(env)  # the workers take the rest
+        assert queue_counts(db) == {}
+
+    by_key: dict[str, list[tuple[str, str, str]]] = {}
+    for key, action, status, claimed_by in db.execute(
+        "SELECT record_id, action, status, claimed_by FROM algolia_sync_log ORDER BY id"
+    ).fetchall():
+        by_key.setdefault(key, []).append((action, status, "api" if claimed_by == api_name else "worker"))
+    assert len(by_key) == 120
+    sequences = {tuple((a, s) for a, s, _ in log) for log in by_key.values()}
+    assert sequences == {(("partialUpdateObject", "success"), ("partialUpdateObject", "success"), ("skip", "skipped"))}
+    last_round = [log[-1][2] for log in by_key.values()]
+    assert last_round.count("api") == 60 and last_round.count("worker") == 60
+    mixed = [log for log in by_key.values() if len({who for _, _, who in log}) > 1]
+    assert mixed  # keys one side sent and the other skipped (or sent again)
+    from tests.support import assert_index_matches
+
+    assert_index_matches(db, emulator, "products", "products")

@@ -140,14 +140,14 @@ GRAPH = {m: _without_parent_packages(m, imports_of(m)) for m in MODULES}
 
 
 def test_the_scan_sees_the_package():
-    assert {"workerpool.config", "workerpool.runtime.worker", "workerpool.cli"} <= set(MODULES)
+    assert {"workerpool.config", "workerpool.process.worker", "workerpool.cli"} <= set(MODULES)
     assert "workerpool.config" in GRAPH["workerpool.cli"]
 
 
 def test_relative_and_type_checking_imports_are_resolved():
     source = ast.parse("from ..db import connection\nfrom . import queue\nfrom .records import dumps\n")
     nodes = [n for n in source.body if isinstance(n, ast.ImportFrom)]
-    resolved = [_resolve("workerpool.runtime.worker", False, n) for n in nodes]
+    resolved = [_resolve("workerpool.runtime.dispatch", False, n) for n in nodes]
     assert resolved == ["workerpool.db", "workerpool.runtime", "workerpool.runtime.records"]
     assert _resolve("workerpool.runtime", True, nodes[1]) == "workerpool.runtime"
     code = """
@@ -160,7 +160,7 @@ def later():
     from workerpool.config import load
     import json
 """
-    assert imports_in(code, "workerpool.runtime.worker") == {
+    assert imports_in(code, "workerpool.runtime.dispatch") == {
         "workerpool.runtime.queue",
         "workerpool.observability.metrics",
         "workerpool.ops.stats",
@@ -177,6 +177,28 @@ def test_the_cycle_finder_reports_every_cycle():
 def test_no_import_cycle_between_workerpool_modules():
     cycles = _cycles(GRAPH)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+# A package and the packages above it, which it must never import: the worker loop (process) is built
+# on the public API (api), which is built on the worker's parts (runtime).
+ABOVE = {
+    "workerpool.runtime": ("workerpool.api", "workerpool.process", "workerpool.ops", "workerpool.cli"),
+    "workerpool.api": ("workerpool.process", "workerpool.ops", "workerpool.cli"),
+    "workerpool.process": ("workerpool.ops", "workerpool.cli"),
+}
+
+
+def test_the_process_model_is_built_on_the_api_and_the_api_on_the_runtime():
+    assert "workerpool.api.database" in GRAPH["workerpool.process.worker"]
+    back = sorted(
+        f"{module} -> {imported}"
+        for package, above in ABOVE.items()
+        for module, imports in GRAPH.items()
+        if module == package or module.startswith(package + ".")
+        for imported in imports
+        if imported.startswith(above)
+    )
+    assert not back, "imports against the layering: " + "; ".join(back)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -2,83 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from workerpool.api.results import Acked, BatchResult, SyncResult
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
-from workerpool.db.connection import connect, make_pool
+from workerpool.db.connection import PinnedPool, connect, make_pool
 from workerpool.logs import host_name
 from workerpool.runtime import queue
 from workerpool.runtime.acks import write_outcome
-from workerpool.runtime.queue import Claim, QueueRow
-from workerpool.runtime.shaping import Item, Outcome
+from workerpool.runtime.queue import Batch, SyncItem
+from workerpool.runtime.shaping import Outcome
 
-Status = Literal["completed", "retry", "failed", "unsent", "lost"]
-
-
-class SyncItem(NamedTuple):
-    """One claimed queue row: a key of a watched table whose current state must reach Algolia.
-
-    `record_id` is the key as text, which is also the record's objectID. `attempts` counts this claim.
-
-    Examples:
-        >>> for item in db.get_pending_syncs(100):
-        ...     print(item.id, item.table_name, item.record_id, item.operation)
-    """
-
-    id: int
-    table_name: str
-    record_id: str
-    operation: str
-    attempts: int
-    created_at: datetime
-
-
-@dataclass
-class SyncResult:
-    """What happened to one `SyncItem` in `AlgoliaService.sync_batch`; hand it back with
-    `DatabaseService.settle` (or `mark_completed` / `mark_failed`).
-
-    `status` is one of: `completed` (in the index, or unchanged and skipped), `retry` (a transient
-    error: retried with backoff), `failed` (this record can never be sent as it is: failed for good),
-    `unsent` (not sent for reasons that are not the record's fault, such as throttling or refused
-    credentials: given back without spending an attempt), `lost` (the claim's lease expired: the row
-    is no longer this caller's, so nothing is written).
-
-    Examples:
-        >>> results = algolia.sync_batch(items)
-        >>> [r.error for r in results if r.status == "failed"]
-        []
-    """
-
-    queue_id: int
-    table_name: str
-    object_id: str
-    status: Status
-    action: str | None = None  # partialUpdateObject, updateObject, deleteObject or skip, when completed
-    error: str | None = None
-    _item: Item | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Acked:
-    """An acknowledgement for `queue.ack` when no record detail is known (`mark_completed` alone)."""
-
-    row: QueueRow
-    action: str | None
-    index: str | None
-    hash: bytes | None
-    shape: bytes | None
+log = logging.getLogger(__name__)
 
 
 class DatabaseService:
@@ -86,9 +31,12 @@ class DatabaseService:
 
     Every call is one short autocommit statement of the same SQL functions the workers run
     (`get_pending_algolia_syncs`, `algolia_sync_ack`, `algolia_sync_release`), under a lease and a claim
-    token, so a custom loop and `workerpool run` can share one queue. The service remembers the tokens
-    of the claims it made: a row can only be completed or failed by the service that claimed it, and
-    only while its lease holds (after that, another worker may have it).
+    token, so a custom loop and `workerpool run` can share one queue: the workers themselves claim,
+    extend and settle through this class. Two forms: per claim (`claim`, `extend`, `settle_batch`,
+    with `AlgoliaService.sync`), the workers' own, where the caller holds the `Batch`; and per item
+    (`get_pending_syncs`, `settle`, `mark_completed`, `mark_failed`, `give_back`, `extend_lease`),
+    where the service remembers the rows it handed out: a row can only be completed or failed by the
+    service that claimed it, and only while its lease holds (after that, another worker may have it).
 
     `database` is a DSN, or an existing `psycopg_pool.ConnectionPool` whose connections are in
     autocommit mode with an ISO `DateStyle` (the only one psycopg reads timestamps in). Rows are read
@@ -108,8 +56,8 @@ class DatabaseService:
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.worker_name = worker_name or f"{host_name()}:api:{uuid.uuid4().hex[:8]}"
-        self._claims: dict[uuid.UUID, Claim] = {}
-        self._rows: dict[int, tuple[QueueRow, uuid.UUID]] = {}  # claimed rows not yet settled
+        self._claims: dict[uuid.UUID, Batch] = {}  # the item-level form's claims
+        self._rows: dict[int, tuple[SyncItem, uuid.UUID]] = {}  # their rows not yet settled
         self._left: dict[uuid.UUID, int] = {}  # per claim: how many of its rows are not yet settled
         self._lock = threading.Lock()
         self._next_recovery = 0.0
@@ -121,6 +69,7 @@ class DatabaseService:
         else:
             self._pool = make_pool(database, self.settings.pool_size, "api")
             self._own_pool, self._dsn = True, database
+        self._pinned = isinstance(self._pool, PinnedPool)  # its connections read rows as the workers do
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -140,64 +89,120 @@ class DatabaseService:
 
     # ---- claim -----------------------------------------------------------------------------
 
-    def get_pending_syncs(self, batch_size: int) -> list[SyncItem]:
-        """Claim up to `batch_size` due rows under a fresh token and a lease of LEASE_TIMEOUT ms.
+    def claim(self, batch_size: int, *, spill: bool = True, recover: bool = True) -> Batch:
+        """Claim up to `batch_size` due rows under a fresh token and a lease of LEASE_TIMEOUT ms; an
+        empty `Batch` when nothing is due. Keys another live claim holds are never claimed, so
+        per-key order holds across every loop and worker.
 
-        As a worker does before it claims: keys the capture triggers wrote are moved into the queue,
-        and expired claims (a crashed loop's) are returned to it every few seconds. Keys another live
-        claim holds are never returned, so per-key order holds across every loop and worker.
+        First, as a worker does: with `spill`, keys the capture triggers wrote are moved into the
+        queue (`Batch.spilled` says how many queue rows that made or merged); with `recover`, expired
+        claims (a crashed loop's) are returned to it, every few seconds. A worker passes False for
+        what its own schedule does.
 
         Examples:
-            >>> items = db.get_pending_syncs(100)   # [] when nothing is due
+            >>> batch = db.claim(500)
+            >>> len(batch), batch.token
+            (500, UUID('...'))
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be at least 1")
         now = time.monotonic()
         with self._pool.connection() as conn:
-            if now >= self._next_recovery:
+            if recover and now >= self._next_recovery:
                 queue.recover_expired(conn, self.settings.max_retries)
                 self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
-            queue.spill(conn, batch_size)
-            claim = queue.claim_batch(conn, batch_size, self.settings.lease_timeout, self.worker_name, now)
-        if claim is None:
-            return []
-        with self._lock:
-            self._claims[claim.token] = claim
-            self._left[claim.token] = len(claim.rows)
-            for row in claim.rows:
-                self._rows[row.id] = (row, claim.token)
-        return [SyncItem(*row) for row in claim.rows]
+            spilled = self._spill(conn, batch_size) if spill else None
+            batch = queue.claim_batch(conn, batch_size, self.settings.lease_timeout, self.worker_name, now)
+        if batch is None:
+            batch = Batch(uuid.uuid4(), [], now, self.settings.lease_timeout / 1000.0)
+        batch.spilled = spilled
+        return batch
+
+    def get_pending_syncs(self, batch_size: int) -> list[SyncItem]:
+        """Claim up to `batch_size` due rows, as `claim` does, for settling item by item; [] when
+        nothing is due. The service remembers them until they are settled.
+
+        Examples:
+            >>> items = db.get_pending_syncs(100)   # [] when nothing is due
+        """
+        batch = self.claim(batch_size)
+        if batch:
+            with self._lock:
+                self._claims[batch.token] = batch
+                self._left[batch.token] = len(batch.rows)
+                for row in batch.rows:
+                    self._rows[row.id] = (row, batch.token)
+        return list(batch.rows)
+
+    def extend(self, batch: Batch) -> bool:
+        """Push a claim's lease forward by LEASE_TIMEOUT; False when it was already lost (its rows are
+        no longer yours: drop their work). `AlgoliaService` does so before each request once a third
+        of the lease has gone; call it when your own work on a batch takes that long.
+
+        Examples:
+            >>> if not db.extend(batch):
+            ...     print("lease lost: another worker took the rows back")
+        """
+        now = time.monotonic()
+        with self._pool.connection() as conn:
+            return queue.extend(conn, batch, now)
 
     def extend_lease(self) -> bool:
-        """Push the lease of every claim this service holds forward by LEASE_TIMEOUT; False when one
-        was already lost (its rows are no longer yours: drop their work). Call it when a batch takes
-        longer than about a third of the lease; `AlgoliaService` does so before each request.
+        """`extend` every claim of `get_pending_syncs` not yet settled; False when one was already
+        lost. Call it when a batch takes longer than about a third of the lease.
 
         Examples:
             >>> if not db.extend_lease():
             ...     print("lease lost: another worker took the rows back")
         """
         with self._lock:
-            tokens = list(self._claims)
-        return all(self._extend(token, force=True) for token in tokens)
-
-    def _extend(self, token: uuid.UUID, force: bool = False) -> bool:
-        """Extend one claim's lease when it has aged past a third (always with `force`); False: lost."""
-        claim = self._claims.get(token)
-        if claim is None:
-            return False
-        now = time.monotonic()
-        if not force and claim.lease_left(now) >= claim.lease_s * 2 / 3:
-            return True
-        with self._pool.connection() as conn:
-            return queue.extend(conn, claim, now)
+            claims = list(self._claims.values())
+        held = [self.extend(claim) for claim in claims]  # every claim, even after a lost one
+        return all(held)
 
     # ---- settle ----------------------------------------------------------------------------
+
+    def settle_batch(self, result: BatchResult) -> int:
+        """Write what `AlgoliaService.sync` did to a batch, as the workers do, in one statement per
+        part: sent or unchanged rows are acknowledged (logged, their hashes kept), `retry` ones retried
+        with backoff, `failed` ones failed for good, `unsent` ones given back without spending an
+        attempt. A `lost` result writes nothing. Returns how many rows the claim still held (the rest
+        had been taken over after its lease expired). After a database error, call it again: the
+        parts already written are not written twice.
+
+        Examples:
+            >>> db.settle_batch(algolia.sync(db.claim(500)))
+            500
+        """
+        if result.lost:
+            return 0
+        if result._unwritten is None:
+            o = result.outcome
+            result._unwritten = Outcome(list(o.done), list(o.failed), list(o.retry), list(o.unsent))
+        left = result._unwritten
+        rows = len(left.done) + len(left.failed) + len(left.retry) + len(left.unsent)
+        with self._pool.connection() as conn:
+            lost = write_outcome(conn, result.batch, left, self.settings)
+        for part, expected, held in lost:
+            log.warning(
+                "lease lost",
+                extra={
+                    "action": "lease_lost",
+                    "worker_id": self.worker_name,
+                    "token": str(result.batch.token),
+                    "part": part,
+                    "expected": expected,
+                    "held": held,
+                },
+            )
+        return rows - sum(expected - held for _, expected, held in lost)
 
     def mark_completed(self, queue_id: int, algolia_object_id: str, result: SyncResult | None = None) -> bool:
         """Acknowledge one row: it leaves the queue and is logged in algolia_sync_log. Pass the
         `SyncResult` when you have it: the log then records the action and index, and the record's
-        hashes are kept so that an unchanged record is skipped next time. False when the lease was lost.
+        hashes are kept so that an unchanged record is skipped next time. Without it the service
+        cannot know what you sent: the log row has no action or index, no hash is kept, and the
+        key's next sync sends its record instead of skipping it. False when the lease was lost.
 
         Examples:
             >>> db.mark_completed(item.id, item.record_id)
@@ -214,7 +219,7 @@ class DatabaseService:
         outcomes: dict[uuid.UUID, Outcome] = {}
         for r in results:
             row, token = self._held(r.queue_id)
-            detail = r._item if r._item is not None else _Acked(row, r.action, None, None, None)
+            detail = r._item if r._item is not None else Acked(row, r.action, None, None, None)
             outcomes.setdefault(token, Outcome()).done.append(detail)  # type: ignore[arg-type]
         return self._write(outcomes)
 
@@ -273,7 +278,7 @@ class DatabaseService:
             row, token = self._held(r.queue_id)
             outcome = outcomes.setdefault(token, Outcome())
             if r.status == "completed":
-                outcome.done.append(r._item or _Acked(row, r.action, None, None, None))  # type: ignore[arg-type]
+                outcome.done.append(r._item or Acked(row, r.action, None, None, None))  # type: ignore[arg-type]
             elif r.status == "retry":
                 outcome.retry.append((row, r.error or ""))
             elif r.status == "failed":
@@ -333,15 +338,25 @@ class DatabaseService:
                 self._forget(rows)
         return held
 
-    def _claims_of(self, rows: Sequence[QueueRow]) -> list[tuple[Claim, list[QueueRow]]]:
+    def _spill(self, conn: psycopg.Connection[Any], max_keys: int) -> int:
+        moved = queue.spill(conn, max_keys)
+        if moved is None:  # another transaction holds a pending row of one of those keys: try again soon
+            log.debug(
+                "inbox spill gave way to a lock; retrying",
+                extra={"action": "spill_lock_wait", "worker_id": self.worker_name},
+            )
+            return 0
+        return moved
+
+    def _claims_of(self, rows: Sequence[SyncItem]) -> list[tuple[Batch, list[SyncItem]]]:
         """`rows` grouped by the claim holding them; a ValueError for a row this service does not hold."""
-        groups: dict[uuid.UUID, list[QueueRow]] = {}
+        groups: dict[uuid.UUID, list[SyncItem]] = {}
         for row in rows:
             groups.setdefault(self._held(row.id)[1], []).append(row)
         with self._lock:
             return [(self._claims[token], part) for token, part in groups.items()]
 
-    def _held(self, queue_id: int) -> tuple[QueueRow, uuid.UUID]:
+    def _held(self, queue_id: int) -> tuple[SyncItem, uuid.UUID]:
         """The claimed row and its token; a ValueError naming the id if this service holds no such row."""
         with self._lock:
             held = self._rows.get(queue_id)
@@ -364,7 +379,7 @@ class DatabaseService:
     @contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection that reads rows as the workers do (pinned settings, value loaders)."""
-        if self._own_pool:
+        if self._pinned:
             with self._pool.connection() as conn:
                 yield conn
             return

@@ -132,7 +132,7 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workerpool.db.connection import require
-    from workerpool.runtime.supervisor import Supervisor
+    from workerpool.process.supervisor import Supervisor
 
     settings = _settings(args)
     settings.require_database()

@@ -87,10 +87,15 @@ def describe_error(dsn: str, exc: BaseException) -> str:
     return f"cannot connect to DATABASE_URL={redact_dsn(dsn)!r}: {detail}"
 
 
-def make_pool(dsn: str, size: int, name: str) -> ConnectionPool:
+class PinnedPool(ConnectionPool):
+    """A pool made by `make_pool`: its connections have the pinned session settings and loaders, so
+    rows can be read on them as the workers read them."""
+
+
+def make_pool(dsn: str, size: int, name: str) -> PinnedPool:
     """A worker's own pool. Created after fork, never inherited: a connection shared by two processes
     interleaves their protocol messages."""
-    return ConnectionPool(
+    return PinnedPool(
         dsn,
         min_size=1,
         max_size=max(1, size),

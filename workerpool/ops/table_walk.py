@@ -17,7 +17,7 @@ from workerpool.config import Settings
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.runtime import records
-from workerpool.runtime.queue import QueueRow
+from workerpool.runtime.queue import SyncItem
 from workerpool.runtime.shaping import Outcome, Shaper
 
 DEFAULT_CHUNK = 1000
@@ -89,7 +89,7 @@ class RecordBuilder:
         made_at = datetime.now(UTC)
         for key in keys:
             outcome = Outcome()
-            row = QueueRow(0, watched.table_name, key, "REINDEX", 0, made_at)
+            row = SyncItem(0, watched.table_name, key, "REINDEX", 0, made_at)
             item = self._shaper.item(watched, index, row, rows, outcome)
             if outcome.failed:
                 built.failed[key] = outcome.failed[0][1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from workerpool.config import Settings
 from workerpool.logs import one_line
@@ -20,7 +19,7 @@ from workerpool.observability import metrics
 from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.claim_size import ClaimSize
-from workerpool.runtime.queue import Claim, QueueRow
+from workerpool.runtime.queue import Batch, SyncItem
 from workerpool.runtime.sending import by_request_size, send_splitting
 from workerpool.runtime.shaping import Item, Outcome
 
@@ -47,16 +46,6 @@ class _Throttled(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
-class Prepared:
-    """A claimed batch whose records are built, on its way through the sender thread."""
-
-    claim: Claim
-    outcome: Outcome
-    started: float
-    items: list[Item] | None = None
-
-
 class Dispatcher:
     """One worker's sending policy, and the home of its adaptive claim size (`batch_limit`): the claim loop
     reports each claim's fill (`claimed`), the sends report 429s and their absence, and `ClaimSize` turns
@@ -67,20 +56,21 @@ class Dispatcher:
         settings: Settings,
         number: int,
         sender: Sender,
-        ensure_lease: Callable[[Claim], None],
+        ensure_lease: Callable[[Batch], None],
         out_of_time: Callable[[], bool],
         sleep: Callable[[float], None],
+        claim_size: ClaimSize | None = None,
     ) -> None:
         self.settings = settings
         self.number = number
         self.sender = sender
-        self.claim_size = ClaimSize(settings)
+        self.claim_size = claim_size if claim_size is not None else ClaimSize(settings)
         self._ensure_lease = ensure_lease
         self._out_of_time = out_of_time
         self._sleep = sleep
         self._auth_failures = 0
 
-    def send(self, claim: Claim, items: list[Item], outcome: Outcome) -> None:
+    def send(self, claim: Batch, items: list[Item], outcome: Outcome) -> None:
         """Send a claim's items; every row ends in one of `outcome`'s lists, unless LeaseLost is raised."""
         outcome.done.extend(i for i in items if i.action == "skip")
         limit = self.settings.max_request_bytes
@@ -123,7 +113,7 @@ class Dispatcher:
         """A claim asked for `asked` rows and got `got`; returns whether it came back short."""
         return self.claim_size.claimed(got, asked)
 
-    def _send_chunk(self, claim: Claim, chunk: list[Item], outcome: Outcome) -> None:
+    def _send_chunk(self, claim: Batch, chunk: list[Item], outcome: Outcome) -> None:
         """Send one request; records Algolia rejects as wrong fail alone (the request is split to find them)."""
 
         def send(part: list[Item]) -> None:
@@ -171,16 +161,7 @@ class Dispatcher:
         self._sleep(wait)
 
 
-def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[QueueRow]:
+def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[SyncItem]:
     """Rows of these chunks that neither reached Algolia nor failed for good."""
     settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
     return [i.row for c in chunks for i in c if i.row.id not in settled]
-
-
-def unsettled_rows(prepared: Prepared) -> list[QueueRow]:
-    """A claim's rows that have no outcome yet."""
-    o = prepared.outcome
-    settled = (
-        {i.row.id for i in o.done} | {r.id for r, _ in o.failed} | {r.id for r, _ in o.retry} | {r.id for r in o.unsent}
-    )
-    return [r for r in prepared.claim.rows if r.id not in settled]

@@ -21,9 +21,17 @@ from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 
 
-class QueueRow(NamedTuple):
-    """One claimed queue row (a NamedTuple: a batch makes thousands, and a frozen dataclass costs a
-    Python-level __setattr__ per field)."""
+class SyncItem(NamedTuple):
+    """One claimed queue row: a key of a watched table whose current state must reach Algolia.
+
+    `record_id` is the key as text, which is also the record's objectID. `attempts` counts this claim.
+    (A NamedTuple: a claim makes thousands, and a frozen dataclass costs a Python-level __setattr__
+    per field.)
+
+    Examples:
+        >>> for item in db.get_pending_syncs(100):
+        ...     print(item.id, item.table_name, item.record_id, item.operation)
+    """
 
     id: int
     table_name: str
@@ -34,20 +42,36 @@ class QueueRow(NamedTuple):
 
 
 @dataclass
-class Claim:
-    """A batch of rows held under one token until `locked_until`."""
+class Batch:
+    """One claim: due queue rows held under one token until its lease runs out.
+
+    `DatabaseService.claim` makes it; `AlgoliaService.sync` sends it; `DatabaseService.settle_batch`
+    writes what happened to its rows; `DatabaseService.extend` pushes its lease forward. An empty
+    batch (nothing was due) is false. `rows` are `SyncItem`s; `spilled` is how many queue rows the
+    inbox spill before the claim made or merged (None when the claim did not look at the inbox).
+
+    Examples:
+        >>> batch = db.claim(500)
+        >>> if batch:
+        ...     db.settle_batch(batch, algolia.sync(batch))
+    """
 
     token: uuid.UUID
-    rows: list[QueueRow]
+    rows: list[SyncItem]
     claimed_at: float  # time.monotonic() when the claim committed
     lease_s: float
     extended_at: float = field(default=0.0)
+    spilled: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def lease_left(self, now: float) -> float:
+        """Seconds of lease left at `now` (a `time.monotonic()` reading); negative once it is gone."""
         return max(self.extended_at, self.claimed_at) + self.lease_s - now
 
 
-def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker: str, now: float) -> Claim | None:
+def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker: str, now: float) -> Batch | None:
     """Claim up to batch_size due rows under a fresh token, or None when nothing is due."""
     token = uuid.uuid4()
     rows = conn.execute(
@@ -57,7 +81,7 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
     ).fetchall()
     if not rows:
         return None
-    return Claim(token, [QueueRow(*r) for r in rows], now, lease_ms / 1000.0)
+    return Batch(token, [SyncItem(*r) for r in rows], now, lease_ms / 1000.0)
 
 
 def enqueue(conn: psycopg.Connection, table_name: str, keys: Sequence[str], operation: str = "REINDEX") -> int:
@@ -91,7 +115,7 @@ def idle(conn: psycopg.Connection) -> bool:
     return nothing_left
 
 
-def extend(conn: psycopg.Connection, claim: Claim, now: float) -> bool:
+def extend(conn: psycopg.Connection, claim: Batch, now: float) -> bool:
     """Push the lease forward; False means the lease was lost. An expired lease is not revived:
     another worker may already hold a newer change to one of its keys."""
     n = conn.execute(
@@ -128,7 +152,7 @@ class Acked(Protocol):
     """What `ack` reads of an item the worker sent or skipped (runtime.shaping.Item)."""
 
     @property
-    def row(self) -> QueueRow: ...
+    def row(self) -> SyncItem: ...
     @property
     def action(self) -> str: ...
     @property
@@ -161,7 +185,7 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
 
 
 def fail(
-    conn: psycopg.Connection, token: uuid.UUID, failures: Sequence[tuple[QueueRow, str]], max_attempts: int
+    conn: psycopg.Connection, token: uuid.UUID, failures: Sequence[tuple[SyncItem, str]], max_attempts: int
 ) -> int:
     """Fail rows for good, each with its error as last_error; returns how many this token held."""
     return _release(conn, token, failures, [0] * len(failures), permanent=True, max_attempts=max_attempts)
@@ -170,7 +194,7 @@ def fail(
 def retry(
     conn: psycopg.Connection,
     token: uuid.UUID,
-    retries: Sequence[tuple[QueueRow, str]],
+    retries: Sequence[tuple[SyncItem, str]],
     max_attempts: int,
     backoff_ms: int,
     backoff_max_ms: int,
@@ -181,7 +205,7 @@ def retry(
     return _release(conn, token, retries, delays, permanent=False, max_attempts=max_attempts)
 
 
-def give_back(conn: psycopg.Connection, token: uuid.UUID, rows: Sequence[QueueRow], max_attempts: int) -> int:
+def give_back(conn: psycopg.Connection, token: uuid.UUID, rows: Sequence[SyncItem], max_attempts: int) -> int:
     """Give rows back unspent: due at once, their attempt not counted (a stop, a throttle, a refused key
     is nobody's data at fault); returns how many this token held."""
     released = [(row, "released unsent") for row in rows]
@@ -199,7 +223,7 @@ def compute_backoff(attempt: int, base_ms: int, cap_ms: int) -> int:
 def _release(
     conn: psycopg.Connection,
     token: uuid.UUID,
-    rows: Sequence[tuple[QueueRow, str]],
+    rows: Sequence[tuple[SyncItem, str]],
     delays_ms: Sequence[int],
     *,
     permanent: bool,

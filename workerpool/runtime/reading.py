@@ -15,7 +15,7 @@ import psycopg
 from workerpool.capture.model import Watched, load_watched
 from workerpool.config import Settings
 from workerpool.logs import one_line
-from workerpool.runtime.queue import QueueRow
+from workerpool.runtime.queue import SyncItem
 from workerpool.runtime.shaping import Current, Item, Outcome, Shaper
 
 CONFIG_REFRESH_S = 10.0
@@ -50,9 +50,9 @@ class Reader:
             self._watched_at = now
         return self._watched.get(table)
 
-    def items(self, conn: psycopg.Connection, rows: Sequence[QueueRow], outcome: Outcome) -> list[Item]:
+    def items(self, conn: psycopg.Connection, rows: Sequence[SyncItem], outcome: Outcome) -> list[Item]:
         """The actions for `rows`; rows that need no request (and those that failed) land in `outcome`."""
-        by_table: dict[str, list[QueueRow]] = {}
+        by_table: dict[str, list[SyncItem]] = {}
         for row in rows:
             by_table.setdefault(row.table_name, []).append(row)
         items: list[Item] = []
@@ -73,8 +73,8 @@ class Reader:
         return items
 
     def _read(
-        self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[QueueRow], outcome: Outcome
-    ) -> Iterator[tuple[Current, list[QueueRow]]]:
+        self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[SyncItem], outcome: Outcome
+    ) -> Iterator[tuple[Current, list[SyncItem]]]:
         """The current rows of `rows`' keys, in one query when it succeeds.
 
         When it fails for something in the rows (a value that cannot be read, a key that no longer

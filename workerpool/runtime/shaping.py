@@ -21,7 +21,7 @@ from workerpool.config import Settings
 from workerpool.db.queries import Q
 from workerpool.logs import one_line
 from workerpool.runtime import records
-from workerpool.runtime.queue import QueueRow, text_array
+from workerpool.runtime.queue import SyncItem, text_array
 
 OBJECT_ID_COLUMN = "__workerpool_object_id"
 VERSION_COLUMN = "__workerpool_version"
@@ -39,7 +39,7 @@ class TransformTimeout(BaseException):
 class Item:
     """One queue row on its way to Algolia."""
 
-    row: QueueRow
+    row: SyncItem
     index: str
     action: str  # "partialUpdateObject", "updateObject", "deleteObject", or "skip" (unchanged: not sent)
     body: bytes
@@ -52,9 +52,9 @@ class Outcome:
     """What happened to a claim's rows; each row ends in exactly one list."""
 
     done: list[Item] = field(default_factory=list)
-    failed: list[tuple[QueueRow, str]] = field(default_factory=list)  # permanent
-    retry: list[tuple[QueueRow, str]] = field(default_factory=list)
-    unsent: list[QueueRow] = field(default_factory=list)  # given back without spending an attempt
+    failed: list[tuple[SyncItem, str]] = field(default_factory=list)  # permanent
+    retry: list[tuple[SyncItem, str]] = field(default_factory=list)
+    unsent: list[SyncItem] = field(default_factory=list)  # given back without spending an attempt
 
     def counts(self) -> dict[str, int]:
         """How many rows ended how, by the names the worker's `batch_synced` log line gives them."""
@@ -138,7 +138,7 @@ class Shaper:
         record.pop(records.VERSION, None)
         return record
 
-    def item(self, watched: Watched, index: str, row: QueueRow, current: Current, outcome: Outcome) -> Item | None:
+    def item(self, watched: Watched, index: str, row: SyncItem, current: Current, outcome: Outcome) -> Item | None:
         """One row's action: delete, skip (unchanged), or a versioned write; None when it failed
         (the reason is added to `outcome.failed`)."""
         found = current.rows.get(row.record_id)

@@ -1,4 +1,5 @@
-"""A worker process: claim a batch, read the current rows, send records, acknowledge.
+"""A worker process: claim a batch, read the current rows, send records, acknowledge, through the public
+API's services (`DatabaseService`, `AlgoliaService`): a loop of one's own and a worker are the same code.
 
 One loop on the main thread does the database work; sender threads do the HTTP, so up to REQUESTS_IN_FLIGHT
 batches are on the wire while the next one is claimed and built: against an Algolia tens of milliseconds away,
@@ -19,20 +20,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from workerpool.api.algolia import AlgoliaService
+from workerpool.api.database import DatabaseService
+from workerpool.api.results import BatchResult
 from workerpool.config import Settings
 from workerpool.db.connection import DatabaseUnavailable, connect, make_pool, one_row
 from workerpool.db.queries import Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
-from workerpool.runtime import liveness, queue
-from workerpool.runtime.acks import PendingAcks
-from workerpool.runtime.algolia import Sender
-from workerpool.runtime.dispatch import Dispatcher, LeaseLost, Prepared, unsettled_rows
-from workerpool.runtime.housekeeping import Housekeeping
-from workerpool.runtime.queue import Claim
-from workerpool.runtime.reading import Reader
-from workerpool.runtime.shaping import Outcome
-from workerpool.runtime.wakeup import Listener
+from workerpool.process import liveness
+from workerpool.process.housekeeping import Housekeeping
+from workerpool.process.pending import PendingAcks
+from workerpool.process.wakeup import Listener
+from workerpool.runtime.queue import Batch
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ class Worker:
         self.batches = 0
         self.records = 0
         self._pool: ConnectionPool | None = None
+        self._db: DatabaseService | None = None
+        self._algolia: AlgoliaService | None = None
         self._listener = Listener(settings.database_url, number)
-        self._dispatch: Dispatcher | None = None
-        self._reader = Reader(settings)
         self._next_spill = 0.0
-        self._pending_acks = PendingAcks(settings, number, self._database_trouble)
-        self._in_flight: deque[tuple[Prepared, Future[None]]] = deque()
+        self._pending_acks = PendingAcks(self._database_trouble)
+        self._in_flight: deque[tuple[BatchResult, float, Future[BatchResult]]] = deque()
         self._sender_thread = ThreadPoolExecutor(max_workers=settings.requests_in_flight, thread_name_prefix="sender")
         self._db_failures = 0
         self._housekeeping = Housekeeping(settings, number, self.worker_id)
@@ -116,7 +116,7 @@ class Worker:
                         break
                     self._wait_for_work()
             self._finish_in_flight()
-            self._pending_acks.flush(self._pool)
+            self._pending_acks.flush(self._db)
         finally:
             self._shutdown()
         log.info(
@@ -143,13 +143,9 @@ class Worker:
                 "the workerpool schema is missing in DATABASE_URL; run `workerpool migrate` first"
             )
         self._pool = make_pool(self.settings.database_url, self.settings.pool_size, f"worker-{self.number}")
-        self._dispatch = Dispatcher(
-            self.settings,
-            self.number,
-            Sender(self.settings),
-            ensure_lease=self._ensure_lease,
-            out_of_time=self._shutdown_budget_spent,
-            sleep=self._sleep,
+        self._db = DatabaseService(self._pool, self.settings, worker_name=self.worker_id)
+        self._algolia = AlgoliaService(
+            self._db, self.settings, wait=self._sleep, out_of_time=self._shutdown_budget_spent, worker=self.number
         )
 
     def _shutdown(self) -> None:
@@ -163,8 +159,8 @@ class Worker:
         self._listener.close()
         if self._pool is not None:
             self._pool.close(timeout=2)
-        if self._dispatch is not None:
-            self._dispatch.sender.close()
+        if self._algolia is not None:
+            self._algolia.close()
 
     @property
     def pool(self) -> ConnectionPool:
@@ -174,10 +170,24 @@ class Worker:
         return self._pool
 
     @property
+    def db(self) -> DatabaseService:
+        """The queue's operations, over the worker's pool (made by `_boot`, after fork)."""
+        if self._db is None:
+            raise RuntimeError("the worker's database service was used before boot")
+        return self._db
+
+    @property
+    def algolia(self) -> AlgoliaService:
+        """Reading, building and sending a claim (made by `_boot`)."""
+        if self._algolia is None:
+            raise RuntimeError("the worker's Algolia service was used before boot")
+        return self._algolia
+
+    @property
     def batch_limit(self) -> int:
         """How many rows a claim asks for: from BATCH_SIZE up to BATCH_SIZE_MAX under a deep backlog, halved
-        after each 429 (`claim_size.ClaimSize`)."""
-        return self._dispatch.batch_limit if self._dispatch is not None else self.settings.batch_size
+        after each 429 (`AlgoliaService.batch_limit`)."""
+        return self._algolia.batch_limit if self._algolia is not None else self.settings.batch_size
 
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -192,9 +202,9 @@ class Worker:
         flight as allowed, the oldest is waited for first. False when nothing was due (every batch in
         flight has then been settled).
         """
-        claim = None
+        batch = None
         try:
-            self._pending_acks.flush(self._pool)
+            self._pending_acks.flush(self._db)
             if self._pending_acks:
                 return True  # never claim more while an outcome is still unwritten
             self._settle_returned()
@@ -207,70 +217,44 @@ class Worker:
                 with self.pool.connection() as conn:
                     self._housekeeping.run(conn, now, self.batches, self.records, self.stopping)
             if not self.stopping:
-                with self.pool.connection() as conn:
-                    claim = self._claim(conn, now)
+                batch = self._claim(now)
             self._db_failures = 0
         except psycopg.Error as exc:
             self._finish_in_flight()
             self._database_trouble(exc)
             return True
-        if claim is None:
+        if not batch:
             self._finish_in_flight()
             return False
-        prepared = self._prepare_claim(claim)
-        if prepared.items is None:  # reading the rows failed: nothing to send
-            self._finish(prepared)
+        started = time.monotonic()
+        result = self.algolia.read(batch)  # on the main thread: transforms run under TRANSFORM_TIMEOUT
+        if result.database_error is not None:  # reading the rows failed: every row retries, nothing to send
+            self._database_trouble(result.database_error)
+            self._finish(result, started)
         else:
-            self._in_flight.append((prepared, self._sender_thread.submit(self._send_prepared, prepared)))
+            self._in_flight.append((result, started, self._sender_thread.submit(self.algolia.send, result)))
         return True
 
-    def _claim(self, conn: psycopg.Connection, now: float) -> Claim | None:
+    def _claim(self, now: float) -> Batch:
         """Move inbox keys into the queue when they may be waiting, then claim a batch.
 
         The inbox is looked at before every claim while it yields keys, after a wake-up or a short
         claim, and otherwise every SPILL_EVERY_S: a worker draining a long queue does not pay a round
         trip per batch to find the inbox empty.
         """
-        assert self._dispatch is not None  # claims are made after boot
-        spilled = self._spill(conn, now) if now >= self._next_spill else None
-        asked = self.batch_limit
-        claim = queue.claim_batch(conn, asked, self.settings.lease_timeout, self.worker_id, now)
-        if claim is None and spilled is None and self._spill(conn, now):  # about to idle: nothing may wait
-            claim = queue.claim_batch(conn, asked, self.settings.lease_timeout, self.worker_id, now)
-        if self._dispatch.claimed(0 if claim is None else len(claim.rows), asked):  # short: look at the inbox
+        asked, look = self.batch_limit, now >= self._next_spill
+        batch = self.db.claim(asked, spill=look, recover=False)  # the housekeeping recovers expired claims
+        if look:
+            self._spilled(batch.spilled, now)
+        elif not batch:  # about to idle: nothing may wait in the inbox
+            batch = self.db.claim(asked, spill=True, recover=False)
+            self._spilled(batch.spilled, now)
+        if self.algolia.claimed(len(batch), asked):  # short: look at the inbox
             self._next_spill = 0.0
-        return claim
+        return batch
 
-    def _spill(self, conn: psycopg.Connection, now: float) -> int:
-        moved = queue.spill(conn, self.batch_limit)
-        if moved is None:  # another transaction holds a pending row of one of those keys: try again soon
-            log.debug(
-                "inbox spill gave way to a lock; retrying", extra={"action": "spill_lock_wait", "worker": self.number}
-            )
-            moved = 0
+    def _spilled(self, moved: int | None, now: float) -> None:
         self._next_spill = 0.0 if moved else now + SPILL_EVERY_S
-        return moved
-
-    def _prepare_claim(self, claim: Claim) -> Prepared:
-        prepared = Prepared(claim, Outcome(), time.monotonic())
-        try:
-            with self.pool.connection() as conn:
-                prepared.items = self._reader.items(conn, claim.rows, prepared.outcome)
-        except psycopg.Error as exc:
-            # Reading the rows failed; give the whole claim back (attempt counted) and carry on.
-            self._database_trouble(exc)
-            prepared.outcome = Outcome(retry=[(r, f"database error: {one_line(exc)}") for r in claim.rows])
-        except Exception as exc:  # a defect, not the data's fault: the rows retry, the worker lives
-            log.exception("preparing a batch failed", extra={"action": "prepare_failed", "worker": self.number})
-            prepared.outcome = Outcome(
-                retry=[(r, f"internal error: {type(exc).__name__}: {one_line(exc)}") for r in claim.rows]
-            )
-        return prepared
-
-    def _send_prepared(self, prepared: Prepared) -> None:
-        """Runs on the sender thread: the HTTP part of a batch."""
-        assert self._dispatch is not None and prepared.items is not None  # submitted after boot, rows read
-        self._dispatch.send(prepared.claim, prepared.items, prepared.outcome)
 
     def _finish_in_flight(self) -> None:
         """Wait for every batch on the wire, oldest first, and write their outcomes."""
@@ -279,51 +263,45 @@ class Worker:
 
     def _settle_returned(self) -> None:
         """Write the outcomes of the batches that have come back, without waiting for the others."""
-        for entry in [e for e in self._in_flight if e[1].done()]:
+        for entry in [e for e in self._in_flight if e[2].done()]:
             self._in_flight.remove(entry)
             self._settle(*entry)
 
     def _settle_oldest(self) -> None:
         self._settle(*self._in_flight.popleft())
 
-    def _settle(self, prepared: Prepared, future: Future[None]) -> None:
+    def _settle(self, result: BatchResult, started: float, future: Future[BatchResult]) -> None:
         """Wait for one batch's HTTP part, then write its outcome."""
         try:
             future.result()
-        except LeaseLost:
+        except psycopg.Error as exc:  # extending the lease failed: the rows come back by lease expiry
+            self._database_trouble(exc)
+            return
+        if result.lost:
             log.warning(
                 "lease lost",
                 extra={
                     "action": "lease_lost",
                     "worker": self.number,
-                    "token": str(prepared.claim.token),
-                    "batch": len(prepared.claim.rows),
+                    "token": str(result.batch.token),
+                    "batch": len(result.batch),
                 },
             )
             return
-        except psycopg.Error as exc:  # extending the lease failed: the rows come back by lease expiry
-            self._database_trouble(exc)
-            return
-        except Exception as exc:  # a defect in sending: what was not sent retries
-            log.exception("sending a batch failed", extra={"action": "send_failed", "worker": self.number})
-            prepared.outcome.retry.extend(
-                (r, f"internal error: {type(exc).__name__}: {one_line(exc)}") for r in unsettled_rows(prepared)
-            )
-        self._finish(prepared)
+        self._finish(result, started)
 
-    def _finish(self, prepared: Prepared) -> None:
-        claim, outcome, started = prepared.claim, prepared.outcome, prepared.started
+    def _finish(self, result: BatchResult, started: float) -> None:
+        outcome, index_of = result.outcome, self.algolia.index_of
         counts = outcome.counts()
-        # Before the flush, which empties the outcome's lists.
         metrics.record_batch(
             synced=((i.index, i.action, i.row.created_at) for i in outcome.done),
-            failed=(self._reader.index_of(r.table_name) for r, _ in outcome.failed),
-            retried=(self._reader.index_of(r.table_name) for r, _ in outcome.retry),
+            failed=(index_of(r.table_name) for r, _ in outcome.failed),
+            retried=(index_of(r.table_name) for r, _ in outcome.retry),
             duration_s=time.monotonic() - started,
             batch_limit=self.batch_limit,
         )
-        self._pending_acks.add(claim, outcome)
-        self._pending_acks.flush(self._pool)
+        self._pending_acks.add(result)
+        self._pending_acks.flush(self._db)
         liveness.mark_in_service()
         self.batches += 1
         self.records += counts["upserts"] + counts["deletes"] + counts["skipped"]
@@ -332,22 +310,14 @@ class Worker:
             extra={
                 "action": "batch_synced",
                 "worker": self.number,
-                "batch": len(claim.rows),
+                "batch": len(result.batch),
                 **counts,
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 "batch_limit": self.batch_limit,
             },
         )
 
-    # ---- the dispatcher's callbacks --------------------------------------------------------
-
-    def _ensure_lease(self, claim: Claim) -> None:
-        """Before each request: refuse to send under a lease that is gone; extend one that is ageing."""
-        now = time.monotonic()
-        if claim.lease_left(now) < claim.lease_s * 2 / 3:
-            with self.pool.connection() as conn:
-                if not queue.extend(conn, claim, now):
-                    raise LeaseLost()
+    # ---- the Algolia service's callbacks ----------------------------------------------------
 
     def _shutdown_budget_spent(self) -> bool:
         return self.stopping and time.monotonic() - self.stop_requested_at > self.settings.shutdown_timeout / 2000.0
@@ -356,8 +326,7 @@ class Worker:
 
     def _queue_empty(self) -> bool:
         try:
-            with self.pool.connection() as conn:
-                return queue.idle(conn)
+            return self.db.idle()
         except psycopg.Error as exc:
             self._database_trouble(exc)
             return False

@@ -7,7 +7,7 @@ from dataclasses import replace
 from workerpool import logs
 from workerpool.config import Settings
 from workerpool.db.connection import require
-from workerpool.runtime.supervisor import Supervisor
+from workerpool.process.supervisor import Supervisor
 
 
 def run(settings: Settings, workers: int | None = None, drain: bool = False, configure_logging: bool = True) -> int:

@@ -10,8 +10,8 @@ import psycopg
 
 from workerpool.config import Settings
 from workerpool.logs import host_name
+from workerpool.process.retention import Retention
 from workerpool.runtime import queue
-from workerpool.runtime.retention import Retention
 
 log = logging.getLogger(__name__)
 

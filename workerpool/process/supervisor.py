@@ -28,8 +28,8 @@ from setproctitle import setproctitle
 
 from workerpool.config import Settings
 from workerpool.observability import health, metrics
-from workerpool.runtime import liveness
-from workerpool.runtime.worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
+from workerpool.process import liveness
+from workerpool.process.worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
 
 log = logging.getLogger(__name__)
 
