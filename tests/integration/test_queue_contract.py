@@ -36,10 +36,10 @@ def claim(db: psycopg.Connection, batch: int = 100, lease_ms: int = 60_000, work
     return token, {r[2]: r for r in rows}
 
 
-def ack(db, ids, token, actions=None, indexes=None, hashes=None, shapes=None) -> int:
+def ack(db, ids, token, actions=None, indexes=None, hashes=None, shapes=None, stored=None) -> int:
     return db.execute(
-        "SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[])",
-        (list(ids), token, actions, indexes, hashes, shapes),
+        "SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::boolean[])",
+        (list(ids), token, actions, indexes, hashes, shapes, stored),
     ).fetchone()[0]
 
 
@@ -155,6 +155,57 @@ def test_ack_deletes_logs_and_remembers_what_was_sent(db):
     assert all(r[5] == token for r in log(db))
     hashes = db.execute("SELECT object_id, hash, shape FROM algolia_sync_hashes ORDER BY object_id").fetchall()
     assert hashes == [("a", b"\xaa", b"\xbb")]  # c deleted: its hash forgotten
+
+
+def stored_hashes(db: psycopg.Connection) -> dict[str, tuple]:
+    """object_id -> (hash, shape, xmin) of index idx: a rewritten row has a new xmin."""
+    found = db.execute(
+        "SELECT object_id, hash, shape, xmin::text FROM algolia_sync_hashes WHERE index_name = 'idx'"
+    ).fetchall()
+    return {r[0]: r[1:] for r in found}
+
+
+def test_ack_inserts_first_hashes_and_rewrites_only_changed_ones(db):
+    ids = dict(zip("abc", enqueue(db, "a", "b", "c"), strict=True))
+    db.execute(
+        "INSERT INTO algolia_sync_hashes (index_name, object_id, hash, shape) "
+        "VALUES ('idx', 'b', '\\x01', '\\x02'), ('idx', 'c', '\\x01', '\\x02')"
+    )
+    before = stored_hashes(db)
+    token, _ = claim(db)
+    sent = ["updateObject"] * 3
+    # a is new (no hash when read); b is re-sent unchanged (a reindex); c changed.
+    assert (
+        ack(db, ids.values(), token, sent, ["idx"] * 3, [b"\xaa", b"\x01", b"\xcc"], [b"\x02"] * 3, [False, True, True])
+        == 3
+    )
+    after = stored_hashes(db)
+    assert {k: v[:2] for k, v in after.items()} == {
+        "a": (b"\xaa", b"\x02"),
+        "b": (b"\x01", b"\x02"),
+        "c": (b"\xcc", b"\x02"),
+    }
+    assert after["b"][2] == before["b"][2]  # unchanged: not written
+    assert after["c"][2] != before["c"][2]
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_first_hash_whose_key_is_already_stored_is_upserted(db, twice):
+    """The worker read no hash, yet one is there by the ack (another table feeding the same index), or
+    the batch holds the key twice: the plain INSERT fails and the upsert writes the newest."""
+    keys = ["a", "b"] if not twice else ["a", "a"]
+    tables = ["products", "products"] if not twice else ["products", "others"]
+    ids = [enqueue(db, k, table=t)[0] for k, t in zip(keys, tables, strict=True)]
+    if not twice:
+        db.execute(
+            "INSERT INTO algolia_sync_hashes (index_name, object_id, hash, shape) VALUES ('idx', 'a', '\\x01', '\\x02')"
+        )
+    token, _ = claim(db)
+    assert (
+        ack(db, ids, token, ["updateObject"] * 2, ["idx"] * 2, [b"\xaa", b"\xbb"], [b"\x02"] * 2, [False, False]) == 2
+    )
+    expected = {"a": (b"\xaa", b"\x02"), "b": (b"\xbb", b"\x02")} if not twice else {"a": (b"\xbb", b"\x02")}
+    assert {k: v[:2] for k, v in stored_hashes(db).items()} == expected
 
 
 def test_a_stale_token_acknowledges_nothing(db):

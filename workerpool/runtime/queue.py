@@ -144,6 +144,11 @@ def bytea_array(values: Iterable[bytes | None]) -> str:
     return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in values) + "}"
 
 
+def bool_array(values: Iterable[bool | None]) -> str:
+    """A boolean[] literal (see int_array)."""
+    return "{" + ",".join("NULL" if v is None else "t" if v else "f" for v in values) + "}"
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -165,7 +170,9 @@ class Acked(Protocol):
 
 def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> int:
     """Delete acknowledged rows, log them and remember what was sent (the worker's sent or skipped
-    items); returns how many this token held."""
+    items); returns how many this token held. An item's optional `stored` (whether its key had a
+    hash when it was read; runtime.shaping.Item has it) lets a first hash be a plain INSERT instead
+    of an upsert, which costs Postgres less; an item without it is upserted."""
     if not items:
         return 0
     cursor = conn.execute(
@@ -177,6 +184,7 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
             text_array(i.index for i in items),
             bytea_array(i.hash for i in items),
             bytea_array(i.shape for i in items),
+            bool_array(getattr(i, "stored", None) for i in items),
         ),
         prepare=True,
     )

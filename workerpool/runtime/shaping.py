@@ -45,6 +45,7 @@ class Item:
     body: bytes
     hash: bytes | None = None
     shape: bytes | None = None
+    stored: bool | None = None  # whether the key had a hash when its row was read
 
 
 @dataclass
@@ -175,7 +176,7 @@ class Shaper:
         # arrives late (a worker frozen after its lease check) must not overwrite a newer record.
         replace = reindex or (last_shape is not None and shape != last_shape)
         action, payload = records.versioned_action(index, body, version, replace=replace)
-        return Item(row, index, action, payload, digest, shape)
+        return Item(row, index, action, payload, digest, shape, last_hash is not None)
 
     def _call_transform(self, spec: str, record: dict[str, Any]) -> Any:
         """The transform applied under TRANSFORM_TIMEOUT: one that hangs fails its record, not the worker.

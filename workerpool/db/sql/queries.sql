@@ -211,7 +211,7 @@ UPDATE algolia_sync_queue
 
 -- name: ack
 -- Acknowledge a claim's sent rows; array literals, parsed by the server.
-SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[]);
+SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::boolean[]);
 
 -- name: release
 -- Give rows back for a retry, or fail them.
