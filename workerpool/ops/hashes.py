@@ -26,8 +26,9 @@ from workerpool.config import Settings
 from workerpool.db.queries import Q
 from workerpool.ops.browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
 from workerpool.ops.progress import ProgressBar
-from workerpool.ops.table_walk import RecordBuilder, count_rows, iter_key_chunks
+from workerpool.ops.table_walk import count_rows, iter_key_chunks
 from workerpool.runtime import records
+from workerpool.runtime.shaping import Shaper, Unbuildable
 
 SAMPLE = 5
 
@@ -61,6 +62,15 @@ def content_hash(record: Any) -> bytes:
     body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     if _MAYBE_INTEGRAL_FLOAT.search(body):
         body = orjson.dumps(canonical(record), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def sorted_body_hash(body: bytes) -> bytes:
+    """`content_hash` of a record from its JSON already written with sorted keys (`records.dumps`
+    with `sort_keys`, as `Shaper.serialize` gives it): the bytes are hashed as they are unless they
+    may hold an integral float, saving a second encoding of the record."""
+    if _MAYBE_INTEGRAL_FLOAT.search(body):
+        return content_hash(orjson.loads(body))
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
@@ -171,31 +181,33 @@ def copy_table_hashes(
     stream: IO[str] | None,
     between: Callable[[], Any] = lambda: None,
 ) -> TableSide:
-    """Build every row's record as the worker would and copy `(key, hash)` into TABLE_HASHES, one
+    """Build every row's record as the worker would (`Shaper.serialize`: the worker's read query,
+    record code and checks) and copy `(key, hash)` into TABLE_HASHES, one
     chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
     for it, repair cannot do better); a row the view or the transform filters out is left out, so its
     record in the index, if any, is extra. `between` runs after each chunk (the index's pages are
     copied there, on the same connection)."""
-    builder = RecordBuilder(settings)
+    shaper = Shaper(settings)
     side = TableSide()
     total = count_rows(conn, watched)
     bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
     done = 0
     for keys in iter_key_chunks(conn, watched, chunk_size):
-        built = builder.build(conn, watched, index, keys)
+        current = shaper.load_rows(conn, watched, index, keys)
         hashes: list[tuple[str, bytes | None]] = []
         for key in keys:
-            if key in built.failed:
+            try:
+                built = shaper.serialize(watched, key, current, sort_keys=True)
+            except Unbuildable:
                 side.unbuildable += 1
                 if len(side.unbuildable_sample) < SAMPLE:
                     side.unbuildable_sample.append(key)
                 hashes.append((key, None))
                 continue
-            record = built.record(key)
-            if record is None:
+            if built is None:
                 continue
             side.rows += 1
-            hashes.append((key, content_hash(record)))
+            hashes.append((key, sorted_body_hash(built[1])))
         if hashes:
             copy_rows(conn, TABLE_HASHES, hashes)
         done += len(keys)
