@@ -1,5 +1,5 @@
 """Both sides of `verify` reduced to `(objectID, content hash)` pairs and streamed into the verifying
-session's temporary tables: the index page by page (`IndexReader`, on its own thread), the table in
+session's temporary tables: the index page by page (`index_reader`, in a process of its own), the table in
 key-order chunks built into the records the worker would send (`copy_table_hashes`).
 
 A content hash is that of the record's canonical JSON (sorted keys, integral floats as integers, the
@@ -9,10 +9,8 @@ A content hash is that of the record's canonical JSON (sorted keys, integral flo
 from __future__ import annotations
 
 import hashlib
-import queue
 import re
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -24,7 +22,7 @@ from psycopg import sql
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
 from workerpool.db.queries import Q
-from workerpool.ops.browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
+from workerpool.ops.browse import HIT_EXTRAS
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import count_rows, iter_key_chunks
 from workerpool.runtime import records
@@ -91,78 +89,22 @@ _COPY_NULL = "\t\\N\n"
 _COPY_BYTEA = "\t\\\\x"  # a tab, then bytea's hex form with its backslash escaped for COPY
 
 
-def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[str, bytes | None]]) -> None:
-    """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
-    `write_row` costs more than the hashing)."""
-    lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
+def copy_text(rows: Sequence[tuple[str, bytes | None]]) -> str:
+    """`(k, hash)` rows as COPY text (psycopg's per-row `write_row` costs more than the hashing)."""
+    return "".join(
+        [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
+    )
+
+
+def copy_text_into(conn: psycopg.Connection, table: str, text: str) -> None:
+    """COPY rows already written as COPY text (`copy_text`) into `table`."""
     with conn.cursor() as cur, cur.copy(sql.SQL(Q.copy_hashes).format(sql.Identifier(table))) as copy:
-        copy.write("".join(lines))
+        copy.write(text)
 
 
-class IndexReader(threading.Thread):
-    """Browses the index and hashes each page in the background, while the table is walked.
-
-    Against a remote Algolia the walk of the index is bound by round trips, the walk of the table by
-    CPU and the database: side by side, verify takes about as long as the longer of the two. Pages
-    of `(objectID, hash)` wait in a short queue (`depth`) for the connection's thread to copy them,
-    so at most a few pages are held, however large the index.
-    """
-
-    def __init__(self, browser: Browser, index: str, page_size: int = MAX_PAGE, depth: int = 4) -> None:
-        super().__init__(name="verify-browse", daemon=True)
-        self._browser, self._index, self._page_size = browser, index, page_size
-        self.pages: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self._halt = threading.Event()
-        self.answered = threading.Event()  # the first page (or the error) is in
-        self.count = 0  # records copied so far (by the connection's thread)
-        self.done = False  # every page copied
-
-    def run(self) -> None:
-        try:
-            for hits in iter_pages(
-                self._browser, self._index, page_size=self._page_size, attributes=["*", f"-{records.VERSION}"]
-            ):
-                if not self._put([(hit[records.OBJECT_ID], hit_hash(hit)) for hit in hits]):
-                    return
-        except BaseException as exc:  # handed to the connection's thread, which raises it
-            self.error = exc
-        finally:
-            self.answered.set()
-            self._put(None)
-
-    def _put(self, item: list[tuple[str, bytes]] | None) -> bool:
-        self.answered.set()
-        while not self._halt.is_set():
-            try:
-                self.pages.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def copy_index_hashes(reader: IndexReader, conn: psycopg.Connection, *, wait: bool) -> int | None:
-    """Copy the pages the reader has hashed into INDEX_HASHES (one COPY per page, so no transaction
-    stays open). Returns the index's record count once the reader is done, else None; with `wait`,
-    blocks until it is done."""
-    while not reader.done:
-        try:
-            page = reader.pages.get(block=wait)
-        except queue.Empty:
-            return None
-        if page is None:
-            reader.done = True
-            if reader.error is not None:
-                raise reader.error
-        elif page:
-            copy_rows(conn, INDEX_HASHES, page)
-            reader.count += len(page)
-    return reader.count
+def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[str, bytes | None]]) -> None:
+    """COPY `(k, hash)` rows into `table`."""
+    copy_text_into(conn, table, copy_text(rows))
 
 
 @dataclass
