@@ -9,9 +9,11 @@ A content hash is that of the record's canonical JSON (sorted keys, integral flo
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -21,12 +23,13 @@ from psycopg import sql
 
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
+from workerpool.db.connection import connect
 from workerpool.db.queries import Q
 from workerpool.ops.browse import HIT_EXTRAS
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import count_rows, iter_key_chunks
 from workerpool.runtime import records
-from workerpool.runtime.shaping import Shaper, Unbuildable
+from workerpool.runtime.shaping import Current, Shaper, Unbuildable
 
 SAMPLE = 5
 
@@ -107,6 +110,47 @@ def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[str, by
     copy_text_into(conn, table, copy_text(rows))
 
 
+def _read_ahead(
+    settings: Settings, watched: Watched, index: str, chunk_size: int, shaper: Shaper, depth: int = 2
+) -> Iterator[tuple[list[str], Current]]:
+    """Every chunk of keys with its current rows (`Shaper.load_rows`), read by a thread on its own
+    connection while the caller builds and copies the chunks before: Postgres runs the next read
+    while this process hashes. At most `depth` chunks wait."""
+    chunks: queue.Queue[tuple[list[str], Current] | BaseException | None] = queue.Queue(maxsize=depth)
+    halt = threading.Event()
+
+    def put(item: tuple[list[str], Current] | BaseException | None) -> bool:
+        while not halt.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            with connect(settings.database_url, purpose="verify") as conn:
+                for keys in iter_key_chunks(conn, watched, chunk_size):
+                    if not put((keys, shaper.load_rows(conn, watched, index, keys))):
+                        return
+        except BaseException as exc:  # raised again on the caller's thread
+            put(exc)
+            return
+        put(None)
+
+    reader = threading.Thread(target=read, name="verify-read", daemon=True)
+    reader.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        halt.set()
+        reader.join()
+
+
 @dataclass
 class TableSide:
     rows: int = 0  # rows whose record belongs in the index
@@ -128,14 +172,14 @@ def copy_table_hashes(
     chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
     for it, repair cannot do better); a row the view or the transform filters out is left out, so its
     record in the index, if any, is extra. `between` runs after each chunk (the index's pages are
-    copied there, on the same connection)."""
+    copied there, on the same connection). The rows are read on a connection of their own, a chunk
+    ahead (`_read_ahead`)."""
     shaper = Shaper(settings)
     side = TableSide()
     total = count_rows(conn, watched)
     bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
     done = 0
-    for keys in iter_key_chunks(conn, watched, chunk_size):
-        current = shaper.load_rows(conn, watched, index, keys)
+    for keys, current in _read_ahead(settings, watched, index, chunk_size, shaper):
         hashes: list[tuple[str, bytes | None]] = []
         for key in keys:
             try:
