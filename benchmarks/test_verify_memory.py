@@ -3,8 +3,10 @@
 For each size, a fresh database holds a watched `products` table of N realistic rows (the drain's
 data set, nothing queued). `reindex products --atomic` builds the index in the emulator from nothing,
 then `verify products` compares it with the table and must find it clean (exit 0). Each command is a
-real CLI subprocess; its peak RSS is the kernel's own figure for that process (`ru_maxrss` from
-`wait4`, by a small parent started for it), its rate the rows over the whole command's wall time (start-up included).
+real CLI subprocess; its peak RSS is the kernel's own figure (`ru_maxrss` from `wait4`, by a small
+parent started for it: the largest of the command and the processes it started), with each process's
+own high-water mark and their sum beside it (verify browses the index in a child process); its
+rate the rows over the whole command's wall time (start-up included).
 
 Sizes: WORKERPOOL_BENCH_VERIFY_ROWS (comma-separated), else 3,000 in the smoke form, 100,000 by
 default and 100,000 + 1,000,000 with WORKERPOOL_BENCH_FULL; 5,000,000 is opt-in
@@ -43,20 +45,53 @@ VERIFY_ROWS = _bench._ints(
 # from pytest directly: a child forked (or vforked) from a process carries that process's RSS
 # high-water mark across exec, so ru_maxrss would be the pytest process's (emulator included). This
 # small parent's own high-water mark is far below any workerpool command's.
+#
+# `wait4`'s ru_maxrss is the largest high-water mark of the command and the descendants it waited
+# for (verify's index reader process), not their sum. So the parent also reads every process of the
+# tree's own high-water mark (VmHWM) every 50 ms while it runs: `own_kb` for the command, `children_kb`
+# for each descendant (the last figure read before it ended), and their sum, an upper bound of
+# what the tree held at once.
 _MEASURE = """
-import json, os, sys
+import json, os, sys, time
 pid = os.fork()
 if pid == 0:
     os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-_, status, ru = os.wait4(pid, 0)
+
+def tree(p):
+    try:
+        with open(f"/proc/{p}/task/{p}/children") as f:
+            kids = [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+    return [k for c in kids for k in [c, *tree(c)]]
+
+def hwm(p):
+    try:
+        with open(f"/proc/{p}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+peaks = {}
+while True:
+    done, status, ru = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    for p in [pid, *tree(pid)]:
+        kb = hwm(p)
+        if kb is not None:
+            peaks[p] = max(peaks.get(p, 0), kb)
+    time.sleep(0.05)
 with open(sys.argv[1], "w") as f:
-    json.dump({"maxrss_kb": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}, f)
+    json.dump({"maxrss_kb": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime, "own_kb": peaks.get(pid, 0),
+               "children_kb": [kb for p, kb in peaks.items() if p != pid]}, f)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
 def run_measured(env: dict[str, str], *args: str, timeout: float) -> dict[str, Any]:
-    """Run one `workerpool` command to completion: exit code, wall time, its own peak RSS and CPU."""
+    """Run one `workerpool` command to completion: exit code, wall time, peak RSS (the kernel's, and
+    each process of its tree as sampled) and CPU (its descendants included)."""
     before = CpuSnapshot.take()
     with tempfile.TemporaryDirectory() as tmp:
         usage_file = os.path.join(tmp, "usage.json")
@@ -78,6 +113,9 @@ def run_measured(env: dict[str, str], *args: str, timeout: float) -> dict[str, A
         "stderr": proc.stderr,
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+        "own_peak_rss_mb": round(usage["own_kb"] / 1024, 1),
+        "children_peak_rss_mb": [round(kb / 1024, 1) for kb in usage["children_kb"]],
+        "tree_peak_rss_mb": round((usage["own_kb"] + sum(usage["children_kb"])) / 1024, 1),
         "cpu_cli_s": round(usage["cpu_s"], 2),
         "cpu_emulator_s": spent["cpu_emulator_s"],
         "cpu_postgres_s": spent.get("cpu_postgres_s"),
@@ -136,5 +174,6 @@ def test_verify_and_atomic_reindex_memory(benchmark, rows, catalogue, env, emula
     print(
         f"\n{rows:,} rows: reindex --atomic {info['reindex']['rows_per_s']:,} rows/s, "
         f"peak {info['reindex']['peak_rss_mb']} MB; verify {info['verify']['rows_per_s']:,} rows/s, "
-        f"peak {info['verify']['peak_rss_mb']} MB"
+        f"peak {info['verify']['peak_rss_mb']} MB (own {info['verify']['own_peak_rss_mb']}, index reader "
+        f"{info['verify']['children_peak_rss_mb']}, tree {info['verify']['tree_peak_rss_mb']} MB)"
     )

@@ -4,12 +4,15 @@ Algolia writes numbers back, and the fast path (no integral float in the JSON) a
 from __future__ import annotations
 
 import hashlib
+from datetime import date
+from decimal import Decimal
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workerpool.ops.hashes import canonical, content_hash
+from workerpool.ops.hashes import canonical, content_hash, sorted_body_hash
+from workerpool.runtime import records
 
 json_values = st.recursive(
     st.none()
@@ -55,3 +58,31 @@ def test_integral_floats_and_integers_hash_alike_and_text_does_not():
     assert content_hash({"price": "15.0"}) != content_hash({"price": 15})
     assert content_hash({"v": "release 1.0"}) != content_hash({"v": "release 1"})
     assert len(content_hash({})) == 16
+
+
+row_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=3)
+    | st.dates()
+    | st.sampled_from([15.0, -0.0, 1e15, 2.0**53, 2.5, "1.0", "a\\tb"])
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=4), row_values, max_size=6))
+def test_the_sorted_body_hashes_as_the_record_the_worker_sends(record):
+    """verify hashes the sorted body `Shaper.serialize` writes; the index holds the worker's body."""
+    sent = orjson.loads(records.dumps(record))
+    assert sorted_body_hash(records.dumps(record, sort_keys=True)) == content_hash(sent)
+
+
+def test_a_sorted_body_is_the_sent_body_reordered():
+    record = {"b": Decimal("1.50"), "a": [2.0, {"z": 1, "y": 2**60}], "c": date(2026, 1, 2)}
+    sorted_body, body = records.dumps(record, sort_keys=True), records.dumps(record)
+    assert len(sorted_body) == len(body)
+    assert orjson.loads(sorted_body) == orjson.loads(body)

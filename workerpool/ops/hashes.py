@@ -1,5 +1,5 @@
 """Both sides of `verify` reduced to `(objectID, content hash)` pairs and streamed into the verifying
-session's temporary tables: the index page by page (`IndexReader`, on its own thread), the table in
+session's temporary tables: the index page by page (`index_reader`, in a process of its own), the table in
 key-order chunks built into the records the worker would send (`copy_table_hashes`).
 
 A content hash is that of the record's canonical JSON (sorted keys, integral floats as integers, the
@@ -13,7 +13,7 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -23,11 +23,13 @@ from psycopg import sql
 
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
+from workerpool.db.connection import connect
 from workerpool.db.queries import Q
-from workerpool.ops.browse import HIT_EXTRAS, MAX_PAGE, Browser, iter_pages
+from workerpool.ops.browse import HIT_EXTRAS
 from workerpool.ops.progress import ProgressBar
-from workerpool.ops.table_walk import RecordBuilder, count_rows, iter_key_chunks
+from workerpool.ops.table_walk import count_rows, iter_key_chunks
 from workerpool.runtime import records
+from workerpool.runtime.shaping import Current, Shaper, Unbuildable
 
 SAMPLE = 5
 
@@ -64,6 +66,15 @@ def content_hash(record: Any) -> bytes:
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
+def sorted_body_hash(body: bytes) -> bytes:
+    """`content_hash` of a record from its JSON already written with sorted keys (`records.dumps`
+    with `sort_keys`, as `Shaper.serialize` gives it): the bytes are hashed as they are unless they
+    may hold an integral float, saving a second encoding of the record."""
+    if _MAYBE_INTEGRAL_FLOAT.search(body):
+        return content_hash(orjson.loads(body))
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
 def hit_hash(hit: dict[str, Any]) -> bytes:
     """The content hash of a browsed record: what the worker sent, without `_version` or hit metadata."""
     hit.pop(records.VERSION, None)
@@ -81,78 +92,63 @@ _COPY_NULL = "\t\\N\n"
 _COPY_BYTEA = "\t\\\\x"  # a tab, then bytea's hex form with its backslash escaped for COPY
 
 
-def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[str, bytes | None]]) -> None:
-    """COPY `(k, hash)` rows into `table`, written as COPY text directly (psycopg's per-row
-    `write_row` costs more than the hashing)."""
-    lines = [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
+def copy_text(rows: Sequence[tuple[str, bytes | None]]) -> str:
+    """`(k, hash)` rows as COPY text (psycopg's per-row `write_row` costs more than the hashing)."""
+    return "".join(
+        [k.translate(_COPY_ESCAPES) + (_COPY_NULL if h is None else _COPY_BYTEA + h.hex() + "\n") for k, h in rows]
+    )
+
+
+def copy_text_into(conn: psycopg.Connection, table: str, text: str) -> None:
+    """COPY rows already written as COPY text (`copy_text`) into `table`."""
     with conn.cursor() as cur, cur.copy(sql.SQL(Q.copy_hashes).format(sql.Identifier(table))) as copy:
-        copy.write("".join(lines))
+        copy.write(text)
 
 
-class IndexReader(threading.Thread):
-    """Browses the index and hashes each page in the background, while the table is walked.
+def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[str, bytes | None]]) -> None:
+    """COPY `(k, hash)` rows into `table`."""
+    copy_text_into(conn, table, copy_text(rows))
 
-    Against a remote Algolia the walk of the index is bound by round trips, the walk of the table by
-    CPU and the database: side by side, verify takes about as long as the longer of the two. Pages
-    of `(objectID, hash)` wait in a short queue (`depth`) for the connection's thread to copy them,
-    so at most a few pages are held, however large the index.
-    """
 
-    def __init__(self, browser: Browser, index: str, page_size: int = MAX_PAGE, depth: int = 4) -> None:
-        super().__init__(name="verify-browse", daemon=True)
-        self._browser, self._index, self._page_size = browser, index, page_size
-        self.pages: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self._halt = threading.Event()
-        self.answered = threading.Event()  # the first page (or the error) is in
-        self.count = 0  # records copied so far (by the connection's thread)
-        self.done = False  # every page copied
+def _read_ahead(
+    settings: Settings, watched: Watched, index: str, chunk_size: int, shaper: Shaper, depth: int = 2
+) -> Iterator[tuple[list[str], Current]]:
+    """Every chunk of keys with its current rows (`Shaper.load_rows`), read by a thread on its own
+    connection while the caller builds and copies the chunks before: Postgres runs the next read
+    while this process hashes. At most `depth` chunks wait."""
+    chunks: queue.Queue[tuple[list[str], Current] | BaseException | None] = queue.Queue(maxsize=depth)
+    halt = threading.Event()
 
-    def run(self) -> None:
-        try:
-            for hits in iter_pages(
-                self._browser, self._index, page_size=self._page_size, attributes=["*", f"-{records.VERSION}"]
-            ):
-                if not self._put([(hit[records.OBJECT_ID], hit_hash(hit)) for hit in hits]):
-                    return
-        except BaseException as exc:  # handed to the connection's thread, which raises it
-            self.error = exc
-        finally:
-            self.answered.set()
-            self._put(None)
-
-    def _put(self, item: list[tuple[str, bytes]] | None) -> bool:
-        self.answered.set()
-        while not self._halt.is_set():
+    def put(item: tuple[list[str], Current] | BaseException | None) -> bool:
+        while not halt.is_set():
             try:
-                self.pages.put(item, timeout=0.2)
+                chunks.put(item, timeout=0.2)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def copy_index_hashes(reader: IndexReader, conn: psycopg.Connection, *, wait: bool) -> int | None:
-    """Copy the pages the reader has hashed into INDEX_HASHES (one COPY per page, so no transaction
-    stays open). Returns the index's record count once the reader is done, else None; with `wait`,
-    blocks until it is done."""
-    while not reader.done:
+    def read() -> None:
         try:
-            page = reader.pages.get(block=wait)
-        except queue.Empty:
-            return None
-        if page is None:
-            reader.done = True
-            if reader.error is not None:
-                raise reader.error
-        elif page:
-            copy_rows(conn, INDEX_HASHES, page)
-            reader.count += len(page)
-    return reader.count
+            with connect(settings.database_url, purpose="verify") as conn:
+                for keys in iter_key_chunks(conn, watched, chunk_size):
+                    if not put((keys, shaper.load_rows(conn, watched, index, keys))):
+                        return
+        except BaseException as exc:  # raised again on the caller's thread
+            put(exc)
+            return
+        put(None)
+
+    reader = threading.Thread(target=read, name="verify-read", daemon=True)
+    reader.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        halt.set()
+        reader.join()
 
 
 @dataclass
@@ -171,31 +167,33 @@ def copy_table_hashes(
     stream: IO[str] | None,
     between: Callable[[], Any] = lambda: None,
 ) -> TableSide:
-    """Build every row's record as the worker would and copy `(key, hash)` into TABLE_HASHES, one
+    """Build every row's record as the worker would (`Shaper.serialize`: the worker's read query,
+    record code and checks) and copy `(key, hash)` into TABLE_HASHES, one
     chunk at a time. An unbuildable row gets a NULL hash: it counts as seen (whatever the index holds
     for it, repair cannot do better); a row the view or the transform filters out is left out, so its
     record in the index, if any, is extra. `between` runs after each chunk (the index's pages are
-    copied there, on the same connection)."""
-    builder = RecordBuilder(settings)
+    copied there, on the same connection). The rows are read on a connection of their own, a chunk
+    ahead (`_read_ahead`)."""
+    shaper = Shaper(settings)
     side = TableSide()
     total = count_rows(conn, watched)
     bar = ProgressBar(total, f"verify {watched.table_name}", stream or sys.stderr)
     done = 0
-    for keys in iter_key_chunks(conn, watched, chunk_size):
-        built = builder.build(conn, watched, index, keys)
+    for keys, current in _read_ahead(settings, watched, index, chunk_size, shaper):
         hashes: list[tuple[str, bytes | None]] = []
         for key in keys:
-            if key in built.failed:
+            try:
+                built = shaper.serialize(watched, key, current, sort_keys=True)
+            except Unbuildable:
                 side.unbuildable += 1
                 if len(side.unbuildable_sample) < SAMPLE:
                     side.unbuildable_sample.append(key)
                 hashes.append((key, None))
                 continue
-            record = built.record(key)
-            if record is None:
+            if built is None:
                 continue
             side.rows += 1
-            hashes.append((key, content_hash(record)))
+            hashes.append((key, sorted_body_hash(built[1])))
         if hashes:
             copy_rows(conn, TABLE_HASHES, hashes)
         done += len(keys)

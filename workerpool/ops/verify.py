@@ -6,11 +6,12 @@ the index and one chunk of the table at a time: its memory does not grow with th
 
 * The index is walked page by page with its browse cursor (`browse.iter_pages`: a plain loop over
   single-page browse calls through the client's transport), asking for every attribute but
-  `_version`. A thread does it (`IndexReader`) while the table is walked, and hands each page's
-  hashes over through a short queue; they are copied into the session (COPY) between table chunks.
+  `_version`. A child process does it (`index_reader.IndexReader`: browsing, parsing and hashing on
+  a core of its own) while the table is walked, and sends each page's hashes as COPY text through a
+  pipe; the parent copies them into the session between table chunks.
 * The table is walked in key order (keyset chunks) and each row is built into the record the worker
-  would send (`RecordBuilder`: the worker's own read query and record code, attribute selection and
-  transform included); each chunk's hashes are copied the same way.
+  would send (`Shaper.serialize`: the worker's own read query, record code and checks, attribute
+  selection and transform included); each chunk's hashes are copied the same way.
 
 A content hash is that of the record's canonical JSON (sorted keys, integral floats as integers, the
 `_version` bookkeeping attribute left out). A row the worker could not build (a transform error, over
@@ -42,15 +43,9 @@ from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
-from workerpool.ops.browse import MAX_PAGE, Browser
-from workerpool.ops.hashes import (
-    INDEX_HASHES,
-    SAMPLE,
-    TABLE_HASHES,
-    IndexReader,
-    copy_index_hashes,
-    copy_table_hashes,
-)
+from workerpool.ops.browse import MAX_PAGE
+from workerpool.ops.hashes import INDEX_HASHES, SAMPLE, TABLE_HASHES, copy_table_hashes
+from workerpool.ops.index_reader import IndexReader
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
 )
@@ -163,15 +158,11 @@ def verify(
     started_at = one_row(conn.execute(Q.database_now))[0]
     _create_scratch(conn)
     try:
-        browser = Browser(settings)
-        reader = IndexReader(browser, index, page_size)
-        reader.start()
+        reader = IndexReader(settings, index, page_size)
         try:
             # Algolia refusing the key or out of reach shows on the first page: fail before the
             # table's walk prints any progress.
-            reader.answered.wait()
-            if reader.error is not None:
-                raise reader.error
+            reader.wait_answered()
             side = copy_table_hashes(
                 settings,
                 conn,
@@ -179,12 +170,11 @@ def verify(
                 index,
                 chunk_size,
                 stream,
-                between=lambda: copy_index_hashes(reader, conn, wait=False),
+                between=lambda: reader.copy(conn, wait=False),
             )
-            report.indexed = copy_index_hashes(reader, conn, wait=True) or 0
+            report.indexed = reader.copy(conn, wait=True) or 0
         finally:
             reader.stop()
-            browser.close()
         report.rows, report.unbuildable = side.rows, side.unbuildable
         report.samples["unbuildable"] = side.unbuildable_sample
         _compare(conn, watched, started_at, report)

@@ -41,17 +41,18 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-def dumps(value: Any) -> bytes:
-    """orjson with the project's type mapping.
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """orjson with the project's type mapping (`sort_keys`: objects' keys in sorted order).
 
     Integers beyond ±2^53 (bigint columns, jsonb) become strings, as numeric does: JavaScript and
     Algolia's numeric filters would round them. orjson finds them in C (OPT_STRICT_INTEGER); only a
     record that has one is walked in Python.
     """
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
     try:
-        return orjson.dumps(value, default=json_default, option=orjson.OPT_STRICT_INTEGER)
+        return orjson.dumps(value, default=json_default, option=option | orjson.OPT_STRICT_INTEGER)
     except orjson.JSONEncodeError:
-        return orjson.dumps(_wide_integers_as_text(value), default=json_default)
+        return orjson.dumps(_wide_integers_as_text(value), default=json_default, option=option)
 
 
 def _wide_integers_as_text(value: Any) -> Any:

@@ -35,6 +35,15 @@ class TransformTimeout(BaseException):
     `except Exception` cannot swallow it."""
 
 
+class Unbuildable(Exception):
+    """A record the worker cannot build or send (its transform failed, it cannot be serialized, it is
+    over MAX_RECORD_BYTES): the worker fails its queue row with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class Item:
     """One queue row on its way to Algolia."""
@@ -139,32 +148,45 @@ class Shaper:
         record.pop(records.VERSION, None)
         return record
 
+    def serialize(
+        self, watched: Watched, object_id: str, current: Current, *, sort_keys: bool = False
+    ) -> tuple[dict[str, Any], bytes] | None:
+        """The record of a loaded key and its JSON body, checked as the worker sends it (None: no
+        row, or the transform deletes it). Raises `Unbuildable` with the reason the worker fails it.
+        `sort_keys` writes the body with sorted keys: the same bytes reordered, so of the same length."""
+        found = current.rows.get(object_id)
+        if found is None:
+            return None
+        try:
+            record = self.record(watched, object_id, current.columns, found)
+        except TransformTimeout as exc:
+            raise Unbuildable(str(exc)) from None
+        except Exception as exc:  # the user's transform: fail this record only
+            what = f"transform {watched.transform} raised" if watched.transform else "building the record raised"
+            raise Unbuildable(f"{what} {type(exc).__name__}: {one_line(exc)}") from None
+        if record is None:
+            return None
+        try:
+            body = records.dumps(record, sort_keys=sort_keys)
+        except Exception as exc:  # a value orjson cannot represent (a transform's own object, say)
+            raise Unbuildable(f"cannot serialize record {object_id}: {one_line(exc)}") from None
+        limit = self.settings.max_record_bytes
+        if limit and len(body) > limit:
+            raise Unbuildable(f"record {object_id} is {len(body)} bytes, over MAX_RECORD_BYTES={limit}")
+        return record, body
+
     def item(self, watched: Watched, index: str, row: SyncItem, current: Current, outcome: Outcome) -> Item | None:
         """One row's action: delete, skip (unchanged), or a versioned write; None when it failed
         (the reason is added to `outcome.failed`)."""
-        found = current.rows.get(row.record_id)
-        if found is None:
-            return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
         try:
-            record = self.record(watched, row.record_id, current.columns, found)
-        except TransformTimeout as exc:
-            outcome.failed.append((row, str(exc)))
+            built = self.serialize(watched, row.record_id, current)
+        except Unbuildable as exc:
+            outcome.failed.append((row, exc.reason))
             return None
-        except Exception as exc:  # the user's transform: fail this record only
-            what = f"transform {watched.transform} raised" if watched.transform else "building the record raised"
-            outcome.failed.append((row, f"{what} {type(exc).__name__}: {one_line(exc)}"))
-            return None
-        if record is None:
+        if built is None:
             return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
-        try:
-            body = records.dumps(record)
-        except Exception as exc:  # a value orjson cannot represent (a transform's own object, say)
-            outcome.failed.append((row, f"cannot serialize record {row.record_id}: {one_line(exc)}"))
-            return None
-        limit = self.settings.max_record_bytes
-        if limit and len(body) > limit:
-            outcome.failed.append((row, f"record {row.record_id} is {len(body)} bytes, over MAX_RECORD_BYTES={limit}"))
-            return None
+        record, body = built
+        found = current.rows[row.record_id]
         version, last_hash, last_shape = found[0], found[1], found[2]
         digest = records.content_hash(body)
         shape = current.shape if current.shape is not None else records.shape_hash(record)
