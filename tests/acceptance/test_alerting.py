@@ -219,12 +219,19 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
                 a["labels"]["alertname"]: a["state"] for a in json.loads(_get(f"{api}/alerts")[1])["data"]["alerts"]
             }
 
-        wait_until(
-            lambda: alerts().get("WorkerpoolAlgoliaAuthErrors") == "firing",
-            timeout=30,
-            interval=0.5,
-            message="the auth alert to fire",
-        )
+        try:
+            wait_until(
+                lambda: alerts().get("WorkerpoolAlgoliaAuthErrors") == "firing",
+                timeout=60,
+                interval=0.5,
+                message="the auth alert to fire",
+            )
+        except AssertionError:
+            raise AssertionError(
+                f"the auth alert did not fire: alerts {alerts()}; auth errors as Prometheus has them "
+                f"{query('workerpool_algolia_auth_errors_total[2m]')}; queue {queue_counts(db)}; "
+                f"emulator {emulator.stats()}; pool: {pool.output[-2500:]}"
+            ) from None
         raised = alerts()
         assert raised.pop("WorkerpoolAlgoliaAuthErrors") == "firing"
         assert raised in ({}, {"WorkerpoolFailureRate": "pending"}), raised
