@@ -123,3 +123,4 @@ class Acked:
     index: str | None
     hash: bytes | None
     shape: bytes | None
+    stored: bool | None = None  # not known: the hash, if any, is upserted

@@ -149,7 +149,8 @@ def verify(
     page_size: int = MAX_PAGE,
     stream: IO[str] | None = None,
 ) -> Report:
-    """Compare the index of `table` with the table, on `conn` (autocommit); `page_size` is the
+    """Compare the index of `table` with the table, on `conn` (autocommit, to `settings.database_url`:
+    the table's rows are read a chunk ahead on a second connection to that URL); `page_size` is the
     browse page (hitsPerPage), `chunk_size` the keys read per query."""
     settings.require_algolia()
     watched = find_watched(conn, table)

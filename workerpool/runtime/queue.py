@@ -166,13 +166,15 @@ class Acked(Protocol):
     def hash(self) -> bytes | None: ...
     @property
     def shape(self) -> bytes | None: ...
+    @property
+    def stored(self) -> bool | None: ...
 
 
 def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> int:
     """Delete acknowledged rows, log them and remember what was sent (the worker's sent or skipped
-    items); returns how many this token held. An item's optional `stored` (whether its key had a
-    hash when it was read; runtime.shaping.Item has it) lets a first hash be a plain INSERT instead
-    of an upsert, which costs Postgres less; an item without it is upserted."""
+    items); returns how many this token held. An item's `stored` (whether its key had a hash when
+    its row was read) lets a first hash be a plain INSERT instead of an upsert, which costs Postgres
+    less; None (not known) is upserted."""
     if not items:
         return 0
     cursor = conn.execute(
@@ -184,7 +186,7 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
             text_array(i.index for i in items),
             bytea_array(i.hash for i in items),
             bytea_array(i.shape for i in items),
-            bool_array(getattr(i, "stored", None) for i in items),
+            bool_array(i.stored for i in items),
         ),
         prepare=True,
     )
