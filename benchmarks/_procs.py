@@ -36,6 +36,7 @@ def _acker() -> Callable[[Any, Any], int]:
                     body=b"",
                     hash=content_hash(r.record_id.encode()) if content_hash else None,
                     shape=shape,
+                    stored=None,
                 )
                 for r in claim.rows
             ]

@@ -586,7 +586,8 @@ def test_acknowledging_stays_linear_with_many_failed_rows_and_stale_statistics(i
     claim = queue.claim_batch(db, 300, 60_000, "test", time.monotonic())
     assert claim is not None and len(claim.rows) == 300
     done = [
-        SimpleNamespace(row=r, index="items", action="updateObject", hash=b"h" * 16, shape=b"s" * 8) for r in claim.rows
+        SimpleNamespace(row=r, index="items", action="updateObject", hash=b"h" * 16, shape=b"s" * 8, stored=None)
+        for r in claim.rows
     ]
     before = entries_read()
     assert queue.ack(db, claim.token, done) == 300
