@@ -21,7 +21,7 @@ from workerpool.logs import host_name
 from workerpool.runtime import queue
 from workerpool.runtime.acks import write_outcome
 from workerpool.runtime.queue import Batch, SyncItem
-from workerpool.runtime.shaping import Outcome
+from workerpool.runtime.shaping import Item, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +219,7 @@ class DatabaseService:
         outcomes: dict[uuid.UUID, Outcome] = {}
         for r in results:
             row, token = self._held(r.queue_id)
-            detail = r._item if r._item is not None else Acked(row, r.action, None, None, None)
-            outcomes.setdefault(token, Outcome()).done.append(detail)  # type: ignore[arg-type]
+            outcomes.setdefault(token, Outcome()).done.append(_acked(r, row))
         return self._write(outcomes)
 
     def mark_failed(self, queue_id: int, error_message: str, permanent: bool = False) -> bool:
@@ -278,7 +277,7 @@ class DatabaseService:
             row, token = self._held(r.queue_id)
             outcome = outcomes.setdefault(token, Outcome())
             if r.status == "completed":
-                outcome.done.append(r._item or Acked(row, r.action, None, None, None))  # type: ignore[arg-type]
+                outcome.done.append(_acked(r, row))
             elif r.status == "retry":
                 outcome.retry.append((row, r.error or ""))
             elif r.status == "failed":
@@ -388,3 +387,11 @@ class DatabaseService:
                 self._read_conn = connect(self._dsn, purpose="api-read")
             conn = self._read_conn
         yield conn
+
+
+def _acked(result: SyncResult, row: SyncItem) -> Item:
+    """What the ack writes for a completed result: the built item when the result has it, else the
+    row and action alone (no index, no hash: `mark_completed` without a `SyncResult`)."""
+    if result._item is not None:
+        return result._item
+    return Acked(row, result.action, None, None, None)  # type: ignore[return-value]
