@@ -16,8 +16,13 @@ changes are queued directly and "spill" is the cost of looking at an empty inbox
 With --peer N, PgQueuer then drains as many no-op jobs in N processes at the same batch size on a
 second fresh database, and the script prints the CPU budget per record that twice PgQueuer's rate
 leaves on this machine's CPUs next to what the steps above used: whether a rate is reachable at all,
-before anyone tunes for it. Runs against the tests' Postgres (DATABASE_URL, else 127.0.0.1:5432, else
-an embedded server) and drops its databases afterwards.
+before anyone tunes for it, and the issue's two ratios: worker plus Postgres CPU per record against
+PgQueuer's per job, and Postgres alone against its Postgres share. With --floor, the least lease queue
+(FLOOR_DDL: claim, read the rows, delete; none of workerpool's guarantees) drains the same catalogue on
+a third database, for the Postgres CPU that any design with a row per queued key starts from.
+
+Runs against the tests' Postgres (DATABASE_URL, else 127.0.0.1:5432, else an embedded server) and
+drops its databases afterwards.
 """
 
 from __future__ import annotations
@@ -174,6 +179,60 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
     }
 
 
+# The least a lease queue with a row per queued key can do for a record whose current row it reads:
+# no per-key serialization, no lease bookkeeping beyond a token and an expiry, no coalescing index, no
+# log, no hashes. The measure of what the Postgres share of any design of that kind costs.
+FLOOR_DDL = """
+CREATE TABLE floor_queue (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    record_id text NOT NULL,
+    status text NOT NULL DEFAULT 'pending',
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    claim_token uuid,
+    locked_until timestamptz);
+CREATE INDEX floor_queue_due ON floor_queue (next_attempt_at, id) WHERE status = 'pending'"""
+FLOOR_CLAIM = """
+UPDATE floor_queue SET status = 'processing', claim_token = %(token)s, locked_until = now() + interval '1 minute'
+ WHERE id = ANY(ARRAY(SELECT id FROM floor_queue WHERE status = 'pending' AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at, id LIMIT %(batch)s FOR UPDATE SKIP LOCKED))
+RETURNING id, record_id"""
+FLOOR_READ = "SELECT s.* FROM unnest(%(keys)s::text[]) AS k(id) JOIN products s ON s.id = k.id::bigint"
+FLOOR_ACK = "DELETE FROM floor_queue WHERE id = ANY(%(ids)s) AND claim_token = %(token)s"
+FLOOR_STEPS = ("claim", "read", "ack")
+
+
+def measure_floor(url: str, rows: int, batch: int) -> dict[str, Any]:
+    """The Postgres CPU per record of the least lease queue (FLOOR_DDL) draining `rows` keys of the
+    same catalogue on the fresh database at `url`, step by step: claim, read the rows, delete."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        _bench.create_products(conn)
+        _bench.fill_products(conn, rows)
+        conn.execute(FLOOR_DDL)
+        conn.execute("INSERT INTO floor_queue (record_id) SELECT id::text FROM products")
+        conn.execute("VACUUM ANALYZE")
+    server: collections.Counter[str] = collections.Counter()
+    done = 0
+    with psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off") as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        while True:
+            token = uuid.uuid4()
+            b0 = _process_cpu_s(backend)
+            claimed = conn.execute(FLOOR_CLAIM, {"token": token, "batch": batch}, prepare=True).fetchall()
+            b1 = _process_cpu_s(backend)
+            server["claim"] += b1 - b0
+            if not claimed:
+                break
+            keys = "{" + ",".join(f'"{k}"' for _, k in claimed) + "}"
+            conn.execute(FLOOR_READ, {"keys": keys}, prepare=True).fetchall()
+            b2 = _process_cpu_s(backend)
+            server["read"] += b2 - b1
+            cur = conn.execute(FLOOR_ACK, {"ids": [i for i, _ in claimed], "token": token}, prepare=True)
+            done += cur.rowcount
+            server["ack"] += _process_cpu_s(backend) - b2
+    assert done == rows, f"acknowledged {done} of {rows}"
+    return {"rows": done, "server_us": {k: round(server[k] / done * 1e6, 1) for k in FLOOR_STEPS}}
+
+
 def measure_peer(url: str, jobs: int, batch: int, processes: int) -> dict[str, Any]:
     """PgQueuer draining `jobs` no-op jobs in `processes` processes on the fresh database at `url`:
     its rate, and its CPU per job in its own processes (start-up excluded) and in Postgres."""
@@ -215,6 +274,11 @@ def budget(f: dict[str, Any], peer: dict[str, Any], cpus: int, factor: float = 2
         "rate": rate,
         "cpus": cpus,
         "budget_us": round(allowed, 1),
+        # The issue's targets: CPU per record against PgQueuer's per no-op job, in the same run.
+        "cpu_ratio": round((worker + postgres) / (peer["client_us"] + peer["postgres_us"]), 2)
+        if peer["postgres_us"]
+        else None,
+        "postgres_ratio": round(postgres / peer["postgres_us"], 2) if peer["postgres_us"] else None,
         "worker_us": round(worker, 1),
         "emulator_us": f["emulator_us"],
         "postgres_us": round(postgres, 1),
@@ -229,6 +293,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--capture", action="store_true", help="make the backlog with bulk INSERTs (via the inbox)")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="then the least lease queue (a row per key: claim, read, delete) on the same catalogue: its Postgres CPU",
+    )
+    parser.add_argument(
         "--peer",
         type=int,
         metavar="N",
@@ -238,13 +307,14 @@ def main() -> int:
     args = parser.parse_args()
     servers = server_urls()
     admin = next(servers)
-    names = [f"workerpool_phases_{uuid.uuid4().hex[:8]}" for _ in range(2 if args.peer else 1)]
+    names = [f"workerpool_phases_{uuid.uuid4().hex[:8]}" for _ in range(3)]
     with psycopg.connect(admin, autocommit=True) as conn:
         for name in names:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         f = measure(with_dbname(admin, names[0]), args.rows, args.batch, args.capture)
         peer = measure_peer(with_dbname(admin, names[1]), args.rows, args.batch, args.peer) if args.peer else None
+        floor = measure_floor(with_dbname(admin, names[2]), args.rows, args.batch) if args.floor else None
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             for name in names:
@@ -276,6 +346,19 @@ def main() -> int:
             f"the steps above used {b['used_us']:.1f} us (worker {b['worker_us']:.1f} + emulator "
             f"{b['emulator_us']:.1f} + Postgres {b['postgres_us']:.1f}) = {b['over_budget']:.2f}x that budget"
         )
+        if b["cpu_ratio"] is not None:
+            print(
+                f"worker + Postgres per record: {b['worker_us'] + b['postgres_us']:.1f} us = {b['cpu_ratio']:.2f}x "
+                f"PgQueuer's {peer['client_us'] + peer['postgres_us']:.1f} us per job; Postgres alone "
+                f"{b['postgres_us']:.1f} us = {b['postgres_ratio']:.2f}x its {pg} us"
+            )
+    if floor:
+        total = sum(floor["server_us"].values())
+        steps = ", ".join(f"{k} {floor['server_us'][k]:.1f}" for k in FLOOR_STEPS)
+        line = f"\nthe least lease queue, Postgres per record: {total:.1f} us ({steps})"
+        if peer and peer["postgres_us"]:
+            line += f" = {total / peer['postgres_us']:.2f}x PgQueuer's Postgres share"
+        print(line)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from benchmarks import _bench
@@ -33,3 +34,16 @@ def test_phases_peer_budget_compares_with_pgqueuer(empty_db_url, db_url):
     assert b["rate"] == 2 * peer["records_per_s"]
     assert b["budget_us"] == round(2 / b["rate"] * 1e6, 1)
     assert b["used_us"] == round(b["worker_us"] + b["emulator_us"] + b["postgres_us"], 1)
+    if peer["postgres_us"]:  # None where the server's processes cannot be read (not on this machine)
+        assert b["postgres_ratio"] == round(b["postgres_us"] / peer["postgres_us"], 2)
+
+
+def test_phases_floor_drains_the_least_lease_queue(empty_db_url):
+    """`--floor`: the least lease queue claims, reads and deletes every key of the same catalogue."""
+    from benchmarks.phases import FLOOR_STEPS, measure_floor
+
+    rows = 500 if _bench.SMOKE else 5_000
+    floor = measure_floor(empty_db_url, rows, 100)  # asserts that every key was acknowledged
+    assert floor["rows"] == rows and set(floor["server_us"]) == set(FLOOR_STEPS)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM floor_queue").fetchone() == (0,)
