@@ -151,3 +151,30 @@ def test_hashes_tell_content_and_attribute_sets_apart():
     assert len(records.content_hash(b"{}")) == 16
     assert records.shape_hash({"a": 1, "b": 2}) == records.shape_hash({"b": 3, "a": 4})
     assert records.shape_hash({"a": 1}) != records.shape_hash({"a": 1, "b": 2})
+
+
+def _numeric_as_documented(value: Decimal):
+    """The numeric mapping stated independently of the implementation: a whole number under 2^53 is
+    an integer, a value a float holds exactly is that float, anything else (NaN, ±Infinity, more
+    digits than a float holds) is its text."""
+    if not value.is_finite():
+        return str(value)
+    if value == value.to_integral_value() and abs(value) < SAFE:
+        return int(value)
+    as_float = float(value)
+    return as_float if Decimal(repr(as_float)) == value else str(value)
+
+
+numerics = (
+    st.decimals(allow_nan=True, allow_infinity=True)
+    | st.decimals(places=2, min_value=-(10**10), max_value=10**10)  # numeric(12, 2): prices
+    | st.integers(min_value=-(2**70), max_value=2**70).map(Decimal)
+    | st.builds(lambda d, e: Decimal(d).scaleb(e), st.integers(-(10**20), 10**20), st.integers(-400, 400))
+)
+
+
+@given(numerics)
+def test_numeric_values_map_to_the_documented_json(value):
+    got = orjson.loads(records.dumps({"v": value}))["v"]
+    expected = _numeric_as_documented(value)
+    assert got == expected and type(got) is type(expected)

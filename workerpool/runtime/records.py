@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -28,10 +29,13 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             return str(value)
-        if value == value.to_integral_value() and abs(value) < _MAX_SAFE_INT:
-            return int(value)
         as_float = float(value)
-        return as_float if Decimal(repr(as_float)) == value else str(value)
+        text = repr(as_float)
+        # The float holds the value exactly when its shortest repr reads back as the same number; a
+        # numeric printed as that very text (604.73) needs no Decimal built to tell.
+        if text != str(value) and Decimal(text) != value:
+            return str(value)
+        return int(as_float) if as_float.is_integer() and abs(as_float) < _MAX_SAFE_INT else as_float
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.timedelta):
@@ -112,12 +116,16 @@ def versioned_action(index_name: str, record_body: bytes, version: int, replace:
     record whose attribute set changed is replaced whole instead (`replace`), its version stored as
     a plain value. `record_body` is the record serialized without `_version`.
     """
-    if replace:
-        action, tail = "updateObject", b',"' + VERSION.encode() + b'":' + str(version).encode() + b"}"
-    else:
-        action = "partialUpdateObject"
-        tail = b',"' + VERSION.encode() + b'":{"_operation":"IncrementSet","value":' + str(version).encode() + b"}}"
-    body = record_body[:-1] + tail
-    return action, (
-        b'{"action":"' + action.encode() + b'","indexName":' + orjson.dumps(index_name) + b',"body":' + body + b"}"
-    )
+    action = "updateObject" if replace else "partialUpdateObject"
+    tail = _REPLACE_TAIL % version if replace else _INCREMENT_TAIL % version
+    return action, _action_head(action, index_name) + record_body[:-1] + tail
+
+
+_REPLACE_TAIL = b',"' + VERSION.encode() + b'":%d}}'
+_INCREMENT_TAIL = b',"' + VERSION.encode() + b'":{"_operation":"IncrementSet","value":%d}}}'
+
+
+@functools.lru_cache(maxsize=1024)
+def _action_head(action: str, index_name: str) -> bytes:
+    """The bytes of an action up to its body, the same for every record of an index: built once."""
+    return b'{"action":"' + action.encode() + b'","indexName":' + orjson.dumps(index_name) + b',"body":'
