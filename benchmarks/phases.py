@@ -142,6 +142,7 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             server[name] += _process_cpu_s(backend) - b0
 
         emulator0, started, done = _process_cpu_s(emulator_pid), time.monotonic(), 0
+        postgres0 = _bench.postgres_cpu_s()
         while True:
             with step("spill"):
                 queue.spill(conn, batch)
@@ -162,6 +163,7 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
                 done += queue.ack(conn, claim.token, items)
         wall = time.monotonic() - started
         emulator_s = _process_cpu_s(emulator_pid) - emulator0
+        postgres1 = _bench.postgres_cpu_s()
         in_index = indexed(emulator_url, "products")
         sender.close()
         conn.close()
@@ -176,6 +178,9 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
         "client_us": {k: per(client[k]) for k in STEPS},
         "server_us": {k: per(server[k]) for k in STEPS},
         "emulator_us": per(emulator_s),
+        # Every Postgres process, as PgQueuer's share is counted (its WAL writer and checkpointer
+        # included, and whatever else the machine's server does meanwhile).
+        "postgres_all_us": per(postgres1 - postgres0) if postgres0 is not None and postgres1 is not None else None,
     }
 
 
@@ -330,6 +335,8 @@ def main() -> int:
         print(f"{k:8} {f['client_us'][k]:17.1f} {f['server_us'][k]:19.1f}")
     print(f"{'total':8} {sum(f['client_us'].values()):17.1f} {sum(f['server_us'].values()):19.1f}")
     print(f"emulator (its own process): {f['emulator_us']:.1f} us/record")
+    if f["postgres_all_us"] is not None:
+        print(f"every Postgres process over the same drain, as PgQueuer's is counted: {f['postgres_all_us']:.1f} us")
     if peer:
         b = budget(f, peer, os.cpu_count() or 1)
         pg = f"{peer['postgres_us']:.1f}" if peer["postgres_us"] is not None else "?"
