@@ -45,9 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 import psycopg  # noqa: E402
-import psycopg.types.json  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from benchmarks import _bench  # noqa: E402
@@ -55,6 +53,7 @@ from tests.support.pg import server_urls, with_dbname  # noqa: E402
 from workerpool.capture.model import load_watched  # noqa: E402
 from workerpool.capture.triggers import watch  # noqa: E402
 from workerpool.config import load  # noqa: E402
+from workerpool.db.connection import make_pool  # noqa: E402
 from workerpool.ops.migrate import migrate  # noqa: E402
 from workerpool.runtime import queue, records  # noqa: E402
 from workerpool.runtime.algolia import Sender  # noqa: E402
@@ -126,8 +125,9 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             },
             env_file=None,
         )
-        psycopg.types.json.set_json_loads(orjson.loads)  # as the worker does at boot
-        conn = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")  # as the worker's pool
+        # A connection of the worker's own pool: its session settings and its loaders.
+        pool = make_pool(url, 1, "phases")
+        conn = pool.getconn()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         sender, shaper = Sender(settings), Shaper(settings)
         watched = load_watched(conn)["products"]
@@ -166,7 +166,8 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
         postgres1 = _bench.postgres_cpu_s()
         in_index = indexed(emulator_url, "products")
         sender.close()
-        conn.close()
+        pool.putconn(conn)
+        pool.close()
     assert done == rows, f"acknowledged {done} of {rows}"
     per = lambda s: round(s / done * 1e6, 1)  # noqa: E731
     return {
