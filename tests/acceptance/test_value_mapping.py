@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from workerpool.db.connection import connect
 from workerpool.runtime import records
+from workerpool.runtime.shaping import fetch
 
 SAFE = 2**53
 
@@ -160,8 +161,8 @@ def value_db(pg_server: str, template_db: str) -> psycopg.Connection:
 
 def _sent(conn: psycopg.Connection, pg_type: str, literal_sql: str, params: tuple = ()) -> Any:
     """What the record carries for one value: written, read back as the worker reads, serialized."""
-    row = conn.execute(f"SELECT ({literal_sql})::{pg_type} AS v", params).fetchone()
-    return orjson.loads(records.dumps(records.to_record(["v"], row, "1")))["v"]
+    _, rows = fetch(conn, f"SELECT ({literal_sql})::{pg_type} AS v", params)
+    return orjson.loads(records.dumps(records.to_record(["v"], rows[0], "1")))["v"]
 
 
 @pytest.mark.parametrize("pg_type", sorted(TYPES))

@@ -6,10 +6,13 @@ Two things make a record depend on the row alone, and make every value loadable:
   postgres, shortest exact float text and the C locale's money format on every connection that reads
   rows or turns keys into text. Timestamps come out in UTC
   whatever the server's or the DSN's defaults, and key text matches what the capture triggers wrote.
-- **Loaders that never raise on a legal value** (`configure`): psycopg turns dates and times into
-  Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`. Those values
-  are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`, `24:00:00`); every
-  other value keeps psycopg's fast C loader. `timetz` becomes an ISO 8601 string (`10:00:00+02:00`), and so does `time`.
+- **Loaders that never raise on a legal value** (`configure`, `tolerant`): psycopg turns dates and
+  times into Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`.
+  Those values are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`,
+  `24:00:00`). Dates and timestamps are read with psycopg's C loaders alone; a batch holding one that
+  Python cannot hold is read again through `tolerant`'s loaders, which wrap them in Python (a wrapper
+  on every value cost ~0.3 us each, for values almost no table has). `timetz` becomes an ISO 8601
+  string (`10:00:00+02:00`), and so does `time`.
   Arrays of types psycopg does not know (enums, most extensions' types) become lists of text.
   JSON that orjson refuses (a number beyond double range such as `1e400`, an integer past 64 bits)
   is parsed again with exact decimals, which the record serializer then writes without losing a digit.
@@ -25,7 +28,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.abc import AdaptContext
-from psycopg.adapt import Buffer, Loader
+from psycopg.adapt import AdaptersMap, Buffer, Loader
 from psycopg.pq import Format
 from psycopg.types.array import ArrayLoader
 from psycopg.types.json import set_json_loads
@@ -34,7 +37,7 @@ SESSION_OPTIONS = (
     "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 -c lc_monetary=C"
 )
 
-_PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz", "time")
+_PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz")
 
 
 # 19 digits in a row: a number orjson may not hold (it turns integers past 64 bits into floats,
@@ -119,10 +122,8 @@ class _UserType(Loader):
         return bytes(data).decode()
 
 
-def configure(conn: psycopg.Connection) -> None:
-    """Register the loaders above on one connection (never globally: embedding applications keep theirs)."""
-    adapters = conn.adapters
-    for name in (*_PASS_THROUGH_ON_ERROR, "timetz"):
+def _wrap(adapters: AdaptersMap, names: tuple[str, ...]) -> None:
+    for name in names:
         info = adapters.types.get(name)
         if info is None:
             continue
@@ -131,6 +132,26 @@ def configure(conn: psycopg.Connection) -> None:
         if inner is None or issubclass(inner, _Fallback):
             continue
         adapters.register_loader(info.oid, type(f"{name.title()}Loader", (base,), {"inner": inner}))
+
+
+def configure(conn: psycopg.Connection) -> None:
+    """Register the loaders above on one connection (never globally: embedding applications keep theirs)."""
+    adapters = conn.adapters
+    _wrap(adapters, ("time", "timetz"))
     adapters.register_loader("interval", _IntervalSeconds)
     adapters.register_loader(_UNKNOWN_OID, _UserType)
     set_json_loads(json_loads, conn)
+
+
+def tolerant(cursor: psycopg.Cursor[Any]) -> None:
+    """On one cursor of a configured connection: dates and timestamps that Python cannot hold are read
+    as their text instead of raising. For reading a batch again after `is_unloadable`."""
+    _wrap(cursor.adapters, _PASS_THROUGH_ON_ERROR)
+
+
+def is_unloadable(exc: BaseException) -> bool:
+    """Whether `exc` is psycopg failing to turn a value the server sent into a Python object (not
+    an error the server raised)."""
+    if isinstance(exc, psycopg.Error):
+        return isinstance(exc, psycopg.DataError) and exc.sqlstate is None
+    return isinstance(exc, (ValueError, OverflowError))

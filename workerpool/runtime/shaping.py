@@ -18,6 +18,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Transform, Watched, load_transform
 from workerpool.config import Settings
+from workerpool.db import pgtypes
 from workerpool.db.queries import Q
 from workerpool.logs import one_line
 from workerpool.runtime import records
@@ -92,6 +93,33 @@ def rows_query(watched: Watched) -> sql.Composed:
     )
 
 
+def fetch(
+    conn: psycopg.Connection, query: sql.Composable | str, params: Any = None
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The column names and rows of a query, read as the worker reads rows (on a connection that
+    `pgtypes.configure` set up): psycopg's C loaders, and, when a date or timestamp in them is one
+    Python cannot hold (infinity, year 10000), the query again with those values as text."""
+    try:
+        return _fetch(conn, query, params, tolerant=False)
+    except Exception as exc:
+        if not pgtypes.is_unloadable(exc):
+            raise
+    return _fetch(conn, query, params, tolerant=True)
+
+
+def _fetch(
+    conn: psycopg.Connection, query: sql.Composable | str, params: Any, *, tolerant: bool
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    # A cursor of its own: a cursor keeps the loaders it first used.
+    with conn.cursor() as cur:
+        if tolerant:
+            pgtypes.tolerant(cur)
+        cur.execute(query, params, prepare=True)  # type: ignore[arg-type]  # str or Composable, as psycopg takes
+        if cur.description is None:  # what psycopg reports for a statement that returns no rows
+            raise psycopg.ProgrammingError("the query returned no columns")
+        return tuple(c.name for c in cur.description), cur.fetchall()
+
+
 class Current:
     """The current rows of one batch's keys in one table, as `Shaper.load_rows` read them.
 
@@ -118,12 +146,9 @@ class Shaper:
         """Current rows by key (one query), with one fresh version for the query and the hashes of
         what was last sent to `index`."""
         query = rows_query(watched)
-        with conn.cursor() as cur:
-            cur.execute(query, {"index": index, "keys": text_array(keys)}, prepare=True)
-            if cur.description is None:  # what psycopg reports for a statement that returns no rows
-                raise psycopg.ProgrammingError("the rows query returned no columns")
-            columns = tuple(c.name for c in cur.description[len(HIDDEN_COLUMNS) :])
-            rows = {r[0]: r[1:] for r in cur.fetchall()}
+        described, fetched = fetch(conn, query, {"index": index, "keys": text_array(keys)})
+        columns = described[len(HIDDEN_COLUMNS) :]
+        rows = {r[0]: r[1:] for r in fetched}
         shape = None
         if not watched.transform:  # without a transform every record of the batch has the same attributes
             names = [c for c in columns if c != records.VERSION]
