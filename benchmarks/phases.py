@@ -18,8 +18,9 @@ second fresh database, and the script prints the CPU budget per record that twic
 leaves on this machine's CPUs next to what the steps above used: whether a rate is reachable at all,
 before anyone tunes for it, and the issue's two ratios: worker plus Postgres CPU per record against
 PgQueuer's per job, and Postgres alone against its Postgres share. With --floor, the least lease queue
-(FLOOR_DDL: claim, read the rows, delete; none of workerpool's guarantees) drains the same catalogue on
-a third database, for the Postgres CPU that any design with a row per queued key starts from.
+(benchmarks/floor.py: claim, read the rows, delete) drains the same catalogue on a third database,
+alone and with each of workerpool's guarantees added in its least form: the Postgres CPU that any
+design with a row per queued key starts from, and what each guarantee costs on top of it.
 
 Runs against the tests' Postgres (DATABASE_URL, else 127.0.0.1:5432, else an embedded server) and
 drops its databases afterwards.
@@ -49,6 +50,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from benchmarks import _bench  # noqa: E402
+from benchmarks import floor as least_queue  # noqa: E402
 from tests.support.pg import server_urls, with_dbname  # noqa: E402
 from workerpool.capture.model import load_watched  # noqa: E402
 from workerpool.capture.triggers import watch  # noqa: E402
@@ -136,10 +138,10 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
 
         @contextlib.contextmanager
         def step(name: str) -> Iterator[None]:
-            b0, c0 = _process_cpu_s(backend), time.thread_time()
+            b0, c0 = _bench.thread_cpu_s(backend), time.thread_time()
             yield
             client[name] += time.thread_time() - c0
-            server[name] += _process_cpu_s(backend) - b0
+            server[name] += _bench.thread_cpu_s(backend) - b0
 
         emulator0, started, done = _process_cpu_s(emulator_pid), time.monotonic(), 0
         postgres0 = _bench.postgres_cpu_s()
@@ -183,60 +185,6 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
         # included, and whatever else the machine's server does meanwhile).
         "postgres_all_us": per(postgres1 - postgres0) if postgres0 is not None and postgres1 is not None else None,
     }
-
-
-# The least a lease queue with a row per queued key can do for a record whose current row it reads:
-# no per-key serialization, no lease bookkeeping beyond a token and an expiry, no coalescing index, no
-# log, no hashes. The measure of what the Postgres share of any design of that kind costs.
-FLOOR_DDL = """
-CREATE TABLE floor_queue (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    record_id text NOT NULL,
-    status text NOT NULL DEFAULT 'pending',
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    claim_token uuid,
-    locked_until timestamptz);
-CREATE INDEX floor_queue_due ON floor_queue (next_attempt_at, id) WHERE status = 'pending'"""
-FLOOR_CLAIM = """
-UPDATE floor_queue SET status = 'processing', claim_token = %(token)s, locked_until = now() + interval '1 minute'
- WHERE id = ANY(ARRAY(SELECT id FROM floor_queue WHERE status = 'pending' AND next_attempt_at <= now()
-                      ORDER BY next_attempt_at, id LIMIT %(batch)s FOR UPDATE SKIP LOCKED))
-RETURNING id, record_id"""
-FLOOR_READ = "SELECT s.* FROM unnest(%(keys)s::text[]) AS k(id) JOIN products s ON s.id = k.id::bigint"
-FLOOR_ACK = "DELETE FROM floor_queue WHERE id = ANY(%(ids)s) AND claim_token = %(token)s"
-FLOOR_STEPS = ("claim", "read", "ack")
-
-
-def measure_floor(url: str, rows: int, batch: int) -> dict[str, Any]:
-    """The Postgres CPU per record of the least lease queue (FLOOR_DDL) draining `rows` keys of the
-    same catalogue on the fresh database at `url`, step by step: claim, read the rows, delete."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        _bench.create_products(conn)
-        _bench.fill_products(conn, rows)
-        conn.execute(FLOOR_DDL)
-        conn.execute("INSERT INTO floor_queue (record_id) SELECT id::text FROM products")
-        conn.execute("VACUUM ANALYZE")
-    server: collections.Counter[str] = collections.Counter()
-    done = 0
-    with psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off") as conn:
-        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        while True:
-            token = uuid.uuid4()
-            b0 = _process_cpu_s(backend)
-            claimed = conn.execute(FLOOR_CLAIM, {"token": token, "batch": batch}, prepare=True).fetchall()
-            b1 = _process_cpu_s(backend)
-            server["claim"] += b1 - b0
-            if not claimed:
-                break
-            keys = "{" + ",".join(f'"{k}"' for _, k in claimed) + "}"
-            conn.execute(FLOOR_READ, {"keys": keys}, prepare=True).fetchall()
-            b2 = _process_cpu_s(backend)
-            server["read"] += b2 - b1
-            cur = conn.execute(FLOOR_ACK, {"ids": [i for i, _ in claimed], "token": token}, prepare=True)
-            done += cur.rowcount
-            server["ack"] += _process_cpu_s(backend) - b2
-    assert done == rows, f"acknowledged {done} of {rows}"
-    return {"rows": done, "server_us": {k: round(server[k] / done * 1e6, 1) for k in FLOOR_STEPS}}
 
 
 def measure_peer(url: str, jobs: int, batch: int, processes: int) -> dict[str, Any]:
@@ -293,6 +241,24 @@ def budget(f: dict[str, Any], peer: dict[str, Any], cpus: int, factor: float = 2
     }
 
 
+def print_floor(floor: dict[str, Any], f: dict[str, Any], peer: dict[str, Any] | None) -> None:
+    """The least lease queue's Postgres CPU per record, what each guarantee adds to it, and all of
+    them together, next to workerpool's own steps and PgQueuer's share."""
+    share = peer["postgres_us"] if peer and peer["postgres_us"] else None
+    rows = floor["server_us"]
+    total = {name: sum(steps.values()) for name, steps in rows.items()}
+    print(f"\nthe least lease queue and each guarantee added to it, Postgres us per record ({floor['rows']:,} keys)")
+    print(
+        f"{'':12} {'claim':>6} {'read':>6} {'ack':>6} {'total':>6} {'added':>6}" + (f" {'x PgQ':>6}" if share else "")
+    )
+    ours = {"claim": f["server_us"]["claim"], "read": f["server_us"]["read"], "ack": f["server_us"]["ack"]}
+    for name, steps in [*rows.items(), ("workerpool", ours)]:
+        t = sum(steps.values())
+        line = f"{name:12} " + " ".join(f"{steps[k]:6.1f}" for k in least_queue.STEPS)
+        line += f" {t:6.1f} {t - total['floor']:+6.1f}"
+        print(line + (f" {t / share:6.2f}" if share else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
@@ -320,7 +286,7 @@ def main() -> int:
     try:
         f = measure(with_dbname(admin, names[0]), args.rows, args.batch, args.capture)
         peer = measure_peer(with_dbname(admin, names[1]), args.rows, args.batch, args.peer) if args.peer else None
-        floor = measure_floor(with_dbname(admin, names[2]), args.rows, args.batch) if args.floor else None
+        floor = least_queue.measure(with_dbname(admin, names[2]), args.rows, args.batch) if args.floor else None
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             for name in names:
@@ -361,12 +327,7 @@ def main() -> int:
                 f"{b['postgres_us']:.1f} us = {b['postgres_ratio']:.2f}x its {pg} us"
             )
     if floor:
-        total = sum(floor["server_us"].values())
-        steps = ", ".join(f"{k} {floor['server_us'][k]:.1f}" for k in FLOOR_STEPS)
-        line = f"\nthe least lease queue, Postgres per record: {total:.1f} us ({steps})"
-        if peer and peer["postgres_us"]:
-            line += f" = {total / peer['postgres_us']:.2f}x PgQueuer's Postgres share"
-        print(line)
+        print_floor(floor, f, peer)
     return 0
 
 

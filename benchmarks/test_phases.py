@@ -38,12 +38,16 @@ def test_phases_peer_budget_compares_with_pgqueuer(empty_db_url, db_url):
         assert b["postgres_ratio"] == round(b["postgres_us"] / peer["postgres_us"], 2)
 
 
-def test_phases_floor_drains_the_least_lease_queue(empty_db_url):
-    """`--floor`: the least lease queue claims, reads and deletes every key of the same catalogue."""
-    from benchmarks.phases import FLOOR_STEPS, measure_floor
+def test_phases_floor_drains_the_least_lease_queue_with_each_guarantee(empty_db_url):
+    """`--floor`: the least lease queue claims, reads and deletes every key of the same catalogue,
+    alone, with each guarantee, and with all of them; the guarantees leave their rows behind."""
+    from benchmarks import floor
 
     rows = 500 if _bench.SMOKE else 5_000
-    floor = measure_floor(empty_db_url, rows, 100)  # asserts that every key was acknowledged
-    assert floor["rows"] == rows and set(floor["server_us"]) == set(FLOOR_STEPS)
-    with psycopg.connect(empty_db_url) as conn:
+    figures = floor.measure(empty_db_url, rows, 100)  # asserts that every key was acknowledged each time
+    assert set(figures["server_us"]) == {"floor", *floor.PARTS, "all"}
+    assert all(set(steps) == set(floor.STEPS) for steps in figures["server_us"].values())
+    with psycopg.connect(empty_db_url) as conn:  # the last drain, "all", wrote every guarantee's rows
         assert conn.execute("SELECT count(*) FROM floor_queue").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM floor_hashes").fetchone() == (rows,)
+        assert conn.execute("SELECT sum(cardinality(record_ids)) FROM floor_log").fetchone() == (rows,)
