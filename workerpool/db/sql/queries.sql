@@ -261,10 +261,15 @@ SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}
 SELECT pg_try_advisory_xact_lock(%s);
 
 -- name: prune_log
--- Delete up to a batch of the oldest log rows older than the cutoff, through the synced_at index.
-DELETE FROM algolia_sync_log
- WHERE id = ANY(ARRAY(SELECT l.id FROM algolia_sync_log l WHERE l.synced_at < %s
-                       ORDER BY l.synced_at LIMIT %s));
+-- Delete up to a number of the oldest logged calls older than the cutoff, through the synced_at
+-- index; returns how many calls and how many log rows (records) that was.
+WITH gone AS (
+    DELETE FROM algolia_sync_log_batches
+     WHERE id = ANY(ARRAY(SELECT b.id FROM algolia_sync_log_batches b WHERE b.synced_at < %s
+                           ORDER BY b.synced_at LIMIT %s))
+    RETURNING cardinality(table_names) AS records
+)
+SELECT count(*), coalesce(sum(records), 0)::bigint FROM gone;
 
 
 -- ===============================================================================================
