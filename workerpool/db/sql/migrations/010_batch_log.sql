@@ -129,8 +129,8 @@ SELECT c.table_name,
        count(q.id) FILTER (WHERE q.status = 'pending') + coalesce(i.keys, 0) AS pending,
        count(q.id) FILTER (WHERE q.status = 'processing') AS processing,
        count(q.id) FILTER (WHERE q.status = 'failed')     AS failed,
-       (SELECT count(*) FROM algolia_sync_log l
-         WHERE l.table_name = c.table_name AND l.status = 'success'
+       (SELECT count(*) FROM algolia_sync_log_batches l, unnest(l.table_names, l.statuses) AS r(table_name, status)
+         WHERE r.table_name = c.table_name AND r.status = 'success'
            AND l.synced_at > now() - interval '1 hour')   AS completed_last_hour,
        least(min(q.created_at) FILTER (WHERE q.status = 'pending'), i.oldest) AS oldest_pending_at,
        extract(epoch FROM now() - least(min(q.created_at) FILTER (WHERE q.status = 'pending'), i.oldest))::double precision
