@@ -104,6 +104,12 @@ def counters(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
     }
 
 
+def records_synced(conn: psycopg.Connection) -> int:
+    """Records the pool's workers have acknowledged (sent, deleted or skipped), from their heartbeat
+    counters: the log is written once per acknowledgement call, so its insert counter counts calls."""
+    return int(conn.execute("SELECT coalesce(sum(records), 0) FROM algolia_sync_workers").fetchone()[0])
+
+
 def sample(conn: psycopg.Connection, t0: float, worker_pids: Callable[[], list[int]]) -> dict[str, Any]:
     """One sample: seconds since t0, per-table size/live/dead/autovacuum runs, workers' RSS, drain lag."""
     rows = conn.execute(_TABLES, (list(HOT_TABLES),)).fetchall()

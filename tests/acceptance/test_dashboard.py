@@ -145,7 +145,7 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
         "algolia_sync_queue",
         "algolia_sync_inbox",
         "algolia_sync_hashes",
-        "algolia_sync_log",
+        "algolia_sync_log_batches",
     }
     assert all(t["size_bytes"] > 0 and t["live_tuples"] >= 0 and t["dead_tuples"] >= 0 for t in vac["tables"])
     assert vac["autovacuum"] is (db.execute("SHOW autovacuum").fetchone()[0] == "on")  # reported as it is
@@ -377,7 +377,7 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     assert sorted(shown["vacuum_tables"]) == [
         "algolia_sync_hashes",
         "algolia_sync_inbox",
-        "algolia_sync_log",
+        "algolia_sync_log_batches",
         "algolia_sync_queue",
     ]
     workers = [w for (w,) in db.execute("SELECT worker_id FROM algolia_sync_workers").fetchall()]

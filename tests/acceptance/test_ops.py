@@ -133,9 +133,12 @@ def test_retry_failed_returns_failed_rows_per_table(products, env, emulator):
 
 def test_cleanup_deletes_only_old_log_rows(products, env):
     db = products
-    _insert(db, 1, 4)
+    _insert(db, 1, 3)
     drain(env)
-    db.execute("UPDATE algolia_sync_log SET synced_at = now() - interval '10 days' WHERE record_id IN ('1', '2', '3')")
+    # The log is written per acknowledgement call: the calls that synced 1 to 3 become 10 days old.
+    db.execute("UPDATE algolia_sync_log_batches SET synced_at = now() - interval '10 days'")
+    _insert(db, 4, 4)
+    drain(env)
     result = run_cli(env, "cleanup", "--days", "7")
     assert result.returncode == 0 and "deleted 3 row(s) older than 7 day(s)" in result.stdout, result.stdout
     assert [r[0] for r in db.execute("SELECT record_id FROM algolia_sync_log")] == ["4"]
@@ -234,7 +237,7 @@ def test_reindex_atomic_with_writers_running_throughout_keeps_every_change(produ
     client = _client(emulator)
     client.set_settings("products", {"searchableAttributes": ["name"], "customRanking": ["desc(stock)"]})
     client.save_object("products", {"objectID": "junk-1", "name": "left behind"})  # no row: must disappear
-    db.execute("UPDATE algolia_sync_log SET synced_at = now() - interval '1 hour'")  # before T0
+    db.execute("UPDATE algolia_sync_log_batches SET synced_at = now() - interval '1 hour'")  # before T0
 
     pool = start_pool("--workers", "2", "--batch-size", "50")
     stop = threading.Event()

@@ -92,7 +92,7 @@ def test_an_open_transaction_is_named_while_dead_tuples_grow(products, env, star
         metrics = http_get(port, "/metrics")[1]
         assert prometheus_sample(metrics, "workerpool_table_dead_tuples", table="algolia_sync_queue") >= second
         assert prometheus_sample(metrics, "workerpool_table_live_tuples", table="algolia_sync_queue") == 0
-        assert prometheus_sample(metrics, "workerpool_table_size_bytes", table="algolia_sync_log") > 0
+        assert prometheus_sample(metrics, "workerpool_table_size_bytes", table="algolia_sync_log_batches") > 0
         assert prometheus_sample(metrics, "workerpool_xmin_horizon_age_seconds") >= 2.5
         assert (
             prometheus_sample(
@@ -278,7 +278,7 @@ def test_the_running_pool_prunes_the_log_without_cleanup(products, env, start_po
         """INSERT INTO algolia_sync_log (table_name, record_id, operation, status, synced_at)
            SELECT 'products', g::text, 'UPDATE', 'success', now() - interval '8 days' - g * interval '1 second'
              FROM generate_series(1, 12000) g"""
-    )  # more than two of the pool's 5,000-row batches
+    )  # 12,000 calls of one record each: many of the pool's batches of calls
     db.execute(
         """INSERT INTO algolia_sync_log (table_name, record_id, operation, status, synced_at)
            SELECT 'products', g::text, 'UPDATE', 'success', now() - interval '6 days' FROM generate_series(1, 50) g"""

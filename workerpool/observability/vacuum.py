@@ -23,7 +23,8 @@ import psycopg
 
 from workerpool.db.queries import Q
 
-HOT_TABLES = ("algolia_sync_queue", "algolia_sync_inbox", "algolia_sync_hashes", "algolia_sync_log")
+# The log is a view: its rows live in algolia_sync_log_batches (one per acknowledgement or release call).
+HOT_TABLES = ("algolia_sync_queue", "algolia_sync_inbox", "algolia_sync_hashes", "algolia_sync_log_batches")
 DEFAULT_DEAD_RATIO = 5.0
 DEFAULT_MIN_DEAD = 10_000
 DEFAULT_HORIZON_SECONDS = 300

@@ -261,10 +261,15 @@ SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}
 SELECT pg_try_advisory_xact_lock(%s);
 
 -- name: prune_log
--- Delete up to a batch of the oldest log rows older than the cutoff, through the synced_at index.
-DELETE FROM algolia_sync_log
- WHERE id = ANY(ARRAY(SELECT l.id FROM algolia_sync_log l WHERE l.synced_at < %s
-                       ORDER BY l.synced_at LIMIT %s));
+-- Delete up to a number of the oldest logged calls older than the cutoff, through the synced_at
+-- index; returns how many calls and how many log rows (records) that was.
+WITH gone AS (
+    DELETE FROM algolia_sync_log_batches
+     WHERE id = ANY(ARRAY(SELECT b.id FROM algolia_sync_log_batches b WHERE b.synced_at < %s
+                           ORDER BY b.synced_at LIMIT %s))
+    RETURNING cardinality(table_names) AS records
+)
+SELECT count(*), coalesce(sum(records), 0)::bigint FROM gone;
 
 
 -- ===============================================================================================
@@ -360,15 +365,18 @@ SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s;
 SELECT count(*) FROM {t} WHERE {k} IS NOT NULL;
 
 -- name: stats_tables
--- `workerpool stats`: per table.
+-- `workerpool stats`: per table. The log's calls (algolia_sync_log_batches) are unnested for the
+-- arrays counted only: the view algolia_sync_log unnests all of them.
 SELECT s.table_name, s.index_name, s.pending, s.processing, s.failed,
        s.completed_last_hour, round(coalesce(s.oldest_pending_age_s, 0)::numeric, 3)::float AS oldest_pending_age_s,
-       (SELECT count(*) FROM algolia_sync_log l WHERE l.table_name = s.table_name
-           AND l.status = 'success' AND l.synced_at > now() - interval '1 minute')::float / 60
+       (SELECT count(*) FROM algolia_sync_log_batches l, unnest(l.table_names, l.statuses) AS r(table_name, status)
+         WHERE r.table_name = s.table_name AND r.status = 'success'
+           AND l.synced_at > now() - interval '1 minute')::float / 60
            AS records_per_s_last_minute,
        (SELECT CASE WHEN count(*) = 0 THEN NULL
-                    ELSE round(100.0 * count(*) FILTER (WHERE l.status = 'success') / count(*), 2)::float END
-          FROM algolia_sync_log l WHERE l.table_name = s.table_name
+                    ELSE round(100.0 * count(*) FILTER (WHERE r.status = 'success') / count(*), 2)::float END
+          FROM algolia_sync_log_batches l, unnest(l.table_names, l.statuses) AS r(table_name, status)
+         WHERE r.table_name = s.table_name
            AND l.synced_at > now() - interval '1 hour') AS success_rate_pct
   FROM algolia_sync_stats s ORDER BY s.table_name;
 
@@ -381,8 +389,8 @@ SELECT w.worker_id, w.host, w.pid,
   FROM algolia_sync_workers w
   LEFT JOIN LATERAL (
        SELECT count(DISTINCT l.claim_token) AS batches,
-              count(*) FILTER (WHERE l.status IN ('success', 'skipped')) AS records
-         FROM algolia_sync_log l
+              count(*) FILTER (WHERE r.status IN ('success', 'skipped')) AS records
+         FROM algolia_sync_log_batches l, unnest(l.statuses) AS r(status)
         WHERE l.synced_at > w.heartbeat_at AND l.claimed_by = w.worker_id) since ON true
  WHERE w.heartbeat_at > now() - interval '30 seconds'
  ORDER BY w.host, w.pid;
@@ -558,22 +566,24 @@ SELECT table_name, 'inbox', sum(keys), extract(epoch FROM now() - min(created_at
   FROM algolia_sync_inbox GROUP BY 1;
 
 -- name: overview_minutes
-SELECT table_name, extract(epoch FROM date_trunc('minute', synced_at))::bigint,
-       count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed')
-  FROM algolia_sync_log
- WHERE synced_at >= to_timestamp(%s) AND synced_at < to_timestamp(%s)
-   AND status IN ('success', 'failed')
+-- The log's calls unnested for the arrays counted only (the view algolia_sync_log unnests all of them).
+SELECT r.table_name, extract(epoch FROM date_trunc('minute', l.synced_at))::bigint,
+       count(*) FILTER (WHERE r.status = 'success'), count(*) FILTER (WHERE r.status = 'failed')
+  FROM algolia_sync_log_batches l, unnest(l.table_names, l.statuses) AS r(table_name, status)
+ WHERE l.synced_at >= to_timestamp(%s) AND l.synced_at < to_timestamp(%s)
+   AND r.status IN ('success', 'failed')
  GROUP BY 1, 2;
 
 -- name: overview_lag
 SELECT table_name, count(*),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s),
        percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_s), max(lag_s)
-  FROM (SELECT table_name, extract(epoch FROM synced_at - enqueued_at)::float8 AS lag_s
-          FROM algolia_sync_log
-         WHERE synced_at > now() - interval '5 minutes' AND status = 'success'
-           AND enqueued_at IS NOT NULL
-         ORDER BY synced_at DESC LIMIT %s) recent
+  FROM (SELECT r.table_name, extract(epoch FROM l.synced_at - r.enqueued_at)::float8 AS lag_s
+          FROM algolia_sync_log_batches l,
+               unnest(l.table_names, l.statuses, l.enqueued_at) AS r(table_name, status, enqueued_at)
+         WHERE l.synced_at > now() - interval '5 minutes' AND r.status = 'success'
+           AND r.enqueued_at IS NOT NULL
+         ORDER BY l.synced_at DESC LIMIT %s) recent
  GROUP BY 1;
 
 -- name: overview_failed
