@@ -253,6 +253,9 @@ def test_sigkilled_worker_is_restarted_and_its_claim_recovered(products, env, em
     # too on a loaded machine (that would count a third attempt).
     pool = start_pool("--batch-size", "300", extra_env={"LEASE_TIMEOUT": "6000"})
     wait_until(lambda: queue_counts(db).get("processing") == 300, message="the batch to be claimed")
+    # Killed once its request is held in the emulator: killed before sending, the worker would leave
+    # the held answer to its replacement, whose client times out and counts a third attempt.
+    wait_until(lambda: emulator.stats()["faults_pending"] == 0, message="the batch's request to be in flight")
     [victim] = pool.worker_pids()
     import os
 
