@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 import psycopg
 
@@ -135,8 +135,19 @@ def int_array(values: Iterable[int]) -> str:
 
 
 def text_array(values: Iterable[str | None]) -> str:
-    """A text[] literal, every element quoted (see int_array)."""
-    return "{" + ",".join("NULL" if v is None else _quote(v) for v in values) + "}"
+    """A text[] literal, every element quoted (see int_array). Keys, index names and actions seldom
+    hold a quote, a backslash or a NULL: then one join in C quotes them all, ~5x faster than
+    quoting each in Python (an ack passes up to five of these per batch)."""
+    items = list(values)
+    if not items:
+        return "{}"
+    try:
+        body = '","'.join(cast("list[str]", items))  # a None raises TypeError
+    except TypeError:
+        body = None
+    if body is not None and body.count('"') == 2 * len(items) - 2 and "\\" not in body:
+        return '{"' + body + '"}'
+    return "{" + ",".join("NULL" if v is None else _quote(v) for v in items) + "}"
 
 
 def bytea_array(values: Iterable[bytes | None]) -> str:
