@@ -10,6 +10,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from workerpool.api.results import Acked
+from workerpool.runtime import queue
+from workerpool.runtime.queue import SyncItem
+
 MAX_ATTEMPTS = 3
 
 
@@ -206,6 +210,127 @@ def test_a_first_hash_whose_key_is_already_stored_is_upserted(db, twice):
     )
     expected = {"a": (b"\xaa", b"\x02"), "b": (b"\xbb", b"\x02")} if not twice else {"a": (b"\xbb", b"\x02")}
     assert {k: v[:2] for k, v in stored_hashes(db).items()} == expected
+
+
+def worker_ack(db, token, got, *items) -> int:
+    """queue.ack as the worker calls it: items (key, action, index, hash, shape, stored), their rows
+    taken from the claim `got`."""
+    return queue.ack(
+        db,
+        token,
+        [
+            Acked(SyncItem(got[k][0], got[k][1], k, got[k][3], got[k][4], None), a, i, h, s, st)
+            for k, a, i, h, s, st in items
+        ],
+    )
+
+
+def test_a_worker_ack_of_a_claim_it_fully_holds_writes_the_split_hash_groups(db):
+    """The fast path: every row held, items passed out of id order; the log is in id order."""
+    ids = dict(zip("abcd", enqueue(db, "a", "b", "c", "d"), strict=True))
+    db.execute(
+        "INSERT INTO algolia_sync_hashes (index_name, object_id, hash, shape) "
+        "VALUES ('idx', 'b', '\\x01', '\\x02'), ('idx', 'c', '\\x01', '\\x02'), ('idx', 'd', '\\x0d', '\\x02')"
+    )
+    db.execute(
+        "INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, last_error) "
+        "VALUES ('products', 'c', 'UPDATE', 'failed', 'an older failure')"
+    )
+    token, got = claim(db, worker="host:9:1")
+    held = worker_ack(
+        db,
+        token,
+        got,
+        ("d", "skip", "idx", None, None, None),
+        ("c", "deleteObject", "idx", None, None, None),
+        ("b", "partialUpdateObject", "idx", b"\xbb", b"\x02", True),
+        ("a", "updateObject", "idx", b"\xaa", b"\x03", False),
+    )
+    assert held == 4
+    assert rows(db) == {}  # acknowledged, and c's older failure dropped
+    logged = db.execute(
+        "SELECT queue_id, record_id, status, action, index_name, attempts, claim_token, claimed_by "
+        "FROM algolia_sync_log ORDER BY id"
+    ).fetchall()
+    assert logged == [
+        (ids["a"], "a", "success", "updateObject", "idx", 1, token, "host:9:1"),
+        (ids["b"], "b", "success", "partialUpdateObject", "idx", 1, token, "host:9:1"),
+        (ids["c"], "c", "success", "deleteObject", "idx", 1, token, "host:9:1"),
+        (ids["d"], "d", "skipped", "skip", "idx", 1, token, "host:9:1"),
+    ]
+    assert db.execute("SELECT count(*) FROM algolia_sync_log_batches").fetchone()[0] == 1
+    assert {k: v[:2] for k, v in stored_hashes(db).items()} == {
+        "a": (b"\xaa", b"\x03"),  # first hash inserted
+        "b": (b"\xbb", b"\x02"),  # changed: rewritten
+        "d": (b"\x0d", b"\x02"),  # skipped: untouched
+    }  # c deleted: its hash forgotten
+
+
+def test_a_worker_ack_after_some_rows_lost_their_lease_acknowledges_only_the_held_ones(db):
+    """The fallback: b and c lost their lease (and b was claimed again elsewhere); only a and d are
+    acknowledged, logged and have their hashes written; b's first hash and c's delete are not."""
+    enqueue(db, "a", "b", "c", "d")
+    db.execute(
+        "INSERT INTO algolia_sync_hashes (index_name, object_id, hash, shape) "
+        "VALUES ('idx', 'c', '\\x0c', '\\x02'), ('idx', 'd', '\\x01', '\\x02')"
+    )
+    token, got = claim(db)
+    db.execute("UPDATE algolia_sync_queue SET locked_until = now() - interval '1 second' WHERE record_id IN ('b', 'c')")
+    assert db.execute("SELECT algolia_sync_recover_expired(%s)", (MAX_ATTEMPTS,)).fetchone()[0] == 2
+    other, _ = claim(db, worker="w2")
+    held = worker_ack(
+        db,
+        token,
+        got,
+        ("a", "updateObject", "idx", b"\xaa", b"\x02", False),
+        ("b", "updateObject", "idx", b"\xbb", b"\x02", False),
+        ("c", "deleteObject", "idx", None, None, None),
+        ("d", "updateObject", "idx", b"\xdd", b"\x02", True),
+    )
+    assert held == 2
+    assert rows(db) == {
+        ("b", "processing"): ("UPDATE", 2, other, None),
+        ("c", "processing"): ("UPDATE", 2, other, None),
+    }
+    assert [r[:4] for r in log(db)] == [
+        ("a", "success", "updateObject", "idx"),
+        ("d", "success", "updateObject", "idx"),
+    ]
+    assert {k: v[:2] for k, v in stored_hashes(db).items()} == {
+        "a": (b"\xaa", b"\x02"),
+        "c": (b"\x0c", b"\x02"),  # its delete was not acknowledged
+        "d": (b"\xdd", b"\x02"),
+    }
+
+
+@pytest.mark.parametrize("held_all", [True, False])
+def test_a_worker_acks_first_hash_collision_is_upserted_the_newest_row_winning(db, held_all):
+    """Two tables feed key a of one index, both read with no hash: the plain INSERT fails and the
+    upsert writes the newest queue row's hash, whether the claim held all its rows or not."""
+    enqueue(db, "a", table="products")
+    enqueue(db, "a", table="others")
+    enqueue(db, "z")
+    token, got = claim(db)  # by record id: z's row (the two rows of a are read below)
+    rows_by_table = dict(
+        db.execute(
+            "SELECT table_name, id FROM algolia_sync_queue WHERE record_id = 'a' AND claim_token = %s", (token,)
+        ).fetchall()
+    )
+    assert set(rows_by_table) == {"products", "others"}  # both rows of a claimed
+    if not held_all:
+        db.execute("UPDATE algolia_sync_queue SET locked_until = now() - interval '1 second' WHERE record_id = 'z'")
+    items = [
+        Acked(SyncItem(rows_by_table[t], t, "a", "UPDATE", 1, None), "updateObject", "idx", h, b"\x02", False)
+        for t, h in (("others", b"\xbb"), ("products", b"\xaa"))
+    ]
+    z = got["z"]
+    items.append(Acked(SyncItem(z[0], z[1], "z", z[3], z[4], None), "updateObject", "idx", b"\xcc", b"\x02", False))
+    assert queue.ack(db, token, items) == (3 if held_all else 2)
+    expected = {"a": (b"\xbb", b"\x02")}  # the others row was queued last
+    if held_all:
+        expected["z"] = (b"\xcc", b"\x02")
+    assert {k: v[:2] for k, v in stored_hashes(db).items()} == expected
+    assert sorted(r[0] for r in log(db)) == (["a", "a", "z"] if held_all else ["a", "a"])
 
 
 def test_a_stale_token_acknowledges_nothing(db):

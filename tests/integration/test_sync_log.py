@@ -217,7 +217,7 @@ def test_migration_010_carries_the_per_record_log_over(empty_db_url):
             {"t": token, "a": at, "b": at + timedelta(seconds=1)},
         )
         before = conn.execute(f"SELECT {LOG_COLUMNS} FROM algolia_sync_log ORDER BY id").fetchall()
-        assert [m.version for m in migrate(conn)] == [10]
+        assert [m.version for m in migrate(conn, target=10)] == [10]
         after = conn.execute(f"SELECT {LOG_COLUMNS} FROM algolia_sync_log ORDER BY id").fetchall()
         assert [r[1:] for r in after] == [r[1:] for r in before]  # same records, in the same order
         assert len({r[0] for r in after}) == 4

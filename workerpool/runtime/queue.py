@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 import psycopg
 
@@ -135,8 +135,19 @@ def int_array(values: Iterable[int]) -> str:
 
 
 def text_array(values: Iterable[str | None]) -> str:
-    """A text[] literal, every element quoted (see int_array)."""
-    return "{" + ",".join("NULL" if v is None else _quote(v) for v in values) + "}"
+    """A text[] literal, every element quoted (see int_array). Keys, index names and actions seldom
+    hold a quote, a backslash or a NULL: then one join in C quotes them all, ~5x faster than
+    quoting each in Python (an ack passes up to five of these per batch)."""
+    items = list(values)
+    if not items:
+        return "{}"
+    try:
+        body = '","'.join(cast("list[str]", items))  # a None raises TypeError
+    except TypeError:
+        body = None
+    if body is not None and body.count('"') == 2 * len(items) - 2 and "\\" not in body:
+        return '{"' + body + '"}'
+    return "{" + ",".join("NULL" if v is None else _quote(v) for v in items) + "}"
 
 
 def bytea_array(values: Iterable[bytes | None]) -> str:
@@ -174,24 +185,57 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
     """Delete acknowledged rows, log them and remember what was sent (the worker's sent or skipped
     items); returns how many this token held. An item's `stored` (whether its key had a hash when
     its row was read) lets a first hash be a plain INSERT instead of an upsert, which costs Postgres
-    less; None (not known) is upserted."""
+    less; None (not known) is upserted.
+
+    The items go in id order, split here into the hash groups the function writes (first hashes,
+    other sent records, deleted records): when the claim still holds every row, the function then
+    writes them as given instead of joining its deleted rows with the items to split them."""
     if not items:
         return 0
+    ordered = sorted(items, key=_queue_id)
+    first: list[Acked] = []
+    sent: list[Acked] = []
+    gone: list[Acked] = []
+    for i in ordered:
+        if i.action == "deleteObject":
+            gone.append(i)
+        elif i.hash is not None and i.action in _SENDS:
+            (first if i.stored is False else sent).append(i)
     cursor = conn.execute(
         Q.ack,
         (
-            int_array(i.row.id for i in items),
+            int_array(i.row.id for i in ordered),
             token,
-            text_array(i.action for i in items),
-            text_array(i.index for i in items),
-            bytea_array(i.hash for i in items),
-            bytea_array(i.shape for i in items),
-            bool_array(i.stored for i in items),
+            text_array(i.action for i in ordered),
+            text_array(i.index for i in ordered),
+            *_hash_group(first),
+            *_hash_group(sent),
+            int_array(i.row.id for i in gone),
+            text_array(i.index for i in gone),
+            text_array(i.row.record_id for i in gone),
         ),
         prepare=True,
     )
     held: int = one_row(cursor)[0]
     return held
+
+
+_SENDS = frozenset({"updateObject", "partialUpdateObject"})
+
+
+def _queue_id(item: Acked) -> int:
+    return item.row.id
+
+
+def _hash_group(items: Sequence[Acked]) -> tuple[str, str, str, str, str]:
+    """ids, index names, record ids, hashes and shapes of one hash group, as array literals."""
+    return (
+        int_array(i.row.id for i in items),
+        text_array(i.index for i in items),
+        text_array(i.row.record_id for i in items),
+        bytea_array(i.hash for i in items),
+        bytea_array(i.shape for i in items),
+    )
 
 
 def fail(

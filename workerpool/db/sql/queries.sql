@@ -210,8 +210,14 @@ UPDATE algolia_sync_queue
  WHERE claim_token = %s AND status = 'processing' AND locked_until >= now();
 
 -- name: ack
--- Acknowledge a claim's sent rows; array literals, parsed by the server.
-SELECT algolia_sync_ack(%s::bigint[], %s, %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::boolean[]);
+-- Acknowledge a claim's sent rows, in id order, split into the hash groups (first hashes, other sent
+-- records, deleted records); array literals, parsed by the server.
+SELECT algolia_sync_ack(ids => %s::bigint[], token => %s, actions => %s::text[], index_names => %s::text[],
+                        new_ids => %s::bigint[], new_indexes => %s::text[], new_records => %s::text[],
+                        new_hashes => %s::bytea[], new_shapes => %s::bytea[],
+                        sent_ids => %s::bigint[], sent_indexes => %s::text[], sent_records => %s::text[],
+                        sent_hashes => %s::bytea[], sent_shapes => %s::bytea[],
+                        gone_ids => %s::bigint[], gone_indexes => %s::text[], gone_records => %s::text[]);
 
 -- name: release
 -- Give rows back for a retry, or fail them.
