@@ -227,9 +227,13 @@ def test_prometheus_scrapes_a_supervisor_loads_the_rules_and_reads_back_synced_r
                 message="the auth alert to fire",
             )
         except AssertionError:
+            exported_now = re.findall(
+                r"^workerpool_algolia_auth_errors_total .*$", _get(f"http://127.0.0.1:{port}/metrics")[1], re.M
+            )
             raise AssertionError(
                 f"the auth alert did not fire: alerts {alerts()}; auth errors as Prometheus has them "
-                f"{query('workerpool_algolia_auth_errors_total[2m]')}; queue {queue_counts(db)}; "
+                f"{query('workerpool_algolia_auth_errors_total[2m]')}; as the supervisor exports them now "
+                f"{exported_now}; worker pids {pool.worker_pids()}; queue {queue_counts(db)}; "
                 f"emulator {emulator.stats()}; pool: {pool.output[-2500:]}"
             ) from None
         raised = alerts()
