@@ -378,15 +378,18 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
     emulator.inject_fault(status=429, retry_after=0, count=1, writes_only=True)
     db.execute("UPDATE products SET stock = stock + 1 WHERE id <= 10")
     wait_until(lambda: not queue_counts(db), message="the throttled sync")
+    # A scrape reads each worker's metric files one after another, not at one instant: a batch settled
+    # meanwhile can be in one file's figures and not yet in another's, so both are waited for.
     text = wait_until(
         lambda: (
             lambda t: (
                 t
                 if prometheus_sample(t, "workerpool_records_synced_total", index="products", action="upsert") == 110
+                and prometheus_sample(t, "workerpool_change_to_ack_lag_seconds_count") == 110
                 else None
             )
         )(http_get(port, "/metrics")[1]),
-        message="the counters to add up across workers",
+        message="the counters and the lag histogram to add up across workers",
     )
     assert (
         prometheus_sample(text, "workerpool_batch_duration_seconds_count") >= 6
