@@ -211,8 +211,15 @@ def thread_cpu_s(pid: int) -> float:
     try:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
     except (OSError, ValueError, IndexError):  # a kernel without schedstats
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        return process_cpu_s(pid)
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a live process, all its threads (/proc/<pid>/stat, 10 ms ticks)."""
+    stat = _proc_stat(str(pid))
+    if stat is None:
+        raise ProcessLookupError(pid)
+    return stat[2]
 
 
 def postgres_cpu_s() -> float | None:

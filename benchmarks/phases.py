@@ -63,12 +63,6 @@ from workerpool.runtime.shaping import Outcome, Shaper  # noqa: E402
 
 APP_ID, API_KEY = "PHASESAPP", "phases-admin-key"
 STEPS = ("spill", "claim", "read", "build", "body", "http", "ack")
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 @contextlib.contextmanager
@@ -143,7 +137,7 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             client[name] += time.thread_time() - c0
             server[name] += _bench.thread_cpu_s(backend) - b0
 
-        emulator0, started, done = _process_cpu_s(emulator_pid), time.monotonic(), 0
+        emulator0, started, done = _bench.process_cpu_s(emulator_pid), time.monotonic(), 0
         postgres0 = _bench.postgres_cpu_s()
         while True:
             with step("spill"):
@@ -164,7 +158,7 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             with step("ack"):
                 done += queue.ack(conn, claim.token, items)
         wall = time.monotonic() - started
-        emulator_s = _process_cpu_s(emulator_pid) - emulator0
+        emulator_s = _bench.process_cpu_s(emulator_pid) - emulator0
         postgres1 = _bench.postgres_cpu_s()
         in_index = indexed(emulator_url, "products")
         sender.close()

@@ -11,7 +11,7 @@ Two things make a record depend on the row alone, and make every value loadable:
   Those values are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`,
   `24:00:00`). Dates and timestamps are read with psycopg's C loaders alone; a batch holding one that
   Python cannot hold is read again through `tolerant`'s loaders, which wrap them in Python (a wrapper
-  on every value cost ~0.3 us each, for values almost no table has). `timetz` becomes an ISO 8601
+  on every value would cost ~0.3 us each, for values almost no table has). `timetz` becomes an ISO 8601
   string (`10:00:00+02:00`), and so does `time`.
   Arrays of types psycopg does not know (enums, most extensions' types) become lists of text.
   JSON that orjson refuses (a number beyond double range such as `1e400`, an integer past 64 bits)
