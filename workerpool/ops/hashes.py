@@ -8,7 +8,6 @@ A content hash is that of the record's canonical JSON (sorted keys, integral flo
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import re
 import sys
@@ -59,11 +58,11 @@ _MAYBE_INTEGRAL_FLOAT = re.compile(rb"\.0(?![0-9])")
 
 
 def content_hash(record: Any) -> bytes:
-    """blake2b-128 of the record's canonical JSON (sorted keys, `canonical` numbers)."""
+    """`records.content_hash` of the record's canonical JSON (sorted keys, `canonical` numbers)."""
     body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     if _MAYBE_INTEGRAL_FLOAT.search(body):
         body = orjson.dumps(canonical(record), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(body, digest_size=16).digest()
+    return records.content_hash(body)
 
 
 def sorted_body_hash(body: bytes) -> bytes:
@@ -72,7 +71,7 @@ def sorted_body_hash(body: bytes) -> bytes:
     may hold an integral float, saving a second encoding of the record."""
     if _MAYBE_INTEGRAL_FLOAT.search(body):
         return content_hash(orjson.loads(body))
-    return hashlib.blake2b(body, digest_size=16).digest()
+    return records.content_hash(body)
 
 
 def hit_hash(hit: dict[str, Any]) -> bytes:
