@@ -57,6 +57,7 @@ from workerpool.capture.triggers import watch  # noqa: E402
 from workerpool.config import load  # noqa: E402
 from workerpool.db.connection import make_pool  # noqa: E402
 from workerpool.ops.migrate import migrate  # noqa: E402
+from workerpool.process.worker import collect_less  # noqa: E402
 from workerpool.runtime import queue, records  # noqa: E402
 from workerpool.runtime.algolia import Sender  # noqa: E402
 from workerpool.runtime.shaping import Outcome, Shaper  # noqa: E402
@@ -137,6 +138,7 @@ def measure(url: str, rows: int, batch: int, capture: bool = False) -> dict[str,
             client[name] += time.thread_time() - c0
             server[name] += _bench.thread_cpu_s(backend) - b0
 
+        collect_less()  # as a worker does once it has booted
         emulator0, started, done = _bench.process_cpu_s(emulator_pid), time.monotonic(), 0
         postgres0 = _bench.postgres_cpu_s()
         while True:

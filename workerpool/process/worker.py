@@ -10,6 +10,7 @@ pool, its LISTEN connection and its Algolia transport, all created after fork.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -45,6 +46,21 @@ BOOT_RETRY_S = 5.0
 # --drain, nothing claimable: another worker still holds the last rows. How soon to look again, so
 # that the command exits right after they are acknowledged (the NOTIFY only announces new work).
 DRAIN_RECHECK_S = 0.05
+# Container objects allocated (net) before the cyclic collector's youngest generation runs. A claim
+# keeps several per row alive until it is acknowledged (the row's tuple, its SyncItem, the record dict,
+# the Item, the values' lists and dicts), so the default 700 ran a collection several times per batch,
+# each one walking the batch's objects: ~1 us of the worker's CPU per record at BATCH_SIZE 1000
+# (benchmarks/phases.py). At this threshold one runs about once per batch; none of those objects is
+# in a reference cycle, so their memory never waited for the collector anyway.
+COLLECT_AFTER = 10_000
+
+
+def collect_less() -> None:
+    """Set up the cyclic garbage collector for the claim loop, once the process has booted: what exists
+    by then (modules, the pool, the transport) lives as long as the process and is frozen out of every
+    later collection, and collections run per COLLECT_AFTER objects instead of per 700."""
+    gc.freeze()
+    gc.set_threshold(COLLECT_AFTER, *gc.get_threshold()[1:])
 
 
 class Worker:
@@ -147,6 +163,7 @@ class Worker:
         self._algolia = AlgoliaService(
             self._db, self.settings, wait=self._sleep, out_of_time=self._shutdown_budget_spent, worker=self.number
         )
+        collect_less()
 
     def _shutdown(self) -> None:
         self._sender_thread.shutdown(wait=True)
