@@ -211,7 +211,8 @@ UPDATE algolia_sync_queue
 
 -- name: ack
 -- Acknowledge a claim's sent rows, in id order, split into the hash groups (first hashes, other sent
--- records, deleted records); array literals, parsed by the server.
+-- records, deleted records); array literals, parsed by the server, but for the hashes and shapes:
+-- binary bytea[] (runtime/queue.py bytea_array).
 SELECT algolia_sync_ack(ids => %s::bigint[], token => %s, actions => %s::text[], index_names => %s::text[],
                         new_ids => %s::bigint[], new_indexes => %s::text[], new_records => %s::text[],
                         new_hashes => %s::bytea[], new_shapes => %s::bytea[],
