@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 _dir: str | None = None  # set by the supervisor before fork; inherited by the workers
 _owner_pid: int | None = None
 _m: _Metrics | None = None
+_creating = threading.Lock()  # one set of metric objects per process (see `_metrics`)
 
 BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -143,12 +145,26 @@ def teardown() -> None:
 
 
 def _metrics() -> _Metrics | None:
+    """This process's metric objects, created by the first call; None when metrics are off.
+
+    A worker's first calls come from several threads at once (the main thread and the sender threads),
+    so the objects are created under a lock, once. The client's file-backed value keeps its number in
+    the object and writes `number + amount` to the file on each `inc`: a second set of objects for the
+    same keys would write over the increments of the first for good (a worker's first 403 counted by one
+    set and its next by the other leaves the counter at 1, and `increase()` never sees it move).
+    The supervisor creates its objects on its main thread, the one that forks, so no other thread holds
+    the lock at a fork.
+    """
     global _m
     if _dir is None:
         return None
-    if _m is None:
-        _m = _Metrics()
-    return _m
+    m = _m
+    if m is None:
+        with _creating:
+            if _m is None:
+                _m = _Metrics()
+            m = _m
+    return m
 
 
 # ---- recording (called from the workers and the supervisor) ------------------------------------
