@@ -101,8 +101,8 @@ VERSION = "_version"
 
 def content_hash(record_body: bytes) -> bytes:
     """What identifies a record's content, to skip sending it again unchanged: XXH3-128 of its JSON.
-    Not a cryptographic hash, none is needed: it tells a record from its own earlier content, and
-    nobody gains by making two differ while hashing alike."""
+    Not a cryptographic hash, as none is needed: it tells a record from its own earlier content, and
+    a collision crafted by whoever writes a row could only keep that row's new content from being sent."""
     return xxhash.xxh3_128_digest(record_body)
 
 

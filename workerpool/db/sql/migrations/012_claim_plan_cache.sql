@@ -1,6 +1,6 @@
 -- workerpool schema, version 12: the claim function in PL/pgSQL, whose statement plans last the
 -- session. As a SQL function its UPDATE was planned again on every call: ~0.4 us of Postgres CPU per
--- record claimed at 1,000 a call (benchmarks/phases.py). Same signature, same statement.
+-- record claimed at 1,000 a call. Same signature, same statement.
 
 CREATE OR REPLACE FUNCTION get_pending_algolia_syncs(
     batch_size integer,
