@@ -184,10 +184,11 @@ def bytea_array(values: Iterable[bytes | None]) -> PackedByteaArray:
     has_null = None in items
     head = _ARRAY_HEAD.pack(1, has_null, _BYTEA_OID, len(items), 1)
     if not has_null:
-        widths = set(map(len, cast("list[bytes]", items)))
+        present = cast("list[bytes]", items)
+        widths = set(map(len, present))
         if len(widths) == 1:
             prefix = widths.pop().to_bytes(4, "big")
-            return PackedByteaArray(head + prefix + prefix.join(cast("list[bytes]", items)))
+            return PackedByteaArray(head + prefix + prefix.join(present))
     return PackedByteaArray(
         head + b"".join(_NULL_ELEMENT if v is None else len(v).to_bytes(4, "big") + v for v in items)
     )
@@ -198,11 +199,6 @@ def send_packed(cursor: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:
     connection's adapters, the caller's, are left alone)."""
     cursor.adapters.register_dumper(PackedByteaArray, _PackedByteaArrayDumper)
     return cursor
-
-
-def bool_array(values: Iterable[bool | None]) -> str:
-    """A boolean[] literal (see int_array)."""
-    return "{" + ",".join("NULL" if v is None else "t" if v else "f" for v in values) + "}"
 
 
 def _quote(value: str) -> str:
