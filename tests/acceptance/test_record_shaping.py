@@ -238,7 +238,8 @@ def test_watch_warns_when_a_related_foreign_key_has_no_index(db, env):
         "categories:category_id",
     )
     assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    # The suite runs `watch` as a superuser with no worker role, which `watch` also warns about.
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:") and "role" not in line]
     assert warnings == [
         "warning: products.brand_id has no index: every change to brands scans all of products to find its "
         "rows (CREATE INDEX ON products (brand_id))",
@@ -258,4 +259,4 @@ def test_watch_warns_when_a_related_foreign_key_has_no_index(db, env):
         "--related",
         "categories:category_id",
     )
-    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+    assert again.returncode == 0 and "has no index" not in again.stderr, again.stderr

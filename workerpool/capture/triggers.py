@@ -21,6 +21,7 @@ from workerpool.capture.model import (
     resolve_relation,
 )
 from workerpool.db.connection import one_row
+from workerpool.db.privileges import grant_watched, pool_role_warnings
 from workerpool.db.queries import Q
 
 # The events whose triggers on a related table re-enqueue the watched rows (a watched table's own
@@ -60,7 +61,12 @@ KEY_TYPES = (
 
 def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | None:
     """Why `column` cannot be a key (its type has no canonical text form), or None."""
-    typ, base, is_enum = one_row(conn.execute(Q.key_type, (oid, column)))
+    typ, base, is_enum, cast_function = one_row(conn.execute(Q.key_type, (oid, column)))
+    if is_enum and cast_function:
+        return (
+            f"--key {column!r} has type {typ}, which has a cast to or from text that runs a function: the pool "
+            "would run that function to read keys; drop the cast (DROP CAST) or key the table by another column"
+        )
     if base in KEY_TYPES or is_enum:
         return None
     return (
@@ -188,12 +194,18 @@ def watch(
         )
         _drop_related_triggers(conn, table_name)
         for link in links:
-            _attach_related(conn, table_name, key, link)
+            _attach_related(conn, table_name, oid, key, link)
         function = one_row(
             conn.execute(Q.create_capture, (_capture_function(conn, table_name), table_name, key, compared, oid))
         )[0]
         conn.execute(Q.attach_capture, (oid, function))
+        grant_watched(conn, _read_relations(conn, oid, source_name))
     return watched
+
+
+def _read_relations(conn: psycopg.Connection, oid: int, source: str | None) -> list[int]:
+    """The relations the pool reads for a registration: the table, and its source view if any."""
+    return [oid] + ([resolve_relation(conn, source, kinds="rvmpf")[0]] if source else [])
 
 
 def watch_warnings(conn: psycopg.Connection, watched: Watched) -> list[str]:
@@ -205,6 +217,7 @@ def watch_warnings(conn: psycopg.Connection, watched: Watched) -> list[str]:
             f"{watched.table_name}.{watched.key_column} is nullable: rows whose key is NULL have no "
             "objectID and are not synced (add NOT NULL to make that impossible)"
         )
+    warnings += pool_role_warnings(conn, _read_relations(conn, oid, watched.source_view))
     return warnings + unindexed_related(conn, watched.table_name)
 
 
@@ -237,11 +250,11 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
     the generated code). Returns one warning per registration that could not be refreshed."""
     problems = []
     registrations = conn.execute(Q.registrations_to_refresh).fetchall()
-    for table, index, key, source, attributes, transform, related in registrations:
+    for table, index, key, source, attributes, transform, related, current in registrations:
         try:
             watch(
                 conn,
-                table,
+                current,
                 index,
                 key=key,
                 source=source,
@@ -250,7 +263,7 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
                 related=[Related.parse(r) for r in related],
             )
             if transform:
-                conn.execute(Q.set_transform, (transform, table))
+                conn.execute(Q.set_transform, (transform, current))
         except (WatchError, psycopg.Error) as exc:
             problems.append(f"{table}: {exc}")
     return problems
@@ -334,10 +347,19 @@ def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
     ]
 
 
-def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: Related) -> None:
-    conn.execute(
-        Q.insert_related,
-        (table_name, link.related_table, link.fk_column, link.ref_column),
+def _attach_related(conn: psycopg.Connection, table_name: str, oid: int, key: str, link: Related) -> None:
+    watched, key_attnum, fk_attnum, ref_attnum = one_row(
+        conn.execute(
+            Q.insert_related,
+            {
+                "table": table_name,
+                "related": link.related_table,
+                "fk": link.fk_column,
+                "ref": link.ref_column,
+                "oid": oid,
+                "key": key,
+            },
+        )
     )
     names = _related_trigger_names(table_name, link.fk_column)
     conn.execute(
@@ -345,9 +367,10 @@ def _attach_related(conn: psycopg.Connection, table_name: str, key: str, link: R
             **{event.lower(): sql.Identifier(name) for event, name in names.items()},
             related=sql.SQL(link.related_table),
             table=sql.Literal(table_name),
-            key=sql.Literal(key),
-            fk=sql.Literal(link.fk_column),
-            ref=sql.Literal(link.ref_column),
+            oid=sql.Literal(watched),
+            key=sql.Literal(key_attnum),
+            fk=sql.Literal(fk_attnum),
+            ref=sql.Literal(ref_attnum),
         )
     )
 

@@ -65,7 +65,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _db(settings, "migrate", check_schema=False) as conn:
         applied = migrate(conn)
-    print(f"schema up to date ({len(applied)} migration(s) applied)")
+        print(f"schema up to date ({len(applied)} migration(s) applied)")
+        if args.worker_role is not None:
+            from workerpool.db.privileges import setup_worker_role
+
+            created = setup_worker_role(conn, args.worker_role)
+            print(
+                f"worker role {args.worker_role} {'created (LOGIN, no password yet)' if created else 'exists'}; "
+                "granted what the pool needs (docs/roles.md)"
+            )
     return 0
 
 

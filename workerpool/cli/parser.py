@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--database-url", default=argparse.SUPPRESS, help=config.flag_help("DATABASE_URL"))
         return p
 
-    add("migrate", cmd_migrate, "install or upgrade the schema (idempotent, safe from several hosts at once)")
+    p = add("migrate", cmd_migrate, "install or upgrade the schema (idempotent, safe from several hosts at once)")
+    p.add_argument(
+        "--worker-role",
+        metavar="NAME",
+        help="also create (if missing) the non-superuser role the pool runs as and grant it what it needs "
+        "(docs/roles.md)",
+    )
 
     p = add("watch", cmd_watch, "register a table's index and attach its trigger")
     p.add_argument("table", help="the table to watch, optionally schema-qualified")

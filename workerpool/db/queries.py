@@ -157,6 +157,20 @@ class Queries:
     current_setting: str
     set_local_config: str
     canonical_keys: str
+    # roles and privileges
+    install_schema: str
+    untrusted_creators: str
+    pin_session_path: str
+    restore_session_path: str
+    session_path: str
+    pin_search_paths: str
+    role_info: str
+    create_worker_role: str
+    grant_worker: str
+    worker_roles: str
+    current_role_info: str
+    grant_select: str
+    resolve_relation_name: str
     # the demo
     demo_reset_schema: str
     demo_catalog: str

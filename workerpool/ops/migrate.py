@@ -25,12 +25,15 @@ import psycopg
 from workerpool.capture.triggers import refresh_captures
 from workerpool.config import ConfigError
 from workerpool.db.connection import one_row
+from workerpool.db.privileges import check_schema_trust, install_schema, pinned_session_path
 from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
 
 # Any 64-bit number unique to this purpose; chosen once, never change it.
 MIGRATION_LOCK_ID = 0x776F726B6572_01
+# The migration that created algolia_sync_pin_search_paths: every later one is followed by a call.
+PINNED_PATHS_VERSION = 13
 _FILE = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
 
 
@@ -139,39 +142,55 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
     A database with none applied gets schema.sql instead, with every migration recorded (and
     returned) as applied, unless `target` stops short of the newest: then the deltas up to it run.
     `conn` must be in autocommit mode: each file gets its own transaction.
+
+    workerpool's schema is the one it is installed in, or for a new install the first schema of the
+    connection's search_path; one in which an untrusted role may create objects is refused before
+    anything is written (ConfigError). The SQL runs with that schema and pg_temp as its search_path.
     """
     applied_now: list[Migration] = []
+    schema = install_schema(conn)
+    check_schema_trust(conn, schema)
     conn.execute(Q.migration_lock, (MIGRATION_LOCK_ID,))
     try:
-        conn.execute(Q.create_migrations_table)
-        done = applied_versions(conn)
-        if done and max(done) > code_version():
-            raise SchemaMismatch(_newer_message(max(done), code_version()))
-        if not done and (target is None or target >= code_version()):
-            applied_now = _install(conn)
-        for migration in [] if applied_now else migrations():
-            if target is not None and migration.version > target:
-                break
-            if migration.version in done:
-                if done[migration.version] != migration.checksum:
-                    log.warning(
-                        "migration changed after it was applied",
-                        extra={"action": "migration_checksum_mismatch", "version": migration.version},
-                    )
-                continue
-            with conn.transaction():
-                conn.execute(migration.sql)
-                conn.execute(
-                    Q.record_migration,
-                    (migration.version, migration.name, migration.checksum),
-                )
-            applied_now.append(migration)
-            log.info(
-                "migration applied",
-                extra={"action": "migration_applied", "version": migration.version, "migration": migration.name},
-            )
+        with pinned_session_path(conn, schema):
+            applied_now = _apply(conn, target)
         if applied_now and target is None:
             _refresh_captures(conn)
     finally:
         conn.execute(Q.migration_unlock, (MIGRATION_LOCK_ID,))
+    return applied_now
+
+
+def _apply(conn: psycopg.Connection, target: int | None) -> list[Migration]:
+    """schema.sql or the missing migrations, then every function's search_path pinned."""
+    applied_now: list[Migration] = []
+    conn.execute(Q.create_migrations_table)
+    done = applied_versions(conn)
+    if done and max(done) > code_version():
+        raise SchemaMismatch(_newer_message(max(done), code_version()))
+    if not done and (target is None or target >= code_version()):
+        applied_now = _install(conn)
+    for migration in [] if applied_now else migrations():
+        if target is not None and migration.version > target:
+            break
+        if migration.version in done:
+            if done[migration.version] != migration.checksum:
+                log.warning(
+                    "migration changed after it was applied",
+                    extra={"action": "migration_checksum_mismatch", "version": migration.version},
+                )
+            continue
+        with conn.transaction():
+            conn.execute(migration.sql)
+            conn.execute(
+                Q.record_migration,
+                (migration.version, migration.name, migration.checksum),
+            )
+        applied_now.append(migration)
+        log.info(
+            "migration applied",
+            extra={"action": "migration_applied", "version": migration.version, "migration": migration.name},
+        )
+    if applied_now and max(m.version for m in applied_now) >= PINNED_PATHS_VERSION:
+        conn.execute(Q.pin_search_paths)
     return applied_now

@@ -14,8 +14,11 @@ SELECT c.oid, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid = to_
 
 -- name: load_watched
 -- Every enabled registration, with the table, key and source view as they are called now (through their oids).
+-- The key's type is its base type: keys are cast to it to be read, and a cast to a domain would run
+-- the domain's CHECK, which is the table owner's code, as the pool's role.
 SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
-       coalesce(format_type(a.atttypid, a.atttypmod), c.key_type),
+       coalesce(format_type(coalesce(nullif(kt.typbasetype, 0), a.atttypid),
+                            CASE WHEN kt.typtype = 'd' THEN kt.typtypmod ELSE a.atttypmod END), c.key_type),
        CASE WHEN c.source IS NULL THEN c.source_view
             ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
        c.attributes, c.transform,
@@ -25,13 +28,19 @@ SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
   LEFT JOIN pg_class t ON t.oid = c.relation
   LEFT JOIN pg_class sv ON sv.oid = c.source
   LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
+  LEFT JOIN pg_type kt ON kt.oid = a.atttypid
  WHERE c.enabled;
 
 -- name: key_type
--- A column's type, its base type (through domains) and whether that is an enum.
+-- A column's type, its base type (through domains), whether that is an enum, and whether a cast
+-- between it and a text type runs a function (one that the type's owner added).
 SELECT format_type(a.atttypid, a.atttypmod),
        format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL),
-       b.typtype = 'e'
+       b.typtype = 'e',
+       EXISTS (SELECT 1 FROM pg_cast k
+                WHERE k.castfunc <> 0
+                  AND ((k.castsource = b.oid AND k.casttarget IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype))
+                    OR (k.casttarget = b.oid AND k.castsource IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype, 'unknown'::regtype))))
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
@@ -118,11 +127,21 @@ DELETE FROM algolia_index_config WHERE table_name = %(old)s;
 
 -- name: registrations_to_refresh
 -- What `watch` stored for every enabled registration whose table exists (to regenerate its triggers).
-SELECT c.table_name, c.index_name, c.key_column, c.source_view, c.attributes, c.transform,
-       array(SELECT r.related_table || ':' || r.fk_column || ':' || r.ref_column
-               FROM algolia_index_related r WHERE r.table_name = c.table_name)
+-- Related links by their current names, through the oid and attnums stored with them.
+SELECT c.table_name, c.index_name, c.key_column,
+       coalesce((SELECT sv.oid::regclass::text FROM pg_class sv WHERE sv.oid = c.source), c.source_view),
+       c.attributes, c.transform,
+       array(SELECT coalesce(rt.oid::regclass::text, r.related_table) || ':' || coalesce(fa.attname, r.fk_column)
+                    || ':' || coalesce(ra.attname, r.ref_column)
+               FROM algolia_index_related r
+               LEFT JOIN pg_class rt ON rt.oid = r.relation
+               LEFT JOIN pg_attribute fa ON fa.attrelid = c.relation AND fa.attnum = r.fk_attnum AND NOT fa.attisdropped
+               LEFT JOIN pg_attribute ra ON ra.attrelid = r.relation AND ra.attnum = r.ref_attnum AND NOT ra.attisdropped
+              WHERE r.table_name = c.table_name),
+       coalesce(t.oid::regclass::text, c.table_name)
   FROM algolia_index_config c
- WHERE c.enabled AND (c.relation IS NOT NULL OR to_regclass(c.table_name) IS NOT NULL);
+  LEFT JOIN pg_class t ON t.oid = c.relation
+ WHERE c.enabled AND (t.oid IS NOT NULL OR to_regclass(c.table_name) IS NOT NULL);
 
 -- name: set_transform
 UPDATE algolia_index_config SET transform = %s WHERE table_name = %s;
@@ -153,23 +172,36 @@ SELECT r.related_table, r.fk_column, quote_ident(r.fk_column) FROM algolia_index
  ORDER BY 1, 2;
 
 -- name: insert_related
-INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column) VALUES (%s, %s, %s, %s);
+-- A link, with the oid and attnums that find it again after a rename; returns what the related
+-- triggers take as arguments (schema.sql: algolia_sync_enqueue_related).
+INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column, relation, fk_attnum, ref_attnum)
+SELECT %(table)s, %(related)s, %(fk)s, %(ref)s, to_regclass(%(related)s),
+       (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attname = %(fk)s AND NOT a.attisdropped),
+       (SELECT a.attnum FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(%(related)s) AND a.attname = %(ref)s AND NOT a.attisdropped)
+RETURNING %(oid)s::oid::text,
+          (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attname = %(key)s AND NOT a.attisdropped)::text,
+          fk_attnum::text, ref_attnum::text;
 
 -- name: create_related_triggers
 -- Template: the four statement-level triggers on a related table that re-enqueue the watched rows
--- pointing at a changed row. {related} is the related table; the rest are literals.
+-- pointing at a changed row. {related} is the related table; the rest are literals: the
+-- registration's name, the watched table's oid and the attnums of its key, its foreign key and the
+-- referenced column.
 CREATE TRIGGER {insert} AFTER INSERT ON {related} REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
 CREATE TRIGGER {update} AFTER UPDATE ON {related} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
 CREATE TRIGGER {delete} AFTER DELETE ON {related} REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
 CREATE TRIGGER {truncate} BEFORE TRUNCATE ON {related}
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
 
 -- name: delete_related
 -- Forget a registration's related links; returns them, so their triggers can be dropped.
-DELETE FROM algolia_index_related WHERE table_name = %s RETURNING related_table, fk_column;
+-- The related table as it is called now (its oid), or the name it was linked under.
+DELETE FROM algolia_index_related r WHERE r.table_name = %s
+RETURNING coalesce((SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = r.relation), r.related_table), r.fk_column;
 
 -- name: relation_exists
 SELECT to_regclass(%s) IS NOT NULL;
@@ -696,3 +728,73 @@ INSERT INTO products (name, brand_id, category_id, price) VALUES ('Demo lamp', 1
 
 -- name: demo_count_records
 SELECT count(*) FROM products_search;
+
+
+-- ===============================================================================================
+-- Roles and privileges (ops/privileges.py, docs/roles.md).
+-- ===============================================================================================
+
+-- name: install_schema
+-- The schema workerpool lives in (where its migrations table is), else the one `migrate` would create
+-- it in (the first schema of the search_path), with its owner.
+SELECT n.nspname, n.nspowner::regrole::text
+  FROM pg_namespace n
+ WHERE n.oid = coalesce((SELECT c.relnamespace FROM pg_class c WHERE c.oid = to_regclass('workerpool_migrations')),
+                        (SELECT oid FROM pg_namespace WHERE nspname = current_schema()));
+
+-- name: untrusted_creators
+-- Roles that may create objects in the schema and are neither superusers nor roles whose rights the
+-- current role already has (predefined pg_* roles are left out: their members are listed
+-- themselves).
+SELECT r.rolname FROM pg_roles r
+ WHERE r.rolname NOT LIKE 'pg\_%%' AND NOT r.rolsuper
+   AND has_schema_privilege(r.oid, %s, 'CREATE')
+   AND NOT pg_has_role(current_user, r.oid, 'USAGE')
+ ORDER BY 1;
+
+-- name: pin_session_path
+-- For the length of a migration: objects are created in workerpool's schema and every
+-- `SET search_path FROM CURRENT` takes that schema and pg_temp (pg_catalog is searched first).
+SELECT set_config('search_path', format('%%I, pg_temp', %s::text), false);
+
+-- name: restore_session_path
+SELECT set_config('search_path', %s, false);
+
+-- name: session_path
+SELECT current_setting('search_path');
+
+-- name: pin_search_paths
+SELECT algolia_sync_pin_search_paths();
+
+-- name: role_info
+-- A role's superuser flag, or no row when it does not exist.
+SELECT rolsuper FROM pg_roles WHERE rolname = %s;
+
+-- name: create_worker_role
+-- Template: {} is the role. No password: the DBA sets one (docs/roles.md).
+CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+
+-- name: grant_worker
+SELECT algolia_sync_grant_worker(%s::regrole);
+
+-- name: worker_roles
+-- The worker roles, and whether each is a superuser, owns the relation, or may read it.
+SELECT w.role_name::text, r.rolsuper, pg_has_role(r.oid, c.relowner, 'USAGE'),
+       has_table_privilege(r.oid, c.oid, 'SELECT')
+  FROM algolia_sync_worker_roles w
+  JOIN pg_roles r ON r.oid = w.role_name
+  JOIN pg_class c ON c.oid = %s
+ ORDER BY 1;
+
+-- name: current_role_info
+-- The role running this command: superuser, and whether it owns the relation.
+SELECT current_user::text, r.rolsuper, pg_has_role(current_user, c.relowner, 'USAGE')
+  FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = %s;
+
+-- name: grant_select
+-- Template: {relation} is a watched table or source view, {role} a worker role.
+GRANT SELECT ON TABLE {relation} TO {role};
+
+-- name: resolve_relation_name
+-- A relation's name as it is called now (quoted and qualified where needed).
+SELECT %s::oid::regclass::text;
