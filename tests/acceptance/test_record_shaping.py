@@ -9,7 +9,7 @@ import textwrap
 import psycopg
 import pytest
 
-from tests.support import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli
+from tests.support import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli, spill_all
 from workerpool.emulator import make_client
 
 CATALOG = """
@@ -63,7 +63,9 @@ def test_view_fed_index_follows_brand_renames_and_unpublishing(catalog, env, emu
     before = emulator.stats()["record_writes"]["products"]
 
     db.execute("UPDATE brands SET name = 'Acme Corporation' WHERE id = 1")  # one statement, set-wise
-    assert queue_counts(db) == {"inbox": len(acme)}
+    assert queue_counts(db) == {"inbox": 1}  # brand 1: the spill turns it into Acme's products
+    spill_all(db)
+    assert queue_counts(db) == {"pending": len(acme)}
     drain(env)
     assert emulator.stats()["record_writes"]["products"] - before == len(acme), "exactly the brand's products"
     index = emulator.records("products")

@@ -21,7 +21,7 @@ from workerpool.capture.model import (
     resolve_relation,
 )
 from workerpool.db.connection import one_row
-from workerpool.db.privileges import grant_watched, pool_role_warnings
+from workerpool.db.privileges import check_schema_trust, grant_watched, install_schema, pool_role_warnings
 from workerpool.db.queries import Q
 
 # The events whose triggers on a related table re-enqueue the watched rows (a watched table's own
@@ -116,13 +116,15 @@ def watch(
 
     `attributes` picks the columns that make up a record (and the only ones whose updates enqueue);
     `transform` names a `module:function` applied to each record; `related` tables re-enqueue the
-    rows that point at a changed row of theirs.
+    rows that point at a changed row of theirs. Refused, as by `migrate`, while a role workerpool
+    does not trust may create objects in workerpool's schema (docs/roles.md).
     """
     if not _INDEX_NAME.match(index_name or ""):
         raise WatchError(
             f"index name {index_name!r} is not valid; expected 1-256 characters without spaces, control characters, "
             "'/', '#', '?', '%' or '&'"
         )
+    check_schema_trust(conn, install_schema(conn))
     oid, table_name = resolve_relation(conn, table)
     columns = _columns(conn, oid)
     if key is None:
@@ -194,7 +196,7 @@ def watch(
         )
         _drop_related_triggers(conn, table_name)
         for link in links:
-            _attach_related(conn, table_name, oid, key, link)
+            _attach_related(conn, table_name, oid, link)
         function = one_row(
             conn.execute(Q.create_capture, (_capture_function(conn, table_name), table_name, key, compared, oid))
         )[0]
@@ -260,7 +262,7 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
                 source=source,
                 attributes=attributes,
                 transform=None,
-                related=[Related.parse(r) for r in related],
+                related=[Related(*link) for link in related],
             )
             if transform:
                 conn.execute(Q.set_transform, (transform, current))
@@ -347,8 +349,8 @@ def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
     ]
 
 
-def _attach_related(conn: psycopg.Connection, table_name: str, oid: int, key: str, link: Related) -> None:
-    watched, key_attnum, fk_attnum, ref_attnum = one_row(
+def _attach_related(conn: psycopg.Connection, table_name: str, oid: int, link: Related) -> None:
+    fk_attnum, ref_attnum = one_row(
         conn.execute(
             Q.insert_related,
             {
@@ -357,7 +359,6 @@ def _attach_related(conn: psycopg.Connection, table_name: str, oid: int, key: st
                 "fk": link.fk_column,
                 "ref": link.ref_column,
                 "oid": oid,
-                "key": key,
             },
         )
     )
@@ -367,8 +368,6 @@ def _attach_related(conn: psycopg.Connection, table_name: str, oid: int, key: st
             **{event.lower(): sql.Identifier(name) for event, name in names.items()},
             related=sql.SQL(link.related_table),
             table=sql.Literal(table_name),
-            oid=sql.Literal(watched),
-            key=sql.Literal(key_attnum),
             fk=sql.Literal(fk_attnum),
             ref=sql.Literal(ref_attnum),
         )

@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--worker-role",
         metavar="NAME",
-        help="also create (if missing) the non-superuser role the pool runs as and grant it what it needs "
-        "(docs/roles.md)",
+        help=_local(
+            "also create (if missing) the non-superuser role the pool runs as and grant it what it needs "
+            "(docs/roles.md)",
+            "none: no role is created or granted",
+        ),
     )
 
     p = add("watch", cmd_watch, "register a table's index and attach its trigger")

@@ -34,9 +34,10 @@ def install_schema(conn: psycopg.Connection) -> str:
 
 
 def check_schema_trust(conn: psycopg.Connection, schema: str) -> None:
-    """Refuse a schema in which a role other than a superuser, or a role whose rights the current role
-    already has, may create objects: such a role could add an overload of a function that
-    workerpool's code calls, and have it run by every role that writes a watched table."""
+    """Refuse a schema in which a role other than a superuser, or a role that already has every right
+    of the current role (workerpool's owner), may create objects: such a role could add an overload
+    of a function that workerpool's code calls, and have it run by every role that writes a watched
+    table."""
     roles = [r[0] for r in conn.execute(Q.untrusted_creators, (schema,)).fetchall()]
     if roles:
         shown = ", ".join(roles[:5]) + (f" and {len(roles) - 5} more" if len(roles) > 5 else "")
@@ -61,8 +62,9 @@ def pinned_session_path(conn: psycopg.Connection, schema: str) -> Iterator[None]
 
 
 def setup_worker_role(conn: psycopg.Connection, role: str) -> bool:
-    """Create `role` if it does not exist (LOGIN, no password) and grant it what the pool needs;
-    returns whether it was created. A superuser is refused: the pool must not run as one."""
+    """Create `role` if it does not exist (LOGIN, no password), grant it what the pool needs and pin
+    its search_path to pg_catalog, workerpool's schema and pg_temp; returns whether it was created.
+    A superuser is refused: the pool must not run as one."""
     if not role or len(role.encode()) > 63 or role.startswith("pg_") or "\x00" in role:
         raise ConfigError(
             f"--worker-role {role!r} is not a usable role name; expected 1-63 bytes, not starting with 'pg_'"
@@ -77,15 +79,23 @@ def setup_worker_role(conn: psycopg.Connection, role: str) -> bool:
         if row is None:
             conn.execute(sql.SQL(Q.create_worker_role).format(sql.Identifier(role)))
         conn.execute(Q.grant_worker, (sql.Identifier(role).as_string(conn),))
+        conn.execute(
+            sql.SQL(Q.worker_search_path).format(role=sql.Identifier(role), schema=sql.Identifier(install_schema(conn)))
+        )
     return row is None
 
 
 def grant_watched(conn: psycopg.Connection, relations: list[int]) -> None:
-    """Give every worker role SELECT on a watched table and its source view."""
+    """Give every worker role SELECT on a watched table and its source view (and USAGE on their
+    schemas, without which a name in them cannot be looked up)."""
     for oid in relations:
-        name = one_row(conn.execute(Q.resolve_relation_name, (oid,)))[0]
+        name, schema = one_row(conn.execute(Q.resolve_relation_name, (oid,)))
         for role, *_ in conn.execute(Q.worker_roles, (oid,)).fetchall():
-            conn.execute(sql.SQL(Q.grant_select).format(relation=sql.SQL(name), role=sql.Identifier(role)))
+            conn.execute(
+                sql.SQL(Q.grant_select).format(
+                    relation=sql.SQL(name), schema=sql.SQL(schema), role=sql.Identifier(role)
+                )
+            )
 
 
 def pool_role_warnings(conn: psycopg.Connection, relations: list[int]) -> list[str]:

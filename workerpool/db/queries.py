@@ -167,6 +167,7 @@ class Queries:
     role_info: str
     create_worker_role: str
     grant_worker: str
+    worker_search_path: str
     worker_roles: str
     current_role_info: str
     grant_select: str

@@ -127,12 +127,13 @@ DELETE FROM algolia_index_config WHERE table_name = %(old)s;
 
 -- name: registrations_to_refresh
 -- What `watch` stored for every enabled registration whose table exists (to regenerate its triggers).
--- Related links by their current names, through the oid and attnums stored with them.
+-- Related links by their current names (table, foreign key, referenced column), through the oid
+-- and attnums stored with them.
 SELECT c.table_name, c.index_name, c.key_column,
        coalesce((SELECT sv.oid::regclass::text FROM pg_class sv WHERE sv.oid = c.source), c.source_view),
        c.attributes, c.transform,
-       array(SELECT coalesce(rt.oid::regclass::text, r.related_table) || ':' || coalesce(fa.attname, r.fk_column)
-                    || ':' || coalesce(ra.attname, r.ref_column)
+       array(SELECT ARRAY[coalesce(rt.oid::regclass::text, r.related_table), coalesce(fa.attname, r.fk_column),
+                          coalesce(ra.attname, r.ref_column)]
                FROM algolia_index_related r
                LEFT JOIN pg_class rt ON rt.oid = r.relation
                LEFT JOIN pg_attribute fa ON fa.attrelid = c.relation AND fa.attnum = r.fk_attnum AND NOT fa.attisdropped
@@ -175,27 +176,24 @@ SELECT r.related_table, r.fk_column, quote_ident(r.fk_column) FROM algolia_index
 -- A link, with the oid and attnums that find it again after a rename; returns what the related
 -- triggers take as arguments (schema.sql: algolia_sync_enqueue_related).
 INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column, relation, fk_attnum, ref_attnum)
-SELECT %(table)s, %(related)s, %(fk)s, %(ref)s, to_regclass(%(related)s),
-       (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attname = %(fk)s AND NOT a.attisdropped),
+SELECT %(table)s::text, %(related)s::text, %(fk)s::text, %(ref)s::text, to_regclass(%(related)s::text),
+       (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attname = %(fk)s::text AND NOT a.attisdropped),
        (SELECT a.attnum FROM pg_attribute a
-         WHERE a.attrelid = to_regclass(%(related)s) AND a.attname = %(ref)s AND NOT a.attisdropped)
-RETURNING %(oid)s::oid::text,
-          (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attname = %(key)s AND NOT a.attisdropped)::text,
-          fk_attnum::text, ref_attnum::text;
+         WHERE a.attrelid = to_regclass(%(related)s::text) AND a.attname = %(ref)s::text AND NOT a.attisdropped)
+RETURNING fk_attnum::text, ref_attnum::text;
 
 -- name: create_related_triggers
 -- Template: the four statement-level triggers on a related table that re-enqueue the watched rows
 -- pointing at a changed row. {related} is the related table; the rest are literals: the
--- registration's name, the watched table's oid and the attnums of its key, its foreign key and the
--- referenced column.
+-- registration's name and the attnums of the foreign key and of the referenced column.
 CREATE TRIGGER {insert} AFTER INSERT ON {related} REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {fk}, {ref});
 CREATE TRIGGER {update} AFTER UPDATE ON {related} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {fk}, {ref});
 CREATE TRIGGER {delete} AFTER DELETE ON {related} REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {fk}, {ref});
 CREATE TRIGGER {truncate} BEFORE TRUNCATE ON {related}
-FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {oid}, {key}, {fk}, {ref});
+FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related({table}, {fk}, {ref});
 
 -- name: delete_related
 -- Forget a registration's related links; returns them, so their triggers can be dropped.
@@ -743,13 +741,13 @@ SELECT n.nspname, n.nspowner::regrole::text
                         (SELECT oid FROM pg_namespace WHERE nspname = current_schema()));
 
 -- name: untrusted_creators
--- Roles that may create objects in the schema and are neither superusers nor roles whose rights the
--- current role already has (predefined pg_* roles are left out: their members are listed
--- themselves).
+-- Roles that may create objects in the schema and are neither superusers nor roles that already
+-- have every right of the current role, workerpool's owner (predefined pg_* roles are left out:
+-- their members are listed themselves).
 SELECT r.rolname FROM pg_roles r
  WHERE r.rolname NOT LIKE 'pg\_%%' AND NOT r.rolsuper
    AND has_schema_privilege(r.oid, %s, 'CREATE')
-   AND NOT pg_has_role(current_user, r.oid, 'USAGE')
+   AND NOT pg_has_role(r.oid, current_user, 'USAGE')
  ORDER BY 1;
 
 -- name: pin_session_path
@@ -777,6 +775,11 @@ CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSR
 -- name: grant_worker
 SELECT algolia_sync_grant_worker(%s::regrole);
 
+-- name: worker_search_path
+-- Template: {role} the worker role, {schema} workerpool's. Its sessions resolve names through
+-- pg_catalog and workerpool's schema only (pg_temp last).
+ALTER ROLE {role} SET search_path = pg_catalog, {schema}, pg_temp;
+
 -- name: worker_roles
 -- The worker roles, and whether each is a superuser, owns the relation, or may read it.
 SELECT w.role_name::text, r.rolsuper, pg_has_role(r.oid, c.relowner, 'USAGE'),
@@ -792,9 +795,10 @@ SELECT current_user::text, r.rolsuper, pg_has_role(current_user, c.relowner, 'US
   FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = %s;
 
 -- name: grant_select
--- Template: {relation} is a watched table or source view, {role} a worker role.
+-- Template: {relation} is a watched table or source view, {schema} its schema, {role} a worker role.
+GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT ON TABLE {relation} TO {role};
 
 -- name: resolve_relation_name
--- A relation's name as it is called now (quoted and qualified where needed).
-SELECT %s::oid::regclass::text;
+-- A relation's name as it is called now (quoted and qualified where needed), and its schema.
+SELECT c.oid::regclass::text, c.relnamespace::regnamespace::text FROM pg_class c WHERE c.oid = %s;

@@ -75,13 +75,17 @@ SET search_path FROM CURRENT AS $$ SELECT 'algolia_sync_capture_' || left(md5(ta
 -- at most per row. No index at all, so that a capture costs the writer as little as possible; the
 -- table stays small (workers empty it continuously), so a spill sorts it by capture time instead.
 -- Rows are inserted and deleted, never updated: vacuum often and unthrottled.
+-- A RELATED row holds the referenced values of changed rows of a related table (record_ids) and
+-- the watched table's foreign-key column (fk_attnum): the spill turns it into the watched keys.
 CREATE TABLE algolia_sync_inbox (
     table_name  text NOT NULL,
-    operation   text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
+    operation   text NOT NULL CONSTRAINT algolia_sync_inbox_operation_check
+                CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'RELATED')),
     keys        integer NOT NULL,   -- cardinality(record_ids), readable without detoasting the array
     record_ids  text[] NOT NULL,
     -- clock_timestamp(), not now(): two statements of one transaction keep their order.
-    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    fk_attnum   smallint
 ) WITH (autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_cost_delay = 0,
@@ -282,45 +286,27 @@ END;
 $$;
 
 -- Propagation from a related table, set-wise, into the inbox: renaming one brand enqueues all of its
--- products in one statement. The watched table's key is turned into text under pinned settings
--- (always: one generic function serves every link). A TRUNCATE (BEFORE, while the related rows are
--- still there) re-enqueues every watched row that points at any of them.
--- TG_ARGV: [0] the registration's name, [1] the watched table's oid, [2] its key column's attnum,
--- [3] its foreign-key column's attnum, [4] the related table's referenced column's attnum. Runs as
--- the writing role, which needs SELECT on the watched table's key and foreign-key columns.
+-- products. The referenced values are turned into text under pinned settings (always: one generic
+-- function serves every link). A TRUNCATE (BEFORE, while the related rows are still there)
+-- re-enqueues every watched row that points at any of them.
+-- TG_ARGV: [0] the registration's name, [1] the watched table's foreign-key column (attnum), [2]
+-- the related table's referenced column (attnum): renaming either table or either column changes
+-- nothing. Runs as the writing role and reads only its own statement's rows: the referenced values
+-- go to the inbox as one RELATED row, and the spill, run by the pool, finds the watched rows.
 CREATE FUNCTION algolia_sync_enqueue_related() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
 DECLARE
     tbl     text := TG_ARGV[0];
-    watched text;
-    key_col text;
-    fk_col  text;
     ref_col text;
     refs    text;
     n       bigint;
 BEGIN
-    IF TG_NARGS = 5 THEN
-        -- By oid and attnum, so that renaming either table or any of the three columns changes nothing.
-        watched := TG_ARGV[1]::oid::regclass::text;
-        SELECT a.attname INTO key_col FROM pg_attribute a
-         WHERE a.attrelid = TG_ARGV[1]::oid AND a.attnum = TG_ARGV[2]::smallint AND NOT a.attisdropped;
-        SELECT a.attname INTO fk_col FROM pg_attribute a
-         WHERE a.attrelid = TG_ARGV[1]::oid AND a.attnum = TG_ARGV[3]::smallint AND NOT a.attisdropped;
-        SELECT a.attname INTO ref_col FROM pg_attribute a
-         WHERE a.attrelid = TG_RELID AND a.attnum = TG_ARGV[4]::smallint AND NOT a.attisdropped;
-        IF key_col IS NULL OR fk_col IS NULL OR ref_col IS NULL THEN
-            -- A column of the link was dropped: the link is gone, the application's write goes on.
-            RETURN NULL;
-        END IF;
-    ELSE
-        -- Triggers attached before version 13 name the watched table and the columns, until
-        -- `migrate` attaches them again.
-        watched := tbl;
-        key_col := TG_ARGV[1];
-        fk_col := TG_ARGV[2];
-        ref_col := TG_ARGV[3];
+    SELECT a.attname INTO ref_col FROM pg_attribute a
+     WHERE a.attrelid = TG_RELID AND a.attnum = TG_ARGV[2]::smallint AND NOT a.attisdropped;
+    IF ref_col IS NULL THEN
+        RETURN NULL;  -- the referenced column was dropped: nothing can point at it any more
     END IF;
     IF TG_OP = 'INSERT' THEN
         refs := format('SELECT r.%I FROM new_rows r', ref_col);
@@ -333,15 +319,15 @@ BEGIN
             'SELECT coalesce(n.%1$I, o.%1$I) FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
               WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR ROW(n.*)::text IS DISTINCT FROM ROW(o.*)::text', ref_col);
     END IF;
-    -- The key through its output function (format), never through a cast that the key type's owner
-    -- could have added.
+    -- The values through their output function (format), never through a cast that the column
+    -- type's owner could have added.
     EXECUTE format(
-        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
-         SELECT $1, ''UPDATE'', count(*), array_agg(c.k)
-           FROM (SELECT pg_catalog.format(''%%s'', t.%1$I) AS k, (row_number() OVER () - 1) / 1000 AS chunk
-                   FROM %2$s t WHERE t.%3$I IN (%4$s) AND t.%1$I IS NOT NULL) c
-          GROUP BY c.chunk', key_col, watched, fk_col, refs)
-    USING tbl;
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, fk_attnum)
+         SELECT $1, ''RELATED'', count(*), array_agg(c.v), $2
+           FROM (SELECT d.v, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM (SELECT DISTINCT pg_catalog.format(''%%s'', x.v) AS v FROM (%s) AS x(v) WHERE x.v IS NOT NULL) d) c
+          GROUP BY c.chunk', refs)
+    USING tbl, TG_ARGV[1]::smallint;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM pg_notify(algolia_sync_channel(), tbl);
@@ -398,6 +384,55 @@ CREATE INDEX algolia_sync_queue_processing
 CREATE INDEX algolia_sync_queue_failed_key
     ON algolia_sync_queue (table_name, record_id) WHERE status = 'failed';
 
+-- The watched rows that point at changed rows of a related table, as they are now: their keys become
+-- inbox rows of their own, with the change's capture time (the spill moves them on its next pass).
+-- `refs` are the referenced values' text, `fk` the watched table's foreign-key column. Runs as the
+-- pool's role, which reads the watched table anyway, so the roles that write a related table need
+-- no right on the watched one. A link whose table or column is gone points at nothing; a read that
+-- fails becomes one failed queue row that says why, never a failed spill.
+CREATE FUNCTION algolia_sync_expand_related(tbl text, fk smallint, refs text[], captured timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
+DECLARE
+    rel      regclass;
+    key_col  text;
+    fk_col   text;
+    fk_match text;
+BEGIN
+    SELECT c.relation, k.attname, f.attname,
+           -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK
+           -- is its owner's code). Any other (an enum): compared as text, as a cast its owner may
+           -- have added is not run.
+           CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace
+                THEN format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL))
+                ELSE format('pg_catalog.format(''%%s'', t.%I) = ANY($2)', f.attname) END
+      INTO rel, key_col, fk_col, fk_match
+      FROM algolia_index_config c
+      JOIN pg_attribute k ON k.attrelid = c.relation AND k.attnum = c.key_attnum AND NOT k.attisdropped
+      JOIN pg_attribute f ON f.attrelid = c.relation AND f.attnum = fk AND NOT f.attisdropped
+      JOIN pg_type t ON t.oid = f.atttypid
+      JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
+     WHERE c.table_name = tbl AND c.enabled;
+    IF rel IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format(
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, created_at)
+         SELECT $1, ''UPDATE'', count(*), array_agg(c.k), $3
+           FROM (SELECT pg_catalog.format(''%%s'', t.%1$I) AS k, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM %2$s t WHERE %3$s AND t.%1$I IS NOT NULL) c
+          GROUP BY c.chunk', key_col, rel, fk_match)
+    USING tbl, refs, captured;
+EXCEPTION WHEN OTHERS THEN
+    INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
+    VALUES (tbl, left(format('(rows of %s pointing at %s)', fk_col, refs[1]), 100), 'UPDATE', 'failed', captured,
+            format('could not find the rows of %s whose %s points at a changed related row (%s): %s; '
+                   'run `workerpool verify %s --repair`', rel, fk_col, array_to_string(refs[1:5], ', '), SQLERRM, rel));
+END;
+$$;
+
 -- The longest key text (in bytes) that becomes an objectID; a longer key fails alone (see the
 -- spill). It keeps every queue index entry far under btree's ~2,700-byte limit.
 CREATE FUNCTION algolia_sync_max_key_bytes() RETURNS integer
@@ -416,18 +451,34 @@ LANGUAGE plpgsql
 SET lock_timeout = '200ms'
 SET search_path FROM CURRENT AS $$
 DECLARE
-    r      record;
-    tids   tid[] := '{}';
-    total  bigint := 0;
-    n      integer;
+    r       record;
+    tids    tid[];
+    related tid[];
+    total   bigint;
+    n       integer;
     longest integer := algolia_sync_max_key_bytes();
 BEGIN
-    -- A FOR loop fetches (and locks) a few rows at a time, so a long inbox is not all locked at once.
-    FOR r IN SELECT x.ctid AS tid, x.keys FROM algolia_sync_inbox x ORDER BY x.created_at
-             FOR UPDATE SKIP LOCKED LOOP
-        tids := tids || r.tid;
-        total := total + r.keys;
-        EXIT WHEN total >= max_keys;
+    LOOP
+        tids := '{}';
+        related := '{}';
+        total := 0;
+        -- A FOR loop fetches (and locks) a few rows at a time, so a long inbox is not all locked at once.
+        FOR r IN SELECT x.ctid AS tid, x.keys, x.operation FROM algolia_sync_inbox x ORDER BY x.created_at
+                 FOR UPDATE SKIP LOCKED LOOP
+            IF r.operation = 'RELATED' THEN
+                related := related || r.tid;
+            ELSE
+                tids := tids || r.tid;
+                total := total + r.keys;
+            END IF;
+            EXIT WHEN total >= max_keys;
+        END LOOP;
+        EXIT WHEN cardinality(related) = 0;
+        -- Changes to related tables become the watched keys they point at (inbox rows of this
+        -- transaction, which the next pass takes with the rest, still locked by this one).
+        PERFORM algolia_sync_expand_related(x.table_name, x.fk_attnum, x.record_ids, x.created_at)
+           FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
+        DELETE FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
     END LOOP;
     IF cardinality(tids) = 0 THEN
         RETURN 0;
@@ -1119,8 +1170,8 @@ CREATE TABLE algolia_sync_worker_roles (
 REVOKE ALL ON TABLE algolia_sync_worker_roles FROM PUBLIC;
 
 -- Grant a worker role exactly what the pool needs: the queue's tables, the registrations (read
--- only), the version sequence, and SELECT on every watched table and source view. No DDL, no
--- ownership, nothing on other schemas.
+-- only), the version sequence, and SELECT on every watched table and source view (USAGE on their
+-- schemas). No DDL, no ownership, nothing else.
 CREATE FUNCTION algolia_sync_grant_worker(worker regrole) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
@@ -1141,7 +1192,8 @@ BEGIN
     EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE algolia_sync_version_seq TO %s', worker);
     FOR rel IN SELECT c.relation FROM algolia_index_config c WHERE c.relation IS NOT NULL
                UNION SELECT c.source FROM algolia_index_config c WHERE c.source IS NOT NULL LOOP
-        EXECUTE format('GRANT SELECT ON TABLE %s TO %s', rel, worker);
+        EXECUTE format('GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON TABLE %s TO %s',
+                       (SELECT c.relnamespace::regnamespace FROM pg_class c WHERE c.oid = rel), worker, rel, worker);
     END LOOP;
     INSERT INTO algolia_sync_worker_roles (role_name) VALUES (worker) ON CONFLICT DO NOTHING;
 END;

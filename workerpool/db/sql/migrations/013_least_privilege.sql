@@ -6,8 +6,10 @@
 --   untrusted role may create objects.
 -- * Generated capture code is a quoted literal, not dollar-quoted, so no identifier can end it; an
 --   enum key is turned into text by its output function, never by a cast its owner may add.
--- * Related triggers find the watched table and the three columns by oid and attnum: renaming any of
---   them no longer breaks the related table's writes. `migrate` attaches them again.
+-- * A change to a related table puts the referenced values in the inbox (a RELATED row) and the
+--   spill, run by the pool, finds the watched rows: the roles that write a related table need no
+--   right on the watched one. Related triggers find their columns by attnum and the watched table
+--   through its registration, so renames change nothing; they are attached again here.
 -- * Every role that can write a watched table may add keys to the inbox (capture runs as that role).
 -- * Worker roles: algolia_sync_worker_roles and algolia_sync_grant_worker.
 
@@ -140,39 +142,35 @@ $body$, tbl, block[1], block[2], block[3], block[4], algolia_sync_channel()), co
 END;
 $create$;
 
+ALTER TABLE algolia_sync_inbox
+    DROP CONSTRAINT algolia_sync_inbox_operation_check,
+    ADD CONSTRAINT algolia_sync_inbox_operation_check CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'RELATED')),
+    ADD COLUMN fk_attnum smallint;
+
+ALTER TABLE algolia_index_related ADD COLUMN relation regclass, ADD COLUMN fk_attnum smallint,
+                                  ADD COLUMN ref_attnum smallint;
+UPDATE algolia_index_related r
+   SET relation = to_regclass(r.related_table),
+       fk_attnum = (SELECT a.attnum FROM algolia_index_config c
+                      JOIN pg_attribute a ON a.attrelid = c.relation AND a.attname = r.fk_column AND NOT a.attisdropped
+                     WHERE c.table_name = r.table_name),
+       ref_attnum = (SELECT a.attnum FROM pg_attribute a
+                      WHERE a.attrelid = to_regclass(r.related_table) AND a.attname = r.ref_column AND NOT a.attisdropped);
+
 CREATE OR REPLACE FUNCTION algolia_sync_enqueue_related() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
 DECLARE
     tbl     text := TG_ARGV[0];
-    watched text;
-    key_col text;
-    fk_col  text;
     ref_col text;
     refs    text;
     n       bigint;
 BEGIN
-    IF TG_NARGS = 5 THEN
-        -- By oid and attnum, so that renaming either table or any of the three columns changes nothing.
-        watched := TG_ARGV[1]::oid::regclass::text;
-        SELECT a.attname INTO key_col FROM pg_attribute a
-         WHERE a.attrelid = TG_ARGV[1]::oid AND a.attnum = TG_ARGV[2]::smallint AND NOT a.attisdropped;
-        SELECT a.attname INTO fk_col FROM pg_attribute a
-         WHERE a.attrelid = TG_ARGV[1]::oid AND a.attnum = TG_ARGV[3]::smallint AND NOT a.attisdropped;
-        SELECT a.attname INTO ref_col FROM pg_attribute a
-         WHERE a.attrelid = TG_RELID AND a.attnum = TG_ARGV[4]::smallint AND NOT a.attisdropped;
-        IF key_col IS NULL OR fk_col IS NULL OR ref_col IS NULL THEN
-            -- A column of the link was dropped: the link is gone, the application's write goes on.
-            RETURN NULL;
-        END IF;
-    ELSE
-        -- Triggers attached before version 13 name the watched table and the columns, until
-        -- `migrate` attaches them again.
-        watched := tbl;
-        key_col := TG_ARGV[1];
-        fk_col := TG_ARGV[2];
-        ref_col := TG_ARGV[3];
+    SELECT a.attname INTO ref_col FROM pg_attribute a
+     WHERE a.attrelid = TG_RELID AND a.attnum = TG_ARGV[2]::smallint AND NOT a.attisdropped;
+    IF ref_col IS NULL THEN
+        RETURN NULL;  -- the referenced column was dropped: nothing can point at it any more
     END IF;
     IF TG_OP = 'INSERT' THEN
         refs := format('SELECT r.%I FROM new_rows r', ref_col);
@@ -185,15 +183,15 @@ BEGIN
             'SELECT coalesce(n.%1$I, o.%1$I) FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
               WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR ROW(n.*)::text IS DISTINCT FROM ROW(o.*)::text', ref_col);
     END IF;
-    -- The key through its output function (format), never through a cast that the key type's owner
-    -- could have added.
+    -- The values through their output function (format), never through a cast that the column
+    -- type's owner could have added.
     EXECUTE format(
-        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)
-         SELECT $1, ''UPDATE'', count(*), array_agg(c.k)
-           FROM (SELECT pg_catalog.format(''%%s'', t.%1$I) AS k, (row_number() OVER () - 1) / 1000 AS chunk
-                   FROM %2$s t WHERE t.%3$I IN (%4$s) AND t.%1$I IS NOT NULL) c
-          GROUP BY c.chunk', key_col, watched, fk_col, refs)
-    USING tbl;
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, fk_attnum)
+         SELECT $1, ''RELATED'', count(*), array_agg(c.v), $2
+           FROM (SELECT d.v, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM (SELECT DISTINCT pg_catalog.format(''%%s'', x.v) AS v FROM (%s) AS x(v) WHERE x.v IS NOT NULL) d) c
+          GROUP BY c.chunk', refs)
+    USING tbl, TG_ARGV[1]::smallint;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM pg_notify(algolia_sync_channel(), tbl);
@@ -202,16 +200,148 @@ BEGIN
 END;
 $$;
 
-ALTER TABLE algolia_index_related ADD COLUMN relation regclass, ADD COLUMN fk_attnum smallint,
-                                  ADD COLUMN ref_attnum smallint;
-UPDATE algolia_index_related r
-   SET relation = to_regclass(r.related_table),
-       fk_attnum = (SELECT a.attnum FROM algolia_index_config c
-                      JOIN pg_attribute a ON a.attrelid = c.relation AND a.attname = r.fk_column AND NOT a.attisdropped
-                     WHERE c.table_name = r.table_name),
-       ref_attnum = (SELECT a.attnum FROM pg_attribute a
-                      WHERE a.attrelid = to_regclass(r.related_table) AND a.attname = r.ref_column AND NOT a.attisdropped);
+-- The watched rows that point at changed rows of a related table, as they are now: their keys become
+-- inbox rows of their own, with the change's capture time (the spill moves them on its next pass).
+-- `refs` are the referenced values' text, `fk` the watched table's foreign-key column. Runs as the
+-- pool's role, which reads the watched table anyway, so the roles that write a related table need
+-- no right on the watched one. A link whose table or column is gone points at nothing; a read that
+-- fails becomes one failed queue row that says why, never a failed spill.
+CREATE OR REPLACE FUNCTION algolia_sync_expand_related(tbl text, fk smallint, refs text[], captured timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
+DECLARE
+    rel      regclass;
+    key_col  text;
+    fk_col   text;
+    fk_match text;
+BEGIN
+    SELECT c.relation, k.attname, f.attname,
+           -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK
+           -- is its owner's code). Any other (an enum): compared as text, as a cast its owner may
+           -- have added is not run.
+           CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace
+                THEN format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL))
+                ELSE format('pg_catalog.format(''%%s'', t.%I) = ANY($2)', f.attname) END
+      INTO rel, key_col, fk_col, fk_match
+      FROM algolia_index_config c
+      JOIN pg_attribute k ON k.attrelid = c.relation AND k.attnum = c.key_attnum AND NOT k.attisdropped
+      JOIN pg_attribute f ON f.attrelid = c.relation AND f.attnum = fk AND NOT f.attisdropped
+      JOIN pg_type t ON t.oid = f.atttypid
+      JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
+     WHERE c.table_name = tbl AND c.enabled;
+    IF rel IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format(
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, created_at)
+         SELECT $1, ''UPDATE'', count(*), array_agg(c.k), $3
+           FROM (SELECT pg_catalog.format(''%%s'', t.%1$I) AS k, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM %2$s t WHERE %3$s AND t.%1$I IS NOT NULL) c
+          GROUP BY c.chunk', key_col, rel, fk_match)
+    USING tbl, refs, captured;
+EXCEPTION WHEN OTHERS THEN
+    INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
+    VALUES (tbl, left(format('(rows of %s pointing at %s)', fk_col, refs[1]), 100), 'UPDATE', 'failed', captured,
+            format('could not find the rows of %s whose %s points at a changed related row (%s): %s; '
+                   'run `workerpool verify %s --repair`', rel, fk_col, array_to_string(refs[1:5], ', '), SQLERRM, rel));
+END;
+$$;
 
+CREATE OR REPLACE FUNCTION algolia_sync_spill(max_keys integer) RETURNS integer
+LANGUAGE plpgsql
+SET lock_timeout = '200ms'
+SET search_path FROM CURRENT AS $$
+DECLARE
+    r       record;
+    tids    tid[];
+    related tid[];
+    total   bigint;
+    n       integer;
+    longest integer := algolia_sync_max_key_bytes();
+BEGIN
+    LOOP
+        tids := '{}';
+        related := '{}';
+        total := 0;
+        -- A FOR loop fetches (and locks) a few rows at a time, so a long inbox is not all locked at once.
+        FOR r IN SELECT x.ctid AS tid, x.keys, x.operation FROM algolia_sync_inbox x ORDER BY x.created_at
+                 FOR UPDATE SKIP LOCKED LOOP
+            IF r.operation = 'RELATED' THEN
+                related := related || r.tid;
+            ELSE
+                tids := tids || r.tid;
+                total := total + r.keys;
+            END IF;
+            EXIT WHEN total >= max_keys;
+        END LOOP;
+        EXIT WHEN cardinality(related) = 0;
+        -- Changes to related tables become the watched keys they point at (inbox rows of this
+        -- transaction, which the next pass takes with the rest, still locked by this one).
+        PERFORM algolia_sync_expand_related(x.table_name, x.fk_attnum, x.record_ids, x.created_at)
+           FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
+        DELETE FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
+    END LOOP;
+    IF cardinality(tids) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH taken AS (
+        -- Locked above, so these row versions are still the ones read.
+        DELETE FROM algolia_sync_inbox i WHERE i.ctid = ANY(tids)
+        RETURNING i.table_name, i.operation, i.record_ids, i.created_at
+    ), keys AS (
+        -- A key in several inbox rows: its latest operation, its earliest capture time. Sorted by
+        -- key, so that concurrent spills lock pending rows in the same order.
+        SELECT DISTINCT ON (t.table_name, k.record_id) t.table_name, k.record_id, t.operation,
+               min(t.created_at) OVER (PARTITION BY t.table_name, k.record_id) AS created_at,
+               octet_length(k.record_id) > longest AS too_long
+          FROM taken t, unnest(t.record_ids) AS k(record_id)
+         WHERE k.record_id IS NOT NULL
+         ORDER BY t.table_name, k.record_id, t.created_at DESC
+    ), refused AS (
+        INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
+        SELECT k.table_name, left(k.record_id, 100) || '…',
+               k.operation, 'failed', k.created_at,
+               format('key is %s bytes long, over the %s-byte limit for an objectID: this row cannot be synced '
+                      '(key starts %L, md5 %s)', octet_length(k.record_id), longest, left(k.record_id, 40), md5(k.record_id))
+          FROM keys k WHERE k.too_long
+    )
+    INSERT INTO algolia_sync_queue AS q (table_name, record_id, operation, created_at)
+    SELECT k.table_name, k.record_id, k.operation, k.created_at FROM keys k WHERE NOT k.too_long
+    ON CONFLICT (table_name, record_id) WHERE status = 'pending'
+    -- A pending reindex stays one: its record must still be replaced whole.
+    DO UPDATE SET operation = CASE WHEN q.operation = 'REINDEX' THEN 'REINDEX' ELSE EXCLUDED.operation END,
+                  updated_at = now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+-- The related triggers, attached again with the new arguments (their names as capture/triggers.py
+-- makes them: md5 of the registration's name, a NUL byte and the foreign-key column).
+DO $$
+DECLARE
+    l   record;
+    tag text;
+BEGIN
+    FOR l IN SELECT r.* FROM algolia_index_related r
+              WHERE r.relation IS NOT NULL AND r.fk_attnum IS NOT NULL AND r.ref_attnum IS NOT NULL LOOP
+        tag := 'algolia_rel_' || left(md5(convert_to(l.table_name, 'UTF8') || '\x00'::bytea
+                                          || convert_to(l.fk_column, 'UTF8')), 12);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT ON %4$s REFERENCING NEW TABLE AS new_rows
+                            FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related(%5$L, %6$L, %7$L);
+                        CREATE OR REPLACE TRIGGER %2$I AFTER UPDATE ON %4$s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                            FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related(%5$L, %6$L, %7$L);
+                        CREATE OR REPLACE TRIGGER %3$I AFTER DELETE ON %4$s REFERENCING OLD TABLE AS old_rows
+                            FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related(%5$L, %6$L, %7$L);
+                        CREATE OR REPLACE TRIGGER %8$I BEFORE TRUNCATE ON %4$s
+                            FOR EACH STATEMENT EXECUTE FUNCTION algolia_sync_enqueue_related(%5$L, %6$L, %7$L)',
+                       tag || '_ins', tag || '_upd', tag || '_del', l.relation, l.table_name, l.fk_attnum,
+                       l.ref_attnum, tag || '_tru');
+    END LOOP;
+END;
+$$;
 
 -- Capture runs as the role that writes a watched table, with that role's rights and nothing more
 -- (no capture code is SECURITY DEFINER). So that every role that can write a watched table still
@@ -236,8 +366,8 @@ CREATE TABLE algolia_sync_worker_roles (
 REVOKE ALL ON TABLE algolia_sync_worker_roles FROM PUBLIC;
 
 -- Grant a worker role exactly what the pool needs: the queue's tables, the registrations (read
--- only), the version sequence, and SELECT on every watched table and source view. No DDL, no
--- ownership, nothing on other schemas.
+-- only), the version sequence, and SELECT on every watched table and source view (USAGE on their
+-- schemas). No DDL, no ownership, nothing else.
 CREATE FUNCTION algolia_sync_grant_worker(worker regrole) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
@@ -258,7 +388,8 @@ BEGIN
     EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE algolia_sync_version_seq TO %s', worker);
     FOR rel IN SELECT c.relation FROM algolia_index_config c WHERE c.relation IS NOT NULL
                UNION SELECT c.source FROM algolia_index_config c WHERE c.source IS NOT NULL LOOP
-        EXECUTE format('GRANT SELECT ON TABLE %s TO %s', rel, worker);
+        EXECUTE format('GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON TABLE %s TO %s',
+                       (SELECT c.relnamespace::regnamespace FROM pg_class c WHERE c.oid = rel), worker, rel, worker);
     END LOOP;
     INSERT INTO algolia_sync_worker_roles (role_name) VALUES (worker) ON CONFLICT DO NOTHING;
 END;
@@ -288,5 +419,6 @@ BEGIN
     RETURN n;
 END;
 $$;
+
 
 SELECT algolia_sync_pin_search_paths();
