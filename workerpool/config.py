@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from workerpool.redaction import dsn_passwords, environment_secrets, redact_dsn
 
 EXIT_CONFIG_ERROR = 2
 
@@ -167,14 +169,18 @@ class Settings:
     health_port: int = 0
     health_host: str = "127.0.0.1"
     health_stall_seconds: int = 60
+    health_algolia_down_seconds: int = 60
     restart_limit: int = 5
     restart_window: int = 60_000
     retry_backoff: int = 1000
     retry_backoff_max: int = 300_000
     max_record_bytes: int = 100_000
     max_request_bytes: int = 9_000_000
+    algolia_request_deadline: int = 30_000
+    algolia_max_answer_bytes: int = 16_000_000
     requests_in_flight: int = 8
     transform_timeout: int = 5000
+    worker_timeout: int = 120_000
     dashboard_token: str = field(default="", repr=False)
     log_retention_days: float = 7.0
     vacuum_warn_dead_ratio: float = 5.0
@@ -237,14 +243,18 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HEALTH_PORT": ("health_port", _int_range(0, 65535)),
     "HEALTH_HOST": ("health_host", _address),
     "HEALTH_STALL_SECONDS": ("health_stall_seconds", _int_range(1, 86_400)),
+    "HEALTH_ALGOLIA_DOWN_SECONDS": ("health_algolia_down_seconds", _int_range(1, 86_400)),
     "RESTART_LIMIT": ("restart_limit", _int_range(1, 100_000)),
     "RESTART_WINDOW": ("restart_window", _int_range(1000, 86_400_000)),
     "RETRY_BACKOFF": ("retry_backoff", _int_range(0, 3_600_000)),
     "RETRY_BACKOFF_MAX": ("retry_backoff_max", _int_range(0, 86_400_000)),
     "MAX_RECORD_BYTES": ("max_record_bytes", _int_range(0, 100_000_000)),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int_range(1000, 100_000_000)),
+    "ALGOLIA_REQUEST_DEADLINE": ("algolia_request_deadline", _int_range(1000, 3_600_000)),
+    "ALGOLIA_MAX_ANSWER_BYTES": ("algolia_max_answer_bytes", _int_range(1000, 1_000_000_000)),
     "REQUESTS_IN_FLIGHT": ("requests_in_flight", _int_range(1, 64)),
     "TRANSFORM_TIMEOUT": ("transform_timeout", _int_range(0, 3_600_000)),
+    "WORKER_TIMEOUT": ("worker_timeout", _int_range(1000, 86_400_000)),
     "DASHBOARD_TOKEN": ("dashboard_token", _token),
     "LOG_RETENTION_DAYS": ("log_retention_days", _days),
     "VACUUM_WARN_DEAD_RATIO": ("vacuum_warn_dead_ratio", _ratio),
@@ -273,6 +283,8 @@ MEANINGS: dict[str, str] = {
     "HEALTH_PORT": "port serving /healthz and /metrics (0: off)",
     "HEALTH_HOST": "address /healthz and /metrics are served on (0.0.0.0: every interface)",
     "HEALTH_STALL_SECONDS": "seconds a backlog may stand still before /healthz fails",
+    "HEALTH_ALGOLIA_DOWN_SECONDS": "seconds Algolia may be unreachable (5xx, network errors, timeouts, answers that "
+    "are not Algolia's) before /healthz fails",
     "RESTART_LIMIT": "workers dying before their first settled batch, within RESTART_WINDOW, that make the "
     "supervisor give up (exit 3)",
     "RESTART_WINDOW": "milliseconds over which RESTART_LIMIT counts crashes",
@@ -280,8 +292,13 @@ MEANINGS: dict[str, str] = {
     "RETRY_BACKOFF_MAX": "cap in milliseconds of the retry backoff",
     "MAX_RECORD_BYTES": "records larger than this many bytes fail before sending (0: no check)",
     "MAX_REQUEST_BYTES": "a batch larger than this many bytes is split into several requests",
+    "ALGOLIA_REQUEST_DEADLINE": "milliseconds one batch request to Algolia may take, from connecting to the last "
+    "byte of the answer (a slower one is cut and retried)",
+    "ALGOLIA_MAX_ANSWER_BYTES": "bytes an answer to a batch request may have (a larger one is cut and retried)",
     "REQUESTS_IN_FLIGHT": "batches each worker keeps on the wire at once, each under its own claim",
     "TRANSFORM_TIMEOUT": "milliseconds a --transform may take for one record before that record fails (0: no limit)",
+    "WORKER_TIMEOUT": "milliseconds a worker's claim loop may go without turning before the supervisor kills and "
+    "replaces it",
     "DASHBOARD_TOKEN": "bearer token that allows the dashboard's actions (never logged)",
     "LOG_RETENTION_DAYS": "days the running pool keeps algolia_sync_log rows (decimals allowed; 0: forever)",
     "VACUUM_WARN_DEAD_RATIO": "warn when a hot table's dead tuples pass this many times its live ones (0: never)",
@@ -336,65 +353,3 @@ def load(
     if top < size:
         raise ConfigError(f"BATCH_SIZE_MAX={top} is below BATCH_SIZE={size}; expected a number from {size} to 10000")
     return replace(Settings(), **values)
-
-
-_KV_PASSWORD = re.compile(r"(^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)+)")
-_URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)([^@/?#]*)@")
-_URL_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)")
-
-
-_URL_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _is_url(dsn: str) -> bool:
-    """Whether a DSN is a URL: it starts with a scheme (as libpq decides; any scheme, so a mistaken
-    `mysql://…` is redacted too). Anything else is key=value, where a value may well contain `://`."""
-    return bool(_URL_SCHEME.match(dsn))
-
-
-def dsn_passwords(dsn: str) -> list[str]:
-    """Every password written in a DSN, as written and as libpq reads it.
-
-    The forms: URL userinfo (`postgresql://user:pw@host`), the URL query (`?password=pw`) and the
-    libpq `key=value` string (`password=pw`, `password='p w'`). Percent-encoded and backslash-escaped
-    values are listed both ways, so that neither form can leak.
-    """
-    if not dsn:
-        return []
-    found: list[str] = []
-    if _is_url(dsn):
-        for match in (_URL_USERINFO.match(dsn), *_URL_QUERY_PASSWORD.finditer(dsn)):
-            if match and match.group(2):
-                found += [match.group(2), unquote(match.group(2))]
-    else:
-        for match in _KV_PASSWORD.finditer(dsn):
-            raw = match.group(2)
-            value = raw[1:-1] if raw.startswith("'") else raw
-            found += [raw, value, re.sub(r"\\(.)", r"\1", value)]
-    return list(dict.fromkeys(p for p in found if p))
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with every password replaced by '***', safe to print."""
-    if not dsn:
-        return dsn
-    if _is_url(dsn):
-        redacted = _URL_USERINFO.sub(r"\1***@", dsn)
-        redacted = _URL_QUERY_PASSWORD.sub(r"\1***", redacted)
-    else:
-        redacted = _KV_PASSWORD.sub(r"\1password=***", dsn)
-    # The password anywhere else in the string (a malformed DSN, a password repeated as a user name);
-    # never inside the scheme, where starring `sql` of `postgresql://` would print the password's value.
-    scheme = _URL_SCHEME.match(redacted)
-    start = scheme.end() if scheme else 0
-    rest = redacted[start:]
-    for password in dsn_passwords(dsn):
-        if len(password) >= 3:
-            rest = rest.replace(password, "***")
-    return redacted[:start] + rest
-
-
-def environment_secrets() -> list[str]:
-    """Secrets libpq takes from the environment rather than from DATABASE_URL."""
-    password = os.environ.get("PGPASSWORD", "")
-    return [password] if password else []

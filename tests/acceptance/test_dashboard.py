@@ -122,8 +122,8 @@ def test_overview_reports_the_queue_and_the_retry_action_needs_the_token(product
         status, head, _ = _request(port, path)
         assert status == 200 and head["Content-Type"].startswith(kind), path
 
-    # Algolia refuses every write: with MAX_RETRIES=1 the rows fail for good, with a readable error.
-    emulator.inject_fault(status=503, writes_only=True)
+    # Algolia rejects every record (a 400, down to single records): they fail for good, with its error.
+    emulator.inject_fault(status=400, writes_only=True)
     _insert(db, 1, 3)
     wait_until(lambda: len(_failed(db)) == 3, message="three failed rows")
     emulator.clear_faults()
@@ -415,8 +415,8 @@ def test_dashboard_in_chromium_shows_the_queue_fill_and_drain_and_retries_a_fail
     assert shown["failed"] == 0 and not shown["failures_visible"]
     assert_index_matches(db, emulator, "products", "products")
 
-    # Algolia refuses writes: an update fails for good (MAX_RETRIES=1) and the page lists it with its error.
-    emulator.inject_fault(status=503, writes_only=True)
+    # Algolia rejects the record (a 400): the update fails for good and the page lists it with its error.
+    emulator.inject_fault(status=400, writes_only=True)
     db.execute("UPDATE products SET stock = 1000 WHERE id = 7")
     wait_until(lambda: len(_failed(db)) == 1, message="the update to fail")
     emulator.clear_faults()

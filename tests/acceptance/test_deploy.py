@@ -239,6 +239,10 @@ def test_kubernetes_example_probes_healthz_on_every_interface_and_outwaits_a_gra
         assert get["path"] == "/healthz" and ports[get["port"]] == settings.health_port, probe
         assert container[probe]["timeoutSeconds"] > 3, "/healthz may take its 3 s database check"
     [migrate] = pod["initContainers"]
-    assert migrate["command"] == ["workerpool", "migrate"] and migrate["envFrom"] == container["envFrom"]
+    # `migrate` runs as the owner (OWNER_DATABASE_URL), the pool as the worker role it sets up.
+    assert migrate["command"] == ["workerpool", "migrate", "--worker-role", "workerpool_worker"]
+    assert migrate["envFrom"] == container["envFrom"]
+    owner = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "workerpool", "key": "OWNER_DATABASE_URL"}}}
+    assert migrate["env"] == [owner]
     # /metrics merges the workers' files in the temporary directory: it must be writable.
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

@@ -209,7 +209,7 @@ def test_null_and_overlong_keys_fail_alone_and_never_block_a_claim(db, env, emul
         "INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids)"
         " VALUES ('skus', 'UPDATE', 1, '{NULL}')"
     )
-    drain(env)
+    drain(env, rows_fail=True)  # the overlong key
     assert set(emulator.records("skus")) == {"a", "b"}
     [(record_id, error)] = failed_rows(db).items()
     assert record_id.startswith("xxxx") and "3000 bytes" in error and "objectID" in error
@@ -262,7 +262,7 @@ def test_a_row_that_cannot_be_read_fails_alone_and_a_dropped_table_fails_only_it
     db.execute("INSERT INTO doomed SELECT generate_series(1, 10)")
     db.execute("INSERT INTO fine SELECT generate_series(1, 30)")
     db.execute("DROP TABLE doomed")
-    drain(env, extra_env={"BATCH_SIZE": "200", "MAX_RETRIES": "2", "RETRY_BACKOFF": "10"})
+    drain(env, extra_env={"BATCH_SIZE": "200", "MAX_RETRIES": "2", "RETRY_BACKOFF": "10"}, rows_fail=True)
     assert len(emulator.records("parts")) == 39 and "13" not in emulator.records("parts")
     assert len(emulator.records("fine")) == 30
     failed = failed_rows(db)
@@ -298,7 +298,7 @@ def test_a_hanging_transform_fails_its_record_and_the_worker_goes_on(db, env, em
     db.execute("CREATE TABLE things (id int PRIMARY KEY)")
     watch(env, "things", "--index", "things", "--transform", "hangs:shape")
     db.execute("INSERT INTO things SELECT generate_series(1, 6)")
-    result = drain(env, extra_env={"TRANSFORM_TIMEOUT": "300"})
+    result = drain(env, extra_env={"TRANSFORM_TIMEOUT": "300"}, rows_fail=True)
     assert "worker_died" not in result.stdout
     assert set(emulator.records("things")) == {"1", "2", "4", "5", "6"}
     assert "TRANSFORM_TIMEOUT=300" in failed_rows(db)["3"]

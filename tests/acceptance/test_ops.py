@@ -424,7 +424,7 @@ def test_healthz_and_metrics(products, env, emulator, start_pool):
     )
     health = json.loads(body)
     assert health["status"] == "unhealthy" and health["backlog"] == 50, health
-    assert any("not moving" in r for r in health["reasons"]), health
+    assert any("not moving" in r or "Algolia unreachable" in r for r in health["reasons"]), health
     text = http_get(port, "/metrics")[1]
     assert (
         prometheus_sample(text, "workerpool_queue_depth", table="products", status="pending")

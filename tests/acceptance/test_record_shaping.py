@@ -122,7 +122,7 @@ def test_a_transform_that_raises_fails_only_its_row(db, env, emulator, tmp_path)
     result = run_cli(env, "watch", "items", "--index", "items", "--transform", "shop_transforms:product")
     assert result.returncode == 0, result.stderr
     db.execute("INSERT INTO items VALUES (1, 'chair', 10.5), (2, 'boom', 1), (3, 'lamp', 2), (4, 'hidden', 3)")
-    drain(env)
+    drain(env, rows_fail=True)  # "boom"
     index = emulator.records("items")
     assert {k: (r["title"], r["cents"]) for k, r in index.items()} == {"1": ("CHAIR", 1050), "3": ("LAMP", 200)}
     assert index["1"]["objectID"] == "1"

@@ -169,12 +169,28 @@ def test_throttling_and_outages_lose_nothing_and_spend_no_retry_on_429(items, en
     )
     assert pool.lines("throttled")
 
-    # Then Algolia fails for longer than the retries last: rows end failed with the error.
+    # Then Algolia fails for longer than the retries would last: an outage is not the records' fault,
+    # so they wait, spending no attempt, with the outage as their last_error, and sync once it ends.
     emulator.inject_fault(status=503, seconds=600, writes_only=True)
     db.execute("UPDATE items SET name = name || '!' WHERE id <= 40")
-    wait_until(lambda: queue_counts(db).get("failed") == 40, timeout=60, message="rows to fail after MAX_RETRIES")
+
+    def waiting() -> set[str]:
+        rows = db.execute("SELECT last_error, attempts FROM algolia_sync_queue WHERE status <> 'failed'").fetchall()
+        return {e for e, attempts in rows if e and attempts == 0} if len(rows) == 40 else set()
+
+    errors = wait_until(waiting, timeout=60, message="the rows to wait out the outage, unspent")
+    assert all(e.startswith("algolia unreachable: ") for e in errors), errors
+    time.sleep(2)  # longer than MAX_RETRIES backoffs of RETRY_BACKOFF_MAX: nothing fails
+    assert "failed" not in queue_counts(db)
+    emulator.clear_faults()
+    wait_until(lambda: not queue_counts(db), timeout=60, message="the rows to sync after the outage")
+
+    # Algolia rejecting the records themselves (a 400 on each request, down to single records) fails them.
+    emulator.inject_fault(status=400, seconds=600, writes_only=True)
+    db.execute("UPDATE items SET name = name || '?' WHERE id <= 40")
+    wait_until(lambda: queue_counts(db).get("failed") == 40, timeout=60, message="the rejected rows to fail")
     errors = {r[0] for r in db.execute("SELECT last_error FROM algolia_sync_queue WHERE status = 'failed'")}
-    assert all("unreachable" in e or "503" in e for e in errors), errors
+    assert all(e.startswith("algolia 400") for e in errors), errors
     emulator.clear_faults()
     emulator.inject_fault(drop=True, count=2)
     result = run_cli({**env, **extra}, "retry-failed", "--table", "items")
@@ -227,7 +243,7 @@ def test_oversized_records_fail_alone_and_the_rest_sync(items, env, emulator, pr
         "CASE WHEN g IN (17, 500, 999) THEN repeat('x', 20000) ELSE 'small' END FROM generate_series(1, 1000) g"
     )
     limit = "10000" if precheck else "0"
-    drain(env, "--batch-size", "1000", extra_env={"MAX_RECORD_BYTES": limit})
+    drain(env, "--batch-size", "1000", extra_env={"MAX_RECORD_BYTES": limit}, rows_fail=True)
     failed = db.execute(
         "SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed' ORDER BY id"
     ).fetchall()

@@ -1,4 +1,4 @@
-"""config.dsn_passwords and redact_dsn: every password form a DSN can carry is found and hidden.
+"""redaction.dsn_passwords and redact_dsn: every password form a DSN can carry is found and hidden.
 libpq's own parser (psycopg.conninfo, no server involved) is the oracle for what the password is."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from workerpool.config import dsn_passwords, redact_dsn
+from workerpool.redaction import dsn_passwords, redact_dsn
 
 passwords = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="*", exclude_categories=("Cs", "Cc")),

@@ -70,6 +70,11 @@ class AlgoliaService:
         self._dispatcher: Dispatcher | None = None
         self._lock = threading.Lock()
 
+    @property
+    def building(self) -> tuple[SyncItem, float] | None:
+        """The row whose record `read` is building now, and since when (time.monotonic()), or None."""
+        return self._reader.shaper.building
+
     def close(self) -> None:
         """Close the HTTP transport (the DatabaseService is closed separately)."""
         if self._dispatcher is not None:

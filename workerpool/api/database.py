@@ -178,7 +178,9 @@ class DatabaseService:
             return 0
         if result._unwritten is None:
             o = result.outcome
-            result._unwritten = Outcome(list(o.done), list(o.failed), list(o.retry), list(o.unsent))
+            result._unwritten = Outcome(
+                list(o.done), list(o.failed), list(o.retry), list(o.unsent), o.unsent_error, o.unsent_delay_ms, o.outage
+            )
         left = result._unwritten
         rows = len(left.done) + len(left.failed) + len(left.retry) + len(left.unsent)
         with self._pool.connection() as conn:

@@ -110,7 +110,7 @@ def item_results(outcome: Outcome) -> dict[int, SyncResult]:
     for r, error in outcome.retry:
         by_id[r.id] = SyncResult(r.id, r.table_name, r.record_id, "retry", error=error)
     for r in outcome.unsent:
-        by_id[r.id] = SyncResult(r.id, r.table_name, r.record_id, "unsent", error="released unsent")
+        by_id[r.id] = SyncResult(r.id, r.table_name, r.record_id, "unsent", error=outcome.unsent_error)
     return by_id
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from workerpool import config
+from workerpool import config, redaction
 from workerpool.config import ConfigError
 
 
@@ -22,12 +22,12 @@ def fail(args: argparse.Namespace, message: str, code: int) -> int:
 
 def _known_secrets(args: argparse.Namespace) -> list[str]:
     """The secrets to scrub from an error line, even when the configuration itself is invalid."""
-    found = config.dsn_passwords(getattr(args, "database_url", None) or "") + config.environment_secrets()
+    found = redaction.dsn_passwords(getattr(args, "database_url", None) or "") + redaction.environment_secrets()
     try:
         return found + config.load().secrets()
     except ConfigError:
         return (
             found
             + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), os.environ.get("DASHBOARD_TOKEN", "").strip()) if s]
-            + config.dsn_passwords(os.environ.get("DATABASE_URL", ""))
+            + redaction.dsn_passwords(os.environ.get("DATABASE_URL", ""))
         )

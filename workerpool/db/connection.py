@@ -8,13 +8,9 @@ import psycopg
 import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
-from workerpool.config import (
-    ConfigError,
-    dsn_passwords,
-    environment_secrets,
-    redact_dsn,
-)
+from workerpool.config import ConfigError
 from workerpool.db import pgtypes
+from workerpool.redaction import dsn_passwords, environment_secrets, redact_dsn
 
 APPLICATION_NAME = "workerpool"
 

@@ -172,6 +172,8 @@ class Queries:
     current_role_info: str
     grant_select: str
     resolve_relation_name: str
+    failed_since: str
+    local_statement_timeout: str
     # the demo
     demo_reset_schema: str
     demo_catalog: str

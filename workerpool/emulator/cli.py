@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from workerpool import config, logs
+from workerpool import config, logs, redaction
 from workerpool.config import EXIT_CONFIG_ERROR, ConfigError
 from workerpool.emulator.common import DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_MAX_RECORD_BYTES, DEFAULT_PORT
 
@@ -157,7 +157,7 @@ def _scrub(message: str, api_key: str | None) -> str:
     message = " ".join(message.split())
     environ = os.environ
     secrets = [api_key or "", environ.get("ALGOLIA_ADMIN_KEY", ""), environ.get("DASHBOARD_TOKEN", "").strip()]
-    secrets += config.dsn_passwords(environ.get("DATABASE_URL", "")) + config.environment_secrets()
+    secrets += redaction.dsn_passwords(environ.get("DATABASE_URL", "")) + redaction.environment_secrets()
     for secret in secrets:
         if len(secret) >= 3:  # as logs.SecretFilter: a one-letter secret would blank the message
             message = message.replace(secret, "***")

@@ -1,4 +1,5 @@
-"""Fault injection for ``/1/`` requests: HTTP errors, dropped connections, added latency, and a
+"""Fault injection for ``/1/`` requests: HTTP errors, dropped connections, added latency, answers
+that are not Algolia's (a proxy's 200 page), answers that trickle a byte at a time or are huge, and a
 round trip (± jitter) that every answer waits, as from a far Algolia region."""
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ from workerpool.emulator.common import is_number
 class Fault:
     """One queued fault; ``remaining``/``deadline`` of None mean unlimited."""
 
-    __slots__ = ("deadline", "drop", "latency_ms", "remaining", "retry_after", "status", "writes_only")
+    __slots__ = (
+        "answer",
+        "deadline",
+        "drop",
+        "huge_bytes",
+        "latency_ms",
+        "remaining",
+        "retry_after",
+        "status",
+        "trickle_bytes",
+        "trickle_interval_ms",
+        "writes_only",
+    )
 
     def __init__(
         self,
@@ -25,6 +38,10 @@ class Fault:
         remaining: int | None,
         deadline: float | None,
         writes_only: bool,
+        answer: str | None = None,
+        trickle_bytes: int = 0,
+        trickle_interval_ms: float = 0.0,
+        huge_bytes: int = 0,
     ) -> None:
         self.status = status
         self.retry_after = retry_after
@@ -33,6 +50,20 @@ class Fault:
         self.remaining = remaining
         self.deadline = deadline
         self.writes_only = writes_only
+        self.answer = answer
+        self.trickle_bytes = trickle_bytes
+        self.trickle_interval_ms = trickle_interval_ms
+        self.huge_bytes = huge_bytes
+
+    @property
+    def answers(self) -> bool:
+        """Whether this fault answers the request itself (rather than only delaying it)."""
+        return (
+            self.status is not None
+            or self.drop
+            or self.answer is not None
+            or bool(self.trickle_bytes or self.huge_bytes)
+        )
 
     def describe(self) -> dict[str, Any]:
         """The fault as ``GET /_emulator/faults`` lists it (what is left of its count and seconds)."""
@@ -45,6 +76,12 @@ class Fault:
             out["drop"] = True
         if self.latency_ms:
             out["latency_ms"] = self.latency_ms
+        if self.answer is not None:
+            out["answer"] = self.answer
+        if self.trickle_bytes:
+            out.update(trickle_bytes=self.trickle_bytes, trickle_interval_ms=self.trickle_interval_ms)
+        if self.huge_bytes:
+            out["huge_bytes"] = self.huge_bytes
         if self.remaining is not None:
             out["count"] = self.remaining
         if self.deadline is not None:
@@ -61,12 +98,29 @@ def build_fault(
     drop: bool = False,
     latency_ms: float | None = None,
     writes_only: bool = False,
+    answer: str | None = None,
+    trickle_bytes: int | None = None,
+    trickle_interval_ms: float | None = None,
+    huge_bytes: int | None = None,
 ) -> Fault:
-    """A validated fault (see ``EmulatorState.inject_fault``); ValueError if it makes no sense."""
-    if status is None and not drop and not latency_ms:
-        raise ValueError("a fault needs one of: status, drop, latency_ms")
-    if status is not None and drop:
-        raise ValueError("a fault cannot both answer a status and drop the connection")
+    """A validated fault (see ``EmulatorState.inject_fault``); ValueError if it makes no sense.
+
+    Besides a status, a drop or latency: `answer` answers 200 with that text (a proxy's page, a wrong
+    host); `trickle_bytes` answers 200 with that many bytes, one every `trickle_interval_ms`;
+    `huge_bytes` answers 200 with a body of that many bytes.
+    """
+    kinds = [status is not None, bool(drop), answer is not None, bool(trickle_bytes), bool(huge_bytes)]
+    if not any(kinds) and not latency_ms:
+        raise ValueError("a fault needs one of: status, drop, latency_ms, answer, trickle_bytes, huge_bytes")
+    if sum(kinds) > 1:
+        raise ValueError("a fault answers one way: status, drop, answer, trickle_bytes or huge_bytes")
+    for name, value in (("trickle_bytes", trickle_bytes), ("huge_bytes", huge_bytes)):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if trickle_interval_ms is not None and not (is_number(trickle_interval_ms) and trickle_interval_ms >= 0):
+        raise ValueError(f"trickle_interval_ms must be a non-negative number, got {trickle_interval_ms!r}")
+    if answer is not None and not isinstance(answer, str):
+        raise ValueError(f"answer must be a string, got {answer!r}")
     if status is not None and not (type(status) is int and 400 <= status <= 599):
         raise ValueError(f"status must be an HTTP error code (400-599), got {status!r}")
     if count is not None and (type(count) is not int or count < 1):
@@ -85,6 +139,10 @@ def build_fault(
         count,
         None if seconds is None else time.monotonic() + seconds,
         bool(writes_only),
+        answer,
+        trickle_bytes or 0,
+        float(trickle_interval_ms or 0),
+        huge_bytes or 0,
     )
 
 
@@ -177,7 +235,7 @@ class Faults:
                 delay += fault.latency_ms / 1000.0
                 if fault.remaining is not None:
                     fault.remaining -= 1
-                if fault.status is not None or fault.drop:
+                if fault.answers:
                     chosen = fault
             self._queue = [f for f in self._queue if f.remaining != 0]
         return delay, chosen

@@ -26,6 +26,7 @@ from workerpool.emulator.common import (
     ApiError,
     Record,
 )
+from workerpool.emulator.faults import Fault
 from workerpool.emulator.hooks import answer as answer_hook
 from workerpool.emulator.state import EmulatorState
 
@@ -133,6 +134,27 @@ class _Handler(BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(status, len(payload))
 
+    def _send_not_algolia(self, fault: Fault) -> None:
+        """A 200 that is not Algolia's answer: a fixed text, a trickle, or a huge body (streamed, never
+        held whole in memory)."""
+        size = len(fault.answer.encode()) if fault.answer is not None else fault.trickle_bytes or fault.huge_bytes
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        self.close_connection = True
+        self.wfile.write(head.encode("latin-1"))
+        if fault.answer is not None:
+            self.wfile.write(fault.answer.encode())
+        elif fault.trickle_bytes:
+            for _ in range(fault.trickle_bytes):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(fault.trickle_interval_ms / 1000)
+        else:
+            block = b" " * (1 << 20)
+            left = fault.huge_bytes
+            while left > 0:
+                self.wfile.write(block[: min(left, len(block))])
+                left -= len(block)
+
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, orjson.dumps(obj), headers)
 
@@ -174,6 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.drop:
                 state.count_rejected("dropped")
                 self.close_connection = True  # no response at all: the socket just closes
+                return
+            if fault.status is None:
+                state.count_rejected("not_algolia")
+                self._send_not_algolia(fault)
                 return
             status = fault.status or 500  # a fault that does not drop has a status (build_fault)
             state.count_rejected(status)
@@ -274,12 +300,17 @@ class Emulator:
         drop: bool = False,
         latency_ms: float | None = None,
         writes_only: bool = False,
+        answer: str | None = None,
+        trickle_bytes: int | None = None,
+        trickle_interval_ms: float | None = None,
+        huge_bytes: int | None = None,
     ) -> None:
         """Queue a fault for ``/1/`` requests (as ``POST /_emulator/faults``): an HTTP error ``status``
         (with ``Retry-After`` for 429), a dropped connection (``drop``) or added latency (``latency_ms``,
-        which may also delay a status/drop fault). It lasts ``count`` requests and/or ``seconds``,
-        whichever runs out first; with neither, until ``clear_faults``. ``writes_only`` spares reads.
-        ValueError if the fault makes no sense."""
+        which may also delay a status/drop fault), or a 200 that is not Algolia's answer: the text
+        ``answer``, ``trickle_bytes`` bytes one every ``trickle_interval_ms``, or ``huge_bytes`` bytes.
+        It lasts ``count`` requests and/or ``seconds``, whichever runs out first; with neither, until
+        ``clear_faults``. ``writes_only`` spares reads. ValueError if the fault makes no sense."""
         self.state.inject_faults(
             [
                 {
@@ -290,6 +321,10 @@ class Emulator:
                     "drop": drop,
                     "latency_ms": latency_ms,
                     "writes_only": writes_only,
+                    "answer": answer,
+                    "trickle_bytes": trickle_bytes,
+                    "trickle_interval_ms": trickle_interval_ms,
+                    "huge_bytes": huge_bytes,
                 }
             ]
         )

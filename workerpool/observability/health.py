@@ -158,6 +158,15 @@ class HealthServer:
                 "Algolia refuses ALGOLIA_APP_ID/ALGOLIA_ADMIN_KEY (401/403): nothing is sent and rows "
                 "wait, without spending attempts, until the key works again"
             )
+        down_for = metrics.algolia_unreachable_for()
+        limit = self.settings.health_algolia_down_seconds
+        body["algolia_unreachable_s"] = round(down_for, 1) if down_for is not None else None
+        if down_for is not None and down_for > limit:
+            body["algolia"] = "unreachable"
+            reasons.append(
+                f"Algolia unreachable for {down_for:.0f}s (5xx, network errors, timeouts or answers that are not "
+                f"Algolia's; HEALTH_ALGOLIA_DOWN_SECONDS={limit}): rows wait without spending attempts"
+            )
         last_ack = metrics.last_ack_time()
         now = time.time()
         since = now - max(last_ack or 0.0, self.started_wall)

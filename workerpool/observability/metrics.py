@@ -89,6 +89,11 @@ class _Metrics:
         self.restarts = Counter(
             "workerpool_worker_restarts", "Worker processes restarted by the supervisor", registry=None
         )
+        self.worker_timeouts = Counter(
+            "workerpool_worker_timeouts",
+            "Workers the supervisor killed because their claim loop stopped turning for WORKER_TIMEOUT",
+            registry=None,
+        )
         self.auth_failed_at = Gauge(
             "workerpool_algolia_auth_failed_timestamp_seconds",
             "Unix time Algolia last refused the credentials (401/403)",
@@ -99,6 +104,20 @@ class _Metrics:
             "workerpool_algolia_accepted_timestamp_seconds",
             "Unix time Algolia last accepted a request",
             multiprocess_mode="max",
+            registry=None,
+        )
+        self.unreachable_since = Gauge(
+            "workerpool_algolia_unreachable_since_timestamp_seconds",
+            "Unix time Algolia last became unreachable for a worker (5xx, network errors, timeouts or answers "
+            "that are not Algolia's); an outage is going on while it is newer than the last accepted request",
+            multiprocess_mode="max",
+            registry=None,
+        )
+        self.failed_rows = Counter(
+            "workerpool_rows_failed",
+            "Queue rows that went to failed for good, by reason: rejected (Algolia refused the record), "
+            "attempts (out of MAX_RETRIES), error (a record workerpool could not read or build)",
+            ["reason"],
             registry=None,
         )
         self.last_ack = Gauge(
@@ -245,11 +264,41 @@ def auth_failing() -> bool:
     return refused is not None and refused > (_newest("workerpool_algolia_accepted_timestamp_seconds") or 0.0)
 
 
+def record_unreachable() -> None:
+    """Algolia became unreachable for this worker (the first failure of an outage)."""
+    m = _metrics()
+    if m is not None:
+        m.unreachable_since.set(time.time())
+
+
+def algolia_unreachable_for() -> float | None:
+    """Seconds this supervisor's workers have found Algolia unreachable, with no request accepted
+    since; None when Algolia's last word was an acceptance (or there was none)."""
+    since = _newest("workerpool_algolia_unreachable_since_timestamp_seconds")
+    if since is None or since <= (_newest("workerpool_algolia_accepted_timestamp_seconds") or 0.0):
+        return None
+    return max(0.0, time.time() - since)
+
+
+def record_rows_failed(reason: str, n: int) -> None:
+    """`n` queue rows went to failed for good (reason: rejected, attempts or error)."""
+    m = _metrics()
+    if m is not None and n:
+        m.failed_rows.labels(reason).inc(n)
+
+
 def record_auth_error() -> None:
     """Algolia answered 401 or 403: the credentials are wrong, revoked or lack an ACL."""
     m = _metrics()
     if m is not None:
         m.auth_errors.inc()
+
+
+def record_worker_timeout() -> None:
+    """The supervisor killed a worker whose loop stopped (WORKER_TIMEOUT)."""
+    m = _metrics()
+    if m is not None:
+        m.worker_timeouts.inc()
 
 
 def record_restart() -> None:

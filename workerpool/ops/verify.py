@@ -275,7 +275,7 @@ def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, repo
     try:
         for keys in _drifted(conn, "impossible"):
             sender = sender or Sender(settings)
-            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in keys))
+            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in keys), len(keys))
             report.repaired_deleted += len(keys)
     finally:
         if sender is not None:

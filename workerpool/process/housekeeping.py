@@ -9,6 +9,7 @@ import os
 import psycopg
 
 from workerpool.config import Settings
+from workerpool.db.queries import Q
 from workerpool.logs import host_name
 from workerpool.process.retention import Retention
 from workerpool.runtime import queue
@@ -16,6 +17,7 @@ from workerpool.runtime import queue
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 5.0
+RECOVERY_TIMEOUT_MS = 10_000
 
 
 class Housekeeping:
@@ -38,14 +40,28 @@ class Housekeeping:
             queue.heartbeat(conn, self.worker_id, host_name(), os.getpid(), batches, records)
             self._next_heartbeat = now + HEARTBEAT_EVERY_S
         if now >= self._next_recovery:
-            n = queue.recover_expired(conn, self.settings.max_retries)
-            if n:
-                log.warning(
-                    "expired claims recovered", extra={"action": "leases_recovered", "worker": self.number, "rows": n}
-                )
+            self._recover(conn)
             self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
         if not stopping and self._retention.due(now):
             self._retention.step(conn, now)
+
+    def _recover(self, conn: psycopg.Connection) -> None:
+        """Return expired claims, under RECOVERY_TIMEOUT_MS: the worker's settled batches wait while it
+        runs, so a recovery that takes longer (a plan gone wrong) gives way and runs again later."""
+        try:
+            with conn.transaction():
+                conn.execute(Q.local_statement_timeout, (f"{RECOVERY_TIMEOUT_MS}ms",))
+                n = queue.recover_expired(conn, self.settings.max_retries)
+        except psycopg.errors.QueryCanceled:
+            log.warning(
+                f"recovering expired claims took over {RECOVERY_TIMEOUT_MS} ms; trying again later",
+                extra={"action": "recovery_timeout", "worker": self.number},
+            )
+            return
+        if n:
+            log.warning(
+                "expired claims recovered", extra={"action": "leases_recovered", "worker": self.number, "rows": n}
+            )
 
     def forget(self, conn: psycopg.Connection) -> None:
         """This worker's heartbeat row goes when it stops."""

@@ -12,6 +12,7 @@ after useful work (an OOM kill, an operator's `kill -9`) is restarted with backo
 
 from __future__ import annotations
 
+import datetime
 import errno
 import logging
 import os
@@ -28,7 +29,7 @@ from setproctitle import setproctitle
 
 from workerpool.config import Settings
 from workerpool.observability import health, metrics
-from workerpool.process import liveness
+from workerpool.process import drain, liveness
 from workerpool.process.worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Child:
     number: int
     started: float
     slot: liveness.Slot
+    timed_out: bool = False  # killed for a silent heartbeat (WORKER_TIMEOUT)
 
 
 class Supervisor:
@@ -70,6 +72,7 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.exit_code = EXIT_OK
+        self.started_at: datetime.datetime | None = None  # the database's clock, for `--drain`
         self.crashes: deque[float] = deque()  # deaths before getting into service: RESTART_LIMIT counts these
         self.deaths: deque[float] = deque()  # every death, in service or not: the restart backoff grows with these
         self.boot_failures = 0
@@ -141,6 +144,8 @@ class Supervisor:
         """Run until stopped; returns the exit code for the process."""
         # The title replaces argv in `ps`: a --database-url with a password never shows there.
         setproctitle(f"workerpool: supervisor (workers={self.target})")
+        if self.drain:
+            self.started_at = drain.database_now(self.settings)
         self._install_signals()
         self._health = health.start(self.settings)  # None unless HEALTH_PORT is set; before the first fork
         self._publish()
@@ -163,8 +168,10 @@ class Supervisor:
                     self._begin_stop("give_up")
                     continue
                 elif self.drain and len(self.finished) >= self.target and not self.children:
+                    self.exit_code = drain.exit_code(self.settings, self.started_at)
                     break
                 else:
+                    self._kill_silent()
                     self._manage_workers()
                 self._publish()
                 self._sleep(1.0)
@@ -320,6 +327,28 @@ class Supervisor:
             "restarting worker",
             extra={"action": "worker_restart_scheduled", "worker": child.number, "delay_s": round(delay, 2)},
         )
+
+    def _kill_silent(self) -> None:
+        """Kill a worker whose claim loop has not turned for WORKER_TIMEOUT (a transform that will not
+        return, a call that never ends): its claims return by lease, and it is replaced like any
+        worker that died in service (gunicorn's worker timeout)."""
+        limit = self.settings.worker_timeout / 1000.0
+        for child in list(self.children.values()):
+            silent = child.slot.silent_for
+            if silent > limit and not child.timed_out:
+                child.timed_out = True
+                metrics.record_worker_timeout()
+                log.error(
+                    f"worker {child.number} has not turned its loop for {silent:.0f}s "
+                    f"(WORKER_TIMEOUT={self.settings.worker_timeout} ms); killing it, its claims return by lease",
+                    extra={
+                        "action": "worker_timed_out",
+                        "worker": child.number,
+                        "worker_pid": child.pid,
+                        "silent_s": round(silent, 1),
+                    },
+                )
+                self._kill(child.pid, signal.SIGKILL)
 
     def _kill_stragglers(self) -> None:
         for child in list(self.children.values()):

@@ -13,6 +13,7 @@ from psycopg import sql
 from workerpool.db.connection import DatabaseUnavailable, connect
 from workerpool.db.queries import NOTIFY_CHANNEL, Q
 from workerpool.logs import one_line
+from workerpool.process import liveness
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,11 @@ class Listener:
 
     def wait(self, seconds: float, interrupted: Callable[[], bool], sleep: Callable[[float], None]) -> bool:
         """Wait up to `seconds` for a NOTIFY; True when one arrived. `interrupted` ends the wait early
-        (a stop request); `sleep` is the caller's interruptible sleep, used while the connection is down."""
+        (a stop request); `sleep` is the caller's interruptible sleep, used while the connection is down.
+        The worker's loop waits here: its heartbeat goes on meanwhile."""
         deadline = time.monotonic() + seconds
         while not interrupted():
+            liveness.beat()
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

@@ -14,9 +14,10 @@ import gc
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -33,6 +34,7 @@ from workerpool.process import liveness
 from workerpool.process.housekeeping import Housekeeping
 from workerpool.process.pending import PendingAcks
 from workerpool.process.wakeup import Listener
+from workerpool.process.watchdog import start_watchdog
 from workerpool.runtime.queue import Batch
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Worker:
         self._sender_thread = ThreadPoolExecutor(max_workers=settings.requests_in_flight, thread_name_prefix="sender")
         self._db_failures = 0
         self._housekeeping = Housekeeping(settings, number, self.worker_id)
+        self._reading: Batch | None = None  # the claim whose records the main thread is building
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Worker:
         )
         try:
             while not self.stopping:
+                liveness.beat()
                 if self._parent_gone():
                     log.warning("supervisor is gone; exiting", extra={"action": "parent_gone", "worker": self.number})
                     break
@@ -164,6 +168,8 @@ class Worker:
             self._db, self.settings, wait=self._sleep, out_of_time=self._shutdown_budget_spent, worker=self.number
         )
         collect_less()
+        if self.settings.transform_timeout:
+            start_watchdog(self.settings, self.number, self.pool, lambda: (self.algolia.building, self._reading))
 
     def _shutdown(self) -> None:
         self._sender_thread.shutdown(wait=True)
@@ -244,7 +250,9 @@ class Worker:
             self._finish_in_flight()
             return False
         started = time.monotonic()
+        self._reading = batch  # for the watchdog (process/watchdog.py)
         result = self.algolia.read(batch)  # on the main thread: transforms run under TRANSFORM_TIMEOUT
+        self._reading = None
         if result.database_error is not None:  # reading the rows failed: every row retries, nothing to send
             self._database_trouble(result.database_error)
             self._finish(result, started)
@@ -289,6 +297,9 @@ class Worker:
 
     def _settle(self, result: BatchResult, started: float, future: Future[BatchResult]) -> None:
         """Wait for one batch's HTTP part, then write its outcome."""
+        while not future.done():  # each request is bounded (ALGOLIA_REQUEST_DEADLINE): the loop beats meanwhile
+            liveness.beat()
+            wait([future], timeout=1.0)
         try:
             future.result()
         except psycopg.Error as exc:  # extending the lease failed: the rows come back by lease expiry
@@ -313,7 +324,7 @@ class Worker:
         metrics.record_batch(
             synced=((i.index, i.action, i.row.created_at) for i in outcome.done),
             failed=(index_of(r.table_name) for r, _ in outcome.failed),
-            retried=(index_of(r.table_name) for r, _ in outcome.retry),
+            retried=(index_of(r.table_name) for r in outcome.retried_rows()),
             duration_s=time.monotonic() - started,
             batch_limit=self.batch_limit,
         )
@@ -377,9 +388,11 @@ class Worker:
             self._next_spill = 0.0  # the change that woke us is in the inbox
 
     def _sleep(self, seconds: float) -> None:
-        """A sleep that a stop request cuts short."""
-        end = time.monotonic() + seconds
+        """A sleep that a stop request cuts short; on the main thread, the loop's heartbeat goes on."""
+        main, end = threading.current_thread() is threading.main_thread(), time.monotonic() + seconds
         while not self.stopping and not self._parent_gone():
+            if main:
+                liveness.beat()
             left = end - time.monotonic()
             if left <= 0:
                 return

@@ -6,12 +6,17 @@ part twice (the worker keeps outcomes while the database is away: `process/pendi
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 
 from workerpool.config import Settings
+from workerpool.observability import metrics
 from workerpool.runtime import queue
-from workerpool.runtime.queue import Batch
+from workerpool.runtime.queue import Batch, SyncItem
 from workerpool.runtime.shaping import Outcome
+
+log = logging.getLogger(__name__)
 
 
 def write_outcome(
@@ -33,11 +38,35 @@ def write_outcome(
             held = queue.ack(conn, token, outcome.done)
         elif part == "failed":
             held = queue.fail(conn, token, outcome.failed, s.max_retries)
+            for row, error in outcome.failed:
+                _failed(row, "rejected" if error.startswith("algolia ") else "error", error)
         elif part == "retry":
             held = queue.retry(conn, token, outcome.retry, s.max_retries, s.retry_backoff, s.retry_backoff_max)
+            for row, error in outcome.retry:
+                if row.attempts >= s.max_retries:
+                    _failed(row, "attempts", f"{row.attempts} attempts (MAX_RETRIES={s.max_retries}), last: {error}")
         else:
-            held = queue.give_back(conn, token, outcome.unsent, s.max_retries)
+            held = queue.give_back(
+                conn, token, outcome.unsent, s.max_retries, outcome.unsent_error, outcome.unsent_delay_ms
+            )
         setattr(outcome, part, [])
         if held < len(rows):
             lost.append((part, len(rows), held))
     return lost
+
+
+def _failed(row: SyncItem, reason: str, error: str) -> None:
+    """One log line and a count per row that goes to failed for good: it waits for `retry-failed`."""
+    metrics.record_rows_failed(reason, 1)
+    log.warning(
+        "row failed",
+        extra={
+            "action": "row_failed",
+            "table": row.table_name,
+            "record_id": row.record_id,
+            "queue_id": row.id,
+            "attempts": row.attempts,
+            "reason": reason,
+            "error": error,
+        },
+    )

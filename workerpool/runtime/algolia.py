@@ -10,6 +10,7 @@ response hook keeps the `Retry-After` header that the client's exception would o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -89,6 +90,52 @@ def make_client(settings: Settings) -> SearchClientSync:
     return SearchClientSync.create_with_config(config)
 
 
+class AnswerCutOff(Exception):
+    """An answer that took longer than ALGOLIA_REQUEST_DEADLINE or grew past ALGOLIA_MAX_ANSWER_BYTES."""
+
+
+class BoundedSession(requests.Session):
+    """A session that reads every answer under a deadline and a size cap.
+
+    requests' timeout applies per socket read: an answer that trickles a byte at a time never trips
+    it, and a huge one is read whole into memory. This session streams the body itself, one socket
+    read at a time (`read1`), and gives up (AnswerCutOff, the connection discarded) once the request
+    has taken `deadline_s` (checked after each read, so at most one read timeout later) or the answer
+    passes `max_bytes`.
+    """
+
+    def __init__(self, deadline_s: float, max_bytes: int) -> None:
+        super().__init__()
+        self.deadline_s = deadline_s
+        self.max_bytes = max_bytes
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        started = time.monotonic()
+        kwargs["stream"] = True
+        response = super().send(request, **kwargs)
+        chunks, size = [], 0
+        try:
+            while True:
+                chunk = response.raw.read1(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise AnswerCutOff(f"an answer of more than {self.max_bytes} bytes (ALGOLIA_MAX_ANSWER_BYTES)")
+                if time.monotonic() - started > self.deadline_s:
+                    raise AnswerCutOff(
+                        f"an answer still arriving after {self.deadline_s:g}s (ALGOLIA_REQUEST_DEADLINE)"
+                    )
+                chunks.append(chunk)
+        except BaseException:
+            response.close()  # not consumed: the connection is closed, not reused
+            raise
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+        response.close()  # consumed: the connection goes back to the pool
+        return response
+
+
 class Sender:
     """Sends pre-serialized multipleBatch bodies. One per worker process (created after fork)."""
 
@@ -97,7 +144,7 @@ class Sender:
         self._config.set_default_hosts()
         self._transporter = TransporterSync(self._config)
         self._local = threading.local()
-        session = requests.Session()
+        session = BoundedSession(settings.algolia_request_deadline / 1000, settings.algolia_max_answer_bytes)
         session.mount("https://", HTTPAdapter(max_retries=Retry(connect=0)))
         session.hooks["response"].append(self._remember)
         self._transporter._session = session  # the transport creates one lazily; we give it ours
@@ -114,11 +161,17 @@ class Sender:
             for host in hosts:
                 host.reset()
 
-    def send_batch(self, body: bytes) -> dict[str, Any]:
-        """POST /1/indexes/*/batch with an already serialized body; raises AlgoliaError. Counted in
+    def send_batch(self, body: bytes, count: int | None = None) -> dict[str, Any]:
+        """POST /1/indexes/*/batch with an already serialized body of `count` operations; raises
+        AlgoliaError, also for a 2xx that is not Algolia's answer to it (a proxy's page, a wrong
+        host): only a `taskID` per index and an `objectIDs` entry per operation, as the API's
+        multipleBatchResponse has them, acknowledges anything. Counted in
         `workerpool_algolia_requests_total` by outcome, so that requests per record can be computed."""
         try:
             answer = self._request("/1/indexes/*/batch", body)
+            problem = _not_a_batch_answer(answer, count)
+            if problem:
+                raise AlgoliaError(f"a 2xx answer that is not Algolia's: {problem}")
         except AlgoliaError as exc:
             metrics.record_request("throttled" if exc.throttled else "failed")
             raise
@@ -142,14 +195,40 @@ class Sender:
             raise AlgoliaError("Algolia hosts unreachable (timeouts, network errors or 5xx on every host)") from None
         except requests.RequestException as exc:
             raise AlgoliaError(f"network error: {type(exc).__name__}: {exc}") from None
+        except AnswerCutOff as exc:
+            raise AlgoliaError(f"cut off {exc}") from None
+        except ValueError:
+            # The transport parses an error's body for its message: this one was not Algolia's JSON.
+            raise AlgoliaError("an error answer that is not Algolia's (its body is not JSON)") from None
         try:
-            answer: dict[str, Any] = orjson.loads(response.raw_data or "{}")
+            answer = orjson.loads(response.raw_data or "")
         except orjson.JSONDecodeError:
-            return {}
+            raise AlgoliaError(f"a 2xx answer that is not Algolia's: not JSON ({_start(response.raw_data)})") from None
+        if not isinstance(answer, dict):
+            raise AlgoliaError(f"a 2xx answer that is not Algolia's: not an object ({_start(response.raw_data)})")
         return answer
 
     def close(self) -> None:
         self._transporter.close()
+
+
+def _not_a_batch_answer(answer: dict[str, Any], count: int | None) -> str | None:
+    """What makes `answer` other than a multipleBatchResponse for `count` operations, or None."""
+    tasks, oids = answer.get("taskID"), answer.get("objectIDs")
+    if not isinstance(tasks, dict) or not tasks or not all(type(t) is int for t in tasks.values()):
+        return f"no taskID per index ({_start(orjson.dumps(answer).decode())})"
+    if not isinstance(oids, list) or not all(isinstance(o, str) for o in oids):
+        return "no objectIDs list"
+    if count is not None and len(oids) != count:
+        return f"{len(oids)} objectIDs for {count} operations"
+    return None
+
+
+def _start(text: str | bytes | None) -> str:
+    """The first characters of an answer, on one line, for an error message."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return " ".join((text or "").split())[:80] or "empty"
 
 
 def _parse_retry_after(raw: str | None) -> float:

@@ -4,8 +4,9 @@ Algolia's answer means for each row.
 Sent records are done; records Algolia rejects as wrong fail alone (`sending.send_splitting`);
 a 429 halves the worker's claim size (`claim_size.ClaimSize`) and gives the rest back unspent; a
 refused key gives everything back unspent and waits (a rotated key starts working without a
-restart); other errors retry with backoff. Before each request the caller's `ensure_lease`
-refuses to send under a lease that is gone.
+restart); an outage of Algolia (5xx, network errors, timeouts, answers that are not Algolia's)
+gives the rest back unspent, due after a backoff that grows with the outage. Before each request
+the caller's `ensure_lease` refuses to send under a lease that is gone.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from workerpool.observability import metrics
 from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.claim_size import ClaimSize
-from workerpool.runtime.queue import Batch, SyncItem
+from workerpool.runtime.queue import Batch, SyncItem, compute_backoff
 from workerpool.runtime.sending import by_request_size, send_splitting
 from workerpool.runtime.shaping import Item, Outcome
 
 log = logging.getLogger(__name__)
 
 AUTH_RETRY_MAX_S = 30.0  # while Algolia refuses the key: the longest wait before trying it again
+OUTAGE_PAUSE_MAX_S = 5.0  # while Algolia is unreachable: the longest pause before a worker's next request
+OUTAGE_RETRY_MAX_MS = 30_000  # ...and the longest its rows wait: they sync within this of Algolia's return
 
 
 class LeaseLost(Exception):
@@ -69,6 +72,7 @@ class Dispatcher:
         self._out_of_time = out_of_time
         self._sleep = sleep
         self._auth_failures = 0
+        self._outage_failures = 0
 
     def send(self, claim: Batch, items: list[Item], outcome: Outcome) -> None:
         """Send a claim's items; every row ends in one of `outcome`'s lists, unless LeaseLost is raised."""
@@ -90,13 +94,16 @@ class Dispatcher:
                 self._auth_rejected(exc.error)
                 return
             except AlgoliaError as exc:
-                error = one_line(exc.message)
-                log.warning(
-                    "algolia error",
-                    extra={"action": "algolia_error", "worker": self.number, "status": exc.status, "error": error},
-                )
-                outcome.retry.extend((row, error) for row in _unsettled(chunks[n:], outcome))
+                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                outcome.unsent_error = f"algolia unreachable: {one_line(exc.message)}"
+                outcome.unsent_delay_ms, outcome.outage = self._unreachable(exc), True
                 return
+        if self._outage_failures:
+            log.info(
+                "algolia reachable again",
+                extra={"action": "algolia_reachable", "worker": self.number, "failures": self._outage_failures},
+            )
+            self._outage_failures = 0
         if self._auth_failures:
             self._auth_failures = 0
             log.info(
@@ -118,7 +125,7 @@ class Dispatcher:
 
         def send(part: list[Item]) -> None:
             self._ensure_lease(claim)
-            self.sender.send_batch(records.batch_body(i.body for i in part))
+            self.sender.send_batch(records.batch_body(i.body for i in part), len(part))
             metrics.record_auth(accepted=True)
             outcome.done.extend(part)
 
@@ -146,6 +153,31 @@ class Dispatcher:
             },
         )
         self._sleep(retry_after)
+
+    def _unreachable(self, error: AlgoliaError) -> int:
+        """Algolia failed as a service (5xx, network errors or timeouts on every host, an answer that is
+        not Algolia's): not the records' fault, so their rows go back without spending an attempt,
+        due again after a capped backoff that grows with the outage, however long it lasts. The
+        worker pauses as long (at most OUTAGE_PAUSE_MAX_S) before its next request. Returns the
+        rows' delay in ms."""
+        self._outage_failures += 1
+        if self._outage_failures == 1:
+            metrics.record_unreachable()
+        cap = min(self.settings.retry_backoff_max, OUTAGE_RETRY_MAX_MS)
+        delay = compute_backoff(self._outage_failures, self.settings.retry_backoff, cap)
+        log.warning(
+            "algolia unreachable; rows go back without spending an attempt",
+            extra={
+                "action": "algolia_unreachable",
+                "worker": self.number,
+                "status": error.status,
+                "error": one_line(error.message),
+                "failures": self._outage_failures,
+                "retry_in_ms": delay,
+            },
+        )
+        self._sleep(min(delay / 1000, OUTAGE_PAUSE_MAX_S))
+        return delay
 
     def _auth_rejected(self, error: AlgoliaError) -> None:
         """Algolia refuses the key: say so once, and try again later."""

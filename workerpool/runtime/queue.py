@@ -301,12 +301,20 @@ def retry(
     return _release(conn, token, retries, delays, permanent=False, max_attempts=max_attempts)
 
 
-def give_back(conn: psycopg.Connection, token: uuid.UUID, rows: Sequence[SyncItem], max_attempts: int) -> int:
-    """Give rows back unspent: due at once, their attempt not counted (a stop, a throttle, a refused key
-    is nobody's data at fault); returns how many this token held."""
-    released = [(row, "released unsent") for row in rows]
+def give_back(
+    conn: psycopg.Connection,
+    token: uuid.UUID,
+    rows: Sequence[SyncItem],
+    max_attempts: int,
+    error: str = "released unsent",
+    delay_ms: int = 0,
+) -> int:
+    """Give rows back unspent, their attempt not counted (a stop, a throttle, a refused key, an Algolia
+    outage is nobody's data at fault): due after `delay_ms`, with `error` as last_error; returns how
+    many this token held."""
+    released = [(row, error) for row in rows]
     return _release(
-        conn, token, released, [0] * len(rows), permanent=False, max_attempts=max_attempts, count_attempt=False
+        conn, token, released, [delay_ms] * len(rows), permanent=False, max_attempts=max_attempts, count_attempt=False
     )
 
 

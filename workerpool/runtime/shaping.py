@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,13 @@ class Outcome:
     failed: list[tuple[SyncItem, str]] = field(default_factory=list)  # permanent
     retry: list[tuple[SyncItem, str]] = field(default_factory=list)
     unsent: list[SyncItem] = field(default_factory=list)  # given back without spending an attempt
+    unsent_error: str = "released unsent"  # why: their last_error
+    unsent_delay_ms: int = 0  # due again after this long (an Algolia outage's backoff)
+    outage: bool = False  # the unsent rows wait for Algolia to answer again (counted as retried)
+
+    def retried_rows(self) -> list[SyncItem]:
+        """The rows given back for another try: retries, and the rows an Algolia outage sent back."""
+        return [r for r, _ in self.retry] + (self.unsent if self.outage else [])
 
     def counts(self) -> dict[str, int]:
         """How many rows ended how, by the names the worker's `batch_synced` log line gives them."""
@@ -141,6 +149,9 @@ class Shaper:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._transforms: dict[str, Transform] = {}
+        # The row whose record is being built, and since when (time.monotonic()): a worker's watchdog
+        # reads it to find a transform that will not return.
+        self.building: tuple[SyncItem, float] | None = None
 
     def load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Current:
         """Current rows by key (one query), with one fresh version for the query and the hashes of
@@ -203,11 +214,14 @@ class Shaper:
     def item(self, watched: Watched, index: str, row: SyncItem, current: Current, outcome: Outcome) -> Item | None:
         """One row's action: delete, skip (unchanged), or a versioned write; None when it failed
         (the reason is added to `outcome.failed`)."""
+        self.building = (row, time.monotonic())
         try:
             built = self.serialize(watched, row.record_id, current)
         except Unbuildable as exc:
             outcome.failed.append((row, exc.reason))
             return None
+        finally:
+            self.building = None
         if built is None:
             return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
         record, body = built
@@ -243,7 +257,10 @@ class Shaper:
             )
 
         previous = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, limit)
+        # Raised again every second after the first: a transform that catches it once (a broad
+        # `except BaseException` around a sleep) still ends. One that catches it every time never
+        # returns, and the supervisor replaces the worker after WORKER_TIMEOUT.
+        signal.setitimer(signal.ITIMER_REAL, limit, 1.0)
         try:
             return func(record)
         finally:

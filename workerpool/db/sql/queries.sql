@@ -523,11 +523,12 @@ UPDATE {drift} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s);
 SELECT set_config('statement_timeout', %s, false);
 
 -- name: health_backlog
--- Keys waiting (queue pending rows and inbox keys) and the age of the oldest.
+-- Keys waiting (queue pending rows and inbox keys) and the age of the oldest: due, being processed,
+-- or backing off after a failed attempt or an outage (a last_error, its attempt not spent).
 SELECT sum(n), extract(epoch FROM now() - min(since))::float8
   FROM (SELECT count(*) AS n, min(created_at) AS since FROM algolia_sync_queue
          WHERE status = 'processing'
-            OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0))
+            OR (status = 'pending' AND (next_attempt_at <= now() OR attempts > 0 OR last_error IS NOT NULL))
         UNION ALL
         SELECT sum(keys), min(created_at) FROM algolia_sync_inbox) w;
 
@@ -802,3 +803,11 @@ GRANT SELECT ON TABLE {relation} TO {role};
 -- name: resolve_relation_name
 -- A relation's name as it is called now (quoted and qualified where needed), and its schema.
 SELECT c.oid::regclass::text, c.relnamespace::regnamespace::text FROM pg_class c WHERE c.oid = %s;
+
+-- name: failed_since
+-- Rows that went to failed since a time (`run --drain`'s exit code).
+SELECT count(*) FROM algolia_sync_queue WHERE status = 'failed' AND updated_at >= %s;
+
+-- name: local_statement_timeout
+-- statement_timeout for the rest of this transaction only.
+SELECT set_config('statement_timeout', %s, true);

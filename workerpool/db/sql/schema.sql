@@ -534,7 +534,8 @@ LANGUAGE plpgsql
 SET enable_material = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
-SET search_path FROM CURRENT AS $$
+SET search_path FROM CURRENT
+SET enable_seqscan = off AS $$
 BEGIN
     -- `id = ANY(ARRAY(...))`, not a join with a CTE: the planner cannot size a CTE and would hash
     -- the whole queue table on every claim, making a drain quadratic.
@@ -766,7 +767,8 @@ LANGUAGE plpgsql
 SET enable_material = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
-SET search_path FROM CURRENT AS $$
+SET search_path FROM CURRENT
+SET enable_seqscan = off AS $$
 DECLARE
     changed integer := 0;
     n integer;
@@ -837,10 +839,14 @@ $$;
 CREATE FUNCTION algolia_sync_recover_expired(max_attempts integer) RETURNS integer
 LANGUAGE plpgsql
 -- Per-key checks as index probes whatever the (stale) statistics say; see get_pending_algolia_syncs.
+-- Planned once per session, possibly while the queue was empty (an ANALYZE then says so): without
+-- enable_seqscan = off, a plan made then scanned the whole queue once per expired claim when it held
+-- 100,000 rows (55 s of CPU in one call, while the worker's settled batches waited).
 SET enable_material = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
-SET search_path FROM CURRENT AS $$
+SET search_path FROM CURRENT
+SET enable_seqscan = off AS $$
 DECLARE
     recovered integer := 0;
     n integer;
