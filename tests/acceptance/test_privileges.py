@@ -211,6 +211,11 @@ PLANTS = [
     "CREATE FUNCTION public.array_agg_step(text[], text) RETURNS text[] LANGUAGE plpgsql AS $$ BEGIN "
     "INSERT INTO public.evidence VALUES (current_user, 'array_agg'); RETURN $1 || $2; END $$",
     "CREATE AGGREGATE public.array_agg(text) (SFUNC = public.array_agg_step, STYPE = text[])",
+    # An operator more specific than pg_catalog's polymorphic `anycompatiblearray || anycompatible`,
+    # which the spill (run by the pool) uses.
+    "CREATE FUNCTION public.tid_append(tid[], tid) RETURNS tid[] LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO public.evidence VALUES (current_user, 'tid ||'); RETURN array_append($1, $2); END $$",
+    "CREATE OPERATOR public.|| (LEFTARG = tid[], RIGHTARG = tid, FUNCTION = public.tid_append)",
 ]
 
 

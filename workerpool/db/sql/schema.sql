@@ -839,9 +839,8 @@ $$;
 CREATE FUNCTION algolia_sync_recover_expired(max_attempts integer) RETURNS integer
 LANGUAGE plpgsql
 -- Per-key checks as index probes whatever the (stale) statistics say; see get_pending_algolia_syncs.
--- Planned once per session, possibly while the queue was empty (an ANALYZE then says so): without
--- enable_seqscan = off, a plan made then scanned the whole queue once per expired claim when it held
--- 100,000 rows (55 s of CPU in one call, while the worker's settled batches waited).
+-- Planned once per session, possibly right after an ANALYZE of an empty queue: no statement here may
+-- scan the queue (enable_seqscan = off), and the per-key checks are scalar subqueries (below).
 SET enable_material = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
@@ -860,13 +859,19 @@ BEGIN
 
     -- A key can have several expired claims (its worker died, a later claim of a newer change died
     -- too); one row per key goes back, the newest, so the UPDATE below cannot collide with itself.
+    -- Scalar subqueries, not EXISTS: two EXISTS under an OR may be planned as a hash of every
+    -- pending row built on each call (or, with stale statistics, a scan of them per expired claim);
+    -- a scalar subquery is one index probe per expired claim in any plan.
     DELETE FROM algolia_sync_queue q
      WHERE q.status = 'processing' AND q.locked_until < now()
-       AND (EXISTS (SELECT 1 FROM algolia_sync_queue p
-                     WHERE p.status = 'pending' AND p.table_name = q.table_name AND p.record_id = q.record_id)
-            OR EXISTS (SELECT 1 FROM algolia_sync_queue p
-                        WHERE p.status = 'processing' AND p.table_name = q.table_name
-                          AND p.record_id = q.record_id AND p.locked_until < now() AND p.id > q.id));
+       AND coalesce((SELECT true FROM algolia_sync_queue p
+                      WHERE p.status = 'pending' AND p.table_name = q.table_name AND p.record_id = q.record_id
+                      LIMIT 1),
+                    (SELECT true FROM algolia_sync_queue p
+                      WHERE p.status = 'processing' AND p.table_name = q.table_name
+                        AND p.record_id = q.record_id AND p.locked_until < now() AND p.id > q.id
+                      LIMIT 1),
+                    false);
     GET DIAGNOSTICS n = ROW_COUNT;
     recovered := recovered + n;
 
