@@ -10,6 +10,8 @@ import struct
 import threading
 from typing import Literal
 
+from tests.support.netpartition import pipe
+
 Mode = Literal["pass", "refuse", "reset"]
 
 
@@ -91,19 +93,7 @@ class FaultProxy:
             client.close()
             return
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
 
 def _free_port() -> int:

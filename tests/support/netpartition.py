@@ -62,20 +62,7 @@ class Relay:
                 continue
             self._open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
         self.sock.close()
@@ -150,3 +137,17 @@ class Namespace(Isolated):
         self.heal()
         _ip("netns", "del", self.name, check=False)
         _ip("link", "del", self.host_dev, check=False)  # normally gone with the namespace's end
+
+
+def pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy bytes from `src` to `dst` until either side closes, then shut both down."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -91,6 +91,15 @@ CREATE TABLE algolia_sync_inbox (
         autovacuum_vacuum_cost_delay = 0,
         autovacuum_vacuum_insert_threshold = 1000);
 
+-- The schema workerpool is installed in: where its inbox is (every workerpool function's search_path
+-- names it).
+CREATE FUNCTION algolia_sync_schema() RETURNS name
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $$
+    SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = 'algolia_sync_inbox'::regclass
+$$;
+
 -- The settings under which a key's text is canonical: DateStyle, TimeZone and IntervalStyle pinned
 -- for a date/time key (domains included), so that the objectID depends on the row alone. Returned as
 -- the SET clauses of a CREATE FUNCTION, or '' when the key type's text form does not depend on them.
@@ -127,9 +136,7 @@ RETURNS text
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $create$
 DECLARE
-    -- In workerpool's own schema, found through the inbox (this function's search_path names it).
-    qualified  text := format('%I.%I', (SELECT c.relnamespace::regnamespace::text FROM pg_class c
-                                         WHERE c.oid = 'algolia_sync_inbox'::regclass), fn_name);
+    qualified  text := format('%I.%I', algolia_sync_schema(), fn_name);
     new_cmp    text := 'ROW(n.*)::pg_catalog.text';
     old_cmp    text := 'ROW(o.*)::pg_catalog.text';
     pinned     text;
@@ -1187,8 +1194,7 @@ CREATE FUNCTION algolia_sync_grant_worker(worker regrole) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
-    own name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = 'algolia_sync_inbox'::regclass);
+    own name := algolia_sync_schema();
     rel regclass;
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', own, worker);
@@ -1218,8 +1224,7 @@ CREATE FUNCTION algolia_sync_pin_search_paths() RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
-    own name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = 'algolia_sync_inbox'::regclass);
+    own name := algolia_sync_schema();
     fn  regprocedure;
     n   integer := 0;
 BEGIN

@@ -13,6 +13,15 @@
 -- * Every role that can write a watched table may add keys to the inbox (capture runs as that role).
 -- * Worker roles: algolia_sync_worker_roles and algolia_sync_grant_worker.
 
+-- The schema workerpool is installed in: where its inbox is (every workerpool function's search_path
+-- names it).
+CREATE FUNCTION algolia_sync_schema() RETURNS name
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $$
+    SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = 'algolia_sync_inbox'::regclass
+$$;
+
 CREATE OR REPLACE FUNCTION algolia_sync_capture_name(table_name text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path FROM CURRENT AS $$ SELECT 'algolia_sync_capture_' || left(md5(table_name), 16) $$;
@@ -22,9 +31,7 @@ RETURNS text
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $create$
 DECLARE
-    -- In workerpool's own schema, found through the inbox (this function's search_path names it).
-    qualified  text := format('%I.%I', (SELECT c.relnamespace::regnamespace::text FROM pg_class c
-                                         WHERE c.oid = 'algolia_sync_inbox'::regclass), fn_name);
+    qualified  text := format('%I.%I', algolia_sync_schema(), fn_name);
     new_cmp    text := 'ROW(n.*)::pg_catalog.text';
     old_cmp    text := 'ROW(o.*)::pg_catalog.text';
     pinned     text;
@@ -372,8 +379,7 @@ CREATE FUNCTION algolia_sync_grant_worker(worker regrole) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
-    own name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = 'algolia_sync_inbox'::regclass);
+    own name := algolia_sync_schema();
     rel regclass;
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', own, worker);
@@ -403,8 +409,7 @@ CREATE FUNCTION algolia_sync_pin_search_paths() RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
-    own name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = 'algolia_sync_inbox'::regclass);
+    own name := algolia_sync_schema();
     fn  regprocedure;
     n   integer := 0;
 BEGIN
