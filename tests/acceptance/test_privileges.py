@@ -367,3 +367,16 @@ def test_related_triggers_follow_renames_of_both_tables_and_every_linked_column(
         ("10", "DELETE"),
         ("11", "DELETE"),
     ]
+
+
+def test_a_worker_role_of_any_name_is_set_up_and_granted(db, db_url, env, make_role):
+    name = f'wp "Pool" {uuid.uuid4().hex[:6]};x'
+    migrated = run_cli(env, "migrate", "--worker-role", name)
+    make_role.adopt(name)
+    assert migrated.returncode == 0, migrated.stderr
+    db.execute("CREATE TABLE parts (id int PRIMARY KEY)")
+    db.execute("INSERT INTO parts VALUES (1)")
+    watch(env, "parts", "--index", "parts")
+    with as_role(db_url, name) as conn:
+        assert conn.execute("SELECT count(*) FROM parts").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM algolia_sync_queue").fetchone()[0] == 0

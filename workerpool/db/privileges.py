@@ -107,7 +107,7 @@ def pool_role_warnings(conn: psycopg.Connection, relations: list[int]) -> list[s
     for oid in relations:
         name = one_row(conn.execute(Q.resolve_relation_name, (oid,)))[0]
         workers = conn.execute(Q.worker_roles, (oid,)).fetchall()
-        for role, superuser, owner, _can_read in workers:
+        for role, superuser, owner in workers:
             if superuser:
                 warnings.append(f"worker role {role} is a superuser: the pool should run as a role without it")
             elif owner:

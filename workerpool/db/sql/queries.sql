@@ -782,9 +782,9 @@ SELECT algolia_sync_grant_worker(%s::regrole);
 ALTER ROLE {role} SET search_path = pg_catalog, {schema}, pg_temp;
 
 -- name: worker_roles
--- The worker roles, and whether each is a superuser, owns the relation, or may read it.
-SELECT w.role_name::text, r.rolsuper, pg_has_role(r.oid, c.relowner, 'USAGE'),
-       has_table_privilege(r.oid, c.oid, 'SELECT')
+-- The worker roles (their names as they are, unquoted), and whether each is a superuser or owns the
+-- relation.
+SELECT r.rolname::text, r.rolsuper, pg_has_role(r.oid, c.relowner, 'USAGE')
   FROM algolia_sync_worker_roles w
   JOIN pg_roles r ON r.oid = w.role_name
   JOIN pg_class c ON c.oid = %s
