@@ -25,6 +25,7 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._open: list[socket.socket] = []
 
     @property
     def url(self) -> str:
@@ -38,6 +39,11 @@ class FaultProxy:
     def mode(self, mode: Mode) -> None:
         with self._lock:
             self._mode = mode
+            if mode != "pass":  # connections already open fail too, as they would in an outage
+                for conn in self._open:
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
+                self._open.clear()
             if mode == "refuse":
                 self._close_listener()  # nothing listens: connect() is refused
             elif self._listener is None:
@@ -92,6 +98,8 @@ class FaultProxy:
         except OSError:
             client.close()
             return
+        with self._lock:
+            self._open += [client, upstream]
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
