@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -178,8 +179,8 @@ class DatabaseService:
             return 0
         if result._unwritten is None:
             o = result.outcome
-            result._unwritten = Outcome(
-                list(o.done), list(o.failed), list(o.retry), list(o.unsent), o.unsent_error, o.unsent_delay_ms, o.outage
+            result._unwritten = replace(
+                o, done=list(o.done), failed=list(o.failed), retry=list(o.retry), unsent=list(o.unsent)
             )
         left = result._unwritten
         rows = len(left.done) + len(left.failed) + len(left.retry) + len(left.unsent)

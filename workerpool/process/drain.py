@@ -1,5 +1,5 @@
-"""How `run --drain` ends: 0 once everything is synced, EXIT_ROWS_FAILED when rows went to failed during
-the run (they wait for `retry-failed`, and a script or CI job must not take the drain for a success)."""
+"""What `run --drain` ends with: how many rows went to failed during the run (they wait for
+`retry-failed`, and a script or CI job must not take the drain for a success), on the database's clock."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_ROWS_FAILED = 5
-
 
 def database_now(settings: Settings) -> datetime.datetime:
     """The database's time when the drain starts (rows' updated_at are on its clock), or this host's
@@ -29,20 +26,19 @@ def database_now(settings: Settings) -> datetime.datetime:
         return datetime.datetime.now(datetime.UTC)
 
 
-def exit_code(settings: Settings, started_at: datetime.datetime | None) -> int:
-    """EXIT_ROWS_FAILED, with one line saying how many, when rows went to failed since `started_at`;
-    else EXIT_OK."""
+def rows_failed(settings: Settings, since: datetime.datetime) -> int | None:
+    """How many rows went to failed since `since` (one line says so when any did), or None when the
+    database cannot tell."""
     try:
         with connect(settings.database_url, purpose="drain", timeout=10) as conn:
-            failed = one_row(conn.execute(Q.failed_since, (started_at or database_now(settings),)))[0]
+            failed: int = one_row(conn.execute(Q.failed_since, (since,)))[0]
     except (psycopg.Error, DatabaseUnavailable) as exc:
         log.error("cannot count the rows failed during the drain", extra={"action": "drain_unknown", "error": str(exc)})
-        return EXIT_ROWS_FAILED
-    if not failed:
-        return EXIT_OK
-    log.error(
-        f"drained, but {failed} row(s) failed during the run: see their last_error "
-        "(SELECT * FROM algolia_sync_queue WHERE status = 'failed'), then `workerpool retry-failed`",
-        extra={"action": "drain_rows_failed", "failed": failed},
-    )
-    return EXIT_ROWS_FAILED
+        return None
+    if failed:
+        log.error(
+            f"drained, but {failed} row(s) failed during the run: see their last_error "
+            "(SELECT * FROM algolia_sync_queue WHERE status = 'failed'), then `workerpool retry-failed`",
+            extra={"action": "drain_rows_failed", "failed": failed},
+        )
+    return failed

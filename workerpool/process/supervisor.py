@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 EXIT_FORCED = 1  # a second stop signal: everything was killed at once
 EXIT_CRASH_LOOP = 3  # workers kept dying; the supervisor gave up so that PM2/systemd can act
+EXIT_ROWS_FAILED = 5  # `--drain` drained, but rows went to failed during the run (or it could not tell)
 
 BOOT_FAILURE_LIMIT = 3  # consecutive boot errors (bad DSN, missing schema) before giving up
 RESTART_BACKOFF_BASE_S = 0.5
@@ -72,7 +73,7 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.exit_code = EXIT_OK
-        self.started_at: datetime.datetime | None = None  # the database's clock, for `--drain`
+        self.started_at = datetime.datetime.now(datetime.UTC)  # the database's clock once `--drain` runs
         self.crashes: deque[float] = deque()  # deaths before getting into service: RESTART_LIMIT counts these
         self.deaths: deque[float] = deque()  # every death, in service or not: the restart backoff grows with these
         self.boot_failures = 0
@@ -168,7 +169,8 @@ class Supervisor:
                     self._begin_stop("give_up")
                     continue
                 elif self.drain and len(self.finished) >= self.target and not self.children:
-                    self.exit_code = drain.exit_code(self.settings, self.started_at)
+                    failed = drain.rows_failed(self.settings, self.started_at)
+                    self.exit_code = EXIT_OK if failed == 0 else EXIT_ROWS_FAILED
                     break
                 else:
                     self._kill_silent()

@@ -217,7 +217,7 @@ def _not_a_batch_answer(answer: dict[str, Any], count: int | None) -> str | None
     tasks, oids = answer.get("taskID"), answer.get("objectIDs")
     if not isinstance(tasks, dict) or not tasks or not all(type(t) is int for t in tasks.values()):
         return f"no taskID per index ({_start(orjson.dumps(answer).decode())})"
-    if not isinstance(oids, list) or not all(isinstance(o, str) for o in oids):
+    if not isinstance(oids, list):
         return "no objectIDs list"
     if count is not None and len(oids) != count:
         return f"{len(oids)} objectIDs for {count} operations"

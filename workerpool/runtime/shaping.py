@@ -149,8 +149,8 @@ class Shaper:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._transforms: dict[str, Transform] = {}
-        # The row whose record is being built, and since when (time.monotonic()): a worker's watchdog
-        # reads it to find a transform that will not return.
+        # The row whose record a transform is building, and since when (time.monotonic()): a worker's
+        # watchdog reads it to find a transform that will not return.
         self.building: tuple[SyncItem, float] | None = None
 
     def load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Current:
@@ -214,7 +214,8 @@ class Shaper:
     def item(self, watched: Watched, index: str, row: SyncItem, current: Current, outcome: Outcome) -> Item | None:
         """One row's action: delete, skip (unchanged), or a versioned write; None when it failed
         (the reason is added to `outcome.failed`)."""
-        self.building = (row, time.monotonic())
+        if watched.transform:  # the user's code, which a watchdog may have to give up on
+            self.building = (row, time.monotonic())
         try:
             built = self.serialize(watched, row.record_id, current)
         except Unbuildable as exc:
