@@ -120,6 +120,16 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+POOL_MODES = ("auto", "direct", "session", "transaction")
+
+
+def _pool_mode(name: str, raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in POOL_MODES:
+        raise ConfigError(f"{name}={raw!r} is not a pool mode; expected one of {', '.join(POOL_MODES)}")
+    return mode
+
+
 DASHBOARD_TOKEN_MIN = 16
 
 
@@ -153,6 +163,8 @@ class Settings:
     """Every runtime setting, already validated. Times are in milliseconds, as in the contract."""
 
     database_url: str = ""
+    database_pool_mode: str = "auto"
+    listen_database_url: str = ""
     algolia_app_id: str = ""
     algolia_admin_key: str = field(default="", repr=False)
     algolia_hosts: tuple[str, ...] = ()
@@ -209,7 +221,9 @@ class Settings:
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, an error or `stats` output."""
         found = [s for s in (self.algolia_admin_key, self.dashboard_token) if s]
-        return found + dsn_passwords(self.database_url) + environment_secrets()
+        return (
+            found + dsn_passwords(self.database_url) + dsn_passwords(self.listen_database_url) + environment_secrets()
+        )
 
     def require_algolia(self) -> None:
         """`run` and friends need credentials; say which one is missing."""
@@ -227,6 +241,8 @@ class Settings:
 # name -> (field, parser). The order is the contract's table order.
 VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "DATABASE_URL": ("database_url", _dsn),
+    "DATABASE_POOL_MODE": ("database_pool_mode", _pool_mode),
+    "LISTEN_DATABASE_URL": ("listen_database_url", _dsn),
     "ALGOLIA_APP_ID": ("algolia_app_id", _text),
     "ALGOLIA_ADMIN_KEY": ("algolia_admin_key", _text),
     "ALGOLIA_HOSTS": ("algolia_hosts", _hosts),
@@ -267,6 +283,10 @@ _FIELD_TO_VAR = {f: var for var, (f, _) in VARIABLES.items()}
 # What each variable means, for `--help` (cli derives every flag's text from here).
 MEANINGS: dict[str, str] = {
     "DATABASE_URL": "Postgres DSN, e.g. postgresql://user@host:5432/dbname",
+    "DATABASE_POOL_MODE": "what is between workerpool and Postgres: direct, session (session pooling), transaction "
+    "(transaction pooling: no prepared statements, no session state) or auto (transaction when a proxy is seen)",
+    "LISTEN_DATABASE_URL": "a direct Postgres DSN for the workers' LISTEN connections only, when DATABASE_URL goes "
+    "through transaction pooling (which drops notifications)",
     "ALGOLIA_APP_ID": "Algolia application id",
     "ALGOLIA_ADMIN_KEY": "Algolia admin API key (never logged)",
     "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
@@ -309,6 +329,7 @@ MEANINGS: dict[str, str] = {
 # Defaults whose value alone would not say what they mean.
 _DEFAULT_TEXT = {
     "DATABASE_URL": "none, `demo` starts an embedded server",
+    "LISTEN_DATABASE_URL": "none, DATABASE_URL (polling only under transaction pooling)",
     "ALGOLIA_APP_ID": "none",
     "ALGOLIA_ADMIN_KEY": "none",
     "ALGOLIA_HOSTS": "Algolia's own hosts",

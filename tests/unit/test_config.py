@@ -18,6 +18,8 @@ FREE_TEXT = {"ALGOLIA_APP_ID", "ALGOLIA_ADMIN_KEY"}  # any text is accepted
 # (test_an_integer_range_is_the_range_the_message_states), so here only their non-numbers.
 BAD: dict[str, list[str]] = {
     "DATABASE_URL": ["mysql://u@h/db", "just-a-host"],
+    "DATABASE_POOL_MODE": ["statement", "pgbouncer", "tx"],
+    "LISTEN_DATABASE_URL": ["mysql://u@h/db", "just-a-host"],
     "ALGOLIA_HOSTS": ["ftp://x", "127.0.0.1:8089", "http://", "http://h:99999", "http://h:port"],
     "ALGOLIA_INDEX_PREFIX": ["dev prefix", "dev/", "prod*", "é"],
     "LOG_LEVEL": ["LOUD", "5", "info!"],

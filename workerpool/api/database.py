@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from workerpool.api.results import Acked, BatchResult, SyncResult
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
+from workerpool.db import pooling
 from workerpool.db.connection import PinnedPool, connect, make_pool
 from workerpool.logs import host_name
 from workerpool.runtime import queue
@@ -41,9 +42,7 @@ class DatabaseService:
 
     `database` is a DSN, or an existing `psycopg_pool.ConnectionPool` whose connections are in
     autocommit mode with an ISO `DateStyle` (the only one psycopg reads timestamps in). Rows are read
-    (by `AlgoliaService`) on connections with the workers' pinned session settings and value
-    loaders: with a DSN, from the service's own pool; with your pool, over one extra connection made
-    from its conninfo, so your connections keep their own settings.
+    under the workers' pinned settings and loaders, on the service's own pool or one extra connection.
 
     Examples:
         >>> from workerpool import DatabaseService, Settings
@@ -56,6 +55,7 @@ class DatabaseService:
         self, database: str | ConnectionPool, settings: Settings | None = None, worker_name: str | None = None
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
+        pooling.use(self.settings.database_pool_mode)
         self.worker_name = worker_name or f"{host_name()}:api:{uuid.uuid4().hex[:8]}"
         self._claims: dict[uuid.UUID, Batch] = {}  # the item-level form's claims
         self._rows: dict[int, tuple[SyncItem, uuid.UUID]] = {}  # their rows not yet settled

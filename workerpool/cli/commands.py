@@ -13,6 +13,7 @@ from workerpool import config, logs
 from workerpool.capture.model import WatchError
 from workerpool.cli.errors import fail
 from workerpool.config import ConfigError, Settings
+from workerpool.db import pooling
 from workerpool.db.connection import DatabaseUnavailable, connect, one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_DRIFT
@@ -41,6 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["database_url"] = args.database_url
     settings = config.load(overrides)
     logs.setup(settings.log_level, settings.secrets())
+    pooling.use(settings.database_pool_mode)
     return settings
 
 

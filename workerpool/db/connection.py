@@ -9,7 +9,7 @@ import psycopg.conninfo
 from psycopg_pool import ConnectionPool
 
 from workerpool.config import ConfigError
-from workerpool.db import pgtypes
+from workerpool.db import pgtypes, pooling
 from workerpool.redaction import dsn_passwords, environment_secrets, redact_dsn
 
 APPLICATION_NAME = "workerpool"
@@ -67,12 +67,28 @@ def connect(dsn: str, *, autocommit: bool = True, purpose: str = "cli", timeout:
             autocommit=autocommit,
             connect_timeout=timeout,
             application_name=f"{APPLICATION_NAME}:{purpose}",
-            options=_with_option(dsn, pgtypes.SESSION_OPTIONS),
         )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from None
-    pgtypes.configure(conn)
+    try:
+        configure(conn)
+    except (psycopg.Error, pooling.PinnedSettingsRefused) as exc:
+        conn.close()
+        raise DatabaseUnavailable(describe_error(dsn, exc)) from None
     return conn
+
+
+def configure(conn: psycopg.Connection) -> None:
+    """A new connection made ready: session settings for the pool mode (`pooling`), value loaders.
+
+    No setting travels in the libpq `options` startup parameter: PgBouncer refuses it."""
+    pooling.setup_session(conn)
+    pgtypes.configure(conn)
+
+
+def _configure_worker(conn: psycopg.Connection) -> None:
+    pooling.setup_session(conn, worker=True)
+    pgtypes.configure(conn)
 
 
 def describe_error(dsn: str, exc: BaseException) -> str:
@@ -95,18 +111,13 @@ def make_pool(dsn: str, size: int, name: str) -> PinnedPool:
         dsn,
         min_size=1,
         max_size=max(1, size),
-        # synchronous_commit=off: a commit does not wait for its WAL flush. If Postgres crashes, the
-        # last fraction of a second of claims and acks can be lost, which only returns rows to an
-        # earlier state (pending, or claimed until the lease expires): they are sent again, never
-        # lost. Writers' own transactions (the triggers) keep the server's setting.
         kwargs={
             "autocommit": True,
             "application_name": f"{APPLICATION_NAME}:{name}",
             "connect_timeout": 10,
-            "options": _with_option(dsn, "-c synchronous_commit=off " + pgtypes.SESSION_OPTIONS),
             **tcp_liveness(dsn),
         },
-        configure=pgtypes.configure,
+        configure=_configure_worker,
         name=name,
         timeout=30,
         reconnect_timeout=0,
@@ -114,12 +125,6 @@ def make_pool(dsn: str, size: int, name: str) -> PinnedPool:
         check=None,
         open=True,
     )
-
-
-def _with_option(dsn: str, option: str) -> str:
-    """The DSN's own `options` (a search_path, say) plus one more: a keyword would replace them."""
-    existing = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
-    return f"{existing} {option}".strip()
 
 
 def require(dsn: str) -> None:

@@ -2,10 +2,10 @@
 
 Two things make a record depend on the row alone, and make every value loadable:
 
-- **Pinned session settings** (`SESSION_OPTIONS`): DateStyle ISO, TimeZone UTC, IntervalStyle
-  postgres, shortest exact float text and the C locale's money format on every connection that reads
-  rows or turns keys into text. Timestamps come out in UTC
-  whatever the server's or the DSN's defaults, and key text matches what the capture triggers wrote.
+- **Pinned settings** (`pooling.PINNED`): DateStyle ISO, TimeZone UTC, IntervalStyle postgres,
+  shortest exact float text and the C locale's money format, set with SET LOCAL around every read of
+  rows or keys (`pooling.pinned`). Timestamps come out in UTC whatever the server's, the role's, the
+  environment's or a pooler's defaults, and key text matches what the capture triggers wrote.
 - **Loaders that never raise on a legal value** (`configure`, `tolerant`): psycopg turns dates and
   times into Python objects, which cannot hold ±infinity, years past 9999 or before 1, or `24:00`.
   Those values are sent as Postgres writes them (`infinity`, `10000-01-01`, `0044-03-15 BC`,
@@ -31,13 +31,6 @@ from psycopg.abc import AdaptContext
 from psycopg.adapt import AdaptersMap, Buffer, Loader
 from psycopg.pq import Format
 from psycopg.types.array import ArrayLoader
-
-# row_security=off: a read that a row-level security policy would filter fails with Postgres's
-# message instead of running the policy, the table owner's code, as the pool's role (docs/roles.md).
-SESSION_OPTIONS = (
-    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 -c lc_monetary=C"
-    " -c row_security=off"
-)
 
 _PASS_THROUGH_ON_ERROR = ("date", "timestamp", "timestamptz")
 

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
+from workerpool.db import pooling
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.runtime import records
@@ -35,7 +36,10 @@ def iter_key_chunks(
     rest = sql.SQL(Q.keys_after).format(k=key, t=table, ty=ktype)
     last = after
     while True:
-        rows = conn.execute(first, (size,)).fetchall() if last is None else conn.execute(rest, (last, size)).fetchall()
+        with pooling.pinned(conn):  # a key's text as the capture triggers write it
+            rows = (
+                conn.execute(first, (size,)).fetchall() if last is None else conn.execute(rest, (last, size)).fetchall()
+            )
         if not rows:
             return
         keys = [r[0] for r in rows]

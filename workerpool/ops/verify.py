@@ -40,7 +40,8 @@ import psycopg
 from psycopg import sql
 
 from workerpool.capture.model import Watched, find_watched
-from workerpool.config import Settings
+from workerpool.config import ConfigError, Settings
+from workerpool.db import pooling
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.ops.browse import MAX_PAGE
@@ -153,6 +154,11 @@ def verify(
     the table's rows are read a chunk ahead on a second connection to that URL); `page_size` is the
     browse page (hitsPerPage), `chunk_size` the keys read per query."""
     settings.require_algolia()
+    if pooling.transaction_pooling():
+        raise ConfigError(
+            "verify keeps scratch tables in its database session, which transaction pooling does not keep: "
+            "run it with a direct DATABASE_URL (or DATABASE_POOL_MODE=session behind session pooling)"
+        )
     watched = find_watched(conn, table)
     index = settings.algolia_index_prefix + watched.index_name
     report = Report(watched.table_name, index)

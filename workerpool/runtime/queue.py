@@ -21,6 +21,7 @@ from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
 
 from workerpool.db.connection import one_row
+from workerpool.db.pooling import prepared
 from workerpool.db.queries import Q
 
 
@@ -80,7 +81,7 @@ def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker
     rows = conn.execute(
         Q.claim_batch,
         (batch_size, lease_ms, token, worker),
-        prepare=True,
+        prepare=prepared(conn),
     ).fetchall()
     if not rows:
         return None
@@ -106,7 +107,7 @@ def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
     merged, or None when another transaction's uncommitted pending row of one of those keys made it
     give up for now (the keys stay in the inbox)."""
     try:
-        moved: int = one_row(conn.execute(Q.spill, (max_keys,), prepare=True))[0]
+        moved: int = one_row(conn.execute(Q.spill, (max_keys,), prepare=prepared(conn)))[0]
     except psycopg.errors.LockNotAvailable:
         return None
     return moved
@@ -124,7 +125,7 @@ def extend(conn: psycopg.Connection, claim: Batch, now: float) -> bool:
     n = conn.execute(
         Q.extend_lease,
         (claim.lease_s, claim.token),
-        prepare=True,
+        prepare=prepared(conn),
     ).rowcount
     if n:
         claim.extended_at = now
@@ -256,7 +257,7 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
                 text_array(i.index for i in gone),
                 text_array(i.row.record_id for i in gone),
             ),
-            prepare=True,
+            prepare=prepared(conn),
         )
         held: int = one_row(cursor)[0]
     return held

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from workerpool.capture.model import Transform, Watched, load_transform
 from workerpool.config import Settings
-from workerpool.db import pgtypes
+from workerpool.db import pgtypes, pooling
 from workerpool.db.queries import Q
 from workerpool.logs import one_line
 from workerpool.runtime import records
@@ -105,14 +105,16 @@ def fetch(
     conn: psycopg.Connection, query: sql.Composable | str, params: Any = None
 ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
     """The column names and rows of a query, read as the worker reads rows (on a connection that
-    `pgtypes.configure` set up): psycopg's C loaders, and, when a date or timestamp in them is one
-    Python cannot hold (infinity, year 10000), the query again with those values as text."""
-    try:
-        return _fetch(conn, query, params, tolerant=False)
-    except Exception as exc:
-        if not pgtypes.is_unloadable(exc):
-            raise
-    return _fetch(conn, query, params, tolerant=True)
+    `pgtypes.configure` set up, under the pinned settings): psycopg's C loaders, and, when a date or
+    timestamp in them is one Python cannot hold (infinity, year 10000), the query again with those
+    values as text."""
+    with pooling.pinned(conn):
+        try:
+            return _fetch(conn, query, params, tolerant=False)
+        except Exception as exc:
+            if not pgtypes.is_unloadable(exc):
+                raise
+        return _fetch(conn, query, params, tolerant=True)
 
 
 def _fetch(
@@ -122,7 +124,7 @@ def _fetch(
     with conn.cursor() as cur:
         if tolerant:
             pgtypes.tolerant(cur)
-        cur.execute(query, params, prepare=True)  # type: ignore[arg-type]  # str or Composable, as psycopg takes
+        cur.execute(query, params, prepare=pooling.prepared(conn))  # type: ignore[arg-type]  # str or Composable, as psycopg takes
         if cur.description is None:  # what psycopg reports for a statement that returns no rows
             raise psycopg.ProgrammingError("the query returned no columns")
         return tuple(c.name for c in cur.description), cur.fetchall()
