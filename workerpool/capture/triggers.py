@@ -254,18 +254,19 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
     registrations = conn.execute(Q.registrations_to_refresh).fetchall()
     for table, index, key, source, attributes, transform, related, current in registrations:
         try:
-            watch(
-                conn,
-                current,
-                index,
-                key=key,
-                source=source,
-                attributes=attributes,
-                transform=None,
-                related=[Related(*link) for link in related],
-            )
-            if transform:
-                conn.execute(Q.set_transform, (transform, current))
+            with conn.transaction():  # a savepoint inside `migrate`'s transaction
+                watch(
+                    conn,
+                    current,
+                    index,
+                    key=key,
+                    source=source,
+                    attributes=attributes,
+                    transform=None,
+                    related=[Related(*link) for link in related],
+                )
+                if transform:
+                    conn.execute(Q.set_transform, (transform, current))
         except (WatchError, psycopg.Error) as exc:
             problems.append(f"{table}: {exc}")
     return problems

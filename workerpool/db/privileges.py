@@ -10,9 +10,6 @@ registers (`grant_watched`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import psycopg
 from psycopg import sql
 
@@ -48,17 +45,13 @@ def check_schema_trust(conn: psycopg.Connection, schema: str) -> None:
         )
 
 
-@contextmanager
-def pinned_session_path(conn: psycopg.Connection, schema: str) -> Iterator[None]:
-    """Within the block, the session creates objects in `schema` and resolves names through
-    pg_catalog, `schema` and pg_temp only (what `SET search_path FROM CURRENT` then records)."""
-    previous = one_row(conn.execute(Q.session_path))[0]
+def pin_search_path(conn: psycopg.Connection, schema: str) -> None:
+    """For the rest of the current transaction, objects are created in `schema` and names resolve
+    through pg_catalog, `schema` and pg_temp only (what `SET search_path FROM CURRENT` then
+    records). Transaction-scoped, so no pooler carries it to another client."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        raise RuntimeError("pin_search_path needs a transaction: a session search_path would outlive it")
     conn.execute(Q.pin_session_path, (schema,))
-    try:
-        yield
-    finally:
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            conn.execute(Q.restore_session_path, (previous,))
 
 
 def setup_worker_role(conn: psycopg.Connection, role: str) -> bool:

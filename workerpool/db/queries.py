@@ -98,7 +98,6 @@ class Queries:
     prune_log: str
     # ops
     migration_lock: str
-    migration_unlock: str
     create_migrations_table: str
     migrations_table_exists: str
     applied_migrations: str
@@ -107,8 +106,9 @@ class Queries:
     cleanup_old_sync_records: str
     lock_table_for_unwatch: str
     notify: str
-    reindex_lock: str
-    reindex_unlock: str
+    take_reindex_lease: str
+    renew_reindex_lease: str
+    drop_reindex_lease: str
     load_reindex_progress: str
     start_reindex_progress: str
     advance_reindex_progress: str
@@ -137,7 +137,6 @@ class Queries:
     cast_key: str
     mark_impossible_drift: str
     # observability
-    set_statement_timeout: str
     health_backlog: str
     health_queue_depth: str
     health_oldest_pending: str
@@ -161,8 +160,6 @@ class Queries:
     install_schema: str
     untrusted_creators: str
     pin_session_path: str
-    restore_session_path: str
-    session_path: str
     pin_search_paths: str
     role_info: str
     create_worker_role: str

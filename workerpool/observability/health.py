@@ -113,8 +113,11 @@ class HealthServer:
 
     def _query_database(self) -> dict[str, Any]:
         """One short connection: the backlog (rows that should be moving) and the queue by status."""
-        with connect(self.settings.database_url, purpose="health", timeout=DB_TIMEOUT_S) as conn:
-            conn.execute(Q.set_statement_timeout, (str(DB_TIMEOUT_S * 1000),))
+        with (
+            connect(self.settings.database_url, purpose="health", timeout=DB_TIMEOUT_S) as conn,
+            conn.transaction(),
+        ):
+            conn.execute(Q.local_statement_timeout, (f"{DB_TIMEOUT_S * 1000}ms",))
             # Keys still in the inbox (not yet moved into the queue) wait like pending rows (status "inbox").
             backlog, oldest = one_row(conn.execute(Q.health_backlog))
             depth = conn.execute(Q.health_queue_depth).fetchall()

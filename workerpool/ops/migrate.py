@@ -4,8 +4,9 @@
 released deltas, numbered. A new install runs schema.sql in one transaction and records every
 migration as applied; an existing install applies the deltas it lacks, in order.
 
-Safe to run from several hosts at once: an advisory lock serializes them, and each file runs in
-its own transaction with its version row, so a crash leaves either all of a file or none of it.
+Safe to run from several hosts at once, directly or through any pooler: one run is one transaction
+that first takes a transaction-scoped advisory lock, so runs wait for each other, see what the one
+before them committed, and a crash or an error leaves the schema as it was before the run.
 
 The code's schema version is the highest migration file it ships; every command but `migrate`,
 `emulator` and `demo` checks the database against it first (`check_schema`).
@@ -25,7 +26,7 @@ import psycopg
 from workerpool.capture.triggers import refresh_captures
 from workerpool.config import ConfigError
 from workerpool.db.connection import one_row
-from workerpool.db.privileges import check_schema_trust, install_schema, pinned_session_path
+from workerpool.db.privileges import check_schema_trust, install_schema, pin_search_path
 from workerpool.db.queries import Q
 
 log = logging.getLogger(__name__)
@@ -141,23 +142,20 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
 
     A database with none applied gets schema.sql instead, with every migration recorded (and
     returned) as applied, unless `target` stops short of the newest: then the deltas up to it run.
-    `conn` must be in autocommit mode: each file gets its own transaction.
+    `conn` must be in autocommit mode: the run is one transaction (each file a savepoint in it).
 
     workerpool's schema is the one it is installed in, or for a new install the first schema of the
     connection's search_path; one in which an untrusted role may create objects is refused before
     anything is written (ConfigError). The SQL runs with that schema and pg_temp as its search_path.
     """
-    applied_now: list[Migration] = []
     schema = install_schema(conn)
     check_schema_trust(conn, schema)
-    conn.execute(Q.migration_lock, (MIGRATION_LOCK_ID,))
-    try:
-        with pinned_session_path(conn, schema):
-            applied_now = _apply(conn, target)
+    with conn.transaction():
+        conn.execute(Q.migration_lock, (MIGRATION_LOCK_ID,))
+        pin_search_path(conn, schema)
+        applied_now = _apply(conn, target)
         if applied_now and target is None:
             _refresh_captures(conn)
-    finally:
-        conn.execute(Q.migration_unlock, (MIGRATION_LOCK_ID,))
     return applied_now
 
 

@@ -22,15 +22,16 @@ Resumable. Progress lives in `workerpool_reindex_progress` (one row per table, c
 updated in the same transaction as each enqueued chunk (plain) or after each chunk Algolia accepted
 (atomic: with the temporary index name and T0). Running the same command again after an interruption
 continues after the last key; `--restart` starts over (and deletes an abandoned temporary index). A
-session advisory lock keeps two reindexes of one table from running at once.
+lease row (`ops/lease.py`) keeps two reindexes of one table from running at once, through any pooler.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import psycopg
@@ -42,6 +43,7 @@ from workerpool.config import ConfigError, Settings
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
+from workerpool.ops.lease import LeaseLost, ReindexLease
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
@@ -58,7 +60,6 @@ log = logging.getLogger(__name__)
 
 REENQUEUE_MARGIN_S = 5  # re-enqueue keys acknowledged a little before T0 too: cheap insurance
 SEND_ATTEMPTS = 8
-_LOCK_CLASS = 0x7770  # advisory lock namespace: (class, hashtext(table))
 
 
 class ReindexError(Exception):
@@ -144,15 +145,29 @@ def reindex(
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size {chunk_size} is not valid; expected 1 or more")
     watched = find_watched(conn, table)
-    locked = one_row(conn.execute(Q.reindex_lock, (_LOCK_CLASS, watched.table_name)))[0]
-    if not locked:
-        raise ReindexError(f"another reindex of {watched.table_name} is running (it holds the reindex lock)")
+    lease = ReindexLease(settings.database_url, watched.table_name)
+    other = lease.take(conn)
+    if other is not None:
+        holder, until = other
+        raise ReindexError(
+            f"another reindex of {watched.table_name} is running ({holder}); if it died, its lease ends at "
+            f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        )
     try:
-        if atomic:
-            return _atomic(settings, conn, watched, chunk_size, restart, stream)
-        return _through_queue(conn, watched, settings, chunk_size, restart, stream)
-    finally:
-        conn.execute(Q.reindex_unlock, (_LOCK_CLASS, watched.table_name))
+        with lease:
+            if atomic:
+                return _atomic(settings, conn, watched, chunk_size, restart, stream, lease)
+            return _through_queue(conn, watched, settings, chunk_size, restart, stream, lease)
+    except LeaseLost as exc:
+        raise ReindexError(f"reindex of {watched.table_name} stopped: {exc}; run it again to resume") from None
+
+
+def _leased(lease: ReindexLease, chunks: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The chunks, each only while the lease is still ours."""
+    for chunk in chunks:
+        lease.check()
+        yield chunk
+    lease.check()
 
 
 def _previous(
@@ -182,6 +197,7 @@ def _through_queue(
     chunk_size: int,
     restart: bool,
     stream: IO[str] | None,
+    lease: ReindexLease,
 ) -> Result:
     result = Result(watched.table_name, settings.algolia_index_prefix + watched.index_name)
     total = count_rows(conn, watched)
@@ -192,7 +208,7 @@ def _through_queue(
         result.resumed = True
     bar = ProgressBar(total, f"reindex {watched.table_name}", stream, done=min(progress.rows_done, total))
     done = progress.rows_done
-    for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
+    for keys in _leased(lease, iter_key_chunks(conn, watched, chunk_size, after=progress.last_key)):
         with conn.transaction():
             n = queue.enqueue(conn, watched.table_name, keys)
             _advance(conn, watched.table_name, keys[-1], len(keys))
@@ -228,6 +244,7 @@ def _atomic(
     chunk_size: int,
     restart: bool,
     stream: IO[str] | None,
+    lease: ReindexLease,
 ) -> Result:
     settings.require_algolia()
     live = settings.algolia_index_prefix + watched.index_name
@@ -257,7 +274,7 @@ def _atomic(
         bar = ProgressBar(total, f"reindex {watched.table_name} -> {tmp}", stream, done=min(progress.rows_done, total))
         done = progress.rows_done
         last_task: int | None = None
-        for keys in iter_key_chunks(conn, watched, chunk_size, after=progress.last_key):
+        for keys in _leased(lease, iter_key_chunks(conn, watched, chunk_size, after=progress.last_key)):
             built = builder.build(conn, watched, tmp, keys)
             result.skipped.extend(built.failed)  # re-enqueued after the move: the worker fails them with the reason
             task = _send_all(sender, tmp, list(built.writes.items()), settings, result)

@@ -314,11 +314,9 @@ SELECT count(*), coalesce(sum(records), 0)::bigint FROM gone;
 -- ===============================================================================================
 
 -- name: migration_lock
--- Serializes `migrate` across hosts.
-SELECT pg_advisory_lock(%s);
-
--- name: migration_unlock
-SELECT pg_advisory_unlock(%s);
+-- Serializes `migrate` across hosts, until the end of the run's transaction (no session lock: a
+-- pooler may give the unlock another server session).
+SELECT pg_advisory_xact_lock(%s);
 
 -- name: create_migrations_table
 -- Which migrations a database has, with their checksums.
@@ -353,12 +351,26 @@ LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;
 -- Wake the workers at commit: the payload names the table.
 SELECT pg_notify(algolia_sync_channel(), %s);
 
--- name: reindex_lock
--- One reindex per table: a session lock in the reindex lock class.
-SELECT pg_try_advisory_lock(%s, hashtext(%s));
+-- name: take_reindex_lease
+-- One reindex per table: the table's lease, if it is free or expired. Parameters: table, holder,
+-- seconds. Returns the holder and expiry now in force (ours when taken).
+WITH taken AS (
+    INSERT INTO workerpool_reindex_leases AS l (table_name, holder, expires_at)
+    VALUES (%(t)s, %(holder)s, now() + make_interval(secs => %(secs)s))
+    ON CONFLICT (table_name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+     WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
+    RETURNING holder, expires_at)
+SELECT holder, expires_at FROM taken
+ UNION ALL
+SELECT holder, expires_at FROM workerpool_reindex_leases WHERE table_name = %(t)s AND NOT EXISTS (SELECT FROM taken);
 
--- name: reindex_unlock
-SELECT pg_advisory_unlock(%s, hashtext(%s));
+-- name: renew_reindex_lease
+-- Parameters: seconds, table, holder. No row: the lease is no longer ours.
+UPDATE workerpool_reindex_leases SET expires_at = now() + make_interval(secs => %s)
+ WHERE table_name = %s AND holder = %s RETURNING expires_at;
+
+-- name: drop_reindex_lease
+DELETE FROM workerpool_reindex_leases WHERE table_name = %s AND holder = %s;
 
 -- name: load_reindex_progress
 SELECT table_name, mode, tmp_index, started_at, last_key, rows_done FROM workerpool_reindex_progress WHERE table_name = %s;
@@ -518,10 +530,6 @@ UPDATE {drift} SET kind = 'impossible' WHERE kind = 'extra' AND k = ANY(%s);
 -- /healthz, vacuum health and the dashboard (observability/).
 -- ===============================================================================================
 
--- name: set_statement_timeout
--- A session statement_timeout, in milliseconds (as text).
-SELECT set_config('statement_timeout', %s, false);
-
 -- name: health_backlog
 -- Keys waiting (queue pending rows and inbox keys) and the age of the oldest: due, being processed,
 -- or backing off after a failed attempt or an outage (a last_error, its attempt not spent).
@@ -642,10 +650,7 @@ SELECT worker_id, host, pid, extract(epoch FROM started_at)::float8,
 -- name: overview_reindex
 SELECT p.table_name, p.mode, p.tmp_index, extract(epoch FROM p.started_at)::float8,
        extract(epoch FROM now() - p.updated_at)::float8, p.rows_done, p.rows_total,
-       EXISTS (SELECT 1 FROM pg_locks l
-                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND l.classid = %s AND l.objid = hashtext(p.table_name)::oid)
+       EXISTS (SELECT FROM workerpool_reindex_leases l WHERE l.table_name = p.table_name AND l.expires_at > now())
   FROM workerpool_reindex_progress p ORDER BY p.table_name;
 
 
@@ -752,15 +757,9 @@ SELECT r.rolname FROM pg_roles r
  ORDER BY 1;
 
 -- name: pin_session_path
--- For the length of a migration: objects are created in workerpool's schema and every
+-- For the rest of a migration's transaction: objects are created in workerpool's schema and every
 -- `SET search_path FROM CURRENT` takes that schema and pg_temp (pg_catalog is searched first).
-SELECT set_config('search_path', format('%%I, pg_temp', %s::text), false);
-
--- name: restore_session_path
-SELECT set_config('search_path', %s, false);
-
--- name: session_path
-SELECT current_setting('search_path');
+SELECT set_config('search_path', format('%%I, pg_temp', %s::text), true);
 
 -- name: pin_search_paths
 SELECT algolia_sync_pin_search_paths();

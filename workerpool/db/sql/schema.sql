@@ -1103,6 +1103,16 @@ CREATE TABLE workerpool_reindex_progress (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- One reindex per table at a time, across hosts and through any pooler: the running reindex holds
+-- its table's row and renews `expires_at` while it runs; a row past its expiry belongs to a reindex
+-- that died, and the next one takes it over. (A session advisory lock would need one server session
+-- from lock to unlock, which transaction pooling does not give.)
+CREATE TABLE workerpool_reindex_leases (
+    table_name text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
 
 -- ---------------------------------------------------------------------------------------------
 -- Monitoring and housekeeping.
@@ -1205,7 +1215,7 @@ BEGIN
     END IF;
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE algolia_sync_inbox, algolia_sync_queue,
                         algolia_sync_log_batches, algolia_sync_log, algolia_sync_hashes, algolia_sync_workers,
-                        workerpool_reindex_progress TO %s', worker);
+                        workerpool_reindex_progress, workerpool_reindex_leases TO %s', worker);
     EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE algolia_sync_version_seq TO %s', worker);
     FOR rel IN SELECT c.relation FROM algolia_index_config c WHERE c.relation IS NOT NULL
                UNION SELECT c.source FROM algolia_index_config c WHERE c.source IS NOT NULL LOOP

@@ -20,6 +20,8 @@ import hmac
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from importlib import resources
@@ -30,7 +32,7 @@ import orjson
 import psycopg
 
 from workerpool.config import Settings
-from workerpool.db.connection import APPLICATION_NAME, describe_error, one_row, with_tcp_liveness
+from workerpool.db.connection import APPLICATION_NAME, configure, describe_error, one_row, with_tcp_liveness
 from workerpool.db.queries import Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import vacuum
@@ -158,9 +160,9 @@ class Dashboard:
             if self._cached is not None and time.monotonic() - self._cached_at < CACHE_S:
                 return self._cached
             try:
-                conn = self._connection()
-                doc = collect(conn, self._series, self.settings.algolia_index_prefix)
-                health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))
+                with self._transaction(snapshot=True) as conn:
+                    doc = collect(conn, self._series, self.settings.algolia_index_prefix)
+                    health = vacuum.collect(conn, vacuum.Thresholds.from_settings(self.settings))
                 doc["vacuum"] = {
                     **health.to_dict(),
                     "horizon_text": health.horizon.describe() if health.horizon else None,
@@ -201,7 +203,8 @@ class Dashboard:
             return _json(400, {"error": f"table={one_line(orjson.dumps(table).decode(), 80)} is not a table name"})
         with self._lock:
             try:
-                returned = one_row(self._connection().execute(Q.retry_failed, (table, ids)))[0]
+                with self._transaction() as conn:
+                    returned = one_row(conn.execute(Q.retry_failed, (table, ids)))[0]
             except psycopg.Error as exc:
                 self._drop_connection()
                 return _json(503, {"error": self._scrub(describe_error(self.settings.database_url, exc))})
@@ -223,8 +226,20 @@ class Dashboard:
                 connect_timeout=DB_TIMEOUT_S,
                 application_name=f"{APPLICATION_NAME}:dashboard",
             )
-            self._conn.execute(Q.set_statement_timeout, (str(DB_TIMEOUT_S * 1000),))
+            configure(self._conn)
         return self._conn
+
+    @contextmanager
+    def _transaction(self, snapshot: bool = False) -> Iterator[psycopg.Connection]:
+        """The dashboard's connection, in a transaction whose statements may take DB_TIMEOUT_S each
+        (a transaction-scoped setting: a pooler would hand a session one to other clients); with
+        `snapshot`, a read-only one that reads everything in one snapshot."""
+        conn = self._connection()
+        with conn.transaction():
+            if snapshot:
+                conn.execute(Q.overview_snapshot)
+            conn.execute(Q.local_statement_timeout, (f"{DB_TIMEOUT_S * 1000}ms",))
+            yield conn
 
     def _drop_connection(self) -> None:
         if self._conn is not None:

@@ -33,9 +33,6 @@ FAILED_ROWS = 20
 LIVE_WORKER_S = 30
 STATUSES = ("pending", "processing", "failed", "inbox")
 
-# The advisory lock class `reindex` holds per table while it runs (reindex._LOCK_CLASS).
-_REINDEX_LOCK_CLASS = 0x7770
-
 
 @dataclass
 class MinuteSeries:
@@ -92,9 +89,12 @@ class MinuteSeries:
 
 
 def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = "") -> dict[str, Any]:
-    """The overview document the dashboard page renders (see the module docstring for the costs)."""
+    """The overview document the dashboard page renders (see the module docstring for the costs), read
+    in one snapshot: the caller's transaction's, or one of its own."""
+    inside = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
-        conn.execute(Q.overview_snapshot)
+        if not inside:
+            conn.execute(Q.overview_snapshot)
         now, now_minute = one_row(conn.execute(Q.overview_clock))
         config = conn.execute(Q.overview_registrations).fetchall()
         depth = conn.execute(Q.overview_queue).fetchall()
@@ -118,10 +118,7 @@ def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = 
             Q.overview_workers,
             (LIVE_WORKER_S,),
         ).fetchall()
-        reindex = conn.execute(
-            Q.overview_reindex,
-            (_REINDEX_LOCK_CLASS,),
-        ).fetchall()
+        reindex = conn.execute(Q.overview_reindex).fetchall()
     series.update(ranges, now_minute, minutes)
     return _shape(now, now_minute, index_prefix, config, depth, series, lag, failed_rows, workers, reindex)
 
