@@ -126,6 +126,13 @@ class _Metrics:
             multiprocess_mode="max",
             registry=None,
         )
+        self.polling_only = Gauge(
+            "workerpool_worker_polling_only",
+            "1 for a live worker whose wake-ups are polling only (POLLING_INTERVAL): notifications cannot reach "
+            "it, as under transaction pooling without LISTEN_DATABASE_URL, or its LISTEN connection is down",
+            multiprocess_mode="liveall",
+            registry=None,
+        )
         self.batch_limit = Gauge(
             "workerpool_worker_batch_limit",
             "Current adaptive claim size of each live worker (grown under a deep backlog, halved on 429)",
@@ -269,6 +276,13 @@ def record_unreachable() -> None:
     m = _metrics()
     if m is not None:
         m.unreachable_since.set(time.time())
+
+
+def record_polling_only(polling: bool) -> None:
+    """Whether this worker's wake-ups are polling only (no notification can reach it)."""
+    m = _metrics()
+    if m is not None:
+        m.polling_only.set(1 if polling else 0)
 
 
 def algolia_unreachable_for() -> float | None:

@@ -81,7 +81,7 @@ class Worker:
         self._pool: ConnectionPool | None = None
         self._db: DatabaseService | None = None
         self._algolia: AlgoliaService | None = None
-        self._listener = Listener(settings.database_url, number)
+        self._listener = Listener(settings, number)
         self._next_spill = 0.0
         self._pending_acks = PendingAcks(self._database_trouble)
         self._in_flight: deque[tuple[BatchResult, float, Future[BatchResult]]] = deque()
