@@ -191,6 +191,7 @@ class Settings:
     algolia_request_deadline: int = 30_000
     algolia_max_answer_bytes: int = 16_000_000
     requests_in_flight: int = 8
+    task_tracking: int = 16
     transform_timeout: int = 5000
     worker_timeout: int = 120_000
     dashboard_token: str = field(default="", repr=False)
@@ -269,6 +270,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "ALGOLIA_REQUEST_DEADLINE": ("algolia_request_deadline", _int_range(1000, 3_600_000)),
     "ALGOLIA_MAX_ANSWER_BYTES": ("algolia_max_answer_bytes", _int_range(1000, 1_000_000_000)),
     "REQUESTS_IN_FLIGHT": ("requests_in_flight", _int_range(1, 64)),
+    "TASK_TRACKING": ("task_tracking", _int_range(0, 1000)),
     "TRANSFORM_TIMEOUT": ("transform_timeout", _int_range(0, 3_600_000)),
     "WORKER_TIMEOUT": ("worker_timeout", _int_range(1000, 86_400_000)),
     "DASHBOARD_TOKEN": ("dashboard_token", _token),
@@ -316,6 +318,8 @@ MEANINGS: dict[str, str] = {
     "byte of the answer (a slower one is cut and retried)",
     "ALGOLIA_MAX_ANSWER_BYTES": "bytes an answer to a batch request may have (a larger one is cut and retried)",
     "REQUESTS_IN_FLIGHT": "batches each worker keeps on the wire at once, each under its own claim",
+    "TASK_TRACKING": "Algolia tasks each worker follows at once until published, for the time-to-searchable "
+    "figures (a sample under load; 0: off)",
     "TRANSFORM_TIMEOUT": "milliseconds a --transform may take for one record before that record fails (0: no limit)",
     "WORKER_TIMEOUT": "milliseconds a worker's claim loop may go without turning before the supervisor kills and "
     "replaces it",

@@ -18,6 +18,7 @@ from workerpool.runtime.claim_size import ClaimSize
 from workerpool.runtime.dispatch import Dispatcher, LeaseLost
 from workerpool.runtime.queue import Batch, SyncItem
 from workerpool.runtime.reading import Reader
+from workerpool.runtime.searchable import TaskTracker, task_status_getter
 from workerpool.runtime.shaping import Outcome
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class AlgoliaService:
         self._wait = wait or (lambda seconds: None)
         self._out_of_time = out_of_time or (lambda: False)
         self._dispatcher: Dispatcher | None = None
+        self._tracker: TaskTracker | None = None  # follows sent tasks to publication (runtime/searchable.py)
         self._lock = threading.Lock()
 
     @property
@@ -76,7 +78,10 @@ class AlgoliaService:
         return self._reader.shaper.building
 
     def close(self) -> None:
-        """Close the HTTP transport (the DatabaseService is closed separately)."""
+        """Close the HTTP transport and stop following tasks (the DatabaseService is closed separately)."""
+        if self._tracker is not None:
+            self._tracker.stop()
+            self._tracker = None
         if self._dispatcher is not None:
             self._dispatcher.sender.close()
             self._dispatcher = None
@@ -214,6 +219,10 @@ class AlgoliaService:
         with self._lock:
             if self._dispatcher is None:
                 self.settings.require_algolia()
+                self._tracker = TaskTracker(
+                    self.settings.task_tracking, task_status_getter(self.settings), self._db._reading, self.worker
+                )
+                self._tracker.start()
                 self._dispatcher = Dispatcher(
                     self.settings,
                     self.worker,
@@ -222,6 +231,7 @@ class AlgoliaService:
                     self._out_of_time,
                     self._wait,
                     claim_size=self._claim_size,
+                    tracker=self._tracker,
                 )
             return self._dispatcher
 

@@ -95,6 +95,7 @@ class Queries:
     listen: str
     load_rows: str
     retention_lock: str
+    record_published: str
     prune_log: str
     # ops
     migration_lock: str

@@ -193,6 +193,9 @@ def _metrics() -> _Metrics | None:
     return m
 
 
+objects = _metrics  # for the metric modules beside this one (freshness.py)
+
+
 # ---- recording (called from the workers and the supervisor) ------------------------------------
 
 

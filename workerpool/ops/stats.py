@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from workerpool.db.queries import Q
 from workerpool.observability import vacuum
+from workerpool.observability.dashboard.overview import LAG_SAMPLE, lag_figures
 
 
 def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = None) -> dict[str, Any]:
@@ -29,8 +30,18 @@ def collect(conn: psycopg.Connection, thresholds: vacuum.Thresholds | None = Non
         # counts are those of the last acknowledgement. The log's synced_at index bounds the scan to
         # the rows written since the oldest live heartbeat.
         workers = cur.execute(Q.stats_workers).fetchall()
+    freshness = [
+        {"table": name, "ack": lag_figures(*row[:4]), "searchable": lag_figures(*row[4:]) if row[4] else None}
+        for name, *row in conn.execute(Q.overview_lag, (LAG_SAMPLE,))
+    ]
     health = vacuum.collect(conn, thresholds)
-    return {"tables": tables, "workers": workers, "vacuum": health.to_dict(), "warnings": health.warnings}
+    return {
+        "tables": tables,
+        "workers": workers,
+        "freshness": freshness,
+        "vacuum": health.to_dict(),
+        "warnings": health.warnings,
+    }
 
 
 def render(data: dict[str, Any]) -> str:
@@ -49,6 +60,14 @@ def render(data: dict[str, Any]) -> str:
     headers = ["table", "index", "pending", "processing", "failed", "done/1h", "oldest(s)", "rec/s(1m)", "ok%"]
     rows = [[_fmt(t.get(c)) for c in columns] for t in data["tables"]]
     out = [_table(headers, rows) if rows else "no watched tables\n"]
+    if data.get("freshness"):
+        out.append("\nfreshness, last 5 minutes: change -> acknowledged, change -> searchable (s)\n")
+        out.append(
+            _table(
+                ["table", "ack p50", "ack p95", "ack max", "searchable p50", "p95", "max", "followed"],
+                [[f["table"], *_lag_cells(f["ack"]), *_lag_cells(f["searchable"], True)] for f in data["freshness"]],
+            )
+        )
     live = data["workers"]
     out.append(f"\n{len(live)} live worker(s)\n")
     if live:
@@ -100,6 +119,14 @@ def _render_vacuum(v: dict[str, Any]) -> str:
     out += [f"  also: {_holder(h)} (holds system catalogs only)\n" for h in v["holders"] if not h["blocks_hot_tables"]]
     out += [f"WARNING: {w}\n" for w in v["warnings"]]
     return "".join(out)
+
+
+def _lag_cells(figures: dict[str, Any] | None, samples: bool = False) -> list[str]:
+    """p50, p95, max (and the samples' count), or dashes where there were none."""
+    keys = ("p50_s", "p95_s", "max_s", "samples") if samples else ("p50_s", "p95_s", "max_s")
+    if figures is None:
+        return ["-"] * (len(keys) - 1) + (["0"] if samples else ["-"])
+    return [_fmt(figures[k]) for k in keys]
 
 
 def _holder(h: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 import requests
@@ -178,13 +178,23 @@ class Sender:
         metrics.record_request("accepted")
         return answer
 
-    def _request(self, path: str, body: bytes) -> dict[str, Any]:
+    def task_status(self, index: str, task_id: int) -> str:
+        """GET /1/indexes/{index}/task/{taskID}: `published` or `notPublished` (AlgoliaError otherwise)."""
+        answer = self._request(f"/1/indexes/{quote(index, safe='')}/task/{int(task_id)}", None)
+        return str(answer.get("status", ""))
+
+    def _request(self, path: str, body: bytes | None) -> dict[str, Any]:
         self._revive_hosts()
         self._local.retry_after = None
-        options = RequestOptions(self._config).merge(data=body)  # type: ignore[arg-type]
+        options = RequestOptions(self._config)
+        if body is not None:
+            options = options.merge(data=body)  # type: ignore[arg-type]
         try:
             response = self._transporter.request(
-                verb=Verb.POST, path=path, request_options=options, use_read_transporter=False
+                verb=Verb.POST if body is not None else Verb.GET,
+                path=path,
+                request_options=options,
+                use_read_transporter=False,
             )
         except RequestException as exc:
             if exc.status_code in (401, 403):

@@ -21,6 +21,7 @@ from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.claim_size import ClaimSize
 from workerpool.runtime.queue import Batch, SyncItem, compute_backoff
+from workerpool.runtime.searchable import TaskTracker
 from workerpool.runtime.sending import by_request_size, send_splitting
 from workerpool.runtime.shaping import Item, Outcome
 
@@ -63,6 +64,7 @@ class Dispatcher:
         out_of_time: Callable[[], bool],
         sleep: Callable[[float], None],
         claim_size: ClaimSize | None = None,
+        tracker: TaskTracker | None = None,
     ) -> None:
         self.settings = settings
         self.number = number
@@ -73,6 +75,7 @@ class Dispatcher:
         self._sleep = sleep
         self._auth_failures = 0
         self._outage_failures = 0
+        self._tracker = tracker
 
     def send(self, claim: Batch, items: list[Item], outcome: Outcome) -> None:
         """Send a claim's items; every row ends in one of `outcome`'s lists, unless LeaseLost is raised."""
@@ -125,9 +128,11 @@ class Dispatcher:
 
         def send(part: list[Item]) -> None:
             self._ensure_lease(claim)
-            self.sender.send_batch(records.batch_body(i.body for i in part), len(part))
+            answer = self.sender.send_batch(records.batch_body(i.body for i in part), len(part))
             metrics.record_auth(accepted=True)
             outcome.done.extend(part)
+            if self._tracker is not None and self._tracker.wants(answer["taskID"]):
+                self._tracker.accepted(answer["taskID"], [i.row.created_at for i in part], claim.token)
 
         def reject(item: Item, exc: AlgoliaError) -> None:
             outcome.failed.append((item.row, f"algolia {exc.status}: {one_line(exc.message)}"))

@@ -297,6 +297,14 @@ SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}
 -- The retention lock, for this transaction only; false when another worker holds it.
 SELECT pg_try_advisory_xact_lock(%s);
 
+-- name: record_published
+-- When Algolia published claims' tasks (runtime/searchable.py): on the claims' log rows of the last
+-- ten minutes (through the synced_at index), the latest time wins. Returns the claims marked.
+UPDATE algolia_sync_log_batches b SET published_at = greatest(b.published_at, u.at)
+  FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(token, at)
+ WHERE b.synced_at > now() - interval '10 minutes' AND b.claim_token = u.token
+RETURNING b.claim_token;
+
 -- name: prune_log
 -- Delete up to a number of the oldest logged calls older than the cutoff, through the synced_at
 -- index; returns how many calls and how many log rows (records) that was.
@@ -621,10 +629,17 @@ SELECT r.table_name, extract(epoch FROM date_trunc('minute', l.synced_at))::bigi
  GROUP BY 1, 2;
 
 -- name: overview_lag
+-- Per table, over its latest successful acknowledgements of the last five minutes: change -> ack
+-- (samples, p50, p95, max), then change -> searchable over those of them whose claim a worker
+-- followed to publication (samples, p50, p95, max; NULLs when none).
 SELECT table_name, count(*),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_s), max(lag_s)
-  FROM (SELECT r.table_name, extract(epoch FROM l.synced_at - r.enqueued_at)::float8 AS lag_s
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_s), max(lag_s),
+       count(searchable_s),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY searchable_s),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY searchable_s), max(searchable_s)
+  FROM (SELECT r.table_name, extract(epoch FROM l.synced_at - r.enqueued_at)::float8 AS lag_s,
+               greatest(0, extract(epoch FROM l.published_at - r.enqueued_at))::float8 AS searchable_s
           FROM algolia_sync_log_batches l,
                unnest(l.table_names, l.statuses, l.enqueued_at) AS r(table_name, status, enqueued_at)
          WHERE l.synced_at > now() - interval '5 minutes' AND r.status = 'success'

@@ -979,6 +979,9 @@ CREATE TABLE algolia_sync_log_batches (
     errors       text[],
     enqueued_at  timestamptz[],
     claimed_at   timestamptz[],
+    -- When Algolia published the claim's last followed task (searchable): set for the claims a worker
+    -- follows (TASK_TRACKING, a sample under load), NULL for the others.
+    published_at timestamptz,
     -- 1 to 2^20 records (the view's ids leave room for no more), one per element of each array.
     CONSTRAINT algolia_sync_log_batches_records_check CHECK (
         cardinality(table_names) BETWEEN 1 AND 1048576

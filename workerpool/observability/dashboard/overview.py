@@ -123,6 +123,11 @@ def collect(conn: psycopg.Connection, series: MinuteSeries, index_prefix: str = 
     return _shape(now, now_minute, index_prefix, config, depth, series, lag, failed_rows, workers, reindex)
 
 
+def lag_figures(samples: int, p50: float, p95: float, worst: float) -> dict[str, Any]:
+    """One lag's figures as the overview and `stats --json` give them."""
+    return {"samples": samples, "p50_s": round(p50, 3), "p95_s": round(p95, 3), "max_s": round(worst, 3)}
+
+
 def _shape(
     now: float,
     now_minute: int,
@@ -147,6 +152,7 @@ def _shape(
                 "depth": dict.fromkeys(STATUSES, 0),
                 "oldest_waiting_s": None,
                 "lag": None,
+                "searchable": None,
                 "failed_rows": [],
                 "reindex": None,
             }
@@ -159,13 +165,9 @@ def _shape(
         t["depth"][status] = int(count or 0)
         if status in ("pending", "inbox") and age is not None:
             t["oldest_waiting_s"] = round(max(age, t["oldest_waiting_s"] or 0.0), 3)
-    for name, samples, p50, p95, worst in lag:
-        table(name)["lag"] = {
-            "samples": samples,
-            "p50_s": round(p50, 3),
-            "p95_s": round(p95, 3),
-            "max_s": round(worst, 3),
-        }
+    for name, samples, p50, p95, worst, *searchable in lag:
+        table(name)["lag"] = lag_figures(samples, p50, p95, worst)
+        table(name)["searchable"] = lag_figures(*searchable) if searchable[0] else None
     for name, row_id, record_id, operation, attempts, last_error, updated in failed_rows:
         table(name)["failed_rows"].append(
             {

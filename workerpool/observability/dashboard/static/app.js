@@ -92,6 +92,13 @@ function renderIndex(index, now, countedFrom) {
     $(".lag", el).textContent = "–";
     $(".lag-note", el).textContent = "no acks in 5 min";
   }
+  if (index.searchable) {
+    $(".searchable", el).textContent = `${fmtSeconds(index.searchable.p50_s)} / ${fmtSeconds(index.searchable.p95_s)}`;
+    $(".searchable-note", el).textContent = `${fmtNum(index.searchable.samples)} followed to publication; max ${fmtSeconds(index.searchable.max_s)}`;
+  } else {
+    $(".searchable", el).textContent = "–";
+    $(".searchable-note", el).textContent = "no task followed to publication in 5 min";
+  }
   renderReindex(el, index.reindex);
   renderChart($(".chart", el), index.per_minute, countedFrom);
   const synced = index.per_minute.reduce((sum, m) => sum + m.synced, 0);
