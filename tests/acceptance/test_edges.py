@@ -1,0 +1,53 @@
+"""Issue 29's edges, each as a user meets it: one line and a documented exit code instead of a
+traceback, secrets that stay hidden however they are misspelled, and answers that are not Algolia's.
+
+Real Postgres, the emulator over real HTTP, real `workerpool` processes: no mocks.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+from tests.support import run_cli
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
+    """The command exited `code` with exactly one line on stderr and no traceback anywhere."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, f"exit {result.returncode}, expected {code}: {output[-2000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {result.stderr[-2000:]}"
+    return lines[0]
+
+
+# ---- redaction -----------------------------------------------------------------------------------
+
+
+def test_a_misspelled_or_unencoded_password_is_never_printed(env):
+    port = _closed_port()
+    for dsn, secret in (
+        (f"host=127.0.0.1 port={port} passwrd=S3cr3tPw", "S3cr3tPw"),
+        (f"postgresql://postgres:S3c@r3tPw@127.0.0.1:{port}/x", "r3tPw"),
+    ):
+        line = one_line_error(run_cli({**env, "DATABASE_URL": dsn}, "stats"), 2)
+        assert secret not in line and "***" in line, line
+
+
+def test_a_short_password_is_not_starred_inside_other_words(env):
+    line = one_line_error(
+        run_cli({**env, "DATABASE_URL": f"postgresql://postgres:os@127.0.0.1:{_closed_port()}/x"}, "stats"), 2
+    )
+    assert "h***t" not in line and ":***@" in line, line
+
+
+def test_a_refused_dashboard_token_is_not_revealed_by_starring_it(env):
+    line = one_line_error(run_cli({**env, "DASHBOARD_TOKEN": "short"}, "stats"), 2)
+    assert "is too short (5 characters)" in line and "***" not in line, line
