@@ -20,12 +20,48 @@ _URL_QUERY_PAIR = re.compile(r"[?&]([^=&#]*)=([^&#]*)")
 # other keyword, a misspelled `passwrd=` included, is treated as a password: libpq refuses the DSN
 # and the error quotes it back.
 NOT_SECRET_KEYWORDS = frozenset(
-    """host hostaddr port dbname user passfile require_auth channel_binding connect_timeout client_encoding
-    options application_name fallback_application_name keepalives keepalives_idle keepalives_interval
-    keepalives_count tcp_user_timeout replication gssencmode sslmode sslnegotiation requiressl sslcompression
-    sslcert sslkey sslcertmode sslrootcert sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version
-    ssl_max_protocol_version krbsrvname gsslib gssdelegation service target_session_attrs
-    load_balance_hosts""".split()
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "sslnegotiation",
+        "requiressl",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
 )
 
 _URL_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
