@@ -51,3 +51,42 @@ def test_a_short_password_is_not_starred_inside_other_words(env):
 def test_a_refused_dashboard_token_is_not_revealed_by_starring_it(env):
     line = one_line_error(run_cli({**env, "DASHBOARD_TOKEN": "short"}, "stats"), 2)
     assert "is too short (5 characters)" in line and "***" not in line, line
+
+
+# ---- one line instead of a traceback or a page ---------------------------------------------------
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_one_line(env, tmp_path):
+    (tmp_path / ".env").write_bytes(b"LOG_LEVEL=\xff\xfe\n")
+    line = one_line_error(run_cli(env, "stats", cwd=str(tmp_path)), 2)
+    assert ".env is not UTF-8" in line, line
+
+
+def test_unwatch_of_a_name_postgres_cannot_parse_says_it_is_not_watched(products, env):
+    line = one_line_error(run_cli(env, "unwatch", '"x'), 2)
+    assert "is not watched" in line and "transaction is aborted" not in line, line
+
+
+def test_an_error_inside_generated_code_is_one_short_line_not_the_generated_sql(db, env):
+    db.execute('CREATE TABLE "t$body$z" (id int PRIMARY KEY, v text)')
+    db.execute(
+        "CREATE FUNCTION no_functions() RETURNS event_trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'no new functions today'; END $$"
+    )
+    db.execute(
+        "CREATE EVENT TRIGGER no_functions ON ddl_command_end WHEN TAG IN ('CREATE FUNCTION') "
+        "EXECUTE FUNCTION no_functions()"
+    )
+    try:
+        line = one_line_error(run_cli(env, "watch", '"t$body$z"', "--index", "z"), 2)
+    finally:
+        db.execute("DROP EVENT TRIGGER no_functions")
+    assert "no new functions today" in line and "CREATE OR REPLACE FUNCTION" not in line, line
+    assert len(line) < 400, len(line)
+
+
+def test_settings_push_from_an_endless_file_or_a_directory_is_refused(products, env, tmp_path):
+    line = one_line_error(run_cli(env, "settings", "push", "--dry-run", "--file", "/dev/zero", timeout=30), 2)
+    assert "larger than" in line, line
+    line = one_line_error(run_cli(env, "settings", "push", "--dry-run", "--file", str(tmp_path)), 2)
+    assert "cannot be read" in line, line

@@ -13,6 +13,8 @@ from workerpool.db.queries import Q
 from workerpool.ops.tasks import wait_published
 from workerpool.runtime.algolia import make_client
 
+MAX_FILE_BYTES = 10 * 1024 * 1024  # settings of many indices fit in far less
+
 
 class SettingsError(Exception):
     """A settings file that cannot be used; the message names it and says why."""
@@ -22,9 +24,18 @@ def desired_settings(conn: psycopg.Connection, file: str | None) -> dict[str, di
     """Index name (without prefix) -> settings, from `file` or from algolia_index_config."""
     if file:
         try:
-            data = orjson.loads(Path(file).read_bytes())
+            with Path(file).open("rb") as f:
+                text = f.read(MAX_FILE_BYTES + 1)  # bounded: `/dev/zero` or a pipe that never ends
         except FileNotFoundError:
             raise SettingsError(f"--file {file!r} does not exist") from None
+        except OSError as exc:
+            raise SettingsError(f"--file {file!r} cannot be read: {exc.strerror or exc}") from None
+        if len(text) > MAX_FILE_BYTES:
+            raise SettingsError(
+                f"--file {file!r} is larger than {MAX_FILE_BYTES} bytes; expected a JSON file of index settings"
+            )
+        try:
+            data = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise SettingsError(f"--file {file!r} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
