@@ -336,13 +336,13 @@ def load(
     source: dict[str, str] = {}
     if env_file and Path(env_file).is_file():
         try:
-            values = dotenv_values(env_file, encoding="utf-8")
+            from_file = dotenv_values(env_file, encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"{env_file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
                 "expected a UTF-8 file of NAME=value lines"
             ) from None
-        source.update({k: v for k, v in values.items() if v is not None})
+        source.update({k: v for k, v in from_file.items() if v is not None})
     source.update(os.environ if environ is None else environ)
 
     values: dict[str, Any] = {}
