@@ -25,7 +25,7 @@ def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
         RequestException,
     )
 
-    from workerpool.ops.tasks import TaskNotPublished
+    from workerpool.ops.admin import TaskNotPublished
     from workerpool.runtime.algolia import AlgoliaError
 
     if isinstance(exc, TaskNotPublished):

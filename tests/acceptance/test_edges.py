@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 
-from tests.support import run_cli
+import pytest
+
+from tests.support import drain, run_cli
 
 
 def _closed_port() -> int:
@@ -90,3 +93,34 @@ def test_settings_push_from_an_endless_file_or_a_directory_is_refused(products, 
     assert "larger than" in line, line
     line = one_line_error(run_cli(env, "settings", "push", "--dry-run", "--file", str(tmp_path)), 2)
     assert "cannot be read" in line, line
+
+
+# ---- answers that are not Algolia's --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["<html>a proxy's page</html>", "{}"])
+def test_a_2xx_answer_that_is_not_algolias_is_one_line_and_exit_4(products, env, emulator, tmp_path, answer):
+    products.execute("INSERT INTO products (name) SELECT 'p' || g FROM generate_series(1, 6) g")
+    drain(env)
+    (tmp_path / "settings.json").write_text('{"products": {"customRanking": ["desc(stock)"]}}')
+    for command in (
+        ("verify", "products"),
+        ("reindex", "products", "--atomic", "--restart"),
+        ("settings", "push", "--file", str(tmp_path / "settings.json")),
+    ):
+        # {} is a valid getSettings answer: the request that must fail is the next one
+        emulator.inject_fault(answer=answer, count=50)
+        line = one_line_error(run_cli(env, *command), 4)
+        emulator.clear_faults()
+        assert "that is not Algolia's" in line, line
+    assert run_cli(env, "verify", "products").returncode == 0, "an empty object is not an empty index"
+
+
+def test_commands_do_not_import_the_generated_client_and_its_models():
+    """`reindex` of a 6-row table spent most of its CPU importing algoliasearch's client module."""
+    code = (
+        "import sys, workerpool.cli, workerpool.ops.reindex, workerpool.ops.verify, workerpool.ops.index_settings;"
+        "print(sorted(m for m in sys.modules if m.startswith('algoliasearch.search.client')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -10,8 +10,7 @@ import psycopg
 
 from workerpool.config import Settings
 from workerpool.db.queries import Q
-from workerpool.ops.tasks import wait_published
-from workerpool.runtime.algolia import make_client
+from workerpool.ops.admin import Admin
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # settings of many indices fit in far less
 
@@ -57,21 +56,15 @@ def diff(live: dict[str, Any], desired: dict[str, Any]) -> list[str]:
 
 def push(settings: Settings, desired: dict[str, dict[str, Any]], dry_run: bool = False) -> dict[str, list[str]]:
     """Compare each index's live settings with the desired ones and apply the difference."""
-    client = make_client(settings)
+    client = Admin(settings)
     changes: dict[str, list[str]] = {}
     try:
         for name, wanted in sorted(desired.items()):
             index = settings.algolia_index_prefix + name
-            try:
-                live = client.get_settings(index).to_dict()
-            except Exception as exc:  # a missing index has no settings yet
-                if getattr(exc, "status_code", None) != 404:
-                    raise
-                live = {}
+            live = client.get_settings(index) or {}  # a missing index has no settings yet
             changes[index] = diff(live, wanted)
             if changes[index] and not dry_run:
-                response = client.set_settings(index, wanted)
-                wait_published(client, index, response.task_id)
+                client.wait_published(index, client.set_settings(index, wanted))
     finally:
         client.close()
     return changes

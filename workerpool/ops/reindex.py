@@ -42,6 +42,7 @@ from workerpool.config import ConfigError, Settings
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
+from workerpool.ops.admin import Admin, TaskNotPublished
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
@@ -49,9 +50,8 @@ from workerpool.ops.table_walk import (
     count_rows,
     iter_key_chunks,
 )
-from workerpool.ops.tasks import TaskNotPublished, wait_published
 from workerpool.runtime import queue, records
-from workerpool.runtime.algolia import AlgoliaError, Sender, make_client
+from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.sending import by_request_size, send_splitting
 
 log = logging.getLogger(__name__)
@@ -211,9 +211,11 @@ def _through_queue(
 
 def _drop_index(settings: Settings, name: str) -> None:
     try:
-        client = make_client(settings)
-        client.delete_index(name)
-        client.close()
+        admin = Admin(settings)
+        try:
+            admin.delete_index(name)
+        finally:
+            admin.close()
     except Exception as exc:  # best effort: an abandoned temporary index is harmless
         log.warning(
             "could not delete temporary index",
@@ -232,25 +234,23 @@ def _atomic(
     settings.require_algolia()
     live = settings.algolia_index_prefix + watched.index_name
     result = Result(watched.table_name, live)
-    client = make_client(settings)
+    client = Admin(settings)
     sender = Sender(settings)
     builder = RecordBuilder(settings)
     try:
         total = count_rows(conn, watched)
         progress = _previous(conn, watched, "atomic", restart, settings)
         tmp = progress.tmp_index if progress is not None else None
-        if progress is not None and (tmp is None or not _exists(client, tmp)):
+        if progress is not None and (tmp is None or not client.exists(tmp)):
             _finish_progress(conn, watched.table_name)  # the temporary index is gone (or unnamed): start over
             progress = None
         if progress is None or tmp is None:
             tmp = f"{live}_tmp_{int(time.time())}"
             # T0 is committed before the first row is read.
             progress = _start_progress(conn, watched.table_name, "atomic", tmp, total)
-            if _exists(client, live):
-                copied = client.operation_index(
-                    live, {"operation": "copy", "destination": tmp, "scope": ["settings", "synonyms", "rules"]}
-                )
-                wait_published(client, tmp, copied.task_id)
+            if client.exists(live):
+                copied = client.operation(live, "copy", tmp, scope=["settings", "synonyms", "rules"])
+                client.wait_published(tmp, copied)
         else:
             result.resumed = True
         result.tmp_index = tmp
@@ -269,9 +269,9 @@ def _atomic(
             bar.update(done)
         bar.finish()
         if last_task is not None:
-            wait_published(client, tmp, last_task)
-        moved = client.operation_index(tmp, {"operation": "move", "destination": live})
-        wait_published(client, tmp, moved.task_id)
+            client.wait_published(tmp, last_task)
+        moved = client.operation(tmp, "move", live)
+        client.wait_published(tmp, moved)
         result.enqueued = _reenqueue_since(conn, watched, progress.started_at, result.skipped)
         _finish_progress(conn, watched.table_name)
         return result
@@ -281,10 +281,6 @@ def _atomic(
     finally:
         sender.close()
         client.close()
-
-
-def _exists(client: object, index: str) -> bool:
-    return bool(client.index_exists(index))  # type: ignore[attr-defined]
 
 
 def _send_all(
