@@ -6,13 +6,16 @@ Real Postgres, the emulator over real HTTP, real `workerpool` processes: no mock
 
 from __future__ import annotations
 
+import http.client
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.support import drain, run_cli
+from tests.support import drain, run_cli, wait_until
+from workerpool.observability.serving import IDLE_TIMEOUT_S
 
 
 def _closed_port() -> int:
@@ -124,3 +127,53 @@ def test_commands_do_not_import_the_generated_client_and_its_models():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+# ---- the health server: DNS rebinding, idle connections -------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def health_port(products, start_pool):
+    port = _free_port()
+    pool = start_pool("--workers", "1", extra_env={"HEALTH_PORT": str(port)})
+    wait_until(lambda: '"health_started"' in pool.output, timeout=20, message="the health server")
+    return port
+
+
+def test_the_dashboard_refuses_a_host_header_a_rebound_dns_name_would_send(health_port):
+    assert _get(health_port, "/api/overview", "attacker.example")[0] == 421
+    assert _get(health_port, "/api/overview", f"attacker.example:{health_port}")[0] == 421
+    for host in (f"127.0.0.1:{health_port}", f"localhost:{health_port}", "127.0.0.1", f"{socket.gethostname()}"):
+        status, body = _get(health_port, "/api/overview", host)
+        assert status == 200, (host, status, body[:200])
+    # probes and scrapes name the host as they like
+    assert _get(health_port, "/metrics", "prometheus-target.example")[0] == 200
+
+
+def test_the_health_server_closes_a_connection_that_sends_nothing(health_port):
+    with socket.create_connection(("127.0.0.1", health_port)) as idle:
+        idle.sendall(b"GET /healthz HTTP/1.1\r\n")  # half a request, then silence
+        idle.settimeout(IDLE_TIMEOUT_S + 10)
+        started = time.monotonic()
+        try:
+            closed = idle.recv(1024) == b""
+        except TimeoutError:
+            closed = False
+        assert closed, "the server kept a silent connection (and its thread) open"
+        assert time.monotonic() - started < IDLE_TIMEOUT_S + 5
