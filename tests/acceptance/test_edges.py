@@ -177,3 +177,16 @@ def test_the_health_server_closes_a_connection_that_sends_nothing(health_port):
             closed = False
         assert closed, "the server kept a silent connection (and its thread) open"
         assert time.monotonic() - started < IDLE_TIMEOUT_S + 5
+
+
+# ---- values ------------------------------------------------------------------------------------------
+
+
+def test_a_json_number_beyond_double_range_arrives_with_every_digit_as_jsonb_does(db, env, emulator):
+    db.execute("CREATE TABLE docs (id int PRIMARY KEY, j json, jb jsonb)")
+    assert run_cli(env, "watch", "docs", "--index", "docs").returncode == 0
+    db.execute("""INSERT INTO docs VALUES (1, '{"v": 1e400, "w": 1.5e-400}', '{"v": 1e400, "w": 1.5e-400}')""")
+    drain(env)
+    record = emulator.records("docs")["1"]
+    assert record["j"]["v"] == record["jb"]["v"] == "1" + "0" * 400
+    assert record["j"]["w"] == record["jb"]["w"] == "0." + "0" * 399 + "15"
