@@ -190,3 +190,20 @@ def test_a_json_number_beyond_double_range_arrives_with_every_digit_as_jsonb_doe
     record = emulator.records("docs")["1"]
     assert record["j"]["v"] == record["jb"]["v"] == "1" + "0" * 400
     assert record["j"]["w"] == record["jb"]["w"] == "0." + "0" * 399 + "15"
+
+
+# ---- the Python API ------------------------------------------------------------------------------------
+
+
+def test_the_python_api_refuses_a_schema_newer_than_its_code_as_the_cli_does(products, db_url, env):
+    from workerpool import ConfigError, DatabaseService, Settings
+    from workerpool.db.version import code_version
+
+    products.execute("INSERT INTO products (name) VALUES ('a')")
+    newer = code_version() + 1
+    products.execute("INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, 'future', 'x')", (newer,))
+    assert f"at version {newer}, newer than" in one_line_error(run_cli(env, "stats"), 2)
+    settings = Settings.from_env(env)
+    with DatabaseService(db_url, settings) as db, pytest.raises(ConfigError, match=f"at version {newer}, newer than"):
+        db.claim(10)
+    assert products.execute("SELECT count(*) FROM algolia_sync_queue WHERE status = 'processing'").fetchone()[0] == 0
