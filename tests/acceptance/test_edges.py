@@ -207,3 +207,23 @@ def test_the_python_api_refuses_a_schema_newer_than_its_code_as_the_cli_does(pro
     with DatabaseService(db_url, settings) as db, pytest.raises(ConfigError, match=f"at version {newer}, newer than"):
         db.claim(10)
     assert products.execute("SELECT count(*) FROM algolia_sync_queue WHERE status = 'processing'").fetchone()[0] == 0
+
+
+# ---- isolation -----------------------------------------------------------------------------------------
+
+
+def test_a_source_view_row_whose_volatile_function_raises_fails_alone(db, env, emulator):
+    db.execute("CREATE TABLE parts (id int PRIMARY KEY, qty int)")
+    db.execute(
+        "CREATE FUNCTION doubled(q int) RETURNS int LANGUAGE plpgsql VOLATILE AS "
+        "$$ BEGIN IF q = 13 THEN RAISE EXCEPTION 'part 13 is broken'; END IF; RETURN q * 2; END $$"
+    )
+    db.execute("CREATE VIEW part_records AS SELECT id, doubled(qty) AS twice FROM parts")
+    assert run_cli(env, "watch", "parts", "--index", "parts", "--source", "part_records").returncode == 0
+    db.execute("INSERT INTO parts SELECT g, g FROM generate_series(1, 40) g")
+    # generic plans (as a prepared statement gets after a few runs): the view scanned whole
+    drain(env, "--batch-size", "7", extra_env={"PGOPTIONS": "-c plan_cache_mode=force_generic_plan"}, rows_fail=True)
+    failed = db.execute("SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed'").fetchall()
+    assert [r[0] for r in failed] == ["13"], failed
+    assert "part 13 is broken" in failed[0][1]
+    assert len(emulator.records("parts")) == 39

@@ -94,6 +94,7 @@ class Queries:
     schema_installed: str
     listen: str
     load_rows: str
+    load_rows_one_by_one: str
     retention_lock: str
     prune_log: str
     # ops

@@ -293,6 +293,15 @@ LISTEN {};
 -- statistics).
 SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
+-- name: load_rows_one_by_one
+-- Template: load_rows, probing the source once per key (a LATERAL subquery that OFFSET 0 keeps from
+-- being flattened into a join): a source view's expressions are evaluated for the keys asked for
+-- alone. load_rows may evaluate them for every row of the table (a hash join over a scan of the view,
+-- always so in a generic plan), so one row whose expression raises (a volatile function in a
+-- --source view) failed every key, however far the batch was halved. Used once a batch has failed
+-- for a row's sake, to find that row: a source without an index on its key costs a scan per key then.
+SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) CROSS JOIN LATERAL (SELECT r.* FROM {source} r WHERE r.{key} = k.oid::{ktype} OFFSET 0) s LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
+
 -- name: retention_lock
 -- The retention lock, for this transaction only; false when another worker holds it.
 SELECT pg_try_advisory_xact_lock(%s);
