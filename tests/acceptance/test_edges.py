@@ -227,3 +227,25 @@ def test_a_source_view_row_whose_volatile_function_raises_fails_alone(db, env, e
     assert [r[0] for r in failed] == ["13"], failed
     assert "part 13 is broken" in failed[0][1]
     assert len(emulator.records("parts")) == 39
+
+
+def test_an_over_long_key_keeps_one_failed_row_that_retry_failed_leaves_alone(db, env, emulator):
+    db.execute("CREATE TABLE notes (k text PRIMARY KEY, body text)")
+    assert run_cli(env, "watch", "notes", "--index", "notes").returncode == 0
+    long_key = "x" * 1500
+    db.execute("INSERT INTO notes VALUES (%s, 'a'), ('short', 'b')", (long_key,))
+    drain(env, rows_fail=True)
+    for n in range(3):  # a hot key: each change spills again
+        db.execute("UPDATE notes SET body = %s WHERE k = %s", (f"v{n}", long_key))
+        drain(env, rows_fail=False)
+    failed = db.execute("SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed'").fetchall()
+    assert len(failed) == 1 and failed[0][0].endswith("…") and "over the 1000-byte limit" in failed[0][1], failed
+    writes_before = emulator.stats()["record_writes_total"]
+    result = run_cli(env, "retry-failed")
+    assert result.returncode == 0 and "returned 0 failed row(s)" in result.stdout and "kept 1" in result.stdout
+    drain(env)
+    assert emulator.stats()["record_writes_total"] == writes_before, "no delete for a truncated objectID"
+    assert (
+        db.execute("SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed'").fetchall() == failed
+    )
+    assert set(emulator.records("notes")) == {"short"}

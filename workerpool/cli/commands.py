@@ -253,7 +253,11 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     with _db(settings) as conn:
         table = queue_table_name(conn, args.table) if args.table is not None else None
         n = one_row(conn.execute(Q.retry_failed, (table, args.id)))[0]
-    print(f"returned {n} failed row(s) to the queue")
+        kept = one_row(conn.execute(Q.over_long_failed, {"t": table, "ids": args.id}))[0]
+    print(
+        f"returned {n} failed row(s) to the queue"
+        + (f"; kept {kept} of keys too long for an objectID (they can never sync: shorten the key)" if kept else "")
+    )
     return 0
 
 

@@ -105,6 +105,7 @@ class Queries:
     applied_migrations: str
     record_migration: str
     retry_failed: str
+    over_long_failed: str
     cleanup_old_sync_records: str
     lock_table_for_unwatch: str
     notify: str

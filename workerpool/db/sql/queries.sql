@@ -351,6 +351,12 @@ INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s);
 -- `retry-failed`: failed rows back to the queue, for one table and/or some ids.
 SELECT algolia_sync_retry_failed(%s, %s);
 
+-- name: over_long_failed
+-- `retry-failed`: the failed rows it leaves, those of keys too long for an objectID (they never sync).
+SELECT count(*) FROM algolia_sync_queue q
+ WHERE q.status = 'failed' AND algolia_sync_key_too_long(q.record_id, q.last_error)
+   AND (%(t)s::text IS NULL OR q.table_name = %(t)s) AND (%(ids)s::bigint[] IS NULL OR q.id = ANY(%(ids)s));
+
 -- name: cleanup_old_sync_records
 SELECT cleanup_old_sync_records(%s);
 
