@@ -116,6 +116,15 @@ def _ratio(name: str, raw: str) -> float:
     return value
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; expected true or false (also 1/0, yes/no, on/off)")
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -157,6 +166,7 @@ class Settings:
     algolia_admin_key: str = field(default="", repr=False)
     algolia_hosts: tuple[str, ...] = ()
     algolia_index_prefix: str = ""
+    algolia_forward_to_replicas: bool = False
     batch_size: int = 100
     batch_size_max: int = 1000
     polling_interval: int = 5000
@@ -231,6 +241,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "ALGOLIA_ADMIN_KEY": ("algolia_admin_key", _text),
     "ALGOLIA_HOSTS": ("algolia_hosts", _hosts),
     "ALGOLIA_INDEX_PREFIX": ("algolia_index_prefix", _prefix),
+    "ALGOLIA_FORWARD_TO_REPLICAS": ("algolia_forward_to_replicas", _bool),
     "BATCH_SIZE": ("batch_size", _int_range(1, 10_000)),
     "BATCH_SIZE_MAX": ("batch_size_max", _batch_size_max),
     "POLLING_INTERVAL": ("polling_interval", _int_range(10, 3_600_000)),
@@ -271,6 +282,8 @@ MEANINGS: dict[str, str] = {
     "ALGOLIA_ADMIN_KEY": "Algolia admin API key (never logged)",
     "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
     "ALGOLIA_INDEX_PREFIX": "prefix for every index name (dev/staging/prod on one Algolia app)",
+    "ALGOLIA_FORWARD_TO_REPLICAS": "`settings push` applies the settings to each index's replicas too "
+    "(Algolia's forwardToReplicas)",
     "BATCH_SIZE": "rows claimed per batch, 1-10000",
     "BATCH_SIZE_MAX": "rows a claim may grow to while claims come back full (a deep backlog), BATCH_SIZE-10000",
     "POLLING_INTERVAL": "milliseconds between polls when no NOTIFY arrives",

@@ -282,16 +282,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from workerpool.ops.index_settings import SettingsError, desired_settings, push
+    """`settings push`: exit 2 with one line per unknown or ill-typed setting, before any request."""
+    from workerpool.ops.index_settings import SettingsError, check, desired_settings, push
 
     settings = _settings(args)
     settings.require_algolia()
     with _db(settings) as conn:
         try:
             desired = desired_settings(conn, args.file)
+            check(desired)
         except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
-    changes = push(settings, desired, dry_run=args.dry_run)
+            for line in str(exc).splitlines():
+                fail(args, line, config.EXIT_CONFIG_ERROR)
+            return config.EXIT_CONFIG_ERROR
+    changes = push(settings, desired, dry_run=args.dry_run, forward_to_replicas=args.forward_to_replicas or None)
     for index, diff in changes.items():
         if not diff:
             print(f"{index}: up to date")

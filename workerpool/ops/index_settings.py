@@ -1,4 +1,5 @@
-"""Algolia index settings kept as code: a JSON file or algolia_index_config.settings, pushed with a diff."""
+"""Algolia index settings kept as code: a JSON file or algolia_index_config.settings, checked against
+Algolia's own schema (`settings_schema`) and pushed with a diff."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psycopg
 from workerpool.config import Settings
 from workerpool.db.queries import Q
 from workerpool.ops.admin import Admin
+from workerpool.ops.settings_schema import problems
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # settings of many indices fit in far less
 
@@ -54,8 +56,24 @@ def diff(live: dict[str, Any], desired: dict[str, Any]) -> list[str]:
     return lines
 
 
-def push(settings: Settings, desired: dict[str, dict[str, Any]], dry_run: bool = False) -> dict[str, list[str]]:
-    """Compare each index's live settings with the desired ones and apply the difference."""
+def check(desired: dict[str, dict[str, Any]]) -> None:
+    """Raise SettingsError, one line per problem, unless Algolia's schema accepts every setting."""
+    found = [line for name, wanted in sorted(desired.items()) for line in problems(name, wanted)]
+    if found:
+        raise SettingsError("\n".join(found))
+
+
+def push(
+    settings: Settings,
+    desired: dict[str, dict[str, Any]],
+    dry_run: bool = False,
+    forward_to_replicas: bool | None = None,
+) -> dict[str, list[str]]:
+    """Check the desired settings against Algolia's schema (SettingsError before any request), then
+    compare each index's live settings with them and apply the difference; `forward_to_replicas`
+    (default ALGOLIA_FORWARD_TO_REPLICAS) applies it to the indices' replicas too."""
+    check(desired)
+    forward = settings.algolia_forward_to_replicas if forward_to_replicas is None else forward_to_replicas
     client = Admin(settings)
     changes: dict[str, list[str]] = {}
     try:
@@ -64,7 +82,7 @@ def push(settings: Settings, desired: dict[str, dict[str, Any]], dry_run: bool =
             live = client.get_settings(index) or {}  # a missing index has no settings yet
             changes[index] = diff(live, wanted)
             if changes[index] and not dry_run:
-                client.wait_published(index, client.set_settings(index, wanted))
+                client.wait_published(index, client.set_settings(index, wanted, forward_to_replicas=forward))
     finally:
         client.close()
     return changes

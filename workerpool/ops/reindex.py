@@ -9,8 +9,10 @@ plain reindex: `workerpool verify TABLE --repair` or `reindex --atomic` removes 
 
 `--atomic`. Builds a fresh index `<index>_tmp_<unix time>` while the live one keeps serving and the
 workers keep writing to it: the live index's settings, synonyms and rules are copied to the temporary
-index (`operation_index` copy with a scope), every row is streamed into it directly (keyset chunks,
-records built exactly as the worker builds them, sent through the worker's own transport), and then the
+index (`operation_index` copy with a scope; the settings a copy cannot carry, `mode`,
+`enableReRanking` and `replicas`, are read from the live index and set on the temporary one before
+the move), every row is streamed into it directly (keyset chunks, records built exactly as the
+worker builds them, sent through the worker's own transport), and then the
 temporary index is moved over the live one (`operation_index` move). No committed change is lost: the
 database time T0 is taken *before* the first row is read, and after the move every key that the workers
 acknowledged since T0 (from `algolia_sync_log`) or hold at that moment (`processing`) is enqueued again,
@@ -270,6 +272,7 @@ def _atomic(
         bar.finish()
         if last_task is not None:
             client.wait_published(tmp, last_task)
+        _carry_over(client, live, tmp)
         moved = client.operation(tmp, "move", live)
         client.wait_published(tmp, moved)
         result.enqueued = _reenqueue_since(conn, watched, progress.started_at, result.skipped)
@@ -281,6 +284,20 @@ def _atomic(
     finally:
         sender.close()
         client.close()
+
+
+# Settings an operationIndex copy never carries (Algolia's documentation of the operation); the move
+# overwrites the live index's settings with the temporary index's, so they would be lost.
+NOT_COPIED = ("mode", "enableReRanking", "replicas")
+
+
+def _carry_over(client: Admin, live: str, tmp: str) -> None:
+    """Set on `tmp`, before it is moved over `live`, the live index's settings that the copy could not
+    carry (read from the live index now, so a change made during the reindex is kept too)."""
+    current = client.get_settings(live) or {}
+    kept = {name: current[name] for name in NOT_COPIED if name in current}
+    if kept:
+        client.wait_published(tmp, client.set_settings(tmp, kept))
 
 
 def _send_all(

@@ -29,6 +29,7 @@ from algoliasearch.search.config import SearchConfig
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
+from workerpool import __version__
 from workerpool.config import Settings
 from workerpool.observability import metrics
 
@@ -61,8 +62,12 @@ class AlgoliaError(Exception):
 
 
 def build_config(settings: Settings) -> SearchConfig:
-    """A client config for the configured app, pointed at ALGOLIA_HOSTS when set."""
+    """A client config for the configured app, pointed at ALGOLIA_HOSTS when set, with workerpool's
+    own user-agent segment."""
     config = SearchConfig(settings.algolia_app_id, settings.algolia_admin_key)
+    # Algolia asks integrations to name themselves in the user agent, so its support can tell our
+    # traffic apart: `…; workerpool (0.1.0)` on every request (worker batches, browse, settings, tasks).
+    config.add_user_agent("workerpool", __version__)
     if settings.algolia_hosts:
         hosts = []
         for base in settings.algolia_hosts:
