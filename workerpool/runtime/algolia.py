@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -32,9 +32,6 @@ from urllib3.util import Retry
 from workerpool import __version__
 from workerpool.config import Settings
 from workerpool.observability import metrics
-
-if TYPE_CHECKING:
-    from algoliasearch.search.client import SearchClientSync
 
 
 class AlgoliaError(Exception):
@@ -80,19 +77,6 @@ def build_config(settings: Settings) -> SearchConfig:
     config.write_timeout = max(1000, min(30_000, settings.lease_timeout // (2 * host_count)))
     config.read_timeout = max(1000, min(5000, config.write_timeout))
     return config
-
-
-def make_client(settings: Settings) -> SearchClientSync:
-    """The full algoliasearch client (browse, settings, operations) for this configuration.
-
-    Imported here, not at module level: the client module pulls in every model of the API (~0.4 s),
-    which the worker, sending pre-serialized batches through the transport, never needs.
-    """
-    from algoliasearch.search.client import SearchClientSync
-
-    config = build_config(settings)
-    config.set_default_hosts()
-    return SearchClientSync.create_with_config(config)
 
 
 class AnswerCutOff(Exception):
