@@ -282,7 +282,7 @@ MEANINGS: dict[str, str] = {
     "ALGOLIA_ADMIN_KEY": "Algolia admin API key (never logged)",
     "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
     "ALGOLIA_INDEX_PREFIX": "prefix for every index name (dev/staging/prod on one Algolia app)",
-    "ALGOLIA_FORWARD_TO_REPLICAS": "`settings push` applies the settings to each index's replicas too "
+    "ALGOLIA_FORWARD_TO_REPLICAS": "settings push applies the settings to each index's replicas too "
     "(Algolia's forwardToReplicas)",
     "BATCH_SIZE": "rows claimed per batch, 1-10000",
     "BATCH_SIZE_MAX": "rows a claim may grow to while claims come back full (a deep backlog), BATCH_SIZE-10000",
@@ -326,6 +326,7 @@ _DEFAULT_TEXT = {
     "ALGOLIA_ADMIN_KEY": "none",
     "ALGOLIA_HOSTS": "Algolia's own hosts",
     "ALGOLIA_INDEX_PREFIX": "none",
+    "ALGOLIA_FORWARD_TO_REPLICAS": "false",
     "HEALTH_PORT": "0, off",
     "DASHBOARD_TOKEN": "empty, the dashboard is read-only",
 }
