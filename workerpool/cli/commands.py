@@ -295,7 +295,9 @@ def cmd_settings(args: argparse.Namespace) -> int:
             for line in str(exc).splitlines():
                 fail(args, line, config.EXIT_CONFIG_ERROR)
             return config.EXIT_CONFIG_ERROR
-    changes = push(settings, desired, dry_run=args.dry_run, forward_to_replicas=args.forward_to_replicas or None)
+    changes = push(
+        settings, desired, dry_run=args.dry_run, forward_to_replicas=args.algolia_forward_to_replicas or None
+    )
     for index, diff in changes.items():
         if not diff:
             print(f"{index}: up to date")

@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help=_local("show the diff, change nothing"))
     p.add_argument(
         "--forward-to-replicas",
+        dest="algolia_forward_to_replicas",
         action="store_true",
         default=None,
         help=config.flag_help("ALGOLIA_FORWARD_TO_REPLICAS"),
