@@ -18,6 +18,7 @@ _PUBLIC = {
     "Batch": "workerpool.runtime.queue",
     "BatchResult": "workerpool.api.results",
     "ConfigError": "workerpool.config",
+    "DatabaseUnavailable": "workerpool.db.connection",
     "DatabaseService": "workerpool.api.database",
     "Settings": "workerpool.config",
     "SyncItem": "workerpool.runtime.queue",
@@ -34,6 +35,7 @@ __all__ = [
     "BatchResult",
     "ConfigError",
     "DatabaseService",
+    "DatabaseUnavailable",
     "Settings",
     "SyncItem",
     "SyncResult",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from workerpool.api.results import BatchResult, SyncResult
     from workerpool.capture.model import Watched, WatchError
     from workerpool.config import ConfigError, Settings
+    from workerpool.db.connection import DatabaseUnavailable
     from workerpool.process.running import run
     from workerpool.runtime.queue import Batch, SyncItem
 

@@ -116,6 +116,15 @@ def _ratio(name: str, raw: str) -> float:
     return value
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; expected true or false (also 1/0, yes/no, on/off)")
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -169,6 +178,7 @@ class Settings:
     algolia_admin_key: str = field(default="", repr=False)
     algolia_hosts: tuple[str, ...] = ()
     algolia_index_prefix: str = ""
+    algolia_forward_to_replicas: bool = False
     batch_size: int = 100
     batch_size_max: int = 1000
     polling_interval: int = 5000
@@ -248,6 +258,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "ALGOLIA_ADMIN_KEY": ("algolia_admin_key", _text),
     "ALGOLIA_HOSTS": ("algolia_hosts", _hosts),
     "ALGOLIA_INDEX_PREFIX": ("algolia_index_prefix", _prefix),
+    "ALGOLIA_FORWARD_TO_REPLICAS": ("algolia_forward_to_replicas", _bool),
     "BATCH_SIZE": ("batch_size", _int_range(1, 10_000)),
     "BATCH_SIZE_MAX": ("batch_size_max", _batch_size_max),
     "POLLING_INTERVAL": ("polling_interval", _int_range(10, 3_600_000)),
@@ -293,6 +304,8 @@ MEANINGS: dict[str, str] = {
     "ALGOLIA_ADMIN_KEY": "Algolia admin API key (never logged)",
     "ALGOLIA_HOSTS": "comma-separated base URLs replacing Algolia's hosts, e.g. http://127.0.0.1:8089",
     "ALGOLIA_INDEX_PREFIX": "prefix for every index name (dev/staging/prod on one Algolia app)",
+    "ALGOLIA_FORWARD_TO_REPLICAS": "settings push applies the settings to each index's replicas too "
+    "(Algolia's forwardToReplicas)",
     "BATCH_SIZE": "rows claimed per batch, 1-10000",
     "BATCH_SIZE_MAX": "rows a claim may grow to while claims come back full (a deep backlog), BATCH_SIZE-10000",
     "POLLING_INTERVAL": "milliseconds between polls when no NOTIFY arrives",
@@ -338,6 +351,7 @@ _DEFAULT_TEXT = {
     "ALGOLIA_ADMIN_KEY": "none",
     "ALGOLIA_HOSTS": "Algolia's own hosts",
     "ALGOLIA_INDEX_PREFIX": "none",
+    "ALGOLIA_FORWARD_TO_REPLICAS": "false",
     "HEALTH_PORT": "0, off",
     "DASHBOARD_TOKEN": "empty, the dashboard is read-only",
 }
@@ -360,7 +374,14 @@ def load(
     """
     source: dict[str, str] = {}
     if env_file and Path(env_file).is_file():
-        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        try:
+            from_file = dotenv_values(env_file, encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{env_file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                "expected a UTF-8 file of NAME=value lines"
+            ) from None
+        source.update({k: v for k, v in from_file.items() if v is not None})
     source.update(os.environ if environ is None else environ)
 
     values: dict[str, Any] = {}

@@ -7,6 +7,11 @@ credentials. Anything else that escapes a command is a bug and keeps its traceba
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
 EXIT_DRIFT = 1
 EXIT_ERROR = 2
 EXIT_ALGOLIA = 4
@@ -20,7 +25,7 @@ def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
         RequestException,
     )
 
-    from workerpool.ops.tasks import TaskNotPublished
+    from workerpool.ops.admin import TaskNotPublished
     from workerpool.runtime.algolia import AlgoliaError
 
     if isinstance(exc, TaskNotPublished):
@@ -43,3 +48,20 @@ def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
     if status is None or status >= 500 or status in (408, 429):
         return EXIT_ALGOLIA, f"Algolia unreachable: {message} (check ALGOLIA_HOSTS and the network)"
     return EXIT_ERROR, f"Algolia rejected the request ({status}): {message}"
+
+
+def database_error(exc: psycopg.Error, limit: int = 300) -> str:
+    """A database error as one short line: Postgres's message, its detail and hint, never its CONTEXT.
+
+    psycopg's text of a server error carries the CONTEXT too, which for an error raised inside
+    generated code (the capture function that `watch` creates, under a user's event trigger) is the
+    whole generated statement: kilobytes of SQL on what must be one line.
+    """
+    diag = exc.diag
+    primary = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    parts = [
+        primary,
+        *(f"{label}: {text}" for label, text in (("detail", diag.message_detail), ("hint", diag.message_hint)) if text),
+    ]
+    line = " ".join("; ".join(parts).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

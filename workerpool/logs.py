@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from workerpool import redaction
+
 
 class SecretFilter(logging.Filter):
     """Replaces secret values with '***' before a record is formatted."""
@@ -27,9 +29,7 @@ class SecretFilter(logging.Filter):
 
     def _scrub(self, value: object) -> object:
         if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, "***")
+            return redaction.scrub(value, self.secrets)
         return value
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -425,6 +425,33 @@ def test_operation_index_copy_and_move(em, client):
     assert set(em.records("moved")) == {"1", "2"}
 
 
+def test_a_copy_carries_no_mode_reranking_or_replicas_and_a_move_replaces_the_settings(em, client):
+    """As Algolia documents operationIndex: "You can't copy the enableReRanking, mode, and replicas
+    settings", nor copy to an index that has replicas; a move overwrites the destination."""
+    from algoliasearch.http.exceptions import RequestException
+
+    every = {"mode": "neuralSearch", "enableReRanking": True, "replicas": ["src_by_t"], "customRanking": ["asc(t)"]}
+    client.set_settings("src", every)
+    assert client.get_settings("src").to_dict()["replicas"] == ["src_by_t"]
+    assert "src_by_t" in [i.name for i in client.list_indices().items], "a replica exists once named"
+    client.operation_index("src", {"operation": "copy", "destination": "tmp", "scope": ["settings"]})
+    assert client.get_settings("tmp").to_dict() == {"customRanking": ["asc(t)"]}
+    with pytest.raises(RequestException) as refused:
+        client.operation_index("tmp", {"operation": "copy", "destination": "src"})
+    assert refused.value.status_code == 400
+    client.operation_index("tmp", {"operation": "move", "destination": "src"})
+    assert client.get_settings("src").to_dict() == {"customRanking": ["asc(t)"]}
+
+
+def test_set_settings_forwards_to_replicas_when_asked(em, client):
+    client.set_settings("p", {"replicas": ["p_a", "virtual(p_b)"]})
+    client.set_settings("p", {"hitsPerPage": 5})
+    assert client.get_settings("p_a").to_dict() == {}
+    client.set_settings("p", {"hitsPerPage": 7}, forward_to_replicas=True)
+    assert client.get_settings("p_a").hits_per_page == 7 and client.get_settings("p_b").hits_per_page == 7
+    assert "replicas" not in client.get_settings("p_a").to_dict()
+
+
 def test_clear_delete_list_and_tasks(em, client):
     seed(client, "a", [{"objectID": "1"}, {"objectID": "2"}])
     seed(client, "b", [{"objectID": "1"}])

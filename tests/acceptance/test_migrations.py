@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from workerpool.ops.migrate import check_schema, code_version, migrate, migrations
+from workerpool.ops.migrate import check_schema, migrate, migrations
 
 
 def test_a_new_install_records_every_migration_and_then_has_nothing_to_do(empty_db_url):
@@ -40,7 +40,7 @@ def test_the_queue_has_no_completed_status_after_an_upgrade(empty_db_url):
             "INSERT INTO algolia_sync_queue (table_name, record_id, operation, status) VALUES "
             "('t', '1', 'UPDATE', 'completed'), ('t', '2', 'UPDATE', 'pending')"
         )
-        assert [m.version for m in migrate(conn)] == list(range(7, code_version() + 1))
+        assert [m.version for m in migrate(conn)] == [m.version for m in migrations() if m.version >= 7]
         assert conn.execute("SELECT record_id, status FROM algolia_sync_queue").fetchall() == [("2", "pending")]
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute(

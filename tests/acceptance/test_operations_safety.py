@@ -246,7 +246,8 @@ def test_every_command_checks_the_schema_version_first(state, empty_db_url, env)
         else:
             assert "run `workerpool migrate`" in line, (command, line)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        expected = {"unmigrated": {}, "partly migrated": set(range(1, code)), "newer": set(range(1, code + 2))}[state]
+        versions = {m.version for m in migrations()}  # numbered with gaps where other branches took a number
+        expected = {"unmigrated": set(), "partly migrated": versions - {code}, "newer": versions | {code + 1}}[state]
         assert set(applied_versions(conn)) == set(expected), "no command but migrate changes the schema"
     assert run_cli({**env, "DATABASE_URL": empty_db_url}, "migrate").returncode == (2 if state == "newer" else 0)
 

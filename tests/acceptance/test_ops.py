@@ -517,7 +517,7 @@ def test_atomic_reindex_waits_for_tasks_algolia_publishes_late_and_says_so_when_
     (the client's own helper would give up after 100 polls). Past the wait, one line and exit 4, and
     the progress is kept for the next run."""
     from workerpool import config
-    from workerpool.ops import tasks
+    from workerpool.ops import admin
     from workerpool.ops.reindex import ReindexError, reindex
 
     db = products
@@ -532,8 +532,8 @@ def test_atomic_reindex_waits_for_tasks_algolia_publishes_late_and_says_so_when_
     assert_index_matches(db, emulator, "products", "products")
 
     emulator.set_task_delay(60)
-    monkeypatch.setattr(tasks, "TASK_WAIT_S", 1.0)
-    monkeypatch.setattr(tasks.wait_published, "__defaults__", (1.0,))
+    monkeypatch.setattr(admin, "TASK_WAIT_S", 1.0)
+    monkeypatch.setattr(admin.Admin.wait_published, "__defaults__", (1.0,))
     settings = config.load(environ=env, env_file=None)
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, pytest.raises(ReindexError) as failed:
         reindex(settings, conn, "products", atomic=True)

@@ -22,6 +22,7 @@ BAD: dict[str, list[str]] = {
     "LISTEN_DATABASE_URL": ["mysql://u@h/db", "just-a-host"],
     "ALGOLIA_HOSTS": ["ftp://x", "127.0.0.1:8089", "http://", "http://h:99999", "http://h:port"],
     "ALGOLIA_INDEX_PREFIX": ["dev prefix", "dev/", "prod*", "é"],
+    "ALGOLIA_FORWARD_TO_REPLICAS": ["maybe", "2", "truthy"],
     "LOG_LEVEL": ["LOUD", "5", "info!"],
     "HEALTH_HOST": ["localhost", "256.0.0.1", "0.0.0.0:80"],
     "DASHBOARD_TOKEN": ["s3cr3t", "a" * 15, "a" * 20 + " b", "é" * 20],

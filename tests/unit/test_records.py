@@ -156,13 +156,14 @@ def test_hashes_tell_content_and_attribute_sets_apart():
 def _numeric_as_documented(value: Decimal):
     """The numeric mapping stated independently of the implementation: a whole number under 2^53 is
     an integer, a value a float holds exactly is that float, anything else (NaN, ±Infinity, more
-    digits than a float holds) is its text."""
+    digits than a float holds) is its text, every digit written out as Postgres writes a numeric
+    (`1E+309` of a `json` value as 1 and 309 zeros)."""
     if not value.is_finite():
         return str(value)
     if value == value.to_integral_value() and abs(value) < SAFE:
         return int(value)
     as_float = float(value)
-    return as_float if Decimal(repr(as_float)) == value else str(value)
+    return as_float if Decimal(repr(as_float)) == value else format(value, "f")
 
 
 numerics = (

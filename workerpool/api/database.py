@@ -19,6 +19,7 @@ from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
 from workerpool.db import pooling
 from workerpool.db.connection import PinnedPool, connect, make_pool
+from workerpool.db.version import check_version
 from workerpool.logs import host_name
 from workerpool.runtime import queue
 from workerpool.runtime.acks import write_outcome
@@ -63,6 +64,7 @@ class DatabaseService:
         self._lock = threading.Lock()
         self._next_recovery = 0.0
         self._read_conn: psycopg.Connection[Any] | None = None
+        self._version_checked = False
         if isinstance(database, ConnectionPool):
             conninfo = database.conninfo
             self._pool, self._own_pool = database, False
@@ -98,7 +100,8 @@ class DatabaseService:
         First, as a worker does: with `spill`, keys the capture triggers wrote are moved into the
         queue (`Batch.spilled` says how many queue rows that made or merged); with `recover`, expired
         claims (a crashed loop's) are returned to it, every few seconds. A worker passes False for
-        what its own schedule does.
+        what its own schedule does. The first claim raises `ConfigError` if the database's schema is
+        newer or older than this code's (`workerpool migrate`, or upgrade workerpool).
 
         Examples:
             >>> batch = db.claim(500)
@@ -109,6 +112,8 @@ class DatabaseService:
             raise ValueError(f"batch_size={batch_size!r} must be at least 1")
         now = time.monotonic()
         with self._pool.connection() as conn:
+            if not self._version_checked:  # a schema newer or older than this code: ConfigError, once
+                self._version_checked = check_version(conn)
             if recover and now >= self._next_recovery:
                 queue.recover_expired(conn, self.settings.max_retries)
                 self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
@@ -332,9 +337,8 @@ class DatabaseService:
         held = 0
         with self._pool.connection() as conn:
             for token, outcome in outcomes.items():
-                rows = [i.row.id for i in outcome.done]
+                rows = [i.row.id for i in outcome.done] + [r.id for r in outcome.unsent]
                 rows += [r.id for part in (outcome.failed, outcome.retry) for r, _ in part]
-                rows += [r.id for r in outcome.unsent]
                 lost = write_outcome(conn, self._claims[token], outcome, self.settings)
                 held += len(rows) - sum(expected - kept for _, expected, kept in lost)
                 self._forget(rows)
@@ -343,10 +347,8 @@ class DatabaseService:
     def _spill(self, conn: psycopg.Connection[Any], max_keys: int) -> int:
         moved = queue.spill(conn, max_keys)
         if moved is None:  # another transaction holds a pending row of one of those keys: try again soon
-            log.debug(
-                "inbox spill gave way to a lock; retrying",
-                extra={"action": "spill_lock_wait", "worker_id": self.worker_name},
-            )
+            extra = {"action": "spill_lock_wait", "worker_id": self.worker_name}
+            log.debug("inbox spill gave way to a lock; retrying", extra=extra)
             return 0
         return moved
 
@@ -371,12 +373,10 @@ class DatabaseService:
         with self._lock:
             for queue_id in queue_ids:
                 held = self._rows.pop(queue_id, None)
-                if held is None:
-                    continue
-                token = held[1]
-                self._left[token] -= 1
-                if not self._left[token]:
-                    del self._left[token], self._claims[token]
+                if held is not None:
+                    self._left[held[1]] -= 1
+                    if not self._left[held[1]]:
+                        del self._left[held[1]], self._claims[held[1]]
 
     @contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:

@@ -21,8 +21,8 @@ def enqueue(conn: psycopg.Connection[Any], table: str, keys: Iterable[object], o
 
     Queues the keys as `reindex` and `verify --repair` do, and wakes the workers at commit: the keys
     are synced only if the transaction commits, and a rollback leaves nothing behind. Use it where
-    the triggers did not fire (a COPY or bulk load with triggers disabled, a
-    `session_replication_role = replica` migration) or to force a resync. The worker always sends the
+    the triggers did not fire (a record read from a `--source` view whose other tables changed, a
+    load by a role that turned the triggers off) or to force a resync. The worker always sends the
     row as it is when it reads it (a key without a row is deleted from the index); `operation` is
     what the log records, and `REINDEX` also replaces the record whole even when it is unchanged.
     Keys are cast to the table's key type and written in its canonical text form (the objectID):
@@ -32,7 +32,6 @@ def enqueue(conn: psycopg.Connection[Any], table: str, keys: Iterable[object], o
 
     Examples:
         >>> with psycopg.connect(dsn) as conn:      # one transaction, committed on exit
-        ...     conn.execute("COPY ...")             # or any write that bypassed the triggers
         ...     enqueue(conn, "products", [1, 2, 3])
         3
     """

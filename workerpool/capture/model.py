@@ -74,10 +74,9 @@ def resolve_relation(conn: psycopg.Connection, name: str, kinds: str = "rp") -> 
         candidates.append(sql.Identifier(*name.split(".", 1)).as_string(conn))
     for candidate in candidates:
         try:
-            row = conn.execute(
-                Q.resolve_relation,
-                (candidate,),
-            ).fetchone()
+            # A savepoint: a name Postgres cannot parse (`"x`) must not abort a caller's transaction.
+            with conn.transaction():
+                row = conn.execute(Q.resolve_relation, (candidate,)).fetchone()
         except psycopg.errors.InvalidName:
             row = None
         if row:

@@ -23,6 +23,7 @@ from workerpool.capture.model import (
 from workerpool.db.connection import one_row
 from workerpool.db.privileges import check_schema_trust, grant_watched, install_schema, pool_role_warnings
 from workerpool.db.queries import Q
+from workerpool.failures import database_error
 
 # The events whose triggers on a related table re-enqueue the watched rows (a watched table's own
 # triggers are attached by `algolia_sync_attach` in SQL).
@@ -267,8 +268,10 @@ def refresh_captures(conn: psycopg.Connection) -> list[str]:
                 )
                 if transform:
                     conn.execute(Q.set_transform, (transform, current))
-        except (WatchError, psycopg.Error) as exc:
+        except WatchError as exc:
             problems.append(f"{table}: {exc}")
+        except psycopg.Error as exc:
+            problems.append(f"{table}: {database_error(exc)}")
     return problems
 
 

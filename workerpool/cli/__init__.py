@@ -16,7 +16,7 @@ from workerpool.cli.errors import fail
 from workerpool.cli.parser import build_parser
 from workerpool.config import EXIT_CONFIG_ERROR, ConfigError
 from workerpool.db.connection import DatabaseUnavailable
-from workerpool.failures import algolia_failure
+from workerpool.failures import algolia_failure, database_error
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
         return fail(args, str(exc), EXIT_CONFIG_ERROR)
     except psycopg.Error as exc:  # the database failed under the command
-        return fail(args, f"database error: {exc}", EXIT_CONFIG_ERROR)
+        return fail(args, f"database error: {database_error(exc)}", EXIT_CONFIG_ERROR)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -255,7 +255,11 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     with _db(settings) as conn:
         table = queue_table_name(conn, args.table) if args.table is not None else None
         n = one_row(conn.execute(Q.retry_failed, (table, args.id)))[0]
-    print(f"returned {n} failed row(s) to the queue")
+        kept = one_row(conn.execute(Q.over_long_failed, {"t": table, "ids": args.id}))[0]
+    print(
+        f"returned {n} failed row(s) to the queue"
+        + (f"; kept {kept} of keys too long for an objectID (they can never sync: shorten the key)" if kept else "")
+    )
     return 0
 
 
@@ -280,16 +284,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from workerpool.ops.index_settings import SettingsError, desired_settings, push
+    """`settings push`: exit 2 with one line per unknown or ill-typed setting, before any request."""
+    from workerpool.ops.index_settings import SettingsError, check, desired_settings, push
 
     settings = _settings(args)
     settings.require_algolia()
     with _db(settings) as conn:
         try:
             desired = desired_settings(conn, args.file)
+            check(desired)
         except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
-    changes = push(settings, desired, dry_run=args.dry_run)
+            for line in str(exc).splitlines():
+                fail(args, line, config.EXIT_CONFIG_ERROR)
+            return config.EXIT_CONFIG_ERROR
+    changes = push(
+        settings, desired, dry_run=args.dry_run, forward_to_replicas=args.algolia_forward_to_replicas or None
+    )
     for index, diff in changes.items():
         if not diff:
             print(f"{index}: up to date")

@@ -12,10 +12,7 @@ from workerpool.config import ConfigError
 
 def fail(args: argparse.Namespace, message: str, code: int) -> int:
     """One line on stderr, secrets scrubbed; returns the exit code."""
-    message = " ".join(message.split())
-    for secret in _known_secrets(args):
-        if len(secret) >= 3:  # as logs.SecretFilter: a one-letter password would blank the message
-            message = message.replace(secret, "***")
+    message = redaction.scrub(" ".join(message.split()), _known_secrets(args))
     print(f"workerpool: error: {message}", file=sys.stderr)
     return code
 
@@ -28,6 +25,16 @@ def _known_secrets(args: argparse.Namespace) -> list[str]:
     except ConfigError:
         return (
             found
-            + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), os.environ.get("DASHBOARD_TOKEN", "").strip()) if s]
+            + [s for s in (os.environ.get("ALGOLIA_ADMIN_KEY", ""), _usable_token()) if s]
             + redaction.dsn_passwords(os.environ.get("DATABASE_URL", ""))
         )
+
+
+def _usable_token() -> str:
+    """DASHBOARD_TOKEN as a secret to scrub, unless the configuration refused it: a refused token is
+    never used, and its refusal never echoes it, while starring it would ("is too ***" for `short`)."""
+    token = os.environ.get("DASHBOARD_TOKEN", "").strip()
+    try:
+        return config._token("DASHBOARD_TOKEN", token)
+    except ConfigError:
+        return ""

@@ -195,4 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["push"], help="push: apply the settings, showing the diff against the live index")
     p.add_argument("--file", help=_local("JSON file {index name: settings}", "algolia_index_config.settings"))
     p.add_argument("--dry-run", action="store_true", help=_local("show the diff, change nothing"))
+    p.add_argument(
+        "--forward-to-replicas",
+        dest="algolia_forward_to_replicas",
+        action="store_true",
+        default=None,
+        help=config.flag_help("ALGOLIA_FORWARD_TO_REPLICAS"),
+    )
     return parser

@@ -10,7 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from workerpool.config import ConfigError
 from workerpool.db import pgtypes, pooling
-from workerpool.redaction import dsn_passwords, environment_secrets, redact_dsn
+from workerpool.redaction import dsn_passwords, environment_secrets, redact_dsn, scrub
 
 APPLICATION_NAME = "workerpool"
 
@@ -94,8 +94,7 @@ def _configure_worker(conn: psycopg.Connection) -> None:
 def describe_error(dsn: str, exc: BaseException) -> str:
     """One line about a connection failure, without the password (libpq may quote the DSN back)."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    for secret in dsn_passwords(dsn) + environment_secrets():
-        detail = detail.replace(secret, "***")
+    detail = scrub(detail, dsn_passwords(dsn) + environment_secrets())
     return f"cannot connect to DATABASE_URL={redact_dsn(dsn)!r}: {detail}"
 
 

@@ -94,6 +94,7 @@ class Queries:
     schema_installed: str
     listen: str
     load_rows: str
+    load_rows_one_by_one: str
     retention_lock: str
     record_published: str
     prune_log: str
@@ -104,6 +105,7 @@ class Queries:
     applied_migrations: str
     record_migration: str
     retry_failed: str
+    over_long_failed: str
     cleanup_old_sync_records: str
     lock_table_for_unwatch: str
     notify: str

@@ -31,11 +31,14 @@ What it covers:
     that round trip (± jitter) from then on; reset clears it.
   - ``GET /_emulator/indexes/{i}``: every record as ``{objectID: record}``.
   - ``GET /_emulator/health``: ``{"ok": true}``.
+  - ``POST /_emulator/requests``: record every ``/1/`` request from then on (method, path, query,
+    headers with the API key starred, body); ``GET`` lists them; reset stops and forgets them.
 
 Modules: ``state`` (the in-memory store), ``records`` (rules about one record), ``api`` (the ``/1/``
-routes), ``hooks`` (``/_emulator/``), ``faults`` (fault injection, round trip), ``server`` (HTTP,
-``Emulator``, bind safety), ``client`` (``make_client``), ``cli`` (the command line, also
-``workerpool emulator``), ``common`` (defaults, error shape).
+routes), ``hooks`` (``/_emulator/``), ``faults`` (fault injection, round trip), ``recorder`` (the
+requests received, for tests), ``server`` (HTTP, ``Emulator``, bind safety), ``client``
+(``make_client``), ``cli`` (the command line, also ``workerpool emulator``), ``common`` (defaults,
+error shape).
 """
 
 from __future__ import annotations

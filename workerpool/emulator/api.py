@@ -202,6 +202,10 @@ def _ep_set_settings(c: Call) -> Any:
     if not isinstance(body, dict):
         raise ApiError(400, "Invalid settings: a JSON object is expected")
     c.state.set_settings(c.args[0], body)
+    if c.query.get("forwardToReplicas") == "true":  # the same settings on each replica (not its replicas)
+        forwarded = {k: v for k, v in body.items() if k != "replicas"}
+        for replica in c.state.get_settings(c.args[0]).get("replicas") or ():
+            c.state.set_settings(str(replica).removeprefix("virtual(").removesuffix(")"), forwarded)
     return {"taskID": c.state.new_task(), "updatedAt": now_iso()}
 
 

@@ -69,6 +69,11 @@ def answer(state: EmulatorState, client_host: str, method: str, path: str, raw: 
         except (ApiError, AttributeError, TypeError, ValueError) as exc:
             return _error(400, f"Invalid task delay: {exc}")
         return _json(200, {"ok": True, "seconds": state.fault_queue.task_delay_s})
+    if path == "/_emulator/requests" and method == "POST":
+        state.recorder.start()
+        return _json(200, {"ok": True, "recording": True})
+    if path == "/_emulator/requests" and method == "GET":
+        return _json(200, {"recording": state.recorder.on, "requests": state.recorder.requests()})
     if path.startswith(_INDEXES) and method == "GET":
         return 200, state.records_json(unquote(path[len(_INDEXES) :]))
     return _error(404, "Not Found")

@@ -188,6 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle_api(self, path: str, query: str, raw: bytes) -> None:
         state = self.server.state
         state.count_request()
+        state.recorder.add(self.command, path, query, self.headers, raw)
         route, args = match_route(self.command, path)
         delay, fault = state.fault_queue.take(route.write if route is not None else self.command != "GET")
         if delay:

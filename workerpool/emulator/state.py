@@ -17,20 +17,10 @@ import orjson
 from workerpool.emulator.common import MISSING, ApiError, Record, now_iso
 from workerpool.emulator.cursors import Cursors, Snapshot
 from workerpool.emulator.faults import Faults
+from workerpool.emulator.index import Index as _Index
+from workerpool.emulator.index import copyable as _copyable
+from workerpool.emulator.recorder import Recorder
 from workerpool.emulator.records import RECORD_ACTIONS, check_object_id, matcher, partial_update, project, too_big
-
-
-class _Index:
-    """One index: records keyed by objectID, settings, timestamps."""
-
-    __slots__ = ("created_at", "records", "settings", "updated_at")
-
-    def __init__(self) -> None:
-        now = now_iso()
-        self.records: dict[str, Record] = {}
-        self.settings: dict[str, Any] = {}
-        self.created_at = now
-        self.updated_at = now
 
 
 class EmulatorState:
@@ -59,6 +49,7 @@ class EmulatorState:
         self._ignored_writes = 0
         self._requests = 0
         self._rejected: dict[str, int] = {"429": 0, "5xx": 0, "dropped": 0, "400": 0, "403": 0, "404": 0}
+        self.recorder = Recorder()  # the /1/ requests received, once started (off after a reset)
 
     # -- test hooks -------------------------------------------------------------------------
 
@@ -275,10 +266,12 @@ class EmulatorState:
             self.indices.pop(name, None)
 
     def set_settings(self, name: str, settings: Record) -> None:
-        """Merge ``settings`` into the index's (created if missing)."""
+        """Merge ``settings`` into the index's (created if missing, and so are the replicas it names)."""
         with self._lock:
             idx = self._index_for_write(name, [])
             idx.settings.update(deepcopy(settings))
+            for replica in settings.get("replicas") or ():
+                self._index_for_write(str(replica).removeprefix("virtual(").removesuffix(")"), [])
             idx.updated_at = now_iso()
 
     def get_settings(self, name: str) -> Record:
@@ -290,9 +283,14 @@ class EmulatorState:
 
     def operation(self, source: str, operation: str, destination: str, scope: list[str] | None) -> None:
         """copy (optionally scoped) or move ``source`` to ``destination``, as documented by
-        Algolia: copying a missing source yields an empty destination, moving one is ignored."""
+        Algolia: copying a missing source yields an empty destination, moving one is ignored; a copy
+        never carries NOT_COPIED settings and may not overwrite an index that has replicas."""
         with self._lock:
             src = self.indices.get(source)
+            if operation == "copy" and (self.indices[destination].settings if destination in self.indices else {}).get(
+                "replicas"
+            ):
+                raise ApiError(400, f"Cannot copy to {destination}: the destination index has replicas")
             if operation == "move":
                 if src is not None:
                     src.updated_at = now_iso()
@@ -302,13 +300,13 @@ class EmulatorState:
             if scope:
                 dst = self._index_for_write(destination, [])
                 if "settings" in scope:
-                    dst.settings = deepcopy(src.settings) if src is not None else {}
+                    dst.settings = _copyable(src.settings) if src is not None else {}
                 dst.updated_at = now_iso()
                 return
             dst = _Index()
             if src is not None:
                 dst.records = dict(src.records)  # records are never mutated in place
-                dst.settings = deepcopy(src.settings)
+                dst.settings = _copyable(src.settings)
             self.indices[destination] = dst
 
     # -- reads ------------------------------------------------------------------------------

@@ -22,7 +22,12 @@ database at scrape time, queue depth by table and status, the oldest pending age
 tables' size and live and dead tuples, the xmin horizon's age and holder, and the supervisor's own
 worker counts.
 
-`/` is the operator dashboard and `/api/…` its JSON and actions (`workerpool.dashboard`).
+`/` is the operator dashboard and `/api/…` its JSON and actions (`workerpool.dashboard`). They answer
+only a request whose `Host` header names an IP address, `localhost`, this host's name or HEALTH_HOST
+(421 otherwise): a page on another site that re-points its own DNS name at this address (DNS
+rebinding) sends its own name as the Host, and must not read `/api/overview` from an operator's
+browser. A connection that sends nothing for IDLE_TIMEOUT_S is closed, and at most MAX_CONNECTIONS
+are served at once (one thread each; `serving`): idle or half-open connections cannot pile up threads.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from workerpool.config import ConfigError
 from workerpool.db.connection import DatabaseUnavailable, connect, one_row
 from workerpool.db.queries import Q
 from workerpool.observability import dashboard, metrics, vacuum
+from workerpool.observability.serving import IDLE_TIMEOUT_S, BoundedServer, host_allowed
 
 if TYPE_CHECKING:
     from workerpool.config import Settings
@@ -255,6 +261,19 @@ def _pid_alive(pid: int) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "workerpool-health"
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S  # StreamRequestHandler sets it on the socket: a silent client is dropped
+
+    def _misdirected(self, owner: HealthServer) -> bool:
+        """Refuse (421) a dashboard request whose Host is a name that may have been rebound to us."""
+        if host_allowed(self.headers.get("Host"), owner.settings.health_host):
+            return False
+        self.close_connection = True
+        self._send(
+            421,
+            b'{"error":"the dashboard answers a Host that is an IP address, localhost or this host\'s name"}\n',
+            "application/json",
+        )
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -282,6 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
 
                 self._send(200, owner.metrics_text(), CONTENT_TYPE_LATEST)
             elif path in dashboard.PATHS:
+                if self._misdirected(owner):
+                    return
                 r = owner.dashboard.get(path)
                 self._send(r.status, r.body, r.content_type, r.headers)
             else:
@@ -297,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner: HealthServer = self.server.owner  # type: ignore[attr-defined]
+        if self._misdirected(owner):
+            return
         try:
             r = owner.dashboard.post(self.path.split("?", 1)[0], self.headers, self.rfile)
         except Exception as exc:  # never kill the thread; say what broke
@@ -307,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(r.status, r.body, r.content_type, r.headers)
 
 
-class _IPv6Server(ThreadingHTTPServer):
+class _IPv6Server(BoundedServer):
     address_family = socket.AF_INET6
 
 
@@ -319,7 +342,7 @@ def start(settings: Settings) -> HealthServer | None:
     stall = stall_seconds(settings)
     metrics.setup()
     host = settings.health_host
-    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+    server_class = _IPv6Server if ":" in host else BoundedServer
     try:
         httpd = server_class((host, settings.health_port), _Handler)
     except OSError as exc:

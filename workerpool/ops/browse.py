@@ -24,7 +24,7 @@ from algoliasearch.http.transporter_sync import TransporterSync
 from algoliasearch.http.verb import Verb
 
 from workerpool.config import Settings
-from workerpool.runtime.algolia import build_config
+from workerpool.runtime.algolia import AlgoliaError, build_config
 
 MAX_PAGE = 1000  # the largest page Algolia serves
 THROTTLE_ATTEMPTS = 8  # 429s in a row before the walk gives up
@@ -63,12 +63,26 @@ class Browser:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            answer: dict[str, Any] = orjson.loads(response.raw_data or "{}")
-            return answer
+            return _browse_answer(path, response.raw_data)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._transporter.close()
+
+
+def _browse_answer(path: str, raw: str | None) -> dict[str, Any]:
+    """A browse answer as its documented shape (a `hits` list, a string `cursor` if any), else an
+    AlgoliaError: a proxy's page or an empty object is not an empty index."""
+    not_algolia = f"a 2xx answer to POST {path} that is not Algolia's"
+    try:
+        answer = orjson.loads(raw or "")
+    except orjson.JSONDecodeError:
+        raise AlgoliaError(f"{not_algolia}: not JSON ({' '.join((raw or '').split())[:80] or 'empty'})") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
+        raise AlgoliaError(f"{not_algolia}: no hits list ({' '.join(str(raw).split())[:80]})")
+    if not isinstance(answer.get("cursor", ""), str):
+        raise AlgoliaError(f"{not_algolia}: a cursor that is not a string")
+    return answer
 
 
 def iter_pages(

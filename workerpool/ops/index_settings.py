@@ -1,4 +1,5 @@
-"""Algolia index settings kept as code: a JSON file or algolia_index_config.settings, pushed with a diff."""
+"""Algolia index settings kept as code: a JSON file or algolia_index_config.settings, checked against
+Algolia's own schema (`settings_schema`) and pushed with a diff."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import psycopg
 
 from workerpool.config import Settings
 from workerpool.db.queries import Q
-from workerpool.ops.tasks import wait_published
-from workerpool.runtime.algolia import make_client
+from workerpool.ops.admin import Admin
+from workerpool.ops.settings_schema import problems
+
+MAX_FILE_BYTES = 10 * 1024 * 1024  # settings of many indices fit in far less
 
 
 class SettingsError(Exception):
@@ -22,9 +25,18 @@ def desired_settings(conn: psycopg.Connection, file: str | None) -> dict[str, di
     """Index name (without prefix) -> settings, from `file` or from algolia_index_config."""
     if file:
         try:
-            data = orjson.loads(Path(file).read_bytes())
+            with Path(file).open("rb") as f:
+                text = f.read(MAX_FILE_BYTES + 1)  # bounded: `/dev/zero` or a pipe that never ends
         except FileNotFoundError:
             raise SettingsError(f"--file {file!r} does not exist") from None
+        except OSError as exc:
+            raise SettingsError(f"--file {file!r} cannot be read: {exc.strerror or exc}") from None
+        if len(text) > MAX_FILE_BYTES:
+            raise SettingsError(
+                f"--file {file!r} is larger than {MAX_FILE_BYTES} bytes; expected a JSON file of index settings"
+            )
+        try:
+            data = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise SettingsError(f"--file {file!r} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -44,23 +56,33 @@ def diff(live: dict[str, Any], desired: dict[str, Any]) -> list[str]:
     return lines
 
 
-def push(settings: Settings, desired: dict[str, dict[str, Any]], dry_run: bool = False) -> dict[str, list[str]]:
-    """Compare each index's live settings with the desired ones and apply the difference."""
-    client = make_client(settings)
+def check(desired: dict[str, dict[str, Any]]) -> None:
+    """Raise SettingsError, one line per problem, unless Algolia's schema accepts every setting."""
+    found = [line for name, wanted in sorted(desired.items()) for line in problems(name, wanted)]
+    if found:
+        raise SettingsError("\n".join(found))
+
+
+def push(
+    settings: Settings,
+    desired: dict[str, dict[str, Any]],
+    dry_run: bool = False,
+    forward_to_replicas: bool | None = None,
+) -> dict[str, list[str]]:
+    """Check the desired settings against Algolia's schema (SettingsError before any request), then
+    compare each index's live settings with them and apply the difference; `forward_to_replicas`
+    (default ALGOLIA_FORWARD_TO_REPLICAS) applies it to the indices' replicas too."""
+    check(desired)
+    forward = settings.algolia_forward_to_replicas if forward_to_replicas is None else forward_to_replicas
+    client = Admin(settings)
     changes: dict[str, list[str]] = {}
     try:
         for name, wanted in sorted(desired.items()):
             index = settings.algolia_index_prefix + name
-            try:
-                live = client.get_settings(index).to_dict()
-            except Exception as exc:  # a missing index has no settings yet
-                if getattr(exc, "status_code", None) != 404:
-                    raise
-                live = {}
+            live = client.get_settings(index) or {}  # a missing index has no settings yet
             changes[index] = diff(live, wanted)
             if changes[index] and not dry_run:
-                response = client.set_settings(index, wanted)
-                wait_published(client, index, response.task_id)
+                client.wait_published(index, client.set_settings(index, wanted, forward_to_replicas=forward))
     finally:
         client.close()
     return changes

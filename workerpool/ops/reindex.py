@@ -9,8 +9,10 @@ plain reindex: `workerpool verify TABLE --repair` or `reindex --atomic` removes 
 
 `--atomic`. Builds a fresh index `<index>_tmp_<unix time>` while the live one keeps serving and the
 workers keep writing to it: the live index's settings, synonyms and rules are copied to the temporary
-index (`operation_index` copy with a scope), every row is streamed into it directly (keyset chunks,
-records built exactly as the worker builds them, sent through the worker's own transport), and then the
+index (`operation_index` copy with a scope; the settings a copy cannot carry, `mode`,
+`enableReRanking` and `replicas`, are read from the live index and set on the temporary one before
+the move), every row is streamed into it directly (keyset chunks, records built exactly as the
+worker builds them, sent through the worker's own transport), and then the
 temporary index is moved over the live one (`operation_index` move). No committed change is lost: the
 database time T0 is taken *before* the first row is read, and after the move every key that the workers
 acknowledged since T0 (from `algolia_sync_log`) or hold at that moment (`processing`) is enqueued again,
@@ -43,6 +45,7 @@ from workerpool.config import ConfigError, Settings
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
+from workerpool.ops.admin import Admin, TaskNotPublished
 from workerpool.ops.lease import LeaseLost, ReindexLease
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
@@ -51,9 +54,8 @@ from workerpool.ops.table_walk import (
     count_rows,
     iter_key_chunks,
 )
-from workerpool.ops.tasks import TaskNotPublished, wait_published
 from workerpool.runtime import queue, records
-from workerpool.runtime.algolia import AlgoliaError, Sender, make_client
+from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.sending import by_request_size, send_splitting
 
 log = logging.getLogger(__name__)
@@ -227,9 +229,11 @@ def _through_queue(
 
 def _drop_index(settings: Settings, name: str) -> None:
     try:
-        client = make_client(settings)
-        client.delete_index(name)
-        client.close()
+        admin = Admin(settings)
+        try:
+            admin.delete_index(name)
+        finally:
+            admin.close()
     except Exception as exc:  # best effort: an abandoned temporary index is harmless
         log.warning(
             "could not delete temporary index",
@@ -249,25 +253,23 @@ def _atomic(
     settings.require_algolia()
     live = settings.algolia_index_prefix + watched.index_name
     result = Result(watched.table_name, live)
-    client = make_client(settings)
+    client = Admin(settings)
     sender = Sender(settings)
     builder = RecordBuilder(settings)
     try:
         total = count_rows(conn, watched)
         progress = _previous(conn, watched, "atomic", restart, settings)
         tmp = progress.tmp_index if progress is not None else None
-        if progress is not None and (tmp is None or not _exists(client, tmp)):
+        if progress is not None and (tmp is None or not client.exists(tmp)):
             _finish_progress(conn, watched.table_name)  # the temporary index is gone (or unnamed): start over
             progress = None
         if progress is None or tmp is None:
             tmp = f"{live}_tmp_{int(time.time())}"
             # T0 is committed before the first row is read.
             progress = _start_progress(conn, watched.table_name, "atomic", tmp, total)
-            if _exists(client, live):
-                copied = client.operation_index(
-                    live, {"operation": "copy", "destination": tmp, "scope": ["settings", "synonyms", "rules"]}
-                )
-                wait_published(client, tmp, copied.task_id)
+            if client.exists(live):
+                copied = client.operation(live, "copy", tmp, scope=["settings", "synonyms", "rules"])
+                client.wait_published(tmp, copied)
         else:
             result.resumed = True
         result.tmp_index = tmp
@@ -286,9 +288,10 @@ def _atomic(
             bar.update(done)
         bar.finish()
         if last_task is not None:
-            wait_published(client, tmp, last_task)
-        moved = client.operation_index(tmp, {"operation": "move", "destination": live})
-        wait_published(client, tmp, moved.task_id)
+            client.wait_published(tmp, last_task)
+        _carry_over(client, live, tmp)
+        moved = client.operation(tmp, "move", live)
+        client.wait_published(tmp, moved)
         result.enqueued = _reenqueue_since(conn, watched, progress.started_at, result.skipped)
         _finish_progress(conn, watched.table_name)
         return result
@@ -300,8 +303,18 @@ def _atomic(
         client.close()
 
 
-def _exists(client: object, index: str) -> bool:
-    return bool(client.index_exists(index))  # type: ignore[attr-defined]
+# Settings an operationIndex copy never carries (Algolia's documentation of the operation); the move
+# overwrites the live index's settings with the temporary index's, so they would be lost.
+NOT_COPIED = ("mode", "enableReRanking", "replicas")
+
+
+def _carry_over(client: Admin, live: str, tmp: str) -> None:
+    """Set on `tmp`, before it is moved over `live`, the live index's settings that the copy could not
+    carry (read from the live index now, so a change made during the reindex is kept too)."""
+    current = client.get_settings(live) or {}
+    kept = {name: current[name] for name in NOT_COPIED if name in current}
+    if kept:
+        client.wait_published(tmp, client.set_settings(tmp, kept))
 
 
 def _send_all(

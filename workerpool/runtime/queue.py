@@ -57,7 +57,7 @@ class Batch:
     Examples:
         >>> batch = db.claim(500)
         >>> if batch:
-        ...     db.settle_batch(batch, algolia.sync(batch))
+        ...     db.settle_batch(algolia.sync(batch))
     """
 
     token: uuid.UUID

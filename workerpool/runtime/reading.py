@@ -73,18 +73,26 @@ class Reader:
         return items
 
     def _read(
-        self, conn: psycopg.Connection, watched: Watched, index: str, rows: list[SyncItem], outcome: Outcome
+        self,
+        conn: psycopg.Connection,
+        watched: Watched,
+        index: str,
+        rows: list[SyncItem],
+        outcome: Outcome,
+        one_by_one: bool = False,
     ) -> Iterator[tuple[Current, list[SyncItem]]]:
         """The current rows of `rows`' keys, in one query when it succeeds.
 
         When it fails for something in the rows (a value that cannot be read, a key that no longer
         casts to the key's type, an error a source view raises for one row), the keys are halved
         until each offending key fails alone, with the error as its last_error; the others are read
-        in the same batch. An error about the table itself (dropped, renamed column, permission)
+        in the same batch. The halves are read with the source probed per key (`one_by_one`), so
+        that a source view's expression that raises for one row is evaluated for the keys asked for
+        alone. An error about the table itself (dropped, renamed column, permission)
         retries all of its rows with backoff, and touches no other table.
         """
         try:
-            yield self.shaper.load_rows(conn, watched, index, [r.record_id for r in rows]), rows
+            yield self.shaper.load_rows(conn, watched, index, [r.record_id for r in rows], one_by_one), rows
             return
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
@@ -98,6 +106,9 @@ class Reader:
             error: BaseException = exc
         except Exception as exc:  # a loader or value error in psycopg: one row's data
             error = exc
+        if len(rows) == 1 and not one_by_one:  # the batch's plan may have evaluated other rows too
+            yield from self._read(conn, watched, index, rows, outcome, True)
+            return
         if len(rows) == 1:
             outcome.failed.append(
                 (
@@ -108,5 +119,5 @@ class Reader:
             )
             return
         middle = len(rows) // 2
-        yield from self._read(conn, watched, index, rows[:middle], outcome)
-        yield from self._read(conn, watched, index, rows[middle:], outcome)
+        yield from self._read(conn, watched, index, rows[:middle], outcome, True)
+        yield from self._read(conn, watched, index, rows[middle:], outcome, True)

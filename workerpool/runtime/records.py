@@ -35,7 +35,7 @@ def json_default(value: Any) -> Any:
         # The float holds the value exactly when its shortest repr reads back as the same number; a
         # numeric printed as that very text (604.73) needs no Decimal built to tell.
         if text != str(value) and Decimal(text) != value:
-            return str(value)
+            return _every_digit(value)
         return int(as_float) if as_float.is_integer() and abs(as_float) < _MAX_SAFE_INT else as_float
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
@@ -43,6 +43,16 @@ def json_default(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    return str(value)
+
+
+def _every_digit(value: Decimal) -> str:
+    """A number a double cannot hold, as text of every digit (`1e400` of a `json` column as jsonb and
+    numeric print it: 1 and 400 zeros, not `1E+400`). Past the range of Postgres's numeric type
+    (which only `json` text can exceed) in exponent form: positional text of `1e1000000000` would
+    take a gigabyte."""
+    if -16383 <= value.adjusted() < 131072:
+        return format(value, "f")
     return str(value)
 
 

@@ -87,10 +87,10 @@ class Outcome:
         }
 
 
-def rows_query(watched: Watched) -> sql.Composed:
+def rows_query(watched: Watched, one_by_one: bool = False) -> sql.Composed:
     """The query `Shaper.load_rows` runs: parameters `keys` (a text[] literal) and `index`."""
-    # queries.sql (load_rows) says why the query is shaped so.
-    return sql.SQL(Q.load_rows).format(
+    # queries.sql (load_rows, load_rows_one_by_one) says why the queries are shaped so.
+    return sql.SQL(Q.load_rows_one_by_one if one_by_one else Q.load_rows).format(
         key=sql.Identifier(watched.key_column),
         oid=sql.Identifier(OBJECT_ID_COLUMN),
         version=sql.Identifier(VERSION_COLUMN),
@@ -155,10 +155,13 @@ class Shaper:
         # watchdog reads it to find a transform that will not return.
         self.building: tuple[SyncItem, float] | None = None
 
-    def load_rows(self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str]) -> Current:
+    def load_rows(
+        self, conn: psycopg.Connection, watched: Watched, index: str, keys: list[str], one_by_one: bool = False
+    ) -> Current:
         """Current rows by key (one query), with one fresh version for the query and the hashes of
-        what was last sent to `index`."""
-        query = rows_query(watched)
+        what was last sent to `index`. `one_by_one` probes the source per key, evaluating its
+        expressions for those keys alone (to find the row that failed a batch)."""
+        query = rows_query(watched, one_by_one)
         described, fetched = fetch(conn, query, {"index": index, "keys": text_array(keys)})
         columns = described[len(HIDDEN_COLUMNS) :]
         rows = {r[0]: r[1:] for r in fetched}

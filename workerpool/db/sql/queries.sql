@@ -293,6 +293,15 @@ LISTEN {};
 -- statistics).
 SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
+-- name: load_rows_one_by_one
+-- Template: load_rows, probing the source once per key (a LATERAL subquery that OFFSET 0 keeps from
+-- being flattened into a join): a source view's expressions are evaluated for the keys asked for
+-- alone. load_rows may evaluate them for every row of the table (a hash join over a scan of the view,
+-- always so in a generic plan), so one row whose expression raises (a volatile function in a
+-- --source view) failed every key, however far the batch was halved. Used once a batch has failed
+-- for a row's sake, to find that row: a source without an index on its key costs a scan per key then.
+SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) CROSS JOIN LATERAL (SELECT r.* FROM {source} r WHERE r.{key} = k.oid::{ktype} OFFSET 0) s LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
+
 -- name: retention_lock
 -- The retention lock, for this transaction only; false when another worker holds it.
 SELECT pg_try_advisory_xact_lock(%s);
@@ -347,6 +356,12 @@ INSERT INTO workerpool_migrations (version, name, checksum) VALUES (%s, %s, %s);
 -- name: retry_failed
 -- `retry-failed`: failed rows back to the queue, for one table and/or some ids.
 SELECT algolia_sync_retry_failed(%s, %s);
+
+-- name: over_long_failed
+-- `retry-failed`: the failed rows it leaves, those of keys too long for an objectID (they never sync).
+SELECT count(*) FROM algolia_sync_queue q
+ WHERE q.status = 'failed' AND algolia_sync_key_too_long(q.record_id, q.last_error)
+   AND (%(t)s::text IS NULL OR q.table_name = %(t)s) AND (%(ids)s::bigint[] IS NULL OR q.id = ANY(%(ids)s));
 
 -- name: cleanup_old_sync_records
 SELECT cleanup_old_sync_records(%s);

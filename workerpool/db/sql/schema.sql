@@ -448,8 +448,9 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
 -- Move inbox rows, oldest first, into the queue: whole rows until max_keys keys (at least one row),
 -- coalescing with pending rows; returns how many queue rows that inserted or merged. Workers call it
 -- before they claim. A NULL key is dropped, and a key longer than algolia_sync_max_key_bytes()
--- becomes a failed row whose record_id is the key's first bytes and whose last_error says why, so
--- that no key can fail the statement that every claim runs first. A lock wait (another
+-- becomes a failed row whose record_id is the key's first bytes and whose last_error says why (one
+-- per key, however often it is spilled), so that no key can fail the statement that every claim runs
+-- first. A lock wait (another
 -- transaction's uncommitted pending row of the same key: a `reindex` chunk, a `retry-failed`) gives
 -- up after lock_timeout instead of queueing behind, or deadlocking with, that transaction: the
 -- inbox rows stay for the next call.
@@ -504,12 +505,18 @@ BEGIN
          WHERE k.record_id IS NOT NULL
          ORDER BY t.table_name, k.record_id, t.created_at DESC
     ), refused AS (
+        -- One failed row per over-long key: a hot key spilled again finds its row and adds none.
         INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
         SELECT k.table_name, left(k.record_id, 100) || '…',
                k.operation, 'failed', k.created_at,
                format('key is %s bytes long, over the %s-byte limit for an objectID: this row cannot be synced '
                       '(key starts %L, md5 %s)', octet_length(k.record_id), longest, left(k.record_id, 40), md5(k.record_id))
-          FROM keys k WHERE k.too_long
+          FROM keys k
+         WHERE k.too_long
+           AND NOT EXISTS (SELECT 1 FROM algolia_sync_queue f
+                            WHERE f.status = 'failed' AND f.table_name = k.table_name
+                              AND f.record_id = left(k.record_id, 100) || '…'
+                              AND f.last_error LIKE '%md5 ' || md5(k.record_id) || ')')
     )
     INSERT INTO algolia_sync_queue AS q (table_name, record_id, operation, created_at)
     SELECT k.table_name, k.record_id, k.operation, k.created_at FROM keys k WHERE NOT k.too_long
@@ -897,6 +904,14 @@ BEGIN
 END;
 $$;
 
+-- Whether a failed row is the spill's record of a key over algolia_sync_max_key_bytes(): its
+-- record_id is only the key's first bytes, so it can never be synced, and `retry-failed` must leave
+-- it (and its reason) in place instead of sending a delete for that truncated objectID.
+CREATE FUNCTION algolia_sync_key_too_long(record_id text, last_error text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT record_id LIKE '%…' AND last_error LIKE 'key is % bytes long, over the %-byte limit for an objectID:%'
+$$;
+
 -- `workerpool retry-failed`: failed rows go back to the queue with fresh attempts, merging into a
 -- pending row of the same key when one exists.
 CREATE FUNCTION algolia_sync_retry_failed(only_table text DEFAULT NULL, only_ids bigint[] DEFAULT NULL)
@@ -914,6 +929,7 @@ BEGIN
              WHERE q.status = 'failed'
                AND (only_table IS NULL OR q.table_name = only_table)
                AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND NOT algolia_sync_key_too_long(q.record_id, q.last_error)
                AND EXISTS (SELECT 1 FROM algolia_sync_queue p
                             WHERE p.status = 'pending' AND p.table_name = q.table_name
                               AND p.record_id = q.record_id);
@@ -924,6 +940,7 @@ BEGIN
              WHERE q.status = 'failed'
                AND (only_table IS NULL OR q.table_name = only_table)
                AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND NOT algolia_sync_key_too_long(q.record_id, q.last_error)
                AND EXISTS (SELECT 1 FROM algolia_sync_queue o
                             WHERE o.status = 'failed' AND o.table_name = q.table_name
                               AND o.record_id = q.record_id AND o.id > q.id);
@@ -933,7 +950,8 @@ BEGIN
                SET status = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
              WHERE q.status = 'failed'
                AND (only_table IS NULL OR q.table_name = only_table)
-               AND (only_ids IS NULL OR q.id = ANY(only_ids));
+               AND (only_ids IS NULL OR q.id = ANY(only_ids))
+               AND NOT algolia_sync_key_too_long(q.record_id, q.last_error);
             GET DIAGNOSTICS n = ROW_COUNT;
             changed := changed + n;
             EXIT;
