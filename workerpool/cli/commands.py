@@ -142,15 +142,21 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workerpool.db.connection import require
-    from workerpool.process.supervisor import Supervisor
+    from workerpool.process.supervisor import EXIT_ROWS_FAILED, Supervisor
 
     settings = _settings(args)
     settings.require_database()
     settings.require_algolia()
     require(settings.database_url)
-    with _db(settings, "check"):
-        pass
-    return Supervisor(settings, drain=args.drain).run()
+    with _db(settings, "check") as conn:
+        indices = [settings.algolia_index_prefix + r[0] for r in conn.execute(Q.watched_indices)]
+    code = Supervisor(settings, drain=args.drain).run()
+    if args.wait_published and code in (0, EXIT_ROWS_FAILED):
+        from workerpool.ops.published import wait_published
+
+        wait_published(settings, indices)
+        print(f"Algolia has published every write it accepted ({len(indices)} index(es))")
+    return code
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -240,7 +246,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _db(settings, "verify") as conn:
-        report = verify(settings, conn, args.table, repair=args.repair)
+        report = verify(settings, conn, args.table, repair=args.repair, published_first=not args.no_wait_published)
     if args.json:
         sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         var = config._FIELD_TO_VAR[field]
         p.add_argument(flag, dest=field, metavar=var, help=config.flag_help(var))
     p.add_argument("--drain", action="store_true", help=_local("exit 0 once nothing is pending or processing"))
+    p.add_argument(
+        "--wait-published",
+        action="store_true",
+        help=_local("with --drain: before exiting, wait until Algolia has published every write it accepted"),
+    )
 
     p = add("stats", cmd_stats, "queue depth, ages, rates and failures per table/index")
     p.add_argument("--json", action="store_true", help=_local("JSON instead of tables"))
@@ -184,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=_local("enqueue the fixes (resync missing and stale records, delete extra ones)"),
     )
     p.add_argument("--json", action="store_true", help=_local("the report as JSON"))
+    p.add_argument(
+        "--no-wait-published",
+        action="store_true",
+        help=_local("compare at once, without first waiting for Algolia to publish the writes it accepted"),
+    )
 
     from workerpool.emulator.cli import add_arguments as add_emulator_arguments
 

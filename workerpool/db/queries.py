@@ -66,6 +66,7 @@ class Queries:
     rename_queue_rows: str
     rename_inbox_rows: str
     delete_registration_by_old_name: str
+    watched_indices: str
     registrations_to_refresh: str
     set_transform: str
     registrations_by_relation: str

@@ -28,6 +28,7 @@ from algoliasearch.http.verb import Verb
 from workerpool.config import Settings
 from workerpool.runtime.algolia import AlgoliaError, build_config
 
+FENCE_OBJECT_ID = "workerpool-fence"  # never created (see Admin.fence)
 TASK_WAIT_S = 3600.0  # how long a command waits for one task before it gives up, saying so
 POLL_MAX_S = 2.0
 
@@ -125,6 +126,18 @@ class Admin:
         """deleteIndex; returns its taskID."""
         answer = self._call(Verb.DELETE, _path("/1/indexes/{}", index), required={"taskID": int, "deletedAt": str})
         task: int = answer["taskID"]
+        return task
+
+    def fence(self, index: str) -> int:
+        """A write that changes nothing (`partialUpdateObjectNoCreate` of an objectID with no attribute:
+        it never creates a record and leaves an existing one as it is); returns its taskID. Algolia
+        publishes an index's tasks in order, so once this one is published, so is every write the
+        index accepted before it."""
+        request = {"action": "partialUpdateObjectNoCreate", "indexName": index, "body": {"objectID": FENCE_OBJECT_ID}}
+        answer = self._call(Verb.POST, "/1/indexes/*/batch", {"requests": [request]}, required={"taskID": dict})
+        task = answer["taskID"].get(index)
+        if type(task) is not int:
+            raise AlgoliaError(f"a 2xx answer to the fence on {index} that is not Algolia's: no taskID for it")
         return task
 
     def task_published(self, index: str, task_id: int) -> bool:

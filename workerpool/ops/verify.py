@@ -47,6 +47,7 @@ from workerpool.db.queries import Q
 from workerpool.ops.browse import MAX_PAGE
 from workerpool.ops.hashes import INDEX_HASHES, SAMPLE, TABLE_HASHES, copy_table_hashes
 from workerpool.ops.index_reader import IndexReader
+from workerpool.ops.published import wait_published
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
 )
@@ -149,10 +150,13 @@ def verify(
     chunk_size: int = DEFAULT_CHUNK,
     page_size: int = MAX_PAGE,
     stream: IO[str] | None = None,
+    published_first: bool = True,
 ) -> Report:
     """Compare the index of `table` with the table, on `conn` (autocommit, to `settings.database_url`:
     the table's rows are read a chunk ahead on a second connection to that URL); `page_size` is the
-    browse page (hitsPerPage), `chunk_size` the keys read per query."""
+    browse page (hitsPerPage), `chunk_size` the keys read per query. With `published_first`, it first
+    waits until Algolia has published every write the index accepted (`ops/published.py`), so that
+    a write accepted and not yet applied is not reported as drift."""
     settings.require_algolia()
     if pooling.transaction_pooling():
         raise ConfigError(
@@ -163,6 +167,8 @@ def verify(
     index = settings.algolia_index_prefix + watched.index_name
     report = Report(watched.table_name, index)
     started_at = one_row(conn.execute(Q.database_now))[0]
+    if published_first:
+        wait_published(settings, [index])
     _create_scratch(conn)
     try:
         reader = IndexReader(settings, index, page_size)

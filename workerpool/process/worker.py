@@ -180,10 +180,10 @@ class Worker:
         except Exception:
             pass
         self._listener.close()
+        if self._algolia is not None:
+            self._algolia.close()  # before the pool: its task tracker records what it saw published
         if self._pool is not None:
             self._pool.close(timeout=2)
-        if self._algolia is not None:
-            self._algolia.close()
 
     @property
     def pool(self) -> ConnectionPool:

@@ -175,9 +175,7 @@ class Sender:
     def _request(self, path: str, body: bytes | None) -> dict[str, Any]:
         self._revive_hosts()
         self._local.retry_after = None
-        options = RequestOptions(self._config)
-        if body is not None:
-            options = options.merge(data=body)  # type: ignore[arg-type]
+        options = RequestOptions(self._config).merge(data=body)  # type: ignore[arg-type]
         try:
             response = self._transporter.request(
                 verb=Verb.POST if body is not None else Verb.GET,

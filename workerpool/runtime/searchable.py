@@ -176,7 +176,7 @@ class TaskTracker:
                         (tokens, [datetime.fromtimestamp(waiting[t][0], UTC) for t in tokens]),
                     )
                 }
-        except (psycopg.Error, Exception) as exc:
+        except Exception as exc:  # the database away: tried again at the next flush
             done = set()
             log.debug("published times not recorded", extra={"action": "published_unrecorded", "error": one_line(exc)})
         now = time.monotonic()

@@ -125,6 +125,10 @@ UPDATE algolia_sync_inbox SET table_name = %(new)s WHERE table_name = %(old)s;
 -- name: delete_registration_by_old_name
 DELETE FROM algolia_index_config WHERE table_name = %(old)s;
 
+-- name: watched_indices
+-- The indices of the enabled registrations (without ALGOLIA_INDEX_PREFIX).
+SELECT DISTINCT index_name FROM algolia_index_config WHERE enabled ORDER BY 1;
+
 -- name: registrations_to_refresh
 -- What `watch` stored for every enabled registration whose table exists (to regenerate its triggers).
 -- Related links by their current names (table, foreign key, referenced column), through the oid
