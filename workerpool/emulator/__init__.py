@@ -34,7 +34,7 @@ What it covers:
 
 Modules: ``state`` (the in-memory store), ``records`` (rules about one record), ``api`` (the ``/1/``
 routes), ``hooks`` (``/_emulator/``), ``faults`` (fault injection, round trip), ``server`` (HTTP,
-``Emulator``, bind safety), ``client`` (``make_client``), ``cli`` (the command line, also
+``Emulator``), ``bind`` (bind safety), ``client`` (``make_client``), ``cli`` (the command line, also
 ``workerpool emulator``), ``common`` (defaults, error shape).
 """
 
@@ -44,6 +44,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # `X as X`: re-exported for type checkers; at run time __getattr__ loads them
+    from workerpool.emulator.bind import is_loopback as is_loopback
+    from workerpool.emulator.bind import refuse_unsafe_bind as refuse_unsafe_bind
     from workerpool.emulator.cli import main as main
     from workerpool.emulator.cli import serve as serve
     from workerpool.emulator.client import make_client as make_client
@@ -53,8 +55,6 @@ if TYPE_CHECKING:  # `X as X`: re-exported for type checkers; at run time __geta
     from workerpool.emulator.common import DEFAULT_PORT as DEFAULT_PORT
     from workerpool.emulator.common import ApiError as ApiError
     from workerpool.emulator.server import Emulator as Emulator
-    from workerpool.emulator.server import is_loopback as is_loopback
-    from workerpool.emulator.server import refuse_unsafe_bind as refuse_unsafe_bind
     from workerpool.emulator.state import EmulatorState as EmulatorState
 
 # Exported name -> its module. Loaded on first use, so that `workerpool`'s own parser can take the
@@ -67,10 +67,10 @@ _EXPORTS = {
     "ApiError": "common",
     "Emulator": "server",
     "EmulatorState": "state",
-    "is_loopback": "server",
+    "is_loopback": "bind",
     "main": "cli",
     "make_client": "client",
-    "refuse_unsafe_bind": "server",
+    "refuse_unsafe_bind": "bind",
     "serve": "cli",
 }
 __all__ = sorted(_EXPORTS)

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     ConfigError (one line, exit 2) for a bad setting, a refused host or a port it cannot listen on.
     """
-    from workerpool.emulator.server import refuse_unsafe_bind
+    from workerpool.emulator.bind import refuse_unsafe_bind
 
     settings = config.load()
     app_id = args.app_id or settings.algolia_app_id or DEFAULT_APP_ID
