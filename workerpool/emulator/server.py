@@ -342,16 +342,29 @@ class Emulator:
         does on Algolia's side. Reset clears it."""
         self.state.fault_queue.set_task_delay(seconds)
 
+    def set_publish_delay(self, delay_ms: float, per_record_ms: float = 0.0) -> None:
+        """Record writes accepted from now on stay `notPublished`, and unreadable, for `delay_ms` plus
+        `per_record_ms` per record, after the previous task of their index: Algolia's asynchronous
+        indexing, and its queue under load (``POST /_emulator/publish-delay``). 0, 0 (the default, and
+        after reset): published at once. ValueError unless both are non-negative numbers."""
+        self.state.publishing.set_delay(delay_ms, per_record_ms)
+
+    def task_log(self, index: str | None = None) -> list[dict[str, Any]]:
+        """The last 100,000 record-write tasks (of `index`), oldest first: ``{"task_id", "index", "records",
+        "accepted_at", "published_at"}`` in Unix seconds, ``published_at`` None until published
+        (``GET /_emulator/tasks``, ``GET /_emulator/tasks/{i}``)."""
+        return self.state.publishing.task_log(index)
+
     def stats(self) -> dict[str, Any]:
         """Counters (``GET /_emulator/stats``)."""
         return self.state.stats()
 
     def reset(self) -> None:
-        """Drop indices, counters and faults (``POST /_emulator/reset``)."""
+        """Drop indices, counters, faults and tasks; no round trip, no delays (``POST /_emulator/reset``)."""
         self.state.reset()
 
     def records(self, index: str) -> dict[str, Record]:
-        """Copy of all records of ``index`` as {objectID: record} (``GET /_emulator/indexes/{i}``)."""
+        """Copy of the published records of ``index`` as {objectID: record} (``GET /_emulator/indexes/{i}``)."""
         return self.state.records(index)
 
     def __enter__(self) -> Emulator:
