@@ -8,7 +8,17 @@ What it covers:
   every batch action and the built-in partial-update operations (``Increment``, ``Decrement``,
   ``Add``, ``Remove``, ``AddUnique``, ``IncrementFrom``, ``IncrementSet``). A batch is atomic
   here: any invalid request in it (bad objectID, record over the size limit) rejects it whole.
-  Writes are applied synchronously, so every task is immediately ``published``.
+* an asynchronous index, as Algolia's is: a record write is acknowledged with its ``taskID`` at
+  once and becomes readable (get object(s), browse, search, ``Emulator.records``, the record counts
+  of stats and list indices) only when its task is ``published``. By default that is at once, so
+  every task is immediately ``published``. With a publish delay (``Emulator.set_publish_delay``,
+  ``POST /_emulator/publish-delay``, ``workerpool emulator --publish-delay-ms N
+  --publish-ms-per-record N``) a task is due at ``max(accepted + delay_ms, due of the previous task
+  of its index) + records * per_record_ms``: the tasks of one index publish in order and a queue
+  builds up under load. Until then reads see the record as it was before (absent, the old value,
+  or still there for a delete). Settings and index-level operations (clear, delete, copy, move)
+  stay immediate: clearing, deleting or replacing an index publishes its pending tasks at once; a
+  move takes them along. See ``publishing``.
 * reads: get object(s), cursor browse, a naive substring search, settings, list indices, tasks;
   index copy/move, clear and delete.
 * Algolia's auth (403) and error shape ``{"message": ..., "status": ...}``.
@@ -21,19 +31,29 @@ What it covers:
     writes, including updates ignored by IncrementSet/IncrementFrom, which Algolia also counts
     as operations}), ``record_writes_total``, ``ignored_writes``, ``rejected`` (``429``,
     ``5xx``, ``dropped``, ``400``, ``403``, ``404`` answers), ``faults_pending``, ``indices``
-    ({index: record count}).
-  - ``POST /_emulator/reset``: drop indices, counters and faults.
+    ({index: published record count}).
+  - ``POST /_emulator/reset``: drop indices, counters, faults and the task log; no round trip,
+    task delay or publish delay.
   - ``POST /_emulator/faults`` with one fault or a list: ``{"status": 429, "retry_after": 1,
     "count": N}``, ``{"status": 503, "seconds": S}``, ``{"drop": true, "count": N}``,
     ``{"latency_ms": M, "seconds": S}``, each optionally ``"writes_only": true``;
     ``GET`` lists them, ``DELETE`` clears them.
   - ``POST /_emulator/rtt`` with ``{"rtt_ms": 60, "jitter_ms": 10}``: every ``/1/`` answer waits
     that round trip (± jitter) from then on; reset clears it.
-  - ``GET /_emulator/indexes/{i}``: every record as ``{objectID: record}``.
+  - ``POST /_emulator/task-delay`` with ``{"seconds": S}``: tasks other than record writes (copy,
+    move, clear, settings) stay ``notPublished`` for S seconds, as a large index's copy does.
+  - ``POST /_emulator/publish-delay`` with ``{"delay_ms": N, "per_record_ms": M}``: record-write
+    tasks publish as described above; ``{}`` turns it off (reset does too). Answers the values set.
+  - ``GET /_emulator/tasks`` and ``GET /_emulator/tasks/{i}``: ``{"tasks": [...]}``, the last
+    100,000 record-write tasks (of index i), oldest first, each ``{"task_id", "index", "records",
+    "accepted_at", "published_at"}`` in Unix seconds, ``published_at`` null until published
+    (``Emulator.task_log``).
+  - ``GET /_emulator/indexes/{i}``: every published record as ``{objectID: record}``.
   - ``GET /_emulator/health``: ``{"ok": true}``.
 
-Modules: ``state`` (the in-memory store), ``records`` (rules about one record), ``api`` (the ``/1/``
-routes), ``hooks`` (``/_emulator/``), ``faults`` (fault injection, round trip), ``server`` (HTTP,
+Modules: ``state`` (the in-memory store), ``publishing`` (the publish delay, pending tasks and their
+pre-images, the task log), ``records`` (rules about one record), ``api`` (the ``/1/`` routes),
+``hooks`` (``/_emulator/``), ``faults`` (fault injection, round trip, task delay), ``server`` (HTTP,
 ``Emulator``), ``bind`` (bind safety), ``client`` (``make_client``), ``cli`` (the command line, also
 ``workerpool emulator``), ``common`` (defaults, error shape).
 """
