@@ -144,6 +144,30 @@ def test_updates_show_the_old_record_and_a_delete_keeps_it_until_published(em, c
     assert browse_ids(client, "upd") == ["a", "b"] and em.stats()["indices"] == {"upd": 2}
 
 
+def test_a_browse_walks_the_published_records_while_writes_are_pending(em, client):
+    client.batch("walk", adds([{"objectID": f"r{i:02d}", "v": 1} for i in range(30)]))
+    em.set_publish_delay(1500)
+    first = client.browse("walk", {"hitsPerPage": 10})
+    assert [h.object_id for h in first.hits] == [f"r{i:02d}" for i in range(10)] and first.cursor
+    client.delete_object("walk", "r15")
+    client.partial_update_object("walk", "r25", {"v": 2})
+    last = client.save_object("walk", {"objectID": "r99"}).task_id
+    hits = []
+    cursor = first.cursor
+    while cursor:
+        page = client.browse("walk", {"hitsPerPage": 10, "cursor": cursor})
+        hits += [h.to_dict() for h in page.hits]
+        cursor = page.cursor
+    assert [h["objectID"] for h in hits] == [f"r{i:02d}" for i in range(10, 30)]
+    assert all(h["v"] == 1 for h in hits)
+
+    wait_published(client, "walk", last)  # and so the two before it
+    ids = []
+    client.browse_objects("walk", aggregator=lambda resp: ids.extend(h.object_id for h in resp.hits))
+    assert "r15" not in ids and "r99" in ids and len(ids) == 30
+    assert client.get_object("walk", "r25")["v"] == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Queues: order, per-record cost, one queue per index
 # ---------------------------------------------------------------------------------------------

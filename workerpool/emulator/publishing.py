@@ -234,6 +234,21 @@ class Publishing:
             return records.get(oid)
         return None if images[0] is MISSING else images[0]
 
+    def pick(self, name: str, records: dict[str, Record], keys: list[str]) -> list[Record]:
+        """The published records of ``keys`` that exist, in order, given the live ``records`` of ``name``
+        (a browse page: no copy of the whole index)."""
+        if not self._queues:
+            return [records[k] for k in keys if k in records]
+        self.publish_due()
+        overlay = self._overlay.get(name, {})
+        out = []
+        for k in keys:
+            images = overlay.get(k)
+            rec = records.get(k, MISSING) if images is None else images[0]
+            if rec is not MISSING:
+                out.append(rec)
+        return out
+
     def count(self, name: str, records: dict[str, Record]) -> int:
         """How many published records ``name`` has, given its live ``records``."""
         self.publish_due()

@@ -355,18 +355,18 @@ class EmulatorState:
         that snapshot (records deleted meanwhile are skipped, later ones are not returned)."""
         with self._lock:
             idx = self.indices.get(name)
-            recs = self.publishing.view(name, idx.records) if idx is not None else {}
+            recs = idx.records if idx is not None else {}
             if cursor:
                 snap, offset = self._cursors.resume(cursor, name)
             else:
                 if idx is None:
                     raise ApiError(404, "Index does not exist")
-                match = matcher(query, idx.settings)
-                keys = list(recs) if match is None else [k for k, r in recs.items() if match(r)]
+                match, view = matcher(query, idx.settings), self.publishing.view(name, recs)
+                keys = list(view) if match is None else [k for k, r in view.items() if match(r)]
                 snap, offset = Snapshot(name, keys, attributes), 0
                 if len(keys) > hits_per_page:
                     self._cursors.open(snap)
-            hits = [recs[k] for k in snap.keys[offset : offset + hits_per_page] if k in recs]
+            hits = self.publishing.pick(name, recs, snap.keys[offset : offset + hits_per_page])
             next_offset = offset + hits_per_page
             more = next_offset < len(snap.keys)
             if not more:
