@@ -26,6 +26,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from workerpool.emulator.common import MISSING, Record, is_number
@@ -109,7 +110,9 @@ class Publishing:
 
     # -- for EmulatorState, under its lock -----------------------------------------------------
 
-    def accept(self, tasks: dict[str, int], writes: dict[str, int], undo: list[tuple[Any, ...]], indices: Any) -> None:
+    def accept(
+        self, tasks: dict[str, int], writes: dict[str, int], undo: list[tuple[Any, ...]], indices: Mapping[str, Any]
+    ) -> None:
         """Log the tasks of an applied batch ({index: taskID}, {index: record actions}) and hold the
         ones not due yet, with pre-images read off the batch's undo log (see ``EmulatorState._rollback``)."""
         now_wall = time.time()
@@ -138,7 +141,7 @@ class Publishing:
             queue.append(task)
             self._pending[task_id] = task
 
-    def _pre_images(self, undo: list[tuple[Any, ...]], indices: Any) -> dict[str, dict[str, Any]]:
+    def _pre_images(self, undo: list[tuple[Any, ...]], indices: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """{index: {objectID: value before the batch}} from its undo log; a clear or delete of an
         index in the batch publishes that index's pending tasks and forgets what came before it."""
         by_records = {id(idx.records): name for name, idx in indices.items()}
