@@ -331,8 +331,7 @@ MEANINGS: dict[str, str] = {
     "byte of the answer (a slower one is cut and retried)",
     "ALGOLIA_MAX_ANSWER_BYTES": "bytes an answer to a batch request may have (a larger one is cut and retried)",
     "REQUESTS_IN_FLIGHT": "batches each worker keeps on the wire at once, each under its own claim",
-    "TASK_TRACKING": "Algolia tasks each worker follows at once until published, for the time-to-searchable "
-    "figures (a sample under load; 0: off)",
+    "TASK_TRACKING": "Algolia tasks each worker follows until published (time to searchable; 0: off)",
     "TRANSFORM_TIMEOUT": "milliseconds a --transform may take for one record before that record fails (0: no limit)",
     "WORKER_TIMEOUT": "milliseconds a worker's claim loop may go without turning before the supervisor kills and "
     "replaces it",

@@ -56,7 +56,7 @@ def test_commit_to_searchable_is_measured_shown_and_recorded(products, env, emul
     # publish, nor later than the slowest task plus the change -> accepted time and a poll interval.
     log = [t for t in emulator.task_log("products") if t["published_at"] is not None]
     took = [t["published_at"] - t["accepted_at"] for t in log]
-    assert log and min(took) >= DELAY_S, took
+    assert log and min(took) >= DELAY_S - 0.001, took
     assert total / count <= max(took) + 5.0, (total / count, took)
 
     # The claim's log rows carry the publication time: stats and the dashboard read them.

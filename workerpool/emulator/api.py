@@ -253,7 +253,10 @@ def _ep_task(c: Call) -> Any:
         task = int(c.args[-1])
     except ValueError:
         raise ApiError(400, "taskID must be an integer") from None
-    published = c.state.fault_queue.task_published(task)
+    # A slow copy/move (the fault queue's task delay) and a record write still publishing (the
+    # publish delay) are both notPublished; either may hold a task, both are asked.
+    held = not c.state.fault_queue.task_published(task)
+    published = c.state.publishing.task_published(task) and not held
     return {"status": "published" if published else "notPublished", "pendingTask": not published}
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from workerpool import config, logs, redaction
@@ -45,6 +46,23 @@ def _record_bytes(raw: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"--max-record-bytes {raw!r} is not a size; expected a whole number above 0")
     return value
+
+
+def _milliseconds(flag: str) -> Callable[[str], float]:
+    """An argparse type for ``flag``: a finite number of milliseconds, 0 or more."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(
+                f"{flag} {raw!r} is not a duration; expected a number of milliseconds, 0 or more"
+            )
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +102,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"MAX_RECORD_BYTES (default: {DEFAULT_MAX_RECORD_BYTES}; {_NO_ENV})",
     )
     parser.add_argument(
+        "--publish-delay-ms",
+        type=_milliseconds("--publish-delay-ms"),
+        default=0.0,
+        metavar="N",
+        help="how long a record write stays notPublished and unreadable, as Algolia indexes asynchronously; "
+        f"the tasks of an index publish in order (default: 0, at once; {_NO_ENV})",
+    )
+    parser.add_argument(
+        "--publish-ms-per-record",
+        type=_milliseconds("--publish-ms-per-record"),
+        default=0.0,
+        metavar="N",
+        help="more publish delay for each record of a task, so that a queue builds up under load "
+        f"(default: 0; {_NO_ENV})",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help=f"log every request, at level debug (default: off; {_NO_ENV})"
     )
 
@@ -93,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     ConfigError (one line, exit 2) for a bad setting, a refused host or a port it cannot listen on.
     """
-    from workerpool.emulator.server import refuse_unsafe_bind
+    from workerpool.emulator.bind import refuse_unsafe_bind
 
     settings = config.load()
     app_id = args.app_id or settings.algolia_app_id or DEFAULT_APP_ID
@@ -102,7 +136,15 @@ def run(args: argparse.Namespace) -> int:
     refusal = refuse_unsafe_bind(args.host, args.allow_remote, api_key)
     if refusal:
         raise ConfigError(refusal)
-    serve(args.port, host=args.host, app_id=app_id, api_key=api_key, max_record_bytes=args.record_limit)
+    serve(
+        args.port,
+        host=args.host,
+        app_id=app_id,
+        api_key=api_key,
+        max_record_bytes=args.record_limit,
+        publish_delay_ms=args.publish_delay_ms,
+        publish_ms_per_record=args.publish_ms_per_record,
+    )
     return 0
 
 
@@ -112,8 +154,11 @@ def serve(
     app_id: str = DEFAULT_APP_ID,
     api_key: str = DEFAULT_API_KEY,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    publish_delay_ms: float = 0.0,
+    publish_ms_per_record: float = 0.0,
 ) -> None:
-    """Run the emulator until SIGTERM/SIGINT, then return normally.
+    """Run the emulator until SIGTERM/SIGINT, then return normally; record writes publish after
+    ``publish_delay_ms`` plus ``publish_ms_per_record`` per record (``Emulator.set_publish_delay``).
 
     Logs ``emulator listening`` (action ``emulator_started``, with the URL) once listening. A port
     it cannot listen on (taken, or a host it cannot bind) raises ConfigError.
@@ -121,6 +166,7 @@ def serve(
     from workerpool.emulator.server import Emulator
 
     emu = Emulator(host=host, port=port, app_id=app_id, api_key=api_key, max_record_bytes=max_record_bytes)
+    emu.set_publish_delay(publish_delay_ms, publish_ms_per_record)  # ValueError before listening if invalid
     try:
         emu.start()
     except OSError as exc:
@@ -133,7 +179,14 @@ def serve(
     url = emu.url
     log.info(
         "emulator listening",
-        extra={"action": "emulator_started", "url": url, "app_id": app_id, "max_record_bytes": max_record_bytes},
+        extra={
+            "action": "emulator_started",
+            "url": url,
+            "app_id": app_id,
+            "max_record_bytes": max_record_bytes,
+            "publish_delay_ms": publish_delay_ms,
+            "publish_ms_per_record": publish_ms_per_record,
+        },
     )
     try:
         while not stop.wait(0.5):

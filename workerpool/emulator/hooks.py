@@ -1,4 +1,5 @@
-"""The test hooks under ``/_emulator/``: stats, reset, faults, round trip, an index's records.
+"""The test hooks under ``/_emulator/``: stats, reset, faults, round trip, task and publish delays,
+an index's (published) records, the task log.
 
 No auth, so they answer loopback clients only. ``Emulator`` mirrors them as methods, since tests
 often run workers in other processes.
@@ -16,6 +17,7 @@ from workerpool.emulator.state import EmulatorState
 
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 _INDEXES = "/_emulator/indexes/"
+_TASKS = "/_emulator/tasks/"
 
 
 def _json(status: int, obj: Any) -> tuple[int, bytes]:
@@ -74,6 +76,18 @@ def answer(state: EmulatorState, client_host: str, method: str, path: str, raw: 
         return _json(200, {"ok": True, "recording": True})
     if path == "/_emulator/requests" and method == "GET":
         return _json(200, {"recording": state.recorder.on, "requests": state.recorder.requests()})
+    if path == "/_emulator/publish-delay" and method == "POST":
+        try:
+            body = loads(raw)
+            state.publishing.set_delay(body.get("delay_ms", 0), body.get("per_record_ms", 0))
+        except (ApiError, AttributeError, TypeError, ValueError) as exc:
+            return _error(400, f"Invalid publish delay: {exc}")
+        publishing = state.publishing
+        return _json(200, {"ok": True, "delay_ms": publishing.delay_ms, "per_record_ms": publishing.per_record_ms})
+    if path == "/_emulator/tasks" and method == "GET":
+        return _json(200, {"tasks": state.publishing.task_log()})
+    if path.startswith(_TASKS) and method == "GET":
+        return _json(200, {"tasks": state.publishing.task_log(unquote(path[len(_TASKS) :]))})
     if path.startswith(_INDEXES) and method == "GET":
         return 200, state.records_json(unquote(path[len(_INDEXES) :]))
     return _error(404, "Not Found")

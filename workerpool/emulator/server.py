@@ -1,10 +1,9 @@
-"""The HTTP server (one thread per connection), the ``Emulator`` handle, and bind safety."""
+"""The HTTP server (one thread per connection) and the ``Emulator`` handle."""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import ipaddress
 import logging
 import socket
 import socketserver
@@ -344,16 +343,29 @@ class Emulator:
         does on Algolia's side. Reset clears it."""
         self.state.fault_queue.set_task_delay(seconds)
 
+    def set_publish_delay(self, delay_ms: float, per_record_ms: float = 0.0) -> None:
+        """Record writes accepted from now on stay `notPublished`, and unreadable, for `delay_ms` plus
+        `per_record_ms` per record, after the previous task of their index: Algolia's asynchronous
+        indexing, and its queue under load (``POST /_emulator/publish-delay``). 0, 0 (the default, and
+        after reset): published at once. ValueError unless both are non-negative numbers."""
+        self.state.publishing.set_delay(delay_ms, per_record_ms)
+
+    def task_log(self, index: str | None = None) -> list[dict[str, Any]]:
+        """The last 100,000 record-write tasks (of `index`), oldest first: ``{"task_id", "index", "records",
+        "accepted_at", "published_at"}`` in Unix seconds, ``published_at`` None until published
+        (``GET /_emulator/tasks``, ``GET /_emulator/tasks/{i}``)."""
+        return self.state.publishing.task_log(index)
+
     def stats(self) -> dict[str, Any]:
         """Counters (``GET /_emulator/stats``)."""
         return self.state.stats()
 
     def reset(self) -> None:
-        """Drop indices, counters and faults (``POST /_emulator/reset``)."""
+        """Drop indices, counters, faults and tasks; no round trip, no delays (``POST /_emulator/reset``)."""
         self.state.reset()
 
     def records(self, index: str) -> dict[str, Record]:
-        """Copy of all records of ``index`` as {objectID: record} (``GET /_emulator/indexes/{i}``)."""
+        """Copy of the published records of ``index`` as {objectID: record} (``GET /_emulator/indexes/{i}``)."""
         return self.state.records(index)
 
     def __enter__(self) -> Emulator:
@@ -361,37 +373,3 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address `host` names is a loopback one ('' and 0.0.0.0 mean every interface: no)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None) if host else []
-    except (socket.gaierror, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
-
-
-def refuse_unsafe_bind(host: str, allow_remote: bool, api_key: str) -> str | None:
-    """The one-line reason not to listen on `host`, or None.
-
-    Anyone who can reach the emulator can read and write every index with its key, and the default
-    key is published here: beyond loopback it needs both an explicit --allow-remote and a key of one's own.
-    """
-    if is_loopback(host):
-        return None
-    if not allow_remote:
-        return (
-            f"refusing to listen on {host!r}, which is not a loopback address; pass --allow-remote "
-            "and an --api-key of your own to serve other hosts"
-        )
-    if api_key == DEFAULT_API_KEY:
-        return (
-            f"refusing to listen on {host!r} with the default API key, which anyone can read; "
-            "pass --api-key with a key of your own"
-        )
-    return None

@@ -1,7 +1,7 @@
 """The in-memory store: indices of records and settings, tasks, browse cursors and counters.
 
 State lives behind a single lock. Stored records are never mutated in place (partial updates
-copy the record), so readers can serialize them outside the lock.
+copy the record), so readers can serialize them outside the lock. Reads see published ones only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from workerpool.emulator.cursors import Cursors, Snapshot
 from workerpool.emulator.faults import Faults
 from workerpool.emulator.index import Index as _Index
 from workerpool.emulator.index import copyable as _copyable
+from workerpool.emulator.publishing import Publishing
 from workerpool.emulator.recorder import Recorder
 from workerpool.emulator.records import RECORD_ACTIONS, check_object_id, matcher, partial_update, project, too_big
 
@@ -43,6 +44,7 @@ class EmulatorState:
 
     def _reset_unlocked(self) -> None:
         self.indices: dict[str, _Index] = {}
+        self.publishing = Publishing(self._lock)  # a fresh one: no publish delay, no task log
         self._cursors = Cursors()
         self._record_writes: dict[str, int] = {}
         self._batch_requests = 0
@@ -54,7 +56,7 @@ class EmulatorState:
     # -- test hooks -------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Drop every index, counter and fault, and the round trip."""
+        """Drop every index, counter, fault and task, the round trip and the publish delay."""
         with self._lock, self._meta_lock:
             self._reset_unlocked()
             self.fault_queue.reset()
@@ -65,7 +67,7 @@ class EmulatorState:
             writes = dict(self._record_writes)
             batches = self._batch_requests
             ignored = self._ignored_writes
-            entries = {name: len(idx.records) for name, idx in self.indices.items()}
+            entries = {name: self.publishing.count(name, idx.records) for name, idx in self.indices.items()}
         with self._meta_lock:
             return {
                 "requests": self._requests,
@@ -79,15 +81,15 @@ class EmulatorState:
             }
 
     def records(self, index: str) -> dict[str, Record]:
-        """A copy of every record of ``index`` as {objectID: record} ({} if it does not exist)."""
+        """A copy of every published record of ``index`` as {objectID: record} ({} if no such index)."""
         copy: dict[str, Record] = orjson.loads(self.records_json(index))  # much faster than deepcopy
         return copy
 
     def records_json(self, index: str) -> bytes:
-        """Every record of ``index`` as the JSON object {objectID: record}."""
+        """Every published record of ``index`` as the JSON object {objectID: record}."""
         with self._lock:
             idx = self.indices.get(index)
-            snapshot = dict(idx.records) if idx is not None else {}
+            snapshot = dict(self.publishing.view(index, idx.records)) if idx is not None else {}
         return orjson.dumps(snapshot)
 
     def inject_faults(self, specs: list[dict[str, Any]]) -> None:
@@ -235,6 +237,7 @@ class EmulatorState:
                 if n:
                     self._record_writes[name] = self._record_writes.get(name, 0) + n
             self._ignored_writes += ignored
+            self.publishing.accept(tasks, writes, undo, self.indices)
         return tasks, object_ids
 
     def _index_action(self, action: str, name: str, undo: list[tuple[Any, ...]]) -> None:
@@ -254,8 +257,10 @@ class EmulatorState:
         return task
 
     def clear(self, name: str) -> None:
-        """Remove every record of ``name``, keeping its settings."""
+        """Remove every record of ``name``, keeping its settings. Clear and delete are immediate: the
+        index's pending tasks publish at once."""
         with self._lock:
+            self.publishing.discard(name)
             idx = self.indices.get(name)
             if idx is not None:
                 idx.records = {}
@@ -263,6 +268,7 @@ class EmulatorState:
 
     def delete_index(self, name: str) -> None:
         with self._lock:
+            self.publishing.discard(name)
             self.indices.pop(name, None)
 
     def set_settings(self, name: str, settings: Record) -> None:
@@ -293,6 +299,7 @@ class EmulatorState:
                 raise ApiError(400, f"Cannot copy to {destination}: the destination index has replicas")
             if operation == "move":
                 if src is not None:
+                    self.publishing.rename(source, destination)
                     src.updated_at = now_iso()
                     self.indices[destination] = src
                     del self.indices[source]
@@ -303,6 +310,7 @@ class EmulatorState:
                     dst.settings = _copyable(src.settings) if src is not None else {}
                 dst.updated_at = now_iso()
                 return
+            self.publishing.discard(destination)
             dst = _Index()
             if src is not None:
                 dst.records = dict(src.records)  # records are never mutated in place
@@ -314,7 +322,7 @@ class EmulatorState:
     def get_object(self, name: str, oid: str) -> Record | None:
         with self._lock:
             idx = self.indices.get(name)
-            return idx.records.get(oid) if idx is not None else None
+            return self.publishing.get(name, idx.records, oid) if idx is not None else None
 
     def get_objects(self, wanted: list[tuple[str, str]]) -> list[Record | None]:
         """The record of each (index, objectID), None where there is none."""
@@ -322,7 +330,7 @@ class EmulatorState:
             out = []
             for name, oid in wanted:
                 idx = self.indices.get(name)
-                out.append(idx.records.get(oid) if idx is not None else None)
+                out.append(self.publishing.get(name, idx.records, oid) if idx is not None else None)
             return out
 
     def search(self, name: str, query: str, page: int, hits_per_page: int) -> tuple[list[Record], int]:
@@ -331,12 +339,11 @@ class EmulatorState:
             idx = self.indices.get(name)
             if idx is None:
                 raise ApiError(404, "Index does not exist")
-            match = matcher(query, idx.settings)
+            match, recs = matcher(query, idx.settings), self.publishing.view(name, idx.records)
             if match is None:
-                total = len(idx.records)
-                hits = list(itertools.islice(idx.records.values(), page * hits_per_page, (page + 1) * hits_per_page))
-                return hits, total
-            found = [rec for rec in idx.records.values() if match(rec)]
+                hits = list(itertools.islice(recs.values(), page * hits_per_page, (page + 1) * hits_per_page))
+                return hits, len(recs)
+            found = [rec for rec in recs.values() if match(rec)]
         return found[page * hits_per_page : (page + 1) * hits_per_page], len(found)
 
     def browse(
@@ -345,20 +352,19 @@ class EmulatorState:
         """One browse page. The first call snapshots the matching objectIDs; the cursor walks
         that snapshot (records deleted meanwhile are skipped, later ones are not returned)."""
         with self._lock:
+            idx = self.indices.get(name)
+            recs = idx.records if idx is not None else {}
             if cursor:
                 snap, offset = self._cursors.resume(cursor, name)
             else:
-                idx = self.indices.get(name)
                 if idx is None:
                     raise ApiError(404, "Index does not exist")
-                match = matcher(query, idx.settings)
-                keys = list(idx.records) if match is None else [k for k, r in idx.records.items() if match(r)]
+                match, view = matcher(query, idx.settings), self.publishing.view(name, recs)
+                keys = list(view) if match is None else [k for k, r in view.items() if match(r)]
                 snap, offset = Snapshot(name, keys, attributes), 0
                 if len(keys) > hits_per_page:
                     self._cursors.open(snap)
-            idx = self.indices.get(name)
-            recs = idx.records if idx is not None else {}
-            hits = [recs[k] for k in snap.keys[offset : offset + hits_per_page] if k in recs]
+            hits = self.publishing.pick(name, recs, snap.keys[offset : offset + hits_per_page])
             next_offset = offset + hits_per_page
             more = next_offset < len(snap.keys)
             if not more:
@@ -381,12 +387,12 @@ class EmulatorState:
                     "name": name,
                     "createdAt": idx.created_at,
                     "updatedAt": idx.updated_at,
-                    "entries": len(idx.records),
+                    "entries": self.publishing.count(name, idx.records),
                     "dataSize": 0,
                     "fileSize": 0,
                     "lastBuildTimeS": 0,
-                    "numberOfPendingTasks": 0,
-                    "pendingTask": False,
+                    "numberOfPendingTasks": self.publishing.pending(name),
+                    "pendingTask": self.publishing.pending(name) > 0,
                 }
                 for name, idx in sorted(self.indices.items())
             ]
