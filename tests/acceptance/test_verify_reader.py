@@ -53,7 +53,7 @@ def _slow_verify(products, env, emulator) -> subprocess.Popen:
     drain(env)
     emulator.inject_fault(latency_ms=20_000, count=1)  # the reader's first browse page
     return subprocess.Popen(
-        workerpool_cmd("verify", "products"),
+        workerpool_cmd("verify", "products", "--no-wait-published"),  # the first request is the browse
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

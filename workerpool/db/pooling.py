@@ -66,10 +66,13 @@ _checked = False
 
 
 def use(mode: str) -> None:
-    """Set this process's pool mode (one of config.POOL_MODES) before it opens connections."""
+    """Set this process's pool mode (one of config.POOL_MODES) before it opens connections. The same
+    mode again keeps what `auto` found and what `check_pinned` proved."""
     global _configured, _resolved, _checked
     if mode not in POOL_MODES:
         raise ConfigError(f"DATABASE_POOL_MODE={mode!r} is not valid; expected one of {', '.join(POOL_MODES)}")
+    if mode == _configured:
+        return
     _configured, _resolved, _checked = mode, (None if mode == "auto" else mode), False
 
 
