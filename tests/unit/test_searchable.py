@@ -100,3 +100,12 @@ def test_the_sample_keeps_the_oldest_change_and_at_most_a_few(offsets):
     assert 1 <= len(picked) <= SAMPLE_RECORDS
     assert min(picked) == min(changed).timestamp()
     assert set(picked) <= {c.timestamp() for c in changed}
+
+
+def test_one_request_is_followed_per_sampling_interval(monkeypatch):
+    monkeypatch.setattr(searchable, "FOLLOW_EVERY_S", 0.2)
+    tracker = _tracker(100, FakeAlgolia(polls=0))
+    assert tracker.wants({"a": 1})
+    assert not tracker.wants({"a": 2})  # within the interval: sampled out
+    time.sleep(0.25)
+    assert tracker.wants({"a": 3})

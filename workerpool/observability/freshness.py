@@ -31,8 +31,8 @@ class FreshnessMetrics:
         )
         self.untracked = Counter(
             "workerpool_algolia_tasks_untracked",
-            "Accepted tasks not followed to publication: full (TASK_TRACKING tasks followed already) or "
-            "timeout (not published after 10 minutes)",
+            "Accepted tasks not followed to publication: sampled (one request's tasks are followed per half "
+            "second), full (TASK_TRACKING tasks followed already) or timeout (not published after 10 minutes)",
             ["reason"],
             registry=None,
         )

@@ -6,10 +6,11 @@ of the batches Algolia accepted to its `TaskTracker` (`accepted`: a dict update,
 polls `GET /1/indexes/{index}/task/{taskID}` from a thread of its own, with backoff, until each is
 published: no claim, lease or connection is held meanwhile, and the send path never waits for it.
 
-Sampled, with bounded memory and request rate whatever the backlog: at most TASK_TRACKING tasks are
-followed at once (0 turns tracking off), a task is polled at most every MAX_POLL_S and never more
-often than POLLS_PER_S per worker in all, and a task that stays unpublished for GIVE_UP_S is
-dropped (counted as `workerpool_algolia_tasks_untracked_total{reason="timeout"}`). Each followed
+Sampled, with bounded memory and request rate whatever the backlog: a worker starts following at
+most one request's tasks per FOLLOW_EVERY_S, and at most TASK_TRACKING tasks at once (0 turns
+tracking off); a task is polled at most every MAX_POLL_S and the worker's polls are never more than
+POLLS_PER_S in all; a task that stays unpublished for GIVE_UP_S is dropped. Tasks not followed are
+counted in `workerpool_algolia_tasks_untracked_total{reason}` (sampled, full, timeout). Each followed
 task keeps up to SAMPLE_RECORDS capture times of its records (the oldest among them).
 
 The figures: `workerpool_time_to_searchable_seconds` (per sampled record: capture to the poll that
@@ -39,9 +40,10 @@ from workerpool.observability import freshness
 log = logging.getLogger(__name__)
 
 SAMPLE_RECORDS = 8
+FOLLOW_EVERY_S = 0.5  # at most one newly accepted task followed per this long, per worker
 FIRST_POLL_S = 0.02
 MAX_POLL_S = 1.0
-POLLS_PER_S = 50.0
+POLLS_PER_S = 10.0
 GIVE_UP_S = 600.0
 FLUSH_S = 1.0
 UNRECORDED_KEEP_S = 60.0  # a published claim whose log row is not written yet is retried this long
@@ -80,18 +82,26 @@ class TaskTracker:
         self._published: dict[uuid.UUID, tuple[float, float]] = {}  # claim token -> (published wall, first seen)
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._next_follow = 0.0
 
     @property
     def pending(self) -> int:
         return len(self._heap)
 
     def wants(self, tasks: dict[str, int]) -> bool:
-        """Whether `accepted` would follow these tasks (one length check): the tracker has room."""
-        if len(self._heap) < self.limit:
-            return True
-        if self.limit:
+        """Whether `accepted` should follow these tasks: the tracker has room, and FOLLOW_EVERY_S has
+        passed since it last took some (a clock read and a length check otherwise)."""
+        if not self.limit:
+            return False
+        now = time.monotonic()
+        if now < self._next_follow:
+            freshness.record_task_untracked("sampled", len(tasks))
+            return False
+        if len(self._heap) >= self.limit:
             freshness.record_task_untracked("full", len(tasks))
-        return False
+            return False
+        self._next_follow = now + FOLLOW_EVERY_S
+        return True
 
     def accepted(self, tasks: dict[str, int], changed_at: Sequence[datetime], token: uuid.UUID | None) -> None:
         """Algolia accepted a request: its task per index, and the capture times of its records."""
