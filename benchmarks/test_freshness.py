@@ -168,8 +168,8 @@ def test_freshness(benchmark, db, db_url, emulator, start_pool):
         for rate, rtt, delay in _points() if GRID else []:
             rows.append(point(rate, rtt, delay))
         reference = max(RATES) if _bench.SMOKE else 1000
-        for _ in range(TRACKING_ROUNDS):
-            for tracking in (0, 16):
+        for n in range(TRACKING_ROUNDS):  # off first, then on first: the table grows from point to point
+            for tracking in (0, 16) if n % 2 == 0 else (16, 0):
                 rows.append({"tracking": tracking} | point(reference, 0, (0.0, 0.0), tracking))
 
     benchmark.group = "freshness"
