@@ -30,7 +30,7 @@ from psycopg import conninfo, sql
 from workerpool import logs
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
-from workerpool.failures import EXIT_ERROR
+from workerpool.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED
 from workerpool.runtime import queue
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ def run_demo(database_url: str | None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         _say("\ninterrupted")
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         if pool is not None and pool.poll() is None:
             try:

@@ -28,6 +28,7 @@ from workerpool.api.results import BatchResult
 from workerpool.config import Settings
 from workerpool.db.connection import DatabaseUnavailable, connect, make_pool, one_row
 from workerpool.db.queries import Q
+from workerpool.exit_codes import WORKER_EXIT_BOOT_ERROR, WORKER_EXIT_CRASH, WORKER_EXIT_OK
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
 from workerpool.process import liveness
@@ -38,10 +39,6 @@ from workerpool.process.watchdog import start_watchdog
 from workerpool.runtime.queue import Batch
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_CRASH = 1
-EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missing); do not respawn blindly
 
 SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
 BOOT_RETRY_S = 5.0
@@ -104,7 +101,7 @@ class Worker:
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         if self.stopping:
-            os._exit(EXIT_CRASH)
+            os._exit(WORKER_EXIT_CRASH)
         self.stopping = True
         self.stop_requested_at = time.monotonic()
 
@@ -114,7 +111,7 @@ class Worker:
             self._boot()
         except DatabaseUnavailable as exc:
             log.error(str(exc), extra={"action": "worker_boot_failed", "worker": self.number})
-            return EXIT_BOOT_ERROR
+            return WORKER_EXIT_BOOT_ERROR
         log.info(
             "worker started",
             extra={
@@ -143,7 +140,7 @@ class Worker:
             "worker stopped",
             extra={"action": "worker_stopped", "worker": self.number, "batches": self.batches, "records": self.records},
         )
-        return EXIT_OK
+        return WORKER_EXIT_OK
 
     def _boot(self) -> None:
         # Ride out a short outage (a Postgres restart), then fail with the reserved code so that
