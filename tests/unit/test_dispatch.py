@@ -63,7 +63,7 @@ def _dispatcher(sender: FakeSender, settings: Settings | None = None, **kw) -> t
         kw.get("ensure_lease", lambda claim: None),
         kw.get("out_of_time", lambda: False),
         slept.append,
-        claim_size=kw.get("claim_size"),
+        claim_size=kw.get("claim_size") or ClaimSize(settings),
         tracker=None,
     )
     return dispatcher, slept
@@ -123,7 +123,7 @@ def test_a_429_gives_the_rest_back_unsent_and_halves_the_claim_size():
     assert _ids(i.row for i in outcome.done) == list(range(10, 20))
     assert _ids(outcome.unsent) == list(range(20, 40)), "the throttled request and those after it"
     assert not outcome.failed and not outcome.outage and outcome.unsent_delay_ms == 0
-    assert claim_size.limit == 50 and slept == [2.5]
+    assert claim_size.current == 50 and slept == [2.5]
     assert len(sender.requests) == 2, "nothing is sent after a 429"
     _settled_once(items, outcome)
 
@@ -134,10 +134,10 @@ def test_a_429_without_retry_after_waits_a_second_and_sends_grow_the_size_back()
     sender = FakeSender(lambda n, ids: AlgoliaError("slow down", 429) if throttle[0] else None)
     dispatcher, slept = _dispatcher(sender, claim_size=claim_size)
     _send(dispatcher, [_item(1)])
-    assert slept == [1.0] and claim_size.limit == 50
+    assert slept == [1.0] and claim_size.current == 50
     throttle[0] = False
     _send(dispatcher, [_item(2)])
-    assert claim_size.limit == 60, "a claim sent without a 429 grows the size back by a tenth of BATCH_SIZE"
+    assert claim_size.current == 60, "a claim sent without a 429 grows the size back by a tenth of BATCH_SIZE"
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -203,12 +203,6 @@ class Worker:
             raise RuntimeError("the worker's Algolia service was used before boot")
         return self._algolia
 
-    @property
-    def batch_limit(self) -> int:
-        """How many rows a claim asks for: from BATCH_SIZE up to BATCH_SIZE_MAX under a deep backlog, halved
-        after each 429 (`AlgoliaService.batch_limit`)."""
-        return self._algolia.batch_limit if self._algolia is not None else self.settings.batch_size
-
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
@@ -264,14 +258,16 @@ class Worker:
         claim, and otherwise every SPILL_EVERY_S: a worker draining a long queue does not pay a round
         trip per batch to find the inbox empty.
         """
-        asked, look = self.batch_limit, now >= self._next_spill
-        batch = self.db.claim(asked, spill=look, recover=False)  # the housekeeping recovers expired claims
+        # The claim size (its owner is the service's `ClaimSize`): from BATCH_SIZE up to BATCH_SIZE_MAX
+        # under a deep backlog, halved after each 429.
+        claim_size, look = self.algolia.batch_limit, now >= self._next_spill
+        batch = self.db.claim(claim_size, spill=look, recover=False)  # the housekeeping recovers expired claims
         if look:
             self._spilled(batch.spilled, now)
         elif not batch:  # about to idle: nothing may wait in the inbox
-            batch = self.db.claim(asked, spill=True, recover=False)
+            batch = self.db.claim(claim_size, spill=True, recover=False)
             self._spilled(batch.spilled, now)
-        if self.algolia.claimed(len(batch), asked):  # short: look at the inbox
+        if self.algolia.claimed(len(batch), claim_size):  # short: look at the inbox
             self._next_spill = 0.0
         return batch
 
@@ -323,7 +319,7 @@ class Worker:
             failed=(index_of(r.table_name) for r, _ in outcome.failed),
             retried=(index_of(r.table_name) for r in outcome.retried_rows()),
             duration_s=time.monotonic() - started,
-            batch_limit=self.batch_limit,
+            claim_size=self.algolia.batch_limit,
         )
         self._pending_acks.add(result)
         self._pending_acks.flush(self._db)
@@ -338,7 +334,7 @@ class Worker:
                 "batch": len(result.batch),
                 **counts,
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                "batch_limit": self.batch_limit,
+                "batch_limit": self.algolia.batch_limit,
             },
         )
 

@@ -237,10 +237,10 @@ SELECT algolia_sync_spill(%s);
 SELECT algolia_sync_idle();
 
 -- name: extend_lease
--- Push a live claim's lease forward. An expired lease is not revived: another worker may already
--- hold a newer change to one of its keys.
+-- Push a live claim's lease forward by a lease in ms (as get_pending_algolia_syncs takes it). An
+-- expired lease is not revived: another worker may already hold a newer change to one of its keys.
 UPDATE algolia_sync_queue
-   SET locked_until = now() + make_interval(secs => %s)
+   SET locked_until = now() + make_interval(secs => %s::integer / 1000.0)
  WHERE claim_token = %s AND status = 'processing' AND locked_until >= now();
 
 -- name: ack
