@@ -135,7 +135,7 @@ def test_every_named_query_is_valid_against_schema_sql(db):
 
     assert db.execute("SELECT algolia_sync_channel()").fetchone()[0] == NOTIFY_CHANNEL
     db.execute(Q.demo_catalog)
-    statements = parse((Path(__file__).parents[2] / "workerpool/db/sql/queries.sql").read_text())
+    statements = parse((Path(__file__).parents[2] / "sql/queries.sql").read_text())
     prepared, problems = [], []
     for name, query in statements.items():
         if "{" in query or not re.match(r"(SELECT|INSERT|UPDATE|DELETE|WITH)\b", query):

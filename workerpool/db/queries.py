@@ -202,7 +202,7 @@ class Queries:
 
 
 def load() -> Queries:
-    """Read and check `workerpool/db/sql/queries.sql`."""
+    """Read and check `sql/queries.sql` (in the package: `workerpool/db/sql/queries.sql`)."""
     return Queries(parse((resources.files("workerpool.db") / "sql" / "queries.sql").read_text()))
 
 
