@@ -293,8 +293,8 @@ LISTEN {};
 -- hash looked up per key in a LATERAL subquery with LIMIT, which the planner can neither flatten into
 -- a join nor materialize: one probe per key in any plan. A plain LEFT JOIN lets a generic plan made
 -- while the hash table was small materialize all of the index's hashes and compare each with every
--- key, which is quadratic over a drain (tests/test_record_shaping.py checks the plan on stale
--- statistics).
+-- key, which is quadratic over a drain (tests/acceptance/test_record_shaping.py checks the plan on
+-- stale statistics).
 SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
 -- name: load_rows_one_by_one
@@ -331,7 +331,7 @@ SELECT count(*), coalesce(sum(records), 0)::bigint FROM gone;
 
 
 -- ===============================================================================================
--- Operator commands: migrate, retry-failed, cleanup, unwatch, reindex, verify, stats, settings (ops/, cli.py).
+-- Operator commands: migrate, retry-failed, cleanup, unwatch, reindex, verify, stats, settings (ops/, cli/).
 -- ===============================================================================================
 
 -- name: migration_lock
@@ -709,7 +709,7 @@ SELECT array_agg(k::{}::text) FROM unnest(%s::text[]) AS k;
 
 
 -- ===============================================================================================
--- Roles and privileges (ops/privileges.py, docs/roles.md).
+-- Roles and privileges (db/privileges.py, docs/roles.md).
 -- ===============================================================================================
 
 -- name: install_schema
