@@ -27,11 +27,13 @@ from workerpool.capture.triggers import watch  # noqa: E402
 
 
 def source_fingerprint() -> str:
-    """A short hash of the package (code and SQL) as benchmarked (the code changes often; git is not used)."""
+    """A short hash of the package (code and SQL) as benchmarked (the code changes often; git is not used).
+    The SQL is read from sql/ (workerpool/db/sql is a symlink to it, which `glob("**")` does not follow)."""
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted([*ROOT.glob("workerpool/**/*.py"), *ROOT.glob("workerpool/**/*.sql")]):
+    code = [*ROOT.glob("workerpool/**/*.py"), *ROOT.glob("workerpool/**/*.sql"), *ROOT.glob("sql/**/*.sql")]
+    for path in sorted(code):
         h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
