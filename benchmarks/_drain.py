@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from benchmarks._bench import CpuSnapshot, read_status_kb
-from tests.support import Pool, workerpool_cmd
+from testing import Pool, workerpool_cmd
 
 
 def drain_args(batch: int, workers: int, pool: int) -> list[str]:

@@ -23,7 +23,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support import (
+from testing import (
     assert_index_matches,
     queue_counts,
     run_cli,
