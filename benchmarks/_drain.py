@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from benchmarks._bench import CpuSnapshot, read_status_kb
-from tests.support import Pool, workerpool_cmd
+from testing import Pool, workerpool_cmd
 
 
 def drain_args(batch: int, workers: int, pool: int) -> list[str]:
@@ -170,7 +170,7 @@ def _role(stack: str) -> str | None:
 
 _MAIN: list[tuple[str, Callable[[str], bool]]] = [
     ("db: claim (get_pending_algolia_syncs)", lambda s: "claim_batch (" in s),
-    ("db: ack (algolia_sync_ack)", lambda s: "ack (workerpool/queue.py" in s),
+    ("db: ack (algolia_sync_ack)", lambda s: "ack (workerpool/runtime/queue.py" in s),
     ("db: read rows, jsonb decode (stdlib json)", lambda s: "load_rows (" in s and "json/" in s),
     ("db: read rows, building dict rows", lambda s: "load_rows (" in s and "fetchall" in s),
     ("db: read rows, query", lambda s: "load_rows (" in s),

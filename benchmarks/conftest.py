@@ -1,4 +1,4 @@
-"""Benchmark fixtures. The real Postgres and emulator fixtures come from tests/support/fixtures.py,
+"""Benchmark fixtures. The real Postgres and emulator fixtures come from testing/fixtures.py,
 loaded as a plugin (not copied): `pg_server`, `template_db`, `db_url`, `env`, `emulator`, `start_pool`; so
 the server is chosen as in the tests, WORKERPOOL_TEST_EMBEDDED_PG=1 included.
 
@@ -16,22 +16,24 @@ import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `tests` must be importable as a package
+if str(ROOT) not in sys.path:  # `testing` (the shared fixtures and helpers) must be importable
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["testing.fixtures"]
 
 from benchmarks import _bench  # noqa: E402
-from tests.support.pg import create_database, drop_database, with_dbname  # noqa: E402  (after the path is set up)
+from testing.pg import create_database, drop_database, with_dbname  # noqa: E402  (after the path is set up)
 from workerpool.capture.triggers import watch  # noqa: E402
 
 
 def source_fingerprint() -> str:
-    """A short hash of the package (code and SQL) as benchmarked (the code changes often; git is not used)."""
+    """A short hash of the package (code and SQL) as benchmarked (the code changes often; git is not used).
+    The SQL is read from sql/ (workerpool/db/sql is a symlink to it, which `glob("**")` does not follow)."""
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted([*ROOT.glob("workerpool/**/*.py"), *ROOT.glob("workerpool/**/*.sql")]):
+    code = [*ROOT.glob("workerpool/**/*.py"), *ROOT.glob("workerpool/**/*.sql"), *ROOT.glob("sql/**/*.sql")]
+    for path in sorted(code):
         h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 

@@ -51,7 +51,7 @@ from psycopg import sql  # noqa: E402
 
 from benchmarks import _bench  # noqa: E402
 from benchmarks import floor as least_queue  # noqa: E402
-from tests.support.pg import server_urls, with_dbname  # noqa: E402
+from testing.pg import server_urls, with_dbname  # noqa: E402
 from workerpool.capture.model import load_watched  # noqa: E402
 from workerpool.capture.triggers import watch  # noqa: E402
 from workerpool.config import load  # noqa: E402

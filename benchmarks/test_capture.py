@@ -14,7 +14,7 @@ import time
 import pytest
 
 from benchmarks import _bench
-from tests.support import spill_all
+from testing import spill_all
 from workerpool.capture.triggers import watch
 
 INSERT_COLUMNS = "id, sku, name, description, brand, category, price, stock, tags, attrs, created_at, updated_at"

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import _bench
 from benchmarks._bench import rows_for
 from benchmarks._procs import claim_ack_loop, measure_processes
-from tests.support import queue_counts
+from testing import queue_counts
 
 
 @pytest.mark.timeout(3600)

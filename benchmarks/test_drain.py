@@ -13,7 +13,7 @@ import pytest
 from benchmarks import _bench
 from benchmarks._bench import bench_overrides, rows_for
 from benchmarks._drain import run_drain, run_profiled_drain
-from tests.support import assert_index_matches, queue_counts
+from testing import assert_index_matches, queue_counts
 
 
 def _check_synced(url: str, emulator, rows: int) -> None:

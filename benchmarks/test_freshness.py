@@ -28,7 +28,7 @@ import pytest
 
 from benchmarks import _bench
 from benchmarks._bench import CpuSnapshot, bench_overrides, percentile
-from tests.support import wait_until
+from testing import wait_until
 from workerpool.capture.triggers import watch
 
 SECONDS = float(os.environ.get("WORKERPOOL_BENCH_FRESHNESS_SECONDS", "1" if _bench.SMOKE else "8"))

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import _bench
 from benchmarks._bench import bench_overrides, percentile
-from tests.support import wait_until
+from testing import wait_until
 from workerpool.capture.triggers import watch
 
 LATENCY_WORKERS = [1] if not _bench.FULL else [1, 2, 4]

@@ -16,8 +16,8 @@ import pytest
 from benchmarks import _bench
 from benchmarks._bench import bench_overrides
 from benchmarks._drain import run_drain
-from tests.support import queue_counts
-from tests.support.pgbouncer import pgbouncer, pgbouncer_binary
+from testing import queue_counts
+from testing.pgbouncer import pgbouncer, pgbouncer_binary
 
 ROWS = _bench._int("WORKERPOOL_BENCH_POOLER_ROWS", 500 if _bench.SMOKE else 20_000)
 ROUNDS = _bench._int("WORKERPOOL_BENCH_POOLER_ROUNDS", 1 if _bench.SMOKE else 3)

@@ -17,7 +17,7 @@ import pytest
 from benchmarks import _bench
 from benchmarks._bench import bench_overrides
 from benchmarks._drain import run_drain
-from tests.support import queue_counts
+from testing import queue_counts
 
 RTTS_MS = [0, 60] if _bench.SMOKE else [0, 60, 200]
 BATCHES = [100] if _bench.SMOKE else [100, 1000]

@@ -4,7 +4,7 @@ autovacuum on, sampling table sizes, dead tuples, worker RSS and drain lag every
 Autovacuum is off on the shared benchmark server, and a table's `autovacuum_enabled = on` does not
 start the launcher when the server-wide switch is off; turning it on needs a configuration reload by
 a superuser of a server other people use. So the soak runs on a throwaway cluster of its own
-(tests/support/throwaway_pg.py) with the server defaults, autovacuum on (naptime 1 min), and migrates, watches
+(testing/throwaway_pg.py) with the server defaults, autovacuum on (naptime 1 min), and migrates, watches
 and syncs there. It writes benchmarks/results/soak.json and benchmarks/soak.png (the smoke form writes
 to a temporary directory), and reports the dead row versions written per synced record, table by
 table, from pg_stat_user_tables' n_tup_ins/upd/hot_upd/del deltas.
@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks import _bench, _soak
 from benchmarks._bench import bench_overrides
-from tests.support import assert_index_matches, queue_counts, run_cli, throwaway_pg, wait_until
+from testing import assert_index_matches, queue_counts, run_cli, throwaway_pg, wait_until
 from workerpool.capture.triggers import watch
 
 HERE = Path(__file__).resolve().parent

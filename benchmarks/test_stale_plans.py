@@ -17,7 +17,7 @@ import pytest
 from benchmarks import _bench
 from benchmarks._bench import bench_overrides
 from benchmarks._drain import run_drain
-from tests.support import queue_counts
+from testing import queue_counts
 
 ROWS = 500 if _bench.SMOKE else _bench._int("WORKERPOOL_BENCH_STALE_ROWS", 100_000)
 DRAINS = 2 if _bench.SMOKE else _bench._int("WORKERPOOL_BENCH_STALE_DRAINS", 6)

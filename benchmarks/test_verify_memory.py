@@ -32,8 +32,8 @@ import pytest
 
 from benchmarks import _bench
 from benchmarks._bench import CpuSnapshot, bench_overrides
-from tests.support import with_dbname, workerpool_cmd
-from tests.support.pg import create_database, drop_database
+from testing import with_dbname, workerpool_cmd
+from testing.pg import create_database, drop_database
 from workerpool.capture.triggers import watch
 
 VERIFY_ROWS = _bench._ints(

@@ -1,8 +1,8 @@
-"""Registers the suite's fixtures (tests.support.fixtures); the helpers are in tests.support.
+"""Registers the suite's fixtures (testing.fixtures); the helpers are in testing.
 
 Layers: tests/unit (pure code: no Postgres, no processes), tests/integration (the SQL contract on a
 real Postgres, called directly), tests/acceptance (real `workerpool` processes, Postgres and the
 emulator over HTTP).
 """
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["testing.fixtures"]

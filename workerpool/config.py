@@ -20,8 +20,6 @@ from dotenv import dotenv_values
 
 from workerpool.redaction import dsn_passwords, environment_secrets, redact_dsn
 
-EXIT_CONFIG_ERROR = 2
-
 
 class ConfigError(Exception):
     """A bad or missing setting. Its message is one line meant for the operator."""

@@ -1,8 +1,9 @@
-"""Expected failures of a command, as one line and an exit code (the README's "Exit codes").
+"""Expected failures of a command, as one line and an exit code (the codes are `exit_codes`', listed
+in the README's "Exit codes").
 
-Exit codes: 0 success; 1 a forced stop, or `verify` found drift; 2 bad configuration, bad input or an
-unusable database/schema; 3 the supervisor gave up; 4 Algolia unreachable or refusing the
-credentials. Anything else that escapes a command is a bug and keeps its traceback.
+An Algolia failure is exit 4 when Algolia is unreachable or refuses the credentials, 2 when it
+rejects the request as it stands; a database error is one line without its CONTEXT. Anything else
+that escapes a command is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import psycopg
 
-EXIT_DRIFT = 1
-EXIT_ERROR = 2
-EXIT_ALGOLIA = 4
+from workerpool.exit_codes import EXIT_ALGOLIA, EXIT_ERROR
 
 
 def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
@@ -25,8 +24,7 @@ def algolia_failure(exc: BaseException) -> tuple[int, str] | None:
         RequestException,
     )
 
-    from workerpool.ops.admin import TaskNotPublished
-    from workerpool.runtime.algolia import AlgoliaError
+    from workerpool.runtime.algolia import AlgoliaError, TaskNotPublished
 
     if isinstance(exc, TaskNotPublished):
         return EXIT_ALGOLIA, str(exc)

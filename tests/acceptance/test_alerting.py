@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import ROOT, queue_counts, wait_until
+from testing import ROOT, queue_counts, wait_until
 
 RULES = ROOT / "deploy" / "prometheus" / "workerpool-alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "workerpool-alerts.test.yml"

@@ -12,7 +12,7 @@ import uuid
 
 import psycopg
 
-from tests.support import assert_index_matches, drain, queue_counts, run_cli
+from testing import assert_index_matches, drain, queue_counts, run_cli
 from workerpool.ops.migrate import migrate
 from workerpool.runtime import queue
 

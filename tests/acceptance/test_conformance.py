@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from tests.support import ROOT, drain, run_cli
+from testing import ROOT, drain, run_cli
 
 SPEC = ROOT.parent / "shared" / "data" / "algolia-openapi" / "search-subset.json"
 

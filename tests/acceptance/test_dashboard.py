@@ -23,7 +23,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support import (
+from testing import (
     assert_index_matches,
     queue_counts,
     run_cli,
@@ -487,9 +487,14 @@ def test_the_wheel_ships_the_dashboard_files(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = tmp_path.glob("workerpool-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    listed = zipfile.ZipFile(wheel).namelist()
+    names = set(listed)
     for name in ("index.html", "app.js", "style.css"):
         assert f"workerpool/observability/dashboard/static/{name}" in names
+    # The top-level sql/ (the one copy in git) is shipped as the package's workerpool/db/sql/, each file once.
+    shipped = sorted(n.removeprefix("workerpool/db/sql/") for n in listed if n.startswith("workerpool/db/sql/"))
+    expected = sorted(str(p.relative_to(root / "sql")) for p in (root / "sql").rglob("*") if p.is_file())
+    assert shipped == expected
     for name in ("schema.sql", "queries.sql", "migrations/001_schema.sql"):
         assert f"workerpool/db/sql/{name}" in names
 

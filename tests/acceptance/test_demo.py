@@ -127,7 +127,7 @@ def test_demo_runs_from_a_fresh_virtualenv_with_nothing_configured(fresh_install
 def test_demo_runs_where_nothing_listens_on_5432(fresh_install):
     """The demo in a network namespace of its own (loopback only), where 127.0.0.1:5432 refuses: the
     embedded server is all it uses, whatever runs on this machine."""
-    from tests.support import netpartition
+    from testing import netpartition
 
     why = netpartition.unavailable()
     if why:

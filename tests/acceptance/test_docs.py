@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 import workerpool
-from tests.support import drain, run_cli, wait_until
-from tests.support.docs import program, python_blocks
+from testing import drain, run_cli, wait_until
+from testing.docs import program, python_blocks
 
 COMPLETE = sorted(b.title for b in python_blocks() if b.title and not b.fragment)
 

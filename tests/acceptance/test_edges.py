@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support import drain, run_cli, wait_until
+from testing import drain, run_cli, wait_until
 from workerpool.observability.serving import IDLE_TIMEOUT_S
 
 

@@ -1,6 +1,6 @@
 """HEALTH_HOST: /healthz and /metrics reachable from another host (Prometheus, Kubernetes probes).
 
-"Another host" is a network namespace joined to this one by a veth pair (tests/support/netpartition.py):
+"Another host" is a network namespace joined to this one by a veth pair (testing/netpartition.py):
 traffic never leaves this machine.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.support import netpartition, run_cli, wait_until
+from testing import netpartition, run_cli, wait_until
 
 FETCH = """
 import sys, urllib.request

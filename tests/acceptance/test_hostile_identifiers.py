@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from tests.support import spill_all
+from testing import spill_all
 from workerpool.capture.model import Related
 from workerpool.capture.triggers import unwatch, watch
 

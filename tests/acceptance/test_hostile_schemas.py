@@ -21,7 +21,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from tests.support import assert_index_matches, drain, queue_counts, run_cli, spill_all, wait_until
+from testing import assert_index_matches, drain, queue_counts, run_cli, spill_all, wait_until
 
 # Sessions a writer may have: the objectID and the record must not depend on any of them.
 SESSIONS = [

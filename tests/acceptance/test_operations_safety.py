@@ -17,7 +17,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support import (
+from testing import (
     API_KEY,
     PRODUCTS,
     drain,

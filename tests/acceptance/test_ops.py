@@ -19,7 +19,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support import (
+from testing import (
     API_KEY,
     APP_ID,
     PRODUCTS,
@@ -31,7 +31,7 @@ from tests.support import (
     wait_until,
     workerpool_cmd,
 )
-from tests.support.http import free_port, http_get, prometheus_sample
+from testing.http import free_port, http_get, prometheus_sample
 from workerpool.emulator import make_client
 
 

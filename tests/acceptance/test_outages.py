@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import psutil
 import psycopg
 
-from tests.support import assert_index_matches, expected_records, queue_counts, run_cli, wait_until
-from tests.support.faultproxy import FaultProxy
+from testing import assert_index_matches, expected_records, queue_counts, run_cli, wait_until
+from testing.faultproxy import FaultProxy
 
 PHASE_S = float(os.environ.get("WORKERPOOL_OUTAGE_PHASE_SECONDS", "6"))
 ANY_ID = "SELECT id FROM products ORDER BY random() LIMIT 1"

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from tests.support import (
+from testing import (
     API_KEY,
     assert_index_matches,
     drain,
@@ -299,7 +299,7 @@ def test_migrate_is_idempotent_and_safe_concurrently(empty_db_url, env):
     import subprocess
 
     env = {**env, "DATABASE_URL": empty_db_url}
-    from tests.support import workerpool_cmd
+    from testing import workerpool_cmd
 
     procs = [
         subprocess.Popen(workerpool_cmd("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

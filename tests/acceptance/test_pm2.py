@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import ROOT, assert_index_matches, queue_counts, wait_until
+from testing import ROOT, assert_index_matches, queue_counts, wait_until
 
 pytestmark = pytest.mark.slow
 

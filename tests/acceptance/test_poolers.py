@@ -19,10 +19,10 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support import assert_index_matches, queue_counts, run_cli, wait_until
-from tests.support.constants import API_KEY, APP_ID
-from tests.support.pgbouncer import pgbouncer, pgbouncer_binary
-from tests.support.processes import Pool, workerpool_cmd
+from testing import assert_index_matches, queue_counts, run_cli, wait_until
+from testing.constants import API_KEY, APP_ID
+from testing.pgbouncer import pgbouncer, pgbouncer_binary
+from testing.processes import Pool, workerpool_cmd
 
 WRITE_S = float(os.environ.get("WORKERPOOL_POOLER_WRITE_SECONDS", "6"))
 ITEMS = """

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from tests.support import assert_index_matches, drain, run_cli, spill_all
+from testing import assert_index_matches, drain, run_cli, spill_all
 from workerpool.emulator import Emulator
 
 EVIDENCE = """CREATE TABLE public.evidence (who text, what text);

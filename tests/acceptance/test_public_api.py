@@ -20,8 +20,8 @@ import pytest
 from psycopg import sql
 
 import workerpool
-from tests.support import PRODUCTS, drain, queue_counts, run_cli, wait_until, with_dbname
-from tests.support.docs import program
+from testing import PRODUCTS, drain, queue_counts, run_cli, wait_until, with_dbname
+from testing.docs import program
 from workerpool import AlgoliaService, DatabaseService, Settings, enqueue
 
 HERE = Path(__file__).resolve().parent
@@ -312,7 +312,7 @@ def test_an_existing_pool_is_used_without_changing_its_connections(products, db_
     the caller's connections keep theirs."""
     from psycopg_pool import ConnectionPool
 
-    from tests.support import assert_index_matches
+    from testing import assert_index_matches
 
     db = products
     db.execute(
@@ -380,6 +380,6 @@ def test_a_claim_level_loop_and_the_workers_take_turns_on_one_queue(products, db
     assert last_round.count("api") == 60 and last_round.count("worker") == 60
     mixed = [log for log in by_key.values() if len({who for _, _, who in log}) > 1]
     assert mixed  # keys one side sent and the other skipped (or sent again)
-    from tests.support import assert_index_matches
+    from testing import assert_index_matches
 
     assert_index_matches(db, emulator, "products", "products")

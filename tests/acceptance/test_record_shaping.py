@@ -9,7 +9,7 @@ import textwrap
 import psycopg
 import pytest
 
-from tests.support import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli, spill_all
+from testing import API_KEY, APP_ID, assert_index_matches, drain, queue_counts, run_cli, spill_all
 from workerpool.emulator import make_client
 
 CATALOG = """

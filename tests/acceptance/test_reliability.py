@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from tests.support import (
+from testing import (
     API_KEY,
     Pool,
     assert_index_matches,
@@ -283,7 +283,7 @@ def test_postgres_restart_mid_run_converges(emulator):
     """A private embedded server, so the restart touches no other test's database."""
     from pgserver._commands import pg_ctl
 
-    from tests.support import APP_ID, embedded_server
+    from testing import APP_ID, embedded_server
     from workerpool.ops.migrate import migrate
 
     with embedded_server() as server:
@@ -483,7 +483,7 @@ def test_a_host_cut_off_by_a_network_partition_errors_out_and_recovers_when_it_h
     packet (no reset). Its rows go to the other host by lease; its own statements fail within the TCP
     liveness limits (not after Linux's ~15-minute retransmission give-up); once the network heals it
     reconnects and syncs again; nothing is acknowledged twice and the index equals the table."""
-    from tests.support import netpartition
+    from testing import netpartition
 
     why = netpartition.unavailable()
     if why:

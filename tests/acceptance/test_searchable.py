@@ -14,8 +14,8 @@ import urllib.request
 
 import orjson
 
-from tests.support import run_cli, wait_until
-from tests.support.http import free_port
+from testing import run_cli, wait_until
+from testing.http import free_port
 
 DELAY_S = 0.8
 

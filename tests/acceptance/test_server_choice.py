@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import ROOT, pg
-from tests.support.pg import EMBEDDED_SWITCH
+from testing import ROOT, pg
+from testing.pg import EMBEDDED_SWITCH
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*XDG_RUNTIME_DIR.*")  # platformdirs, via pgserver
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.support import drain, run_cli
+from testing import drain, run_cli
 from workerpool import __version__
 
 SEGMENT = f"; workerpool ({__version__})"

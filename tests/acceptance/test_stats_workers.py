@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support import queue_counts, run_cli, wait_until
+from testing import queue_counts, run_cli, wait_until
 
 
 def _workers(env: dict[str, str]) -> list[dict]:

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import API_KEY, APP_ID, PRODUCTS, queue_counts, run_cli, throwaway_pg, wait_until
-from tests.support.http import free_port, http_get, prometheus_sample
+from testing import API_KEY, APP_ID, PRODUCTS, queue_counts, run_cli, throwaway_pg, wait_until
+from testing.http import free_port, http_get, prometheus_sample
 
 WARN_ENV = {
     "VACUUM_WARN_MIN_DEAD": "100",

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support import API_KEY, APP_ID, drain
+from testing import API_KEY, APP_ID, drain
 from workerpool import config
 from workerpool.emulator import make_client
 from workerpool.ops.browse import Browser, iter_pages

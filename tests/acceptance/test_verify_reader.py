@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from tests.support import drain, workerpool_cmd
+from testing import drain, workerpool_cmd
 
 
 def _descendants(pid: int) -> list[int]:

@@ -110,6 +110,23 @@ def test_a_claim_takes_due_rows_oldest_first_under_its_token_and_counts_the_atte
     assert claim(db)[1] == {}
 
 
+@pytest.mark.parametrize("lease_ms", [1000, 1001, 30_000, 86_400_000])
+def test_extending_pushes_the_lease_by_the_claims_lease_in_the_unit_the_claim_used(db, lease_ms):
+    """`queue.claim_batch` and `queue.extend` both send the lease in ms: the lease after an extend is
+    the claim's own, to the millisecond, and a lost lease is not revived."""
+    enqueue(db, "a", "b")
+    claimed = queue.claim_batch(db, 10, lease_ms, "w1", 0.0)
+    assert claimed is not None and claimed.lease_s == lease_ms / 1000.0
+    with db.transaction():  # one now() for the extend and the check
+        assert queue.extend(db, claimed, 5.0) and claimed.extended_at == 5.0
+        lease = db.execute(
+            "SELECT DISTINCT locked_until - now() FROM algolia_sync_queue WHERE claim_token = %s", (claimed.token,)
+        ).fetchall()
+    assert lease == [(timedelta(milliseconds=lease_ms),)]
+    expire(db, claimed.token)
+    assert not queue.extend(db, claimed, 6.0) and claimed.extended_at == 5.0
+
+
 def test_a_key_with_a_live_claim_is_not_claimed_again_until_its_lease_expires(db):
     enqueue(db, "a")
     token, _ = claim(db)

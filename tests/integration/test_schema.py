@@ -128,14 +128,19 @@ _TYPED_BY_THE_CALLER = {
 
 
 def test_every_named_query_is_valid_against_schema_sql(db):
-    """Each statement of queries.sql that Postgres can prepare is prepared against the installed
-    schema (and the demo's catalog): a misspelt table, column or function fails here, not in production.
-    Templates ({...}) and utility statements (SET, LISTEN, DDL) cannot be prepared and are left out."""
-    from workerpool.db.queries import NOTIFY_CHANNEL, Q, parse
+    """Each statement of queries.sql, and of the demo's ops/demo.sql, that Postgres can prepare is
+    prepared against the installed schema (and the demo's catalog): a misspelt table, column or function
+    fails here, not in production. Templates ({...}) and utility statements (SET, LISTEN, DDL) cannot be
+    prepared and are left out."""
+    from workerpool.db.queries import NOTIFY_CHANNEL, parse
+    from workerpool.ops.demo import DEMO_SQL
 
     assert db.execute("SELECT algolia_sync_channel()").fetchone()[0] == NOTIFY_CHANNEL
-    db.execute(Q.demo_catalog)
-    statements = parse((Path(__file__).parents[2] / "workerpool/db/sql/queries.sql").read_text())
+    db.execute(DEMO_SQL.catalog)
+    root = Path(__file__).parents[2]
+    statements = parse((root / "sql/queries.sql").read_text())
+    demo = parse((root / "workerpool/ops/demo.sql").read_text(), "demo.sql")
+    statements.update((f"demo.{name}", query) for name, query in demo.items())
     prepared, problems = [], []
     for name, query in statements.items():
         if "{" in query or not re.match(r"(SELECT|INSERT|UPDATE|DELETE|WITH)\b", query):
@@ -148,6 +153,7 @@ def test_every_named_query_is_valid_against_schema_sql(db):
         prepared.append(name)
     assert not problems, "\n".join(problems)
     assert len(prepared) > 60 and "claim_batch" in prepared and "load_watched" in prepared
+    assert "demo.count_records" in prepared and "demo.reprice" in prepared
 
 
 def test_the_capture_function_name_is_the_one_sql_generates(db):

@@ -15,62 +15,62 @@ def _size(batch: int = 100, top: int = 1000) -> ClaimSize:
 
 
 def _full(size: ClaimSize) -> bool:
-    asked = size.limit
+    asked = size.current
     return size.claimed(asked, asked)
 
 
 def test_full_claims_double_up_to_batch_size_max_and_a_short_one_returns_to_batch_size():
     size = _size(100, 1000)
-    seen = [size.limit]
+    seen = [size.current]
     for _ in range(6):
         assert _full(size) is False
-        seen.append(size.limit)
+        seen.append(size.current)
     assert seen == [100, 200, 400, 800, 1000, 1000, 1000]
     assert size.claimed(37, 1000) is True  # the backlog is gone
-    assert size.limit == 100
-    assert size.claimed(0, 100) is True and size.limit == 100  # nothing due: stays at BATCH_SIZE
+    assert size.current == 100
+    assert size.claimed(0, 100) is True and size.current == 100  # nothing due: stays at BATCH_SIZE
 
 
 def test_batch_size_max_equal_to_batch_size_never_grows():
     size = _size(100, 100)
     for _ in range(5):
         _full(size)
-    assert size.limit == 100
+    assert size.current == 100
 
 
 def test_a_top_below_batch_size_is_read_as_batch_size():
     """Settings built in code (not through load) may carry the default BATCH_SIZE_MAX under a larger BATCH_SIZE."""
     size = _size(5000, 1000)
-    assert size.top == 5000 and size.limit == 5000
+    assert size.top == 5000 and size.current == 5000
     _full(size)
-    assert size.limit == 5000
+    assert size.current == 5000
 
 
 def test_a_429_halves_and_growth_resumes_from_there():
     size = _size(100, 1000)
     for _ in range(4):
         _full(size)
-    assert size.limit == 1000
-    assert size.throttled() == 500 and size.limit == 500
+    assert size.current == 1000
+    assert size.throttled() == 500 and size.current == 500
     _full(size)
-    assert size.limit == 1000  # at or above BATCH_SIZE, full claims double again
+    assert size.current == 1000  # at or above BATCH_SIZE, full claims double again
     assert size.throttled() == 500 and size.throttled() == 250 and size.throttled() == 125
     assert size.throttled() == 62
     _full(size)
-    assert size.limit == 62, "below BATCH_SIZE a full claim does not double: the sends bring it back"
+    assert size.current == 62, "below BATCH_SIZE a full claim does not double: the sends bring it back"
     size.sent()
-    assert size.limit == 72  # a tenth of BATCH_SIZE per claim sent without a 429
+    assert size.current == 72  # a tenth of BATCH_SIZE per claim sent without a 429
     for _ in range(10):
         size.sent()
-    assert size.limit == 100
-    assert size.claimed(3, 100) is True and size.limit == 100, "a short claim below the top keeps BATCH_SIZE"
+    assert size.current == 100
+    assert size.claimed(3, 100) is True and size.current == 100, "a short claim below the top keeps BATCH_SIZE"
 
 
 def test_a_short_claim_after_a_429_below_batch_size_keeps_the_throttled_size():
     size = _size(100, 1000)
     size.throttled()
     size.claimed(10, 50)
-    assert size.limit == 50
+    assert size.current == 50
 
 
 @given(
@@ -82,7 +82,7 @@ def test_the_limit_stays_between_1_and_the_top_whatever_happens(batch, extra, ev
     top = min(10_000, batch + extra)
     size = _size(batch, top)
     for event in events:
-        asked = size.limit
+        asked = size.current
         if event == "full":
             size.claimed(asked, asked)
         elif event == "short":
@@ -93,6 +93,6 @@ def test_the_limit_stays_between_1_and_the_top_whatever_happens(batch, extra, ev
             size.throttled()
         else:
             size.sent()
-        assert 1 <= size.limit <= top
+        assert 1 <= size.current <= top
         if event in ("short", "empty") and asked > batch:
-            assert size.limit == batch
+            assert size.current == batch

@@ -179,12 +179,16 @@ def test_no_import_cycle_between_workerpool_modules():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
-# A package and the packages above it, which it must never import: the worker loop (process) is built
+# A package (or a module) and the packages above it, which it must never import: the worker loop (process) is built
 # on the public API (api), which is built on the worker's parts (runtime).
 ABOVE = {
     "workerpool.runtime": ("workerpool.api", "workerpool.process", "workerpool.ops", "workerpool.cli"),
     "workerpool.api": ("workerpool.process", "workerpool.ops", "workerpool.cli"),
     "workerpool.process": ("workerpool.ops", "workerpool.cli"),
+    # What a command's failure means is read by the commands (cli, ops) and knows only the error classes.
+    "workerpool.failures": ("workerpool.api", "workerpool.process", "workerpool.ops", "workerpool.cli"),
+    # The exit codes are plain numbers that any module may import: they import nothing of workerpool.
+    "workerpool.exit_codes": ("workerpool.",),
 }
 
 

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workerpool.capture.model import Related, WatchError
-from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
+from workerpool.exit_codes import EXIT_ALGOLIA, EXIT_ERROR
+from workerpool.failures import algolia_failure
 from workerpool.runtime.algolia import AlgoliaError
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support import wait_until
+from testing import wait_until
 from workerpool.runtime import searchable
 from workerpool.runtime.searchable import SAMPLE_RECORDS, TaskTracker, _sample
 

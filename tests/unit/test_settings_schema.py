@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.support import ROOT
+from testing import ROOT
 from workerpool.ops.settings_schema import problems, schema, setting_names
 
 SPEC_DIR = ROOT.parent / "shared" / "data" / "algolia-openapi"

@@ -144,12 +144,13 @@ class AlgoliaService:
 
     @property
     def batch_limit(self) -> int:
-        """How many rows the next claim should ask for (the workers' adaptive claim size).
+        """How many rows the next claim should ask for: the workers' adaptive claim size
+        (`runtime.claim_size.ClaimSize`, one per service; `batch_limit` is its public name).
 
         Examples:
             >>> batch = db.claim(algolia.batch_limit)
         """
-        return self._claim_size.limit
+        return self._claim_size.current
 
     def claimed(self, got: int, asked: int) -> bool:
         """Report a claim that asked for `asked` rows and got `got` (grows `batch_limit` after a full

@@ -116,7 +116,7 @@ class DatabaseService:
                 self._version_checked = check_version(conn)
             if recover and now >= self._next_recovery:
                 queue.recover_expired(conn, self.settings.max_retries)
-                self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
+                self._next_recovery = now + queue.recovery_interval_s(self.settings.lease_timeout)
             spilled = self._spill(conn, batch_size) if spill else None
             batch = queue.claim_batch(conn, batch_size, self.settings.lease_timeout, self.worker_name, now)
         if batch is None:
@@ -344,8 +344,8 @@ class DatabaseService:
                 self._forget(rows)
         return held
 
-    def _spill(self, conn: psycopg.Connection[Any], max_keys: int) -> int:
-        moved = queue.spill(conn, max_keys)
+    def _spill(self, conn: psycopg.Connection[Any], claim_size: int) -> int:
+        moved = queue.spill(conn, claim_size)
         if moved is None:  # another transaction holds a pending row of one of those keys: try again soon
             extra = {"action": "spill_lock_wait", "worker_id": self.worker_name}
             log.debug("inbox spill gave way to a lock; retrying", extra=extra)

@@ -14,8 +14,9 @@ import psycopg
 from workerpool.capture.model import WatchError
 from workerpool.cli.errors import fail
 from workerpool.cli.parser import build_parser
-from workerpool.config import EXIT_CONFIG_ERROR, ConfigError
+from workerpool.config import ConfigError
 from workerpool.db.connection import DatabaseUnavailable
+from workerpool.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED
 from workerpool.failures import algolia_failure, database_error
 
 __all__ = ["build_parser", "main"]
@@ -32,11 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except (ConfigError, DatabaseUnavailable, WatchError) as exc:  # bad input: one line, exit 2
-        return fail(args, str(exc), EXIT_CONFIG_ERROR)
+        return fail(args, str(exc), EXIT_ERROR)
     except psycopg.Error as exc:  # the database failed under the command
-        return fail(args, f"database error: {database_error(exc)}", EXIT_CONFIG_ERROR)
+        return fail(args, f"database error: {database_error(exc)}", EXIT_ERROR)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         failure = algolia_failure(exc)
         if failure is None:

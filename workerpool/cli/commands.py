@@ -16,7 +16,7 @@ from workerpool.config import ConfigError, Settings
 from workerpool.db import pooling
 from workerpool.db.connection import DatabaseUnavailable, connect, one_row
 from workerpool.db.queries import Q
-from workerpool.failures import EXIT_DRIFT
+from workerpool.exit_codes import EXIT_DRIFT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 
 log = logging.getLogger("workerpool.cli")
 
@@ -142,7 +142,7 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workerpool.db.connection import require
-    from workerpool.process.supervisor import EXIT_ROWS_FAILED, Supervisor
+    from workerpool.process.supervisor import Supervisor
 
     settings = _settings(args)
     settings.require_database()
@@ -151,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _db(settings, "check") as conn:
         indices = [settings.algolia_index_prefix + r[0] for r in conn.execute(Q.watched_indices)]
     code = Supervisor(settings, drain=args.drain).run()
-    if args.wait_published and code in (0, EXIT_ROWS_FAILED):
+    if args.wait_published and code in (EXIT_OK, EXIT_ROWS_FAILED):
         from workerpool.ops.published import wait_published
 
         wait_published(settings, indices)
@@ -225,7 +225,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             return fail(args, str(exc), exc.exit_code)
         except KeyboardInterrupt:
             print("\ninterrupted; run the same command again to resume", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
     resumed = " (resumed)" if result.resumed else ""
     if args.atomic:
         print(
@@ -251,7 +251,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(report.render())
-    return EXIT_DRIFT if report.drift else 0
+    return EXIT_DRIFT if report.drift else EXIT_OK
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
@@ -301,8 +301,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
             check(desired)
         except SettingsError as exc:
             for line in str(exc).splitlines():
-                fail(args, line, config.EXIT_CONFIG_ERROR)
-            return config.EXIT_CONFIG_ERROR
+                fail(args, line, EXIT_ERROR)
+            return EXIT_ERROR
     changes = push(
         settings, desired, dry_run=args.dry_run, forward_to_replicas=args.algolia_forward_to_replicas or None
     )

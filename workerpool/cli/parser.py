@@ -22,7 +22,7 @@ from workerpool.cli.commands import (
     cmd_verify,
     cmd_watch,
 )
-from workerpool.config import EXIT_CONFIG_ERROR
+from workerpool.exit_codes import EXIT_ERROR
 
 MAX_DAYS = 36_500  # a century: past it the log's timestamps would overflow `now() - days`
 
@@ -66,7 +66,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (no usage block) and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
 def _local(meaning: str, default: str = "off") -> str:

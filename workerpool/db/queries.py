@@ -1,4 +1,5 @@
 """Every statement workerpool runs, by name: the blocks of `sql/queries.sql`, loaded once at import.
+(The demo's own statements are `ops/demo.sql`, read the same way by `ops/demo.py`.)
 
 A block starts with a `-- name: claim_batch` line; the comment lines right after it describe it, and
 the rest, up to the next block, is the statement (one trailing semicolon dropped; comment lines
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Final
+from typing import ClassVar, Final
 
 # The channel every capture NOTIFYs and every worker LISTENs on; schema.sql's algolia_sync_channel()
 # returns the same name (tests/integration/test_schema.py checks it).
@@ -24,14 +25,14 @@ NOTIFY_CHANNEL: Final = "algolia_sync"
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
-def parse(text: str) -> dict[str, str]:
-    """The named blocks of a queries file: name -> statement, in file order."""
+def parse(text: str, source: str = "queries.sql") -> dict[str, str]:
+    """The named blocks of a queries file (`source` names it in errors): name -> statement, in file order."""
     found: dict[str, str] = {}
     marks = list(_NAME.finditer(text))
     for mark, following in zip(marks, [*marks[1:], None], strict=True):
         name = mark.group(1)
         if name in found:
-            raise ValueError(f"queries.sql names {name!r} twice")
+            raise ValueError(f"{source} names {name!r} twice")
         body = text[mark.end() : following.start() if following else len(text)].strip("\n").splitlines()
         while body and (body[0].startswith("--") or not body[0].strip()):
             body.pop(0)  # the block's description
@@ -40,12 +41,32 @@ def parse(text: str) -> dict[str, str]:
         statement = "\n".join(body).strip()
         found[name] = statement[:-1].rstrip() if statement.endswith(";") else statement
         if not found[name]:
-            raise ValueError(f"queries.sql: block {name!r} has no statement")
+            raise ValueError(f"{source}: block {name!r} has no statement")
     return found
 
 
-class Queries:
+class Statements:
+    """Named statements as typed attributes: a subclass declares one `name: str` per block of its file
+    (`FILE`), and the two are checked against each other when it is made."""
+
+    FILE: ClassVar[str]
+
+    def __init__(self, statements: dict[str, str]) -> None:
+        declared = {name for name in type(self).__annotations__ if name != "FILE"}
+        missing = sorted(declared - set(statements))
+        extra = sorted(set(statements) - declared)
+        if missing or extra:
+            raise ValueError(
+                f"{self.FILE} and {type(self).__name__} disagree: blocks missing {missing}, blocks not declared {extra}"
+            )
+        for name, statement in statements.items():
+            setattr(self, name, statement)
+
+
+class Queries(Statements):
     """The statements of queries.sql as attributes (see the module's docstring)."""
+
+    FILE = "queries.sql"
 
     # capture: registrations and triggers
     resolve_relation: str
@@ -175,34 +196,10 @@ class Queries:
     resolve_relation_name: str
     failed_since: str
     local_statement_timeout: str
-    # the demo
-    demo_reset_schema: str
-    demo_catalog: str
-    demo_server_version: str
-    demo_insert_brand: str
-    demo_insert_category: str
-    demo_insert_product: str
-    demo_count_products: str
-    demo_queued: str
-    demo_first_product: str
-    demo_reprice: str
-    demo_last_product: str
-    demo_delete_product: str
-    demo_add_product: str
-    demo_count_records: str
-
-    def __init__(self, statements: dict[str, str]) -> None:
-        declared = set(self.__annotations__)
-        missing = sorted(declared - set(statements))
-        extra = sorted(set(statements) - declared)
-        if missing or extra:
-            raise ValueError(f"queries.sql and Queries disagree: blocks missing {missing}, blocks not declared {extra}")
-        for name, statement in statements.items():
-            setattr(self, name, statement)
 
 
 def load() -> Queries:
-    """Read and check `workerpool/db/sql/queries.sql`."""
+    """Read and check `sql/queries.sql` (in the package: `workerpool/db/sql/queries.sql`)."""
     return Queries(parse((resources.files("workerpool.db") / "sql" / "queries.sql").read_text()))
 
 

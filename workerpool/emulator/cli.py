@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from workerpool import config, logs, redaction
-from workerpool.config import EXIT_CONFIG_ERROR, ConfigError
+from workerpool.config import ConfigError
 from workerpool.emulator.common import DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_MAX_RECORD_BYTES, DEFAULT_PORT
+from workerpool.exit_codes import EXIT_ERROR
 
 log = logging.getLogger("workerpool.emulator")
 
@@ -202,7 +203,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (no usage block) and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
 def _scrub(message: str, api_key: str | None) -> str:
@@ -229,4 +230,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except ConfigError as exc:
         print(f"{parser.prog}: error: {_scrub(str(exc), args.api_key)}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return EXIT_ERROR

@@ -133,7 +133,7 @@ class _Metrics:
             multiprocess_mode="liveall",
             registry=None,
         )
-        self.batch_limit = Gauge(
+        self.claim_size = Gauge(
             "workerpool_worker_batch_limit",
             "Current adaptive claim size of each live worker (grown under a deep backlog, halved on 429)",
             multiprocess_mode="liveall",
@@ -209,7 +209,7 @@ def record_batch(
     failed: Iterable[str],
     retried: Iterable[str],
     duration_s: float,
-    batch_limit: int,
+    claim_size: int,
 ) -> None:
     """Once a batch's outcome is known: `synced` is (index, worker action, change time) per record
     acknowledged, `failed` and `retried` the index of each row that failed for good or retries. The
@@ -234,19 +234,19 @@ def record_batch(
         m.batch_duration.observe(max(0.0, duration_s))
         if settled:
             m.last_ack.set(now_wall)
-        m.batch_limit.set(batch_limit)
+        m.claim_size.set(claim_size)
     except Exception:  # metrics must never break the worker
         pass
 
 
-def record_throttle(batch_limit: int | None = None) -> None:
+def record_throttle(claim_size: int | None = None) -> None:
     """Algolia answered 429."""
     m = _metrics()
     if m is None:
         return
     m.throttled.inc()
-    if batch_limit is not None:
-        m.batch_limit.set(batch_limit)
+    if claim_size is not None:
+        m.claim_size.set(claim_size)
 
 
 def record_request(outcome: str) -> None:

@@ -26,15 +26,11 @@ from algoliasearch.http.transporter_sync import TransporterSync
 from algoliasearch.http.verb import Verb
 
 from workerpool.config import Settings
-from workerpool.runtime.algolia import AlgoliaError, build_config
+from workerpool.runtime.algolia import AlgoliaError, TaskNotPublished, build_config
 
 FENCE_OBJECT_ID = "workerpool-fence"  # never created (see Admin.fence)
 TASK_WAIT_S = 3600.0  # how long a command waits for one task before it gives up, saying so
 POLL_MAX_S = 2.0
-
-
-class TaskNotPublished(Exception):
-    """Algolia has not published a task within the wait; it may still complete."""
 
 
 def _start(raw: str | bytes | None) -> str:

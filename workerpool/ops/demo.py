@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -29,8 +30,8 @@ from psycopg import conninfo, sql
 
 from workerpool import logs
 from workerpool.db.connection import one_row
-from workerpool.db.queries import Q
-from workerpool.failures import EXIT_ERROR
+from workerpool.db.queries import Statements, parse
+from workerpool.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED
 from workerpool.runtime import queue
 
 if TYPE_CHECKING:
@@ -47,6 +48,30 @@ BRANDS = ["Acme", "Globex", "Initech", "Umbrella", "Stark"]
 CATEGORIES = ["Chairs", "Tables", "Lamps", "Shelves"]
 ADJECTIVES = ["Oak", "Walnut", "Steel", "Linen", "Velvet", "Glass", "Bamboo", "Marble", "Cork", "Copper"]
 NOUNS = {"Chairs": "chair", "Tables": "table", "Lamps": "lamp", "Shelves": "shelf"}
+
+
+class DemoStatements(Statements):
+    """The demo's statements, the blocks of ops/demo.sql (beside this module: not workerpool's schema)."""
+
+    FILE = "demo.sql"
+
+    reset_schema: str
+    catalog: str
+    server_version: str
+    insert_brand: str
+    insert_category: str
+    insert_product: str
+    count_products: str
+    queued: str
+    first_product: str
+    reprice: str
+    last_product: str
+    delete_product: str
+    add_product: str
+    count_records: str
+
+
+DEMO_SQL = DemoStatements(parse((resources.files("workerpool.ops") / "demo.sql").read_text(), "demo.sql"))
 
 
 class DemoFailed(Exception):
@@ -86,7 +111,7 @@ def _start_postgres(database_url: str | None, workdir: Path) -> tuple[str, Postg
     """(DSN for the demo, embedded server or None)."""
     if database_url:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL(Q.demo_reset_schema).format(schema=sql.Identifier(SCHEMA)))
+            conn.execute(sql.SQL(DEMO_SQL.reset_schema).format(schema=sql.Identifier(SCHEMA)))
         return conninfo.make_conninfo(database_url, options=f"-csearch_path={SCHEMA}"), None
     import warnings
 
@@ -108,8 +133,8 @@ def _load_catalog(dsn: str) -> int:
     rng = random.Random(7)
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.transaction():
-            conn.cursor().executemany(Q.demo_insert_brand, list(enumerate(BRANDS, 1)))
-            conn.cursor().executemany(Q.demo_insert_category, list(enumerate(CATEGORIES, 1)))
+            conn.cursor().executemany(DEMO_SQL.insert_brand, list(enumerate(BRANDS, 1)))
+            conn.cursor().executemany(DEMO_SQL.insert_category, list(enumerate(CATEGORIES, 1)))
             rows = []
             for n in range(50):
                 category = rng.randrange(len(CATEGORIES))
@@ -123,8 +148,8 @@ def _load_catalog(dsn: str) -> int:
                         rng.random() > 0.15,
                     )
                 )
-            conn.cursor().executemany(Q.demo_insert_product, rows)
-        count: int = one_row(conn.execute(Q.demo_count_products))[0]
+            conn.cursor().executemany(DEMO_SQL.insert_product, rows)
+        count: int = one_row(conn.execute(DEMO_SQL.count_products))[0]
         return count
 
 
@@ -163,7 +188,7 @@ def run_demo(database_url: str | None) -> int:
         )
         dsn, server = _start_postgres(database_url, workdir)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            version = one_row(conn.execute(Q.demo_server_version))[0]
+            version = one_row(conn.execute(DEMO_SQL.server_version))[0]
         _done(t, f"PostgreSQL {version}")
 
         t = _step(2, "Algolia emulator (in this process, 127.0.0.1 only)")
@@ -180,12 +205,12 @@ def run_demo(database_url: str | None) -> int:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn)
-            conn.execute(Q.demo_catalog)
+            conn.execute(DEMO_SQL.catalog)
             watched = watch(conn, "products", INDEX, source="products_search")
         products = _load_catalog(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             # Statements capture into the inbox; the workers move its keys into the queue later.
-            queued, inbox = one_row(conn.execute(Q.demo_queued))
+            queued, inbox = one_row(conn.execute(DEMO_SQL.queued))
         _done(
             t,
             f"{len(BRANDS)} brands, {len(CATEGORIES)} categories, {products} products; "
@@ -225,11 +250,11 @@ def run_demo(database_url: str | None) -> int:
 
         t = _step(5, "live changes: a price update, a delete, an insert")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            first, old_price = one_row(conn.execute(Q.demo_first_product))
-            conn.execute(Q.demo_reprice, (first,))
-            victim = one_row(conn.execute(Q.demo_last_product))[0]
-            conn.execute(Q.demo_delete_product, (victim,))
-            new_id = one_row(conn.execute(Q.demo_add_product))[0]
+            first, old_price = one_row(conn.execute(DEMO_SQL.first_product))
+            conn.execute(DEMO_SQL.reprice, (first,))
+            victim = one_row(conn.execute(DEMO_SQL.last_product))[0]
+            conn.execute(DEMO_SQL.delete_product, (victim,))
+            new_id = one_row(conn.execute(DEMO_SQL.add_product))[0]
         index = _wait(
             lambda: (
                 lambda recs: (
@@ -254,7 +279,7 @@ def run_demo(database_url: str | None) -> int:
         t = _step(6, "what the index holds")
         index = emulator.records(INDEX)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            expected = one_row(conn.execute(Q.demo_count_records))[0]
+            expected = one_row(conn.execute(DEMO_SQL.count_records))[0]
         sample = [index[k] for k in sorted(index, key=int)[:5]] + [index[str(new_id)]]
         _say(
             _table(
@@ -306,7 +331,7 @@ def run_demo(database_url: str | None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         _say("\ninterrupted")
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         if pool is not None and pool.poll() is None:
             try:

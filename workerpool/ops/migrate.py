@@ -1,8 +1,9 @@
 """Schema install and versioned migrations, recorded in a table.
 
-`workerpool/db/sql/schema.sql` is the whole current schema; `workerpool/db/sql/migrations/` holds the
-released deltas, numbered. A new install runs schema.sql in one transaction and records every
-migration as applied; an existing install applies the deltas it lacks, in order.
+`sql/schema.sql` is the whole current schema; `sql/migrations/` holds the released deltas, numbered
+(the repository's top-level sql/, which the package ships as `workerpool/db/sql/`). A new install runs
+schema.sql in one transaction and records every migration as applied; an existing install applies the
+deltas it lacks, in order.
 
 Safe to run from several hosts at once, directly or through any pooler: one run is one transaction
 that first takes a transaction-scoped advisory lock, so runs wait for each other, see what the one
@@ -50,7 +51,8 @@ class Migration:
 
 
 def sql_dir() -> Path:
-    """Where the SQL files are: `workerpool/db/sql/`, inside the package."""
+    """Where the SQL files are: `workerpool/db/sql/` inside the package (an installed wheel's copy of the
+    repository's sql/; in a checkout, a symlink to it)."""
     return Path(str(resources.files("workerpool.db") / "sql"))
 
 
@@ -60,7 +62,7 @@ def schema_sql() -> str:
 
 
 def migrations_dir() -> Path:
-    """Where the released deltas are: `workerpool/db/sql/migrations/`."""
+    """Where the released deltas are: `sql/migrations/`."""
     return sql_dir() / "migrations"
 
 

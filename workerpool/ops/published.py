@@ -21,7 +21,7 @@ PUBLISH_WAIT_S = 300.0  # how long a command waits for an index's fence before i
 
 def wait_published(settings: Settings, indices: Iterable[str], timeout_s: float = PUBLISH_WAIT_S) -> None:
     """Return once each index has published every write it accepted before this call; raises
-    ops.admin.TaskNotPublished (one line) after `timeout_s` for one index, AlgoliaError when
+    runtime.algolia.TaskNotPublished (one line) after `timeout_s` for one index, AlgoliaError when
     Algolia cannot be asked."""
     admin = Admin(settings)
     try:

@@ -44,8 +44,9 @@ from workerpool.capture.model import Watched, find_watched
 from workerpool.config import ConfigError, Settings
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
-from workerpool.failures import EXIT_ALGOLIA, EXIT_ERROR, algolia_failure
-from workerpool.ops.admin import Admin, TaskNotPublished
+from workerpool.exit_codes import EXIT_ALGOLIA, EXIT_ERROR
+from workerpool.failures import algolia_failure
+from workerpool.ops.admin import Admin
 from workerpool.ops.lease import LeaseLost, ReindexLease
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
@@ -55,7 +56,7 @@ from workerpool.ops.table_walk import (
     iter_key_chunks,
 )
 from workerpool.runtime import queue, records
-from workerpool.runtime.algolia import AlgoliaError, Sender
+from workerpool.runtime.algolia import AlgoliaError, Sender, TaskNotPublished
 from workerpool.runtime.sending import by_request_size, send_splitting
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ class Housekeeping:
             self._next_heartbeat = now + HEARTBEAT_EVERY_S
         if now >= self._next_recovery:
             self._recover(conn)
-            self._next_recovery = now + max(1.0, min(5.0, self.settings.lease_timeout / 4000.0))
+            self._next_recovery = now + queue.recovery_interval_s(self.settings.lease_timeout)
         if not stopping and self._retention.due(now):
             self._retention.step(conn, now)
 

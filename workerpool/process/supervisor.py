@@ -28,15 +28,20 @@ from dataclasses import dataclass
 from setproctitle import setproctitle
 
 from workerpool.config import Settings
+from workerpool.exit_codes import (
+    EXIT_CRASH_LOOP,
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    WORKER_EXIT_BOOT_ERROR,
+    WORKER_EXIT_CRASH,
+    WORKER_EXIT_OK,
+)
 from workerpool.observability import health, metrics
 from workerpool.process import drain, liveness
-from workerpool.process.worker import EXIT_BOOT_ERROR, EXIT_OK, Worker
+from workerpool.process.worker import Worker
 
 log = logging.getLogger(__name__)
-
-EXIT_FORCED = 1  # a second stop signal: everything was killed at once
-EXIT_CRASH_LOOP = 3  # workers kept dying; the supervisor gave up so that PM2/systemd can act
-EXIT_ROWS_FAILED = 5  # `--drain` drained, but rows went to failed during the run (or it could not tell)
 
 BOOT_FAILURE_LIMIT = 3  # consecutive boot errors (bad DSN, missing schema) before giving up
 RESTART_BACKOFF_BASE_S = 0.5
@@ -227,7 +232,7 @@ class Supervisor:
         slot = liveness.Slot()
         pid = os.fork()
         if pid == 0:
-            code = EXIT_OK
+            code = WORKER_EXIT_OK
             try:
                 for sig in SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
@@ -240,7 +245,7 @@ class Supervisor:
                 code = self.worker_main(self.settings, number, os.getppid(), self.drain)
             except BaseException:
                 log.exception("worker crashed", extra={"action": "worker_crashed", "worker": number})
-                code = 1
+                code = WORKER_EXIT_CRASH
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -286,7 +291,7 @@ class Supervisor:
         if self.stopping:
             log.info(message, extra={"action": "worker_exited", **fields})
             return
-        if code == EXIT_OK:
+        if code == WORKER_EXIT_OK:
             log.info(message, extra={"action": "worker_exited", **fields})
             if self.drain:
                 self.finished.add(child.number)
@@ -294,7 +299,7 @@ class Supervisor:
 
         log.error(message, extra={"action": "worker_died", **fields})
         now = time.monotonic()
-        if code == EXIT_BOOT_ERROR:
+        if code == WORKER_EXIT_BOOT_ERROR:
             self.boot_failures += 1
             if self.boot_failures >= BOOT_FAILURE_LIMIT:
                 log.error(

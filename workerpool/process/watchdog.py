@@ -18,6 +18,7 @@ from collections.abc import Callable
 from psycopg_pool import ConnectionPool
 
 from workerpool.config import Settings
+from workerpool.exit_codes import WORKER_EXIT_CRASH
 from workerpool.logs import one_line
 from workerpool.runtime import queue
 from workerpool.runtime.queue import Batch, SyncItem
@@ -25,7 +26,6 @@ from workerpool.runtime.queue import Batch, SyncItem
 log = logging.getLogger(__name__)
 
 STUCK_GRACE_S = 5.0
-EXIT_STUCK = 1  # the worker's crash code: the supervisor restarts it with backoff
 
 # What the main thread is doing: the row being built and since when, and the claim it belongs to.
 Building = Callable[[], tuple[tuple[SyncItem, float] | None, Batch | None]]
@@ -70,4 +70,4 @@ def _watch(settings: Settings, number: int, pool: ConnectionPool, building: Buil
                 "error": error,
             },
         )
-        os._exit(EXIT_STUCK)
+        os._exit(WORKER_EXIT_CRASH)  # the supervisor restarts it with backoff

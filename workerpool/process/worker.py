@@ -28,6 +28,7 @@ from workerpool.api.results import BatchResult
 from workerpool.config import Settings
 from workerpool.db.connection import DatabaseUnavailable, connect, make_pool, one_row
 from workerpool.db.queries import Q
+from workerpool.exit_codes import WORKER_EXIT_BOOT_ERROR, WORKER_EXIT_CRASH, WORKER_EXIT_OK
 from workerpool.logs import host_name, one_line
 from workerpool.observability import metrics
 from workerpool.process import liveness
@@ -38,10 +39,6 @@ from workerpool.process.watchdog import start_watchdog
 from workerpool.runtime.queue import Batch
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_CRASH = 1
-EXIT_BOOT_ERROR = 3  # reserved: the worker cannot start (bad DSN, schema missing); do not respawn blindly
 
 SPILL_EVERY_S = 0.1  # while busy and the inbox looked empty: how often to look again
 BOOT_RETRY_S = 5.0
@@ -104,7 +101,7 @@ class Worker:
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         if self.stopping:
-            os._exit(EXIT_CRASH)
+            os._exit(WORKER_EXIT_CRASH)
         self.stopping = True
         self.stop_requested_at = time.monotonic()
 
@@ -114,7 +111,7 @@ class Worker:
             self._boot()
         except DatabaseUnavailable as exc:
             log.error(str(exc), extra={"action": "worker_boot_failed", "worker": self.number})
-            return EXIT_BOOT_ERROR
+            return WORKER_EXIT_BOOT_ERROR
         log.info(
             "worker started",
             extra={
@@ -143,7 +140,7 @@ class Worker:
             "worker stopped",
             extra={"action": "worker_stopped", "worker": self.number, "batches": self.batches, "records": self.records},
         )
-        return EXIT_OK
+        return WORKER_EXIT_OK
 
     def _boot(self) -> None:
         # Ride out a short outage (a Postgres restart), then fail with the reserved code so that
@@ -206,12 +203,6 @@ class Worker:
             raise RuntimeError("the worker's Algolia service was used before boot")
         return self._algolia
 
-    @property
-    def batch_limit(self) -> int:
-        """How many rows a claim asks for: from BATCH_SIZE up to BATCH_SIZE_MAX under a deep backlog, halved
-        after each 429 (`AlgoliaService.batch_limit`)."""
-        return self._algolia.batch_limit if self._algolia is not None else self.settings.batch_size
-
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
@@ -267,14 +258,16 @@ class Worker:
         claim, and otherwise every SPILL_EVERY_S: a worker draining a long queue does not pay a round
         trip per batch to find the inbox empty.
         """
-        asked, look = self.batch_limit, now >= self._next_spill
-        batch = self.db.claim(asked, spill=look, recover=False)  # the housekeeping recovers expired claims
+        # The claim size (its owner is the service's `ClaimSize`): from BATCH_SIZE up to BATCH_SIZE_MAX
+        # under a deep backlog, halved after each 429.
+        claim_size, look = self.algolia.batch_limit, now >= self._next_spill
+        batch = self.db.claim(claim_size, spill=look, recover=False)  # the housekeeping recovers expired claims
         if look:
             self._spilled(batch.spilled, now)
         elif not batch:  # about to idle: nothing may wait in the inbox
-            batch = self.db.claim(asked, spill=True, recover=False)
+            batch = self.db.claim(claim_size, spill=True, recover=False)
             self._spilled(batch.spilled, now)
-        if self.algolia.claimed(len(batch), asked):  # short: look at the inbox
+        if self.algolia.claimed(len(batch), claim_size):  # short: look at the inbox
             self._next_spill = 0.0
         return batch
 
@@ -326,7 +319,7 @@ class Worker:
             failed=(index_of(r.table_name) for r, _ in outcome.failed),
             retried=(index_of(r.table_name) for r in outcome.retried_rows()),
             duration_s=time.monotonic() - started,
-            batch_limit=self.batch_limit,
+            claim_size=self.algolia.batch_limit,
         )
         self._pending_acks.add(result)
         self._pending_acks.flush(self._db)
@@ -341,7 +334,7 @@ class Worker:
                 "batch": len(result.batch),
                 **counts,
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                "batch_limit": self.batch_limit,
+                "batch_limit": self.algolia.batch_limit,
             },
         )
 

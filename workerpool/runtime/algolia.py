@@ -58,6 +58,11 @@ class AlgoliaError(Exception):
         return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
 
 
+class TaskNotPublished(Exception):
+    """Algolia has not published a task within the wait; it may still complete. (Raised by the commands'
+    `ops.admin.Admin.wait_published`; defined beside AlgoliaError so that `failures` reads both from here.)"""
+
+
 def build_config(settings: Settings) -> SearchConfig:
     """A client config for the configured app, pointed at ALGOLIA_HOSTS when set, with workerpool's
     own user-agent segment."""

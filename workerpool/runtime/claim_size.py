@@ -12,6 +12,12 @@ before it throttled), from BATCH_SIZE on it doubles again with each full claim.
 
 The claim loop reads and grows the size on the worker's main thread; the sender threads halve it and grow it
 back after a 429. A lock keeps each change whole.
+
+This is the claim size's one owner: `AlgoliaService` makes one per service and hands it to its `Dispatcher`
+(which halves and grows it back); everything else reads `current`. In the runtime the number is called
+`claim_size` wherever it is passed (the claim, the spill before it); the public API keeps its own names for it
+(`AlgoliaService.batch_limit` and `claimed`, `DatabaseService.claim(batch_size)`), and so do the `batch_limit`
+log field and the `workerpool_worker_batch_limit` gauge.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from workerpool.config import Settings
 
 
 class ClaimSize:
-    """One worker's adaptive claim size (`limit`), between 1 and max(BATCH_SIZE, BATCH_SIZE_MAX)."""
+    """One worker's adaptive claim size (`current`), between 1 and max(BATCH_SIZE, BATCH_SIZE_MAX)."""
 
     def __init__(self, settings: Settings) -> None:
         self.base = settings.batch_size
@@ -32,14 +38,14 @@ class ClaimSize:
         self._lock = threading.Lock()
 
     @property
-    def limit(self) -> int:
-        """How many rows the next claim asks for."""
+    def current(self) -> int:
+        """The claim size: how many rows the next claim asks for."""
         return self._limit
 
-    def claimed(self, got: int, asked: int) -> bool:
-        """A claim that asked for `asked` rows got `got`: grow the size if it was full, return it to BATCH_SIZE
-        if it was short. Returns whether it was short (the queue held fewer due rows than asked for)."""
-        short = got < asked
+    def claimed(self, got: int, claim_size: int) -> bool:
+        """A claim that asked for `claim_size` rows got `got`: grow the size if it was full, return it to
+        BATCH_SIZE if it was short. Returns whether it was short (the queue held fewer due rows than asked for)."""
+        short = got < claim_size
         with self._lock:
             if short and self._limit > self.base:
                 self._limit = self.base

@@ -51,9 +51,8 @@ class _Throttled(Exception):
 
 
 class Dispatcher:
-    """One worker's sending policy, and the home of its adaptive claim size (`batch_limit`): the claim loop
-    reports each claim's fill (`claimed`), the sends report 429s and their absence, and `ClaimSize` turns
-    both into the next claim's size."""
+    """One worker's sending policy. The sends report 429s and their absence to the worker's `ClaimSize`
+    (made by `AlgoliaService`, which also reports each claim's fill to it)."""
 
     def __init__(
         self,
@@ -63,13 +62,13 @@ class Dispatcher:
         ensure_lease: Callable[[Batch], None],
         out_of_time: Callable[[], bool],
         sleep: Callable[[float], None],
-        claim_size: ClaimSize | None = None,
+        claim_size: ClaimSize,
         tracker: TaskTracker | None = None,
     ) -> None:
         self.settings = settings
         self.number = number
         self.sender = sender
-        self.claim_size = claim_size if claim_size is not None else ClaimSize(settings)
+        self.claim_size = claim_size
         self._ensure_lease = ensure_lease
         self._out_of_time = out_of_time
         self._sleep = sleep
@@ -114,15 +113,6 @@ class Dispatcher:
             )
         self.claim_size.sent()
 
-    @property
-    def batch_limit(self) -> int:
-        """How many rows the next claim asks for (see `ClaimSize`)."""
-        return self.claim_size.limit
-
-    def claimed(self, got: int, asked: int) -> bool:
-        """A claim asked for `asked` rows and got `got`; returns whether it came back short."""
-        return self.claim_size.claimed(got, asked)
-
     def _send_chunk(self, claim: Batch, chunk: list[Item], outcome: Outcome) -> None:
         """Send one request; records Algolia rejects as wrong fail alone (the request is split to find them)."""
 
@@ -154,7 +144,7 @@ class Dispatcher:
                 "action": "throttled",
                 "worker": self.number,
                 "retry_after_s": retry_after,
-                "batch_limit": self.batch_limit,
+                "batch_limit": self.claim_size.current,
             },
         )
         self._sleep(retry_after)

@@ -75,12 +75,13 @@ class Batch:
         return max(self.extended_at, self.claimed_at) + self.lease_s - now
 
 
-def claim_batch(conn: psycopg.Connection, batch_size: int, lease_ms: int, worker: str, now: float) -> Batch | None:
-    """Claim up to batch_size due rows under a fresh token, or None when nothing is due."""
+def claim_batch(conn: psycopg.Connection, claim_size: int, lease_ms: int, worker: str, now: float) -> Batch | None:
+    """Claim up to `claim_size` due rows under a fresh token and a lease of `lease_ms` (LEASE_TIMEOUT),
+    or None when nothing is due."""
     token = uuid.uuid4()
     rows = conn.execute(
         Q.claim_batch,
-        (batch_size, lease_ms, token, worker),
+        (claim_size, lease_ms, token, worker),
         prepare=prepared(conn),
     ).fetchall()
     if not rows:
@@ -101,13 +102,13 @@ def enqueue(conn: psycopg.Connection, table_name: str, keys: Sequence[str], oper
     return queued
 
 
-def spill(conn: psycopg.Connection, max_keys: int) -> int | None:
+def spill(conn: psycopg.Connection, claim_size: int) -> int | None:
     """Move the keys the capture triggers wrote into the inbox into the queue: whole inbox rows in
-    capture order until max_keys keys (at least one row). Returns how many queue rows that made or
-    merged, or None when another transaction's uncommitted pending row of one of those keys made it
-    give up for now (the keys stay in the inbox)."""
+    capture order until as many keys as the claim that follows asks for, `claim_size` (at least one
+    row). Returns how many queue rows that made or merged, or None when another transaction's
+    uncommitted pending row of one of those keys made it give up for now (the keys stay in the inbox)."""
     try:
-        moved: int = one_row(conn.execute(Q.spill, (max_keys,), prepare=prepared(conn)))[0]
+        moved: int = one_row(conn.execute(Q.spill, (claim_size,), prepare=prepared(conn)))[0]
     except psycopg.errors.LockNotAvailable:
         return None
     return moved
@@ -120,11 +121,12 @@ def idle(conn: psycopg.Connection) -> bool:
 
 
 def extend(conn: psycopg.Connection, claim: Batch, now: float) -> bool:
-    """Push the lease forward; False means the lease was lost. An expired lease is not revived:
-    another worker may already hold a newer change to one of its keys."""
+    """Push the lease forward by the claim's own lease; False means the lease was lost. An expired
+    lease is not revived: another worker may already hold a newer change to one of its keys. The
+    lease goes to the database in ms, as `claim_batch` sends it."""
     n = conn.execute(
         Q.extend_lease,
-        (claim.lease_s, claim.token),
+        (round(claim.lease_s * 1000), claim.token),
         prepare=prepared(conn),
     ).rowcount
     if n:
@@ -351,6 +353,12 @@ def _release(
     )
     held: int = one_row(cursor)[0]
     return held
+
+
+def recovery_interval_s(lease_ms: int) -> float:
+    """How often expired claims are looked for (by a worker's housekeeping, or a `DatabaseService`
+    that claims with `recover`): a quarter of the lease LEASE_TIMEOUT, between 1 and 5 seconds."""
+    return max(1.0, min(5.0, lease_ms / 4000.0))
 
 
 def recover_expired(conn: psycopg.Connection, max_attempts: int) -> int:

@@ -237,10 +237,10 @@ SELECT algolia_sync_spill(%s);
 SELECT algolia_sync_idle();
 
 -- name: extend_lease
--- Push a live claim's lease forward. An expired lease is not revived: another worker may already
--- hold a newer change to one of its keys.
+-- Push a live claim's lease forward by a lease in ms (as get_pending_algolia_syncs takes it). An
+-- expired lease is not revived: another worker may already hold a newer change to one of its keys.
 UPDATE algolia_sync_queue
-   SET locked_until = now() + make_interval(secs => %s)
+   SET locked_until = now() + make_interval(secs => %s::integer / 1000.0)
  WHERE claim_token = %s AND status = 'processing' AND locked_until >= now();
 
 -- name: ack
@@ -293,8 +293,8 @@ LISTEN {};
 -- hash looked up per key in a LATERAL subquery with LIMIT, which the planner can neither flatten into
 -- a join nor materialize: one probe per key in any plan. A plain LEFT JOIN lets a generic plan made
 -- while the hash table was small materialize all of the index's hashes and compare each with every
--- key, which is quadratic over a drain (tests/test_record_shaping.py checks the plan on stale
--- statistics).
+-- key, which is quadratic over a drain (tests/acceptance/test_record_shaping.py checks the plan on
+-- stale statistics).
 SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
 -- name: load_rows_one_by_one
@@ -331,7 +331,7 @@ SELECT count(*), coalesce(sum(records), 0)::bigint FROM gone;
 
 
 -- ===============================================================================================
--- Operator commands: migrate, retry-failed, cleanup, unwatch, reindex, verify, stats, settings (ops/, cli.py).
+-- Operator commands: migrate, retry-failed, cleanup, unwatch, reindex, verify, stats, settings (ops/, cli/).
 -- ===============================================================================================
 
 -- name: migration_lock
@@ -709,67 +709,7 @@ SELECT array_agg(k::{}::text) FROM unnest(%s::text[]) AS k;
 
 
 -- ===============================================================================================
--- `workerpool demo`: its sample catalog in its own schema (ops/demo.py).
--- ===============================================================================================
-
--- name: demo_reset_schema
-DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
-
--- name: demo_catalog
-CREATE TABLE brands (id integer PRIMARY KEY, name text NOT NULL);
-CREATE TABLE categories (id integer PRIMARY KEY, name text NOT NULL);
-CREATE TABLE products (
-    id          serial PRIMARY KEY,
-    name        text NOT NULL,
-    brand_id    integer NOT NULL REFERENCES brands,
-    category_id integer NOT NULL REFERENCES categories,
-    price       numeric(10, 2) NOT NULL,
-    published   boolean NOT NULL DEFAULT true,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE VIEW products_search AS
-SELECT p.id, p.name, b.name AS brand, c.name AS category, p.price, p.published, p.updated_at
-  FROM products p JOIN brands b ON b.id = p.brand_id JOIN categories c ON c.id = p.category_id;;
-
--- name: demo_server_version
-SHOW server_version;
-
--- name: demo_insert_brand
-INSERT INTO brands VALUES (%s, %s);
-
--- name: demo_insert_category
-INSERT INTO categories VALUES (%s, %s);
-
--- name: demo_insert_product
-INSERT INTO products (name, brand_id, category_id, price, published) VALUES (%s, %s, %s, %s, %s);
-
--- name: demo_count_products
-SELECT count(*) FROM products;
-
--- name: demo_queued
-SELECT (SELECT count(*) FROM algolia_sync_queue), (SELECT coalesce(sum(keys), 0) FROM algolia_sync_inbox);
-
--- name: demo_first_product
-SELECT id, price FROM products ORDER BY id LIMIT 1;
-
--- name: demo_reprice
-UPDATE products SET price = 9.99, updated_at = now() WHERE id = %s;
-
--- name: demo_last_product
-SELECT max(id) FROM products;
-
--- name: demo_delete_product
-DELETE FROM products WHERE id = %s;
-
--- name: demo_add_product
-INSERT INTO products (name, brand_id, category_id, price) VALUES ('Demo lamp', 1, 3, 42.00) RETURNING id;
-
--- name: demo_count_records
-SELECT count(*) FROM products_search;
-
-
--- ===============================================================================================
--- Roles and privileges (ops/privileges.py, docs/roles.md).
+-- Roles and privileges (db/privileges.py, docs/roles.md).
 -- ===============================================================================================
 
 -- name: install_schema

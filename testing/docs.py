@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.constants import ROOT
+from testing.constants import ROOT
 
 DOCS = ROOT / "docs"
 _FENCE = re.compile(r'^```python(?:[ \t]+title="([^"]*)")?[ \t]*\n(.*?)^```[ \t]*$', re.M | re.S)

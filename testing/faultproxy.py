@@ -10,7 +10,7 @@ import struct
 import threading
 from typing import Literal
 
-from tests.support.netpartition import pipe
+from testing.netpartition import pipe
 
 Mode = Literal["pass", "refuse", "reset"]
 

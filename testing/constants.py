@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 APP_ID = "TESTAPP"
 API_KEY = "test-admin-key-5f2a9c"  # grepped for in every captured output: it must never leak
 

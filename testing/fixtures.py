@@ -1,6 +1,6 @@
 """The suite's fixtures, a pytest plugin: tests/conftest.py and benchmarks/conftest.py load it.
 
-A real Postgres (chosen by tests.support.pg) and the emulator over real HTTP, never mocks. The run
+A real Postgres (chosen by testing.pg) and the emulator over real HTTP, never mocks. The run
 creates its own template database (migrated once), each test gets a fresh clone of it, and everything
 is dropped at the end.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.constants import API_KEY, APP_ID, PRODUCTS
-from tests.support.pg import create_database, drop_database, embedded_forced, server_kind, server_urls, with_dbname
-from tests.support.processes import Pool, run_cli
+from testing.constants import API_KEY, APP_ID, PRODUCTS
+from testing.pg import create_database, drop_database, embedded_forced, server_kind, server_urls, with_dbname
+from testing.processes import Pool, run_cli
 from workerpool.emulator import Emulator
 from workerpool.ops.migrate import migrate
 
