@@ -17,7 +17,7 @@ from benchmarks import _bench
 from benchmarks._bench import bench_overrides
 from benchmarks._drain import run_drain
 from testing import queue_counts
-from testing.pgbouncer import pgbouncer, pgbouncer_binary
+from testing.pgbouncer import pgbouncer, pgbouncer_binary, unreachable
 
 ROWS = _bench._int("WORKERPOOL_BENCH_POOLER_ROWS", 500 if _bench.SMOKE else 20_000)
 ROUNDS = _bench._int("WORKERPOOL_BENCH_POOLER_ROUNDS", 1 if _bench.SMOKE else 3)
@@ -30,6 +30,8 @@ MODES = ("direct", "session", "transaction")
 def test_drain_through_poolers(benchmark, pg_server, products_db, emulator, start_pool):
     import psycopg
 
+    if unreachable(pg_server):
+        pytest.skip(unreachable(pg_server))
     figures: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with pgbouncer(pg_server, "session", pool_size=20) as session, pgbouncer(pg_server, "transaction") as tx:
         bouncers = {"session": session, "transaction": tx}

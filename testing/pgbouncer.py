@@ -1,13 +1,15 @@
 """A real PgBouncer (Debian's package) in front of the test server, in its own process on a free port.
 
-PgBouncer refuses to run as root: as root it is started with `-u postgres`, and its files are made
-readable to that user. Its pool is small by default (`default_pool_size` 4), so that under
-transaction pooling the workers' transactions really do move between server sessions.
+PgBouncer refuses to run as root: as root it is started with `-u postgres` (or, for a server on a
+Unix socket, `-u` the socket directory's owner), and its files are made readable to that user. Its
+pool is small by default (`default_pool_size` 4), so that under transaction pooling the workers'
+transactions really do move between server sessions.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -24,6 +26,26 @@ import psycopg.conninfo
 def pgbouncer_binary() -> str | None:
     """Where pgbouncer is, or None (`.ci/run` installs it)."""
     return shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.path.exists(p)), None)
+
+
+def _run_as(server_url: str) -> str:
+    """The user PgBouncer runs as when started as root (it refuses root): postgres, or for a server
+    on a Unix socket the owner of its socket directory (the embedded server's is `pgserver`, and
+    only its owner may enter it)."""
+    host = str(psycopg.conninfo.conninfo_to_dict(server_url).get("host") or "")
+    if host.startswith("/"):
+        try:
+            return pwd.getpwuid(os.stat(host).st_uid).pw_name
+        except (OSError, KeyError):
+            return "root"
+    return "postgres"
+
+
+def unreachable(server_url: str) -> str | None:
+    """Why PgBouncer cannot reach `server_url`'s server from here, or None."""
+    if os.geteuid() == 0 and _run_as(server_url) == "root":
+        return "the server's Unix socket directory belongs to root, and PgBouncer refuses to run as root"
+    return None
 
 
 def _free_port() -> int:
@@ -86,7 +108,7 @@ pidfile = {directory / "pgbouncer.pid"}
         os.chmod(directory, 0o777)
         for path in directory.iterdir():
             os.chmod(path, 0o666)
-        command[1:1] = ["-u", "postgres"]
+        command[1:1] = ["-u", _run_as(server_url)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     bouncer = Bouncer(listen, directory, proc)
     try:

@@ -21,7 +21,7 @@ import pytest
 
 from testing import assert_index_matches, queue_counts, run_cli, wait_until
 from testing.constants import API_KEY, APP_ID
-from testing.pgbouncer import pgbouncer, pgbouncer_binary
+from testing.pgbouncer import pgbouncer, pgbouncer_binary, unreachable
 from testing.processes import Pool, workerpool_cmd
 
 WRITE_S = float(os.environ.get("WORKERPOOL_POOLER_WRITE_SECONDS", "6"))
@@ -99,6 +99,8 @@ def _settled(conn: psycopg.Connection) -> bool:
 def test_behind_pgbouncer_the_index_equals_the_table(mode, pg_server, empty_db_url, emulator):
     """migrate (3 at once), watch, run with 3 workers and 3 writers, reindex, all through PgBouncer, on a
     database whose TimeZone and DateStyle are not workerpool's."""
+    if unreachable(pg_server):
+        pytest.skip(unreachable(pg_server))
     name = psycopg.conninfo.conninfo_to_dict(empty_db_url)["dbname"]
     with psycopg.connect(empty_db_url, autocommit=True) as admin:
         admin.execute(f"ALTER DATABASE {name} SET timezone = 'America/New_York'")
@@ -175,6 +177,8 @@ def test_behind_pgbouncer_the_index_equals_the_table(mode, pg_server, empty_db_u
 def test_listen_database_url_wakes_workers_under_transaction_pooling(pg_server, db_url, env, emulator):
     """With LISTEN_DATABASE_URL (a direct connection), a change wakes an idle worker at once although
     DATABASE_URL goes through transaction pooling; without it, the worker polls."""
+    if unreachable(pg_server):
+        pytest.skip(unreachable(pg_server))
     with psycopg.connect(db_url, autocommit=True) as db:
         db.execute(ITEMS)
         assert run_cli(env, "watch", "items", "--index", "items").returncode == 0
