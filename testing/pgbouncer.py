@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import psycopg
 import psycopg.conninfo
+
+from testing.http import free_port
 
 
 def pgbouncer_binary() -> str | None:
@@ -46,12 +47,6 @@ def unreachable(server_url: str) -> str | None:
     if os.geteuid() == 0 and _run_as(server_url) == "root":
         return "the server's Unix socket directory belongs to root, and PgBouncer refuses to run as root"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Bouncer:
@@ -80,7 +75,7 @@ def pgbouncer(server_url: str, mode: str, pool_size: int = 4, users: tuple[str, 
     host, port = str(info.get("host") or "127.0.0.1"), str(info.get("port") or "5432")
     user = str(info.get("user") or "postgres")
     directory = Path(tempfile.mkdtemp(prefix="workerpool-pgbouncer-"))
-    listen = _free_port()
+    listen = free_port()
     (directory / "users.txt").write_text("".join(f'"{u}" ""\n' for u in (user, *users)))
     (directory / "pgbouncer.ini").write_text(
         f"""[databases]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from workerpool.ops.migrate import check_schema, migrate, migrations
+from workerpool.db.version import check_schema
+from workerpool.ops.migrate import migrate, migrations
 
 
 def test_a_new_install_records_every_migration_and_then_has_nothing_to_do(empty_db_url):

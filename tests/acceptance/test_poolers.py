@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from testing import assert_index_matches, queue_counts, run_cli, wait_until
 from testing.constants import API_KEY, APP_ID
+from testing.http import free_port
 from testing.pgbouncer import pgbouncer, pgbouncer_binary, unreachable
 from testing.processes import Pool, workerpool_cmd
 
@@ -37,12 +37,6 @@ CREATE TABLE items (
 needs_pgbouncer = pytest.mark.skipif(
     pgbouncer_binary() is None, reason="pgbouncer is not installed (.ci/run installs Debian's package)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Writers:
@@ -138,7 +132,7 @@ def test_behind_pgbouncer_the_index_equals_the_table(mode, pg_server, empty_db_u
         assert watched.returncode == 0, watched.stderr
         with psycopg.connect(url, autocommit=True, prepare_threshold=None) as app:
             app.execute("INSERT INTO items (name, price) SELECT 'seed ' || g, g FROM generate_series(1, 300) g")
-        port = _free_port()
+        port = free_port()
         pool = Pool({**env, "HEALTH_PORT": str(port)}, "--workers", "3")
         try:
             with Writers(url) as writers:

@@ -19,7 +19,7 @@ from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
 from workerpool.db import pooling
 from workerpool.db.connection import PinnedPool, connect, make_pool
-from workerpool.db.version import check_version
+from workerpool.db.version import check_schema
 from workerpool.logs import host_name
 from workerpool.runtime import queue
 from workerpool.runtime.acks import write_outcome
@@ -94,8 +94,7 @@ class DatabaseService:
 
     def claim(self, batch_size: int, *, spill: bool = True, recover: bool = True) -> Batch:
         """Claim up to `batch_size` due rows under a fresh token and a lease of LEASE_TIMEOUT ms; an
-        empty `Batch` when nothing is due. Keys another live claim holds are never claimed, so
-        per-key order holds across every loop and worker.
+        empty `Batch` when nothing is due. Keys another live claim holds are never claimed.
 
         First, as a worker does: with `spill`, keys the capture triggers wrote are moved into the
         queue (`Batch.spilled` says how many queue rows that made or merged); with `recover`, expired
@@ -113,7 +112,8 @@ class DatabaseService:
         now = time.monotonic()
         with self._pool.connection() as conn:
             if not self._version_checked:  # a schema newer or older than this code: ConfigError, once
-                self._version_checked = check_version(conn)
+                check_schema(conn)
+                self._version_checked = True
             if recover and now >= self._next_recovery:
                 queue.recover_expired(conn, self.settings.max_retries)
                 self._next_recovery = now + queue.recovery_interval_s(self.settings.lease_timeout)

@@ -47,8 +47,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _db(settings: Settings, purpose: str = "cli", check_schema: bool = True) -> psycopg.Connection:
-    """A connection to DATABASE_URL whose schema matches this code (exit 2 otherwise: see migrate.check_schema)."""
-    from workerpool.ops.migrate import check_schema as check
+    """A connection to DATABASE_URL whose schema matches this code (exit 2 otherwise: see db.version.check_schema)."""
+    from workerpool.db.version import check_schema as check
 
     settings.require_database()
     conn = connect(settings.database_url, purpose=purpose, timeout=5)
@@ -152,9 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         indices = [settings.algolia_index_prefix + r[0] for r in conn.execute(Q.watched_indices)]
     code = Supervisor(settings, drain=args.drain).run()
     if args.wait_published and code in (EXIT_OK, EXIT_ROWS_FAILED):
-        from workerpool.ops.published import wait_published
+        from workerpool.ops.published import wait_indices_published
 
-        wait_published(settings, indices)
+        wait_indices_published(settings, indices)
         print(f"Algolia has published every write it accepted ({len(indices)} index(es))")
     return code
 

@@ -71,6 +71,26 @@ class _Metrics:
             buckets=LAG_BUCKETS,
             registry=None,
         )
+        self.searchable = Histogram(
+            "workerpool_time_to_searchable_seconds",
+            "Time from a change's capture to Algolia publishing it (searchable), for the records of the "
+            "tasks a worker follows (a sample); at most the last poll interval late",
+            buckets=LAG_BUCKETS,
+            registry=None,
+        )
+        self.pending_tasks = Gauge(
+            "workerpool_algolia_pending_tasks",
+            "Algolia tasks a live worker is following that are not published yet",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.tasks_untracked = Counter(
+            "workerpool_algolia_tasks_untracked",
+            "Accepted tasks not followed to publication: sampled (one request's tasks are followed per half "
+            "second), full (TASK_TRACKING tasks followed already) or timeout (not published after 10 minutes)",
+            ["reason"],
+            registry=None,
+        )
         self.requests = Counter(
             "workerpool_algolia_requests",
             "Batch requests sent to Algolia, by answer: accepted, throttled (429) or failed; "

@@ -28,7 +28,7 @@ LEASE_S = 60  # a dead reindex's table is free again this long after its last re
 RENEW_S = LEASE_S / 4
 
 
-class LeaseLost(Exception):
+class ReindexLeaseLost(Exception):
     """The lease ran out before it could be renewed (the database unreachable for LEASE_S): another
     reindex may have taken the table. The message is safe to print."""
 
@@ -54,11 +54,11 @@ class ReindexLease:
         return None
 
     def check(self) -> None:
-        """Raise LeaseLost if the lease may have passed to another reindex."""
+        """Raise ReindexLeaseLost if the lease may have passed to another reindex."""
         if self._lost is None and time.monotonic() > self._valid_until:
             self._lost = f"the reindex lease on {self.table} ran out (the database did not answer for {LEASE_S} s)"
         if self._lost is not None:
-            raise LeaseLost(self._lost)
+            raise ReindexLeaseLost(self._lost)
 
     def __enter__(self) -> ReindexLease:
         self._thread = threading.Thread(target=self._renew, name="reindex-lease", daemon=True)

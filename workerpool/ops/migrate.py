@@ -10,7 +10,7 @@ that first takes a transaction-scoped advisory lock, so runs wait for each other
 before them committed, and a crash or an error leaves the schema as it was before the run.
 
 The code's schema version is the highest migration file it ships; every command but `migrate`,
-`emulator` and `demo` checks the database against it first (`check_schema`).
+`emulator` and `demo` checks the database against it first (`db.version.check_schema`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from pathlib import Path
 import psycopg
 
 from workerpool.capture.triggers import refresh_captures
-from workerpool.config import ConfigError
-from workerpool.db.connection import one_row
 from workerpool.db.privileges import check_schema_trust, install_schema, pin_search_path
 from workerpool.db.queries import Q
+from workerpool.db.version import SchemaMismatch, applied_versions, code_version, newer_message
 
 log = logging.getLogger(__name__)
 
@@ -79,46 +78,6 @@ def migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-class SchemaMismatch(ConfigError):
-    """The database's schema is missing, older or newer than this code's; the message says which."""
-
-
-def code_version() -> int:
-    """The schema version this code expects: its newest migration file."""
-    return max(m.version for m in migrations())
-
-
-def check_schema(conn: psycopg.Connection) -> None:
-    """Raise SchemaMismatch unless every migration of this code, and no newer one, is applied."""
-    applied = applied_versions(conn)
-    newest = code_version()
-    if not applied:
-        raise SchemaMismatch("the workerpool schema is missing in DATABASE_URL; run `workerpool migrate`")
-    newer = sorted(v for v in applied if v > newest)
-    if newer:
-        raise SchemaMismatch(_newer_message(newer[-1], newest))
-    missing = sorted(m.version for m in migrations() if m.version not in applied)
-    if missing:
-        raise SchemaMismatch(
-            f"the workerpool schema in DATABASE_URL is at version {max(applied)}, older than this workerpool's "
-            f"version {newest} (missing migration(s) {', '.join(map(str, missing))}); run `workerpool migrate`"
-        )
-
-
-def _newer_message(database: int, code: int) -> str:
-    return (
-        f"the workerpool schema in DATABASE_URL is at version {database}, newer than this workerpool's "
-        f"version {code}; upgrade workerpool on this host (an older release must not run against it)"
-    )
-
-
-def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
-    exists = one_row(conn.execute(Q.migrations_table_exists))[0]
-    if not exists:
-        return {}
-    return dict(conn.execute(Q.applied_migrations).fetchall())
-
-
 def _refresh_captures(conn: psycopg.Connection) -> None:
     """Watched tables get the capture code of the schema just installed (an upgrade may change it)."""
     for problem in refresh_captures(conn):
@@ -167,7 +126,7 @@ def _apply(conn: psycopg.Connection, target: int | None) -> list[Migration]:
     conn.execute(Q.create_migrations_table)
     done = applied_versions(conn)
     if done and max(done) > code_version():
-        raise SchemaMismatch(_newer_message(max(done), code_version()))
+        raise SchemaMismatch(newer_message(max(done), code_version()))
     if not done and (target is None or target >= code_version()):
         applied_now = _install(conn)
     for migration in [] if applied_now else migrations():

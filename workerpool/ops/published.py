@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 PUBLISH_WAIT_S = 300.0  # how long a command waits for an index's fence before it says so
 
 
-def wait_published(settings: Settings, indices: Iterable[str], timeout_s: float = PUBLISH_WAIT_S) -> None:
+def wait_indices_published(settings: Settings, indices: Iterable[str], timeout_s: float = PUBLISH_WAIT_S) -> None:
     """Return once each index has published every write it accepted before this call; raises
     runtime.algolia.TaskNotPublished (one line) after `timeout_s` for one index, AlgoliaError when
     Algolia cannot be asked."""

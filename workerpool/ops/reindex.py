@@ -47,7 +47,7 @@ from workerpool.db.queries import Q
 from workerpool.exit_codes import EXIT_ALGOLIA, EXIT_ERROR
 from workerpool.failures import algolia_failure
 from workerpool.ops.admin import Admin
-from workerpool.ops.lease import LeaseLost, ReindexLease
+from workerpool.ops.lease import ReindexLease, ReindexLeaseLost
 from workerpool.ops.progress import ProgressBar
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
@@ -161,7 +161,7 @@ def reindex(
             if atomic:
                 return _atomic(settings, conn, watched, chunk_size, restart, stream, lease)
             return _through_queue(conn, watched, settings, chunk_size, restart, stream, lease)
-    except LeaseLost as exc:
+    except ReindexLeaseLost as exc:
         raise ReindexError(f"reindex of {watched.table_name} stopped: {exc}; run it again to resume") from None
 
 

@@ -47,7 +47,7 @@ from workerpool.db.queries import Q
 from workerpool.ops.browse import MAX_PAGE
 from workerpool.ops.hashes import INDEX_HASHES, SAMPLE, TABLE_HASHES, copy_table_hashes
 from workerpool.ops.index_reader import IndexReader
-from workerpool.ops.published import wait_published
+from workerpool.ops.published import wait_indices_published
 from workerpool.ops.table_walk import (
     DEFAULT_CHUNK,
 )
@@ -168,7 +168,7 @@ def verify(
     report = Report(watched.table_name, index)
     started_at = one_row(conn.execute(Q.database_now))[0]
     if published_first:
-        wait_published(settings, [index])
+        wait_indices_published(settings, [index])
     _create_scratch(conn)
     try:
         reader = IndexReader(settings, index, page_size)
