@@ -23,12 +23,23 @@ SELECT c.table_name, c.index_name, coalesce(a.attname, c.key_column),
             ELSE coalesce(sv.oid::regclass::text, quote_ident('dropped view ' || c.source_view)) END,
        c.attributes, c.transform,
        CASE WHEN c.relation IS NULL THEN c.table_name
-            ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END
+            ELSE coalesce(t.oid::regclass::text, quote_ident('dropped table ' || c.table_name)) END,
+       coalesce(parts.names, c.key_columns), parts.types
   FROM algolia_index_config c
   LEFT JOIN pg_class t ON t.oid = c.relation
   LEFT JOIN pg_class sv ON sv.oid = c.source
   LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.key_attnum AND NOT a.attisdropped
   LEFT JOIN pg_type kt ON kt.oid = a.atttypid
+  -- A key of several columns: their names and base types, in key order.
+  LEFT JOIN LATERAL (
+        SELECT array_agg(pa.attname ORDER BY x.i) AS names,
+               array_agg(format_type(coalesce(nullif(pt.typbasetype, 0), pa.atttypid),
+                                     CASE WHEN pt.typtype = 'd' THEN pt.typtypmod ELSE pa.atttypmod END)
+                         ORDER BY x.i) AS types
+          FROM unnest(c.key_attnums) WITH ORDINALITY AS x(attnum, i)
+          JOIN pg_attribute pa ON pa.attrelid = t.oid AND pa.attnum = x.attnum AND NOT pa.attisdropped
+          JOIN pg_type pt ON pt.oid = pa.atttypid
+        HAVING count(*) > 0) parts ON c.key_attnums IS NOT NULL
  WHERE c.enabled;
 
 -- name: key_type
@@ -62,22 +73,32 @@ SELECT a.attname FROM pg_index i
  WHERE i.indrelid = %s AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum);
 
 -- name: is_unique
--- Whether a unique index (or the primary key) covers exactly this one column.
-SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
-                 AND a.attnum = i.indkey[0]
-               WHERE i.indrelid = %s AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
-                 AND a.attname = %s);
+-- Whether a unique index (or the primary key), neither partial nor on expressions, has exactly these
+-- key columns (in any order).
+SELECT EXISTS (SELECT 1 FROM pg_index i
+               WHERE i.indrelid = %(oid)s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                 AND i.indnkeyatts = cardinality(%(columns)s::text[])
+                 AND (SELECT array_agg(a.attname::text COLLATE "C" ORDER BY a.attname::text COLLATE "C")
+                        FROM unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, pos)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                       WHERE k.pos <= i.indnkeyatts)
+                   = (SELECT array_agg(c COLLATE "C" ORDER BY c COLLATE "C") FROM unnest(%(columns)s::text[]) AS c));
 
 -- name: register
 -- Insert or update a registration, with the oids and attnums that follow renames.
 INSERT INTO algolia_index_config (table_name, index_name, key_column, key_type, source_view,
                                  attributes, transform, relation, source, key_attnum,
-                                 attribute_attnums)
-VALUES (%(table)s, %(index)s, %(key)s::text, %(ktype)s, %(source)s::text, %(attributes)s, %(transform)s,
-        %(oid)s, to_regclass(%(source)s),
-        (SELECT attnum FROM pg_attribute WHERE attrelid = %(oid)s AND attname = %(key)s::text),
+                                 attribute_attnums, key_columns, key_attnums)
+VALUES (%(table)s, %(index)s, array_to_string(%(keys)s::text[], ','), %(ktype)s, %(source)s::text, %(attributes)s,
+        %(transform)s, %(oid)s, to_regclass(%(source)s),
+        (SELECT attnum FROM pg_attribute WHERE attrelid = %(oid)s AND attname = (%(keys)s::text[])[1]),
         CASE WHEN %(attributes)s::text[] IS NOT NULL AND %(source)s::text IS NULL THEN
             ARRAY(SELECT a.attnum FROM unnest(%(attributes)s::text[]) WITH ORDINALITY AS x(name, i)
+                    JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attname = x.name
+                   ORDER BY x.i) END,
+        CASE WHEN cardinality(%(keys)s::text[]) > 1 THEN %(keys)s::text[] END,
+        CASE WHEN cardinality(%(keys)s::text[]) > 1 THEN
+            ARRAY(SELECT a.attnum FROM unnest(%(keys)s::text[]) WITH ORDINALITY AS x(name, i)
                     JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attname = x.name
                    ORDER BY x.i) END)
 ON CONFLICT (table_name) DO UPDATE
@@ -85,7 +106,8 @@ ON CONFLICT (table_name) DO UPDATE
        key_type = EXCLUDED.key_type, source_view = EXCLUDED.source_view,
        attributes = EXCLUDED.attributes, transform = EXCLUDED.transform,
        relation = EXCLUDED.relation, source = EXCLUDED.source, key_attnum = EXCLUDED.key_attnum,
-       attribute_attnums = EXCLUDED.attribute_attnums,
+       attribute_attnums = EXCLUDED.attribute_attnums, key_columns = EXCLUDED.key_columns,
+       key_attnums = EXCLUDED.key_attnums,
        enabled = true, disabled_reason = NULL, updated_at = now();
 
 -- name: capture_function_name
@@ -133,7 +155,7 @@ SELECT DISTINCT index_name FROM algolia_index_config WHERE enabled ORDER BY 1;
 -- What `watch` stored for every enabled registration whose table exists (to regenerate its triggers).
 -- Related links by their current names (table, foreign key, referenced column), through the oid
 -- and attnums stored with them.
-SELECT c.table_name, c.index_name, c.key_column,
+SELECT c.table_name, c.index_name, coalesce(c.key_columns, ARRAY[c.key_column]),
        coalesce((SELECT sv.oid::regclass::text FROM pg_class sv WHERE sv.oid = c.source), c.source_view),
        c.attributes, c.transform,
        array(SELECT ARRAY[coalesce(rt.oid::regclass::text, r.related_table), coalesce(fa.attname, r.fk_column),
@@ -295,7 +317,7 @@ LISTEN {};
 -- while the hash table was small materialize all of the index's hashes and compare each with every
 -- key, which is quadratic over a drain (tests/acceptance/test_record_shaping.py checks the plan on
 -- stale statistics).
-SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON s.{key} = k.oid::{ktype} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
+SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) JOIN {source} s ON {match} LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
 -- name: load_rows_one_by_one
 -- Template: load_rows, probing the source once per key (a LATERAL subquery that OFFSET 0 keeps from
@@ -304,7 +326,7 @@ SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}
 -- always so in a generic plan), so one row whose expression raises (a volatile function in a
 -- --source view) failed every key, however far the batch was halved. Used once a batch has failed
 -- for a row's sake, to find that row: a source without an index on its key costs a scan per key then.
-SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) CROSS JOIN LATERAL (SELECT r.* FROM {source} r WHERE r.{key} = k.oid::{ktype} OFFSET 0) s LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
+SELECT k.oid AS {oid}, (SELECT nextval('algolia_sync_version_seq')) AS {version}, h.hash AS {hash}, h.shape AS {shape}, s.* FROM unnest(%(keys)s::text[]) AS k(oid) CROSS JOIN LATERAL (SELECT r.* FROM {source} r WHERE {match_r} OFFSET 0) s LEFT JOIN LATERAL (SELECT l.hash, l.shape FROM algolia_sync_hashes l WHERE l.index_name = %(index)s AND l.object_id = k.oid LIMIT 1) h ON true;
 
 -- name: retention_lock
 -- The retention lock, for this transaction only; false when another worker holds it.
@@ -428,17 +450,18 @@ UNION
 SELECT unnest(%(extra)s::text[]);
 
 -- name: first_keys
--- Template: the first keys of a table as text, in key order ({k} key, {t} table). Qualified (s.key):
--- a bare ORDER BY name would sort by the text output column, not the key.
-SELECT s.{k}::text FROM {t} s WHERE s.{k} IS NOT NULL ORDER BY s.{k} LIMIT %s;
+-- Template: the first keys of a table as text, in key order ({k} the key's text, {present} that the
+-- row has a key, {order} the key columns, {t} the table; capture/keys.py). Qualified (s.key): a bare
+-- ORDER BY name would sort by the text output column, not the key.
+SELECT {k} FROM {t} s WHERE {present} ORDER BY {order} LIMIT %(size)s;
 
 -- name: keys_after
--- Template: the next keys after one ({ty} the key's type).
-SELECT s.{k}::text FROM {t} s WHERE s.{k} > %s::{ty} ORDER BY s.{k} LIMIT %s;
+-- Template: the next keys after one ({after}: the row comes after the key text %(last)s).
+SELECT {k} FROM {t} s WHERE {after} ORDER BY {order} LIMIT %(size)s;
 
 -- name: count_keyed_rows
 -- Template: the rows of a table that have a key.
-SELECT count(*) FROM {t} WHERE {k} IS NOT NULL;
+SELECT count(*) FROM {t} s WHERE {present};
 
 -- name: stats_tables
 -- `workerpool stats`: per table. The log's calls (algolia_sync_log_batches) are unnested for the
@@ -541,12 +564,13 @@ SELECT k FROM {drift} WHERE kind = %s ORDER BY (k !~ '^-?[0-9]+$'), CASE WHEN k 
 SELECT k FROM {drift} WHERE kind = %s AND k > %s ORDER BY k LIMIT %s;
 
 -- name: castable_keys
--- Template: the keys that are valid values of the key type ({}).
-SELECT k FROM unnest(%s::text[]) AS k WHERE k::{} IS NOT NULL;
+-- Template: the keys that are valid values of the key ({}: each key column's value of k is not NULL,
+-- which casts them; capture/keys.py).
+SELECT k.k FROM unnest(%s::text[]) AS k(k) WHERE {};
 
 -- name: cast_key
--- Template: whether one key is a valid value of the key type ({}).
-SELECT %s::{};
+-- Template: whether one key (k) is a valid value of the key ({}).
+SELECT {} FROM (SELECT %s::text AS k) k;
 
 -- name: mark_impossible_drift
 -- Template: extra index records whose objectID can never be a row.
@@ -704,8 +728,9 @@ SELECT current_setting(%s);
 SELECT set_config(%s, %s, true);
 
 -- name: canonical_keys
--- Template: keys cast to the key type ({}) and back to text, as the capture triggers write them.
-SELECT array_agg(k::{}::text) FROM unnest(%s::text[]) AS k;
+-- Template: keys cast to the key's types and back to text, as the capture triggers write them
+-- ({text}, over the parts {names}: one text[] per key column, {arrays}).
+SELECT array_agg({text}) FROM unnest({arrays}) AS k({names});
 
 
 -- ===============================================================================================

@@ -21,6 +21,9 @@
 -- prints as the current, quoted name): the worker reads from them, never from SQL text.
 -- `key_attnum` and `attribute_attnums` (a plain table's --attributes, in their order) find those
 -- columns again after a rename. `disabled_reason` says why a registration stopped capturing.
+-- A key of several columns (a composite primary key, `--key a,b`) is `key_columns` and
+-- `key_attnums`, in key order; `key_column` and `key_type` then hold the names and types joined by
+-- commas, for reading, and `key_attnum` the first. Both are NULL for a one-column key.
 CREATE TABLE algolia_index_config (
     table_name   text PRIMARY KEY,
     index_name   text NOT NULL,
@@ -37,7 +40,9 @@ CREATE TABLE algolia_index_config (
     source            regclass,
     key_attnum        smallint,
     attribute_attnums smallint[],
-    disabled_reason   text
+    disabled_reason   text,
+    key_columns       text[],
+    key_attnums       smallint[]
 );
 
 -- A change to related_table re-enqueues the rows of table_name whose fk_column points at it.
@@ -114,24 +119,61 @@ SET search_path FROM CURRENT AS $$
                       FROM pg_type d WHERE d.oid = key_type);
 $$;
 
+-- A key's text, as SQL over the row `alias` of `rel`: for a one-column key, that column's text; for
+-- a key of several columns (attnums in key order), the text of the array of their texts, `{1,23}`:
+-- PostgreSQL's array literal, whose quoting no part can forge (a part holding a comma, brace, quote,
+-- backslash or space, or the word NULL, is quoted) and which `::text[]` turns back into the parts.
+-- A built-in type is cast to text (no role can add a cast from it); any other (an enum) goes
+-- through its output function, as a cast its owner adds cannot.
+CREATE FUNCTION algolia_sync_key_text(rel regclass, attnums smallint[], alias text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $$
+    SELECT CASE WHEN count(*) <> cardinality(attnums) THEN NULL  -- a key column is gone
+                WHEN count(*) = 1 THEN min(p.expr)
+                ELSE 'ARRAY[' || string_agg(p.expr, ', ' ORDER BY p.i) || ']::pg_catalog.text' END
+      FROM (SELECT x.i, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace
+                             THEN format('(%I.%I)::pg_catalog.text', alias, a.attname)
+                             ELSE format('pg_catalog.format(''%%s'', %I.%I)', alias, a.attname) END AS expr
+              FROM unnest(attnums) WITH ORDINALITY AS x(attnum, i)
+              JOIN pg_attribute a ON a.attrelid = rel AND a.attnum = x.attnum AND NOT a.attisdropped
+              JOIN pg_type d ON d.oid = a.atttypid
+              JOIN pg_type t ON t.oid = CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END) p;
+$$;
+
+-- Whether the row `alias` of `rel` has a key, as SQL: its key columns are not NULL. `every` tests
+-- each column (so that the absent side of an outer join tests false); otherwise only the nullable
+-- ones are tested, and a key of NOT NULL columns is 'true'.
+CREATE FUNCTION algolia_sync_key_present(rel regclass, attnums smallint[], alias text, every boolean)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $$
+    SELECT coalesce(string_agg(format('%I.%I IS NOT NULL', alias, a.attname), ' AND ' ORDER BY x.i), 'true')
+      FROM unnest(attnums) WITH ORDINALITY AS x(attnum, i)
+      JOIN pg_attribute a ON a.attrelid = rel AND a.attnum = x.attnum AND NOT a.attisdropped
+     WHERE every OR NOT a.attnotnull;
+$$;
+
 -- The capture generator: `watch` (and the DDL follower) create one statement-level trigger function
--- per watched table, fn_name, with the key column and the compared columns baked into static SQL
--- (plpgsql caches the plans of static statements). `tbl` is the registration's name (what the inbox
--- rows carry), `rel` the table itself. Each event's changed keys become inbox rows of at most 1,000
--- keys per operation, then one NOTIFY:
+-- per watched table, fn_name, with the key columns (key_cols, in key order: one, or several for a
+-- composite key) and the compared columns baked into static SQL (plpgsql caches the plans of static
+-- statements). `tbl` is the registration's name (what the inbox rows carry), `rel` the table
+-- itself. Each event's changed keys become inbox rows of at most 1,000 keys per operation, then one
+-- NOTIFY:
 -- * an UPDATE that changes none of the compared columns (`cols`; empty: the whole row, as ROW(n.*))
---   captures nothing; one that changes a key deletes the old one;
+--   captures nothing; one that changes a key (any of its columns, a row moving to another partition
+--   included) deletes the old key and writes the new one;
 -- * a TRUNCATE (BEFORE, while the rows are still there) turns every key into a delete, reading the
 --   table under whatever name it has when it runs (TG_RELID);
--- * a NULL key (a nullable unique key column) is never captured: such a row has no objectID;
--- * a date/time key is turned into text under algolia_sync_key_settings.
+-- * a NULL key (a key column that is NULL, in a nullable unique key) is never captured: such a row
+--   has no objectID;
+-- * a key is turned into text by algolia_sync_key_text, a date/time one under algolia_sync_key_settings.
 -- Two paths, because a single-row write must stay cheap and a bulk one must stream: the first 1,001
 -- changes are gathered into arrays (one inbox row per operation when that is all of them); past
 -- 1,000, one INSERT … SELECT streams the changes into 1,000-key rows, so a statement of any size
 -- stays within memory and under the 1 GB limit of a single array. Every column reference in the
 -- generated code is qualified by an alias of its own, so no user column name can make it ambiguous.
 -- Returns the function's qualified name for the triggers to call.
-CREATE FUNCTION algolia_sync_create_capture(fn_name text, tbl text, key_col text, cols text[], rel regclass)
+CREATE FUNCTION algolia_sync_create_capture(fn_name text, tbl text, key_cols text[], cols text[], rel regclass)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $create$
@@ -139,28 +181,26 @@ DECLARE
     qualified  text := format('%I.%I', algolia_sync_schema(), fn_name);
     new_cmp    text := 'ROW(n.*)::pg_catalog.text';
     old_cmp    text := 'ROW(o.*)::pg_catalog.text';
+    attnums    smallint[];
     pinned     text;
-    nullable   boolean;
-    as_text    text;
     has_key    text := '';
+    either     text := '';
+    joined     text;
     src        text[];
     small      text[];
     block      text[];
 BEGIN
-    SELECT algolia_sync_key_settings(a.atttypid::regtype), NOT a.attnotnull,
-           -- A built-in key type is cast to text (no role can add a cast from it); any other (an
-           -- enum) goes through its output function, as a cast its owner adds cannot.
-           CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN '(%s)::pg_catalog.text'
-                ELSE 'pg_catalog.format(''%%s'', %s)' END
-      INTO pinned, nullable, as_text
-      FROM pg_attribute a
-      JOIN pg_type d ON d.oid = a.atttypid
-      JOIN pg_type t ON t.oid = CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END
-     WHERE a.attrelid = rel AND a.attname = key_col AND NOT a.attisdropped;
+    SELECT array_agg(a.attnum ORDER BY x.i), max(algolia_sync_key_settings(a.atttypid::regtype)),
+           string_agg(format('o.%1$I = n.%1$I', a.attname), ' AND ' ORDER BY x.i)
+      INTO attnums, pinned, joined
+      FROM unnest(key_cols) WITH ORDINALITY AS x(name, i)
+      JOIN pg_attribute a ON a.attrelid = rel AND a.attname = x.name AND NOT a.attisdropped;
     -- Only a nullable key needs the filter (the spill drops NULL keys anyway; this keeps them out of
     -- the inbox); a primary key pays nothing for it.
-    IF nullable THEN
-        has_key := format(' AND r.%I IS NOT NULL', key_col);
+    IF algolia_sync_key_present(rel, attnums, 'r', false) <> 'true' THEN
+        has_key := ' AND ' || algolia_sync_key_present(rel, attnums, 'r', false);
+        either := format(' AND ((%s) OR (%s))', algolia_sync_key_present(rel, attnums, 'n', true),
+                         algolia_sync_key_present(rel, attnums, 'o', true));
     END IF;
     IF cols IS NOT NULL AND cardinality(cols) > 0 THEN
         SELECT 'ROW(' || string_agg(format('n.%I', c), ', ') || ')::pg_catalog.text',
@@ -172,19 +212,20 @@ BEGIN
     -- change with a key. Every column reference is qualified by an alias of this code's own.
     src := ARRAY[
         format('SELECT %s AS k, ''INSERT''::text AS op FROM new_rows r WHERE true%s',
-               format(as_text, format('r.%I', key_col)), has_key),
-        format('SELECT %5$s AS k, CASE WHEN n.%1$I IS NULL THEN ''DELETE'' ELSE ''UPDATE'' END AS op
-                  FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
-                 WHERE (n.%1$I IS NULL OR o.%1$I IS NULL OR %2$s IS DISTINCT FROM %3$s)%4$s',
-               key_col, new_cmp, old_cmp,
-               CASE WHEN nullable THEN format(' AND coalesce(n.%1$I, o.%1$I) IS NOT NULL', key_col) ELSE '' END,
-               format(as_text, format('coalesce(n.%1$I, o.%1$I)', key_col))),
+               algolia_sync_key_text(rel, attnums, 'r'), has_key),
+        format('SELECT CASE WHEN %1$s THEN %5$s ELSE %6$s END AS k,
+                       CASE WHEN %1$s THEN ''UPDATE'' ELSE ''DELETE'' END AS op
+                  FROM new_rows n FULL JOIN old_rows o ON %7$s
+                 WHERE (NOT (%1$s) OR NOT (%8$s) OR %2$s IS DISTINCT FROM %3$s)%4$s',
+               algolia_sync_key_present(rel, attnums, 'n', true), new_cmp, old_cmp, either,
+               algolia_sync_key_text(rel, attnums, 'n'), algolia_sync_key_text(rel, attnums, 'o'), joined,
+               algolia_sync_key_present(rel, attnums, 'o', true)),
         format('SELECT %s AS k, ''DELETE''::text AS op FROM old_rows r WHERE true%s',
-               format(as_text, format('r.%I', key_col)), has_key),
+               algolia_sync_key_text(rel, attnums, 'r'), has_key),
         -- Formatted again when it runs (FROM the table as it is then called): '%' in this text is
         -- doubled for that second pass.
         format('SELECT %s AS k, ''DELETE''::text AS op FROM %%s r WHERE true%s',
-               replace(format(as_text, format('r.%I', key_col)), '%', '%%'), replace(has_key, '%', '%%'))];
+               replace(algolia_sync_key_text(rel, attnums, 'r'), '%', '%%'), replace(has_key, '%', '%%'))];
     -- The small path: an ARRAY(subquery) where every change has one operation (cheaper than an
     -- aggregate for the single-row statements that matter most), two filtered aggregates for UPDATE.
     small := ARRAY[
@@ -404,33 +445,36 @@ SET search_path FROM CURRENT
 SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
 DECLARE
     rel      regclass;
-    key_col  text;
+    key_text text;
+    has_key  text;
     fk_col   text;
     fk_match text;
 BEGIN
-    SELECT c.relation, k.attname, f.attname,
+    SELECT c.relation,
+           algolia_sync_key_text(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't'),
+           algolia_sync_key_present(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't', true),
+           f.attname,
            -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK
            -- is its owner's code). Any other (an enum): compared as text, as a cast its owner may
            -- have added is not run.
            CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace
                 THEN format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL))
                 ELSE format('pg_catalog.format(''%%s'', t.%I) = ANY($2)', f.attname) END
-      INTO rel, key_col, fk_col, fk_match
+      INTO rel, key_text, has_key, fk_col, fk_match
       FROM algolia_index_config c
-      JOIN pg_attribute k ON k.attrelid = c.relation AND k.attnum = c.key_attnum AND NOT k.attisdropped
       JOIN pg_attribute f ON f.attrelid = c.relation AND f.attnum = fk AND NOT f.attisdropped
       JOIN pg_type t ON t.oid = f.atttypid
       JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
      WHERE c.table_name = tbl AND c.enabled;
-    IF rel IS NULL THEN
-        RETURN;
+    IF rel IS NULL OR key_text IS NULL THEN
+        RETURN;  -- the table or a key column is gone
     END IF;
     EXECUTE format(
         'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, created_at)
          SELECT $1, ''UPDATE'', count(*), array_agg(c.k), $3
-           FROM (SELECT pg_catalog.format(''%%s'', t.%1$I) AS k, (row_number() OVER () - 1) / 1000 AS chunk
-                   FROM %2$s t WHERE %3$s AND t.%1$I IS NOT NULL) c
-          GROUP BY c.chunk', key_col, rel, fk_match)
+           FROM (SELECT %1$s AS k, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM %2$s t WHERE %3$s AND %4$s) c
+          GROUP BY c.chunk', key_text, rel, fk_match, has_key)
     USING tbl, refs, captured;
 EXCEPTION WHEN OTHERS THEN
     INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
@@ -1287,12 +1331,13 @@ SECURITY DEFINER
 SET search_path FROM CURRENT AS $$
 DECLARE
     c        record;
-    new_key  text;
+    new_key  text[];
     attrs    text[];
     fn       text;
 BEGIN
   BEGIN
-    FOR c IN SELECT DISTINCT cfg.table_name, cfg.relation, cfg.key_attnum, cfg.attribute_attnums
+    FOR c IN SELECT DISTINCT cfg.table_name, cfg.relation, coalesce(cfg.key_attnums, ARRAY[cfg.key_attnum]) AS key_attnums,
+                    cfg.key_attnums IS NOT NULL AS composite, cfg.attribute_attnums
                FROM algolia_index_config cfg
                JOIN pg_event_trigger_ddl_commands() d
                  ON d.classid = 'pg_class'::regclass AND d.objid = cfg.relation
@@ -1304,9 +1349,10 @@ BEGIN
             IF fn IS NULL THEN
                 CONTINUE;
             END IF;
-            SELECT a.attname INTO new_key FROM pg_attribute a
-             WHERE a.attrelid = c.relation AND a.attnum = c.key_attnum AND NOT a.attisdropped;
-            IF new_key IS NULL THEN
+            new_key := ARRAY(SELECT a.attname FROM unnest(c.key_attnums) WITH ORDINALITY AS x(attnum, i)
+                               JOIN pg_attribute a ON a.attrelid = c.relation AND a.attnum = x.attnum AND NOT a.attisdropped
+                              ORDER BY x.i);
+            IF cardinality(new_key) < cardinality(c.key_attnums) THEN
                 PERFORM algolia_sync_detach(c.relation);
                 UPDATE algolia_index_config
                    SET enabled = false, updated_at = now(),
@@ -1325,9 +1371,11 @@ BEGIN
                      ELSE ARRAY(SELECT DISTINCT ON (x) x FROM unnest(new_key || attrs) AS x) END,
                 c.relation);
             UPDATE algolia_index_config cfg
-               SET key_column = new_key,
-                   key_type = (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                                WHERE a.attrelid = c.relation AND a.attnum = c.key_attnum),
+               SET key_column = array_to_string(new_key, ','),
+                   key_columns = CASE WHEN c.composite THEN new_key END,
+                   key_type = (SELECT string_agg(format_type(a.atttypid, a.atttypmod), ',' ORDER BY x.i)
+                                 FROM unnest(c.key_attnums) WITH ORDINALITY AS x(attnum, i)
+                                 JOIN pg_attribute a ON a.attrelid = c.relation AND a.attnum = x.attnum),
                    attributes = CASE WHEN c.attribute_attnums IS NOT NULL THEN attrs ELSE cfg.attributes END,
                    updated_at = now()
              WHERE cfg.table_name = c.table_name;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 from psycopg import sql
 
@@ -29,15 +31,23 @@ def spill_all(conn: psycopg.Connection, max_keys: int = 10_000) -> int:
     return moved
 
 
-def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[str, dict]:
+def objectid_sql(key: str | Sequence[str], alias: str = "t") -> sql.Composable:
+    """A row's objectID, written here independently of workerpool's code: a key column's text, or
+    for a composite key the array literal of its columns' texts."""
+    if isinstance(key, str) or len(key) == 1:
+        return sql.SQL("{}::text").format(sql.Identifier(alias, key if isinstance(key, str) else key[0]))
+    return sql.SQL("ARRAY[{}]::text").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(alias, k)) for k in key)
+    )
+
+
+def expected_records(conn: psycopg.Connection, relation: str, key: str | Sequence[str]) -> dict[str, dict]:
     """What the index must hold for a table: every row, serialized as workerpool maps types."""
     import orjson
 
     from workerpool.db.connection import connect
 
-    query = sql.SQL("SELECT {key}::text AS __oid, t.* FROM {rel} t").format(
-        key=sql.Identifier(key), rel=sql.SQL(relation)
-    )
+    query = sql.SQL("SELECT {key} AS __oid, t.* FROM {rel} t").format(key=objectid_sql(key), rel=sql.SQL(relation))
     out = {}
     # Read as the workers read: their session settings and value loaders.
     with connect(conn.info.dsn, purpose="test") as pinned, pinned.cursor(row_factory=psycopg.rows.dict_row) as cur:
@@ -48,7 +58,7 @@ def expected_records(conn: psycopg.Connection, relation: str, key: str) -> dict[
 
 
 def assert_index_matches(
-    conn: psycopg.Connection, emulator: Emulator, relation: str, index: str, key: str = "id"
+    conn: psycopg.Connection, emulator: Emulator, relation: str, index: str, key: str | Sequence[str] = "id"
 ) -> None:
     """The index equals the table record for record: no missing, no extra, no stale."""
     expected = expected_records(conn, relation, key)

@@ -21,8 +21,8 @@ from workerpool.runtime.shaping import Current, Item, Outcome
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 # One registration, as `load_watched` reads it: table, index, key, key type, source view,
-# attributes, transform, relation.
-REGISTRATION = ("products", "products_idx", "id", "bigint", None, None, None, "public.products")
+# attributes, transform, relation, a composite key's columns and types.
+REGISTRATION = ("products", "products_idx", "id", "bigint", None, None, None, "public.products", None, None)
 
 
 class FakeConnection:
@@ -121,7 +121,7 @@ def test_a_loader_error_that_is_not_postgres_fails_its_row_alone():
 
 @pytest.mark.parametrize("sqlstate", ["42P01", "42703", "42501", "0A000"])
 def test_an_error_about_the_table_retries_its_rows_and_no_other_table(sqlstate):
-    other = ("brands", "brands", "id", "bigint", None, None, None, "public.brands")
+    other = ("brands", "brands", "id", "bigint", None, None, None, "public.brands", None, None)
     error = psycopg.errors.lookup(sqlstate)("relation is gone")
 
     def raises(keys: list[str], one: bool) -> Exception | None:

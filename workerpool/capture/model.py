@@ -31,6 +31,9 @@ class Watched:
 
     `table_name` is the registration's name (what queue rows carry); `relation` is the table as it
     is called now (regclass text, quoted where needed), which differs after an `ALTER TABLE … RENAME`.
+    A key of several columns is `key_columns` and `key_types`, in key order (`capture/keys.py` says
+    what its objectID is); `key_column` and `key_type` then name them all, joined by commas, for
+    messages. Both are empty for a one-column key.
     """
 
     table_name: str
@@ -41,6 +44,8 @@ class Watched:
     attributes: tuple[str, ...] | None = None
     transform: str | None = None
     relation: str = ""
+    key_columns: tuple[str, ...] = ()
+    key_types: tuple[str, ...] = ()
 
     @property
     def reads_from(self) -> str:
@@ -99,14 +104,17 @@ def load_watched(conn: psycopg.Connection) -> dict[str, Watched]:
         table: Watched(
             table,
             index,
-            key,
-            key_type,
+            ",".join(key_columns) if key_columns else key,
+            ",".join(key_types) if key_columns and key_types else key_type,
             source_view,
             tuple(attributes) if attributes is not None else None,
             transform,
             relation,
+            tuple(key_columns) if key_columns else (),
+            # A dropped table's registration keeps its column names; its reads fail on the table.
+            (tuple(key_types) if key_types else ("text",) * len(key_columns)) if key_columns else (),
         )
-        for table, index, key, key_type, source_view, attributes, transform, relation in rows
+        for table, index, key, key_type, source_view, attributes, transform, relation, key_columns, key_types in rows
     }
 
 

@@ -13,6 +13,7 @@ import re
 import psycopg
 from psycopg import sql
 
+from workerpool.capture import keys as key_sql
 from workerpool.capture.model import (
     Related,
     Watched,
@@ -31,52 +32,6 @@ RELATED_EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 _INDEX_NAME = re.compile(r"^[^\s/#?%&\x00-\x1f\x7f-\x9f]{1,256}$")  # no control characters either
 
 
-# Key types whose text form is the same in every session (with DateStyle, TimeZone and
-# IntervalStyle pinned where the capture and the workers turn them into text), so an objectID
-# depends on the row alone. Anything else is refused by `watch`.
-KEY_TYPES = (
-    "smallint",
-    "integer",
-    "bigint",
-    "numeric",
-    "text",
-    "character varying",
-    "character",
-    "name",
-    "citext",
-    "uuid",
-    "boolean",
-    "oid",
-    "inet",
-    "cidr",
-    "macaddr",
-    "macaddr8",
-    "date",
-    "timestamp without time zone",
-    "timestamp with time zone",
-    "time without time zone",
-    "time with time zone",
-    "interval",
-)
-
-
-def _key_type_problem(conn: psycopg.Connection, oid: int, column: str) -> str | None:
-    """Why `column` cannot be a key (its type has no canonical text form), or None."""
-    typ, base, is_enum, cast_function = one_row(conn.execute(Q.key_type, (oid, column)))
-    if is_enum and cast_function:
-        return (
-            f"--key {column!r} has type {typ}, which has a cast to or from text that runs a function: the pool "
-            "would run that function to read keys; drop the cast (DROP CAST) or key the table by another column"
-        )
-    if base in KEY_TYPES or is_enum:
-        return None
-    return (
-        f"--key {column!r} has type {typ}, whose text form is not canonical (it depends on session settings "
-        f"or is not a scalar); key types supported: integers, numeric, text types, uuid, enums, boolean, "
-        f"network addresses, date/time types and interval"
-    )
-
-
 def _nullable(conn: psycopg.Connection, oid: int, column: str) -> bool:
     return not one_row(conn.execute(Q.key_nullable, (oid, column)))[0]
 
@@ -89,25 +44,11 @@ def _columns(conn: psycopg.Connection, oid: int) -> dict[str, str]:
     return dict(rows)
 
 
-def _primary_key(conn: psycopg.Connection, oid: int) -> list[str]:
-    rows = conn.execute(
-        Q.primary_key,
-        (oid,),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _is_unique(conn: psycopg.Connection, oid: int, column: str) -> bool:
-    """Whether a unique index (or the primary key) covers exactly this one column."""
-    unique: bool = one_row(conn.execute(Q.is_unique, (oid, column)))[0]
-    return unique
-
-
 def watch(
     conn: psycopg.Connection,
     table: str,
     index_name: str,
-    key: str | None = None,
+    key: str | list[str] | tuple[str, ...] | None = None,
     source: str | None = None,
     attributes: list[str] | None = None,
     transform: str | None = None,
@@ -115,6 +56,8 @@ def watch(
 ) -> Watched:
     """Register `table` for `index_name` and attach its triggers. Re-running updates the registration.
 
+    `key` names the key column, or several (a list, or joined by commas) for a composite key; the
+    default is the primary key, of one column or several.
     `attributes` picks the columns that make up a record (and the only ones whose updates enqueue);
     `transform` names a `module:function` applied to each record; `related` tables re-enqueue the
     rows that point at a changed row of theirs. Refused, as by `migrate`, while a role workerpool
@@ -128,31 +71,17 @@ def watch(
     check_schema_trust(conn, install_schema(conn))
     oid, table_name = resolve_relation(conn, table)
     columns = _columns(conn, oid)
-    if key is None:
-        pk = _primary_key(conn, oid)
-        if len(pk) != 1:
-            raise WatchError(
-                f"table {table_name} has {'no primary key' if not pk else 'a composite primary key ' + str(pk)}; "
-                "pass --key COLUMN naming a unique, non-null column"
-            )
-        key = pk[0]
-    if key not in columns:
-        raise WatchError(f"column {key!r} does not exist in {table_name}; columns are {', '.join(columns)}")
-    if not _is_unique(conn, oid, key):
-        raise WatchError(
-            f"--key {key!r} is not unique in {table_name}; add a unique index on it "
-            f"(CREATE UNIQUE INDEX ON {table_name} ({key})) or pick a unique column"
-        )
-    problem = _key_type_problem(conn, oid, key)
-    if problem:
-        raise WatchError(problem)
+    keys = key_sql.resolve(conn, oid, table_name, columns, key_sql.parse(key))
     source_name = None
     record_columns = columns
     if source:
         source_oid, source_name = resolve_relation(conn, source, kinds="rvmpf")
         record_columns = _columns(conn, source_oid)
-        if key not in record_columns:
-            raise WatchError(f"source {source_name} has no column {key!r}; it must expose the table's key")
+        missing = [k for k in keys if k not in record_columns]
+        if missing:
+            raise WatchError(
+                f"source {source_name} has no column {missing[0]!r}; it must expose the table's key ({', '.join(keys)})"
+            )
     if attributes is not None:
         unknown = [a for a in attributes if a not in record_columns]
         if unknown or not attributes:
@@ -168,17 +97,20 @@ def watch(
     # Only a record made of plain table columns lets the trigger ignore updates to other columns.
     compared: list[str] = []
     if attributes is not None and not source_name:
-        compared = list(dict.fromkeys([key, *attributes]))
+        compared = list(dict.fromkeys([*keys, *attributes]))
 
+    composite = len(keys) > 1
     watched = Watched(
         table_name,
         index_name,
-        key,
-        columns[key],
+        ",".join(keys),
+        ",".join(columns[k] for k in keys),
         source_name,
         tuple(attributes) if attributes is not None else None,
         transform,
         table_name,
+        tuple(keys) if composite else (),
+        tuple(columns[k] for k in keys) if composite else (),
     )
     with conn.transaction():
         _adopt_renamed(conn, oid, table_name)
@@ -187,7 +119,7 @@ def watch(
             {
                 "table": watched.table_name,
                 "index": watched.index_name,
-                "key": watched.key_column,
+                "keys": keys,
                 "ktype": watched.key_type,
                 "source": watched.source_view,
                 "attributes": list(watched.attributes) if watched.attributes is not None else None,
@@ -199,7 +131,7 @@ def watch(
         for link in links:
             _attach_related(conn, table_name, oid, link)
         function = one_row(
-            conn.execute(Q.create_capture, (_capture_function(conn, table_name), table_name, key, compared, oid))
+            conn.execute(Q.create_capture, (_capture_function(conn, table_name), table_name, keys, compared, oid))
         )[0]
         conn.execute(Q.attach_capture, (oid, function))
         grant_watched(conn, _read_relations(conn, oid, source_name))
@@ -215,11 +147,12 @@ def watch_warnings(conn: psycopg.Connection, watched: Watched) -> list[str]:
     """What `watch` accepted but the user should know: a nullable key, unindexed related links."""
     warnings = []
     oid, _ = resolve_relation(conn, watched.relation or watched.table_name)
-    if _nullable(conn, oid, watched.key_column):
-        warnings.append(
-            f"{watched.table_name}.{watched.key_column} is nullable: rows whose key is NULL have no "
-            "objectID and are not synced (add NOT NULL to make that impossible)"
-        )
+    for column in watched.key_columns or (watched.key_column,):
+        if _nullable(conn, oid, column):
+            warnings.append(
+                f"{watched.table_name}.{column} is nullable: rows whose key is NULL have no "
+                "objectID and are not synced (add NOT NULL to make that impossible)"
+            )
     warnings += pool_role_warnings(conn, _read_relations(conn, oid, watched.source_view))
     return warnings + unindexed_related(conn, watched.table_name)
 
@@ -327,7 +260,7 @@ def _resolve_related(conn: psycopg.Connection, table_name: str, columns: dict[st
         )
     ref = link.ref_column
     if ref is None:
-        pk = _primary_key(conn, oid)
+        pk = key_sql.primary_key(conn, oid)
         if len(pk) != 1:
             raise WatchError(
                 f"--related {link.related_table}: no single-column primary key; name the referenced column"

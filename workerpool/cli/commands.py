@@ -100,7 +100,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         warnings = watch_warnings(conn, watched)
     source = f" from {watched.source_view}" if watched.source_view else ""
     index = settings.algolia_index_prefix + watched.index_name
-    print(f"watching {watched.table_name} (key {watched.key_column}){source} -> index {index}")
+    key = f"key ({', '.join(watched.key_columns)})" if watched.key_columns else f"key {watched.key_column}"
+    print(f"watching {watched.table_name} ({key}){source} -> index {index}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -102,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--index", required=True, help=_local("Algolia index name; ALGOLIA_INDEX_PREFIX is prepended", "none, required")
     )
-    p.add_argument("--key", help=_local("key column", "the single-column primary key"))
+    p.add_argument(
+        "--key",
+        metavar="COL[,COL]",
+        help=_local(
+            "key column, or the columns of a composite key joined by commas (objectID {a,b})", "the primary key"
+        ),
+    )
     p.add_argument("--source", help=_local("view that records are read from, keyed by the table's key", "the table"))
     p.add_argument(
         "--attributes",

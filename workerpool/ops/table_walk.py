@@ -12,6 +12,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from workerpool.capture import keys
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
 from workerpool.db import pooling
@@ -27,31 +28,29 @@ DEFAULT_CHUNK = 1000
 def iter_key_chunks(
     conn: psycopg.Connection, watched: Watched, size: int, after: str | None = None
 ) -> Iterator[list[str]]:
-    """Every key of the table as text, in key order, `size` at a time (keyset pagination)."""
-    key = sql.Identifier(watched.key_column)
+    """Every key of the table as text, in key order, `size` at a time (keyset pagination, on all the
+    key's columns for a composite key)."""
     table = sql.SQL(watched.relation or watched.table_name)  # regclass text, quoted where needed
-    ktype = sql.SQL(watched.key_type)
-    # Qualified (s.key): a bare ORDER BY name would sort by the text output column, not the key.
-    first = sql.SQL(Q.first_keys).format(k=key, t=table)
-    rest = sql.SQL(Q.keys_after).format(k=key, t=table, ty=ktype)
+    shared = {"k": keys.text_of(watched, "s"), "t": table, "order": keys.order(watched, "s")}
+    first = sql.SQL(Q.first_keys).format(present=keys.present(watched, "s"), **shared)
+    rest = sql.SQL(Q.keys_after).format(after=keys.after(watched, "s", sql.Placeholder("last")), **shared)
     last = after
     while True:
         with pooling.pinned(conn):  # a key's text as the capture triggers write it
-            rows = (
-                conn.execute(first, (size,)).fetchall() if last is None else conn.execute(rest, (last, size)).fetchall()
-            )
+            query = first if last is None else rest
+            rows = conn.execute(query, {"size": size, "last": last}).fetchall()
         if not rows:
             return
-        keys = [r[0] for r in rows]
-        yield keys
-        if len(keys) < size:
+        chunk = [r[0] for r in rows]
+        yield chunk
+        if len(chunk) < size:
             return
-        last = keys[-1]
+        last = chunk[-1]
 
 
 def count_rows(conn: psycopg.Connection, watched: Watched) -> int:
     query = sql.SQL(Q.count_keyed_rows).format(
-        t=sql.SQL(watched.relation or watched.table_name), k=sql.Identifier(watched.key_column)
+        t=sql.SQL(watched.relation or watched.table_name), present=keys.present(watched, "s")
     )
     count: int = one_row(conn.execute(query))[0]
     return count

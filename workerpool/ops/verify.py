@@ -26,7 +26,8 @@ the workers acknowledged since verify started, are counted as "in flight" and le
 
 `--repair` enqueues every drifted key (operation `REINDEX`), so the workers write the current state:
 a missing or stale key is resynced, an extra key (no row) becomes a delete. An extra objectID that
-cannot even be cast to the key's type can never match a row; it is deleted from the index directly.
+is no key's canonical text (not a value of the key's type, `007` for 7, a composite key's text with
+the wrong number of parts) can never be a row's; it is deleted from the index directly.
 The exit code is 1 when drift was found (repaired or not), 0 when the index is clean.
 """
 
@@ -39,6 +40,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
+from workerpool.capture import keys
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import ConfigError, Settings
 from workerpool.db import pooling
@@ -249,23 +251,25 @@ def _drifted(conn: psycopg.Connection, kind: str, size: int = DEFAULT_CHUNK) -> 
         last = keys[-1]
 
 
-def _castable(conn: psycopg.Connection, key_type: str, keys: list[str]) -> list[str]:
-    """The keys that are valid values of the key's type (others can never be a row)."""
-    if not keys:
+def _castable(conn: psycopg.Connection, watched: Watched, texts: list[str]) -> list[str]:
+    """The objectIDs that some row could have: each is its key's canonical text (`7`, not `007`;
+    for a composite key, as many parts as key columns, each a valid value). Others can never be a row."""
+    if not texts:
         return []
-    cast = sql.SQL(Q.castable_keys).format(sql.SQL(key_type))
+    k = sql.SQL("k.k")
+    cast = sql.SQL(Q.castable_keys).format(sql.SQL("{} = k.k").format(keys.canonical(watched, k)))
     try:
-        with conn.transaction():
-            return [r[0] for r in conn.execute(cast, (keys,))]
+        with conn.transaction(), pooling.pinned(conn):
+            return [r[0] for r in conn.execute(cast, (texts,))]
     except psycopg.DataError:
         pass
     good = []
-    single = sql.SQL(Q.cast_key).format(sql.SQL(key_type))
-    for key in keys:
+    single = sql.SQL(Q.cast_key).format(sql.SQL("{} = k.k").format(keys.canonical(watched, k)))
+    for text in texts:
         try:
-            with conn.transaction():
-                conn.execute(single, (key,))
-            good.append(key)
+            with conn.transaction(), pooling.pinned(conn):
+                if one_row(conn.execute(single, (text,)))[0]:
+                    good.append(text)
         except psycopg.DataError:
             pass
     return good
@@ -275,20 +279,20 @@ def _repair(settings: Settings, conn: psycopg.Connection, watched: Watched, repo
     """Enqueue every drifted key whose objectID is a valid key; delete the others from the index."""
     from workerpool.runtime.algolia import Sender
 
-    for keys in _drifted(conn, "extra"):
-        impossible = sorted(set(keys) - set(_castable(conn, watched.key_type, keys)))
+    for chunk in _drifted(conn, "extra"):
+        impossible = sorted(set(chunk) - set(_castable(conn, watched, chunk)))
         if impossible:
             conn.execute(_scratch(Q.mark_impossible_drift), (impossible,))
     with conn.transaction():
         report.repaired_enqueued = sum(
-            enqueue(conn, watched.table_name, keys) for kind in KINDS for keys in _drifted(conn, kind)
+            enqueue(conn, watched.table_name, chunk) for kind in KINDS for chunk in _drifted(conn, kind)
         )
     sender: Any = None
     try:
-        for keys in _drifted(conn, "impossible"):
+        for chunk in _drifted(conn, "impossible"):
             sender = sender or Sender(settings)
-            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in keys), len(keys))
-            report.repaired_deleted += len(keys)
+            sender.send_batch(records.batch_body(records.delete_action(report.index, k) for k in chunk), len(chunk))
+            report.repaired_deleted += len(chunk)
     finally:
         if sender is not None:
             sender.close()

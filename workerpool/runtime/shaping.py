@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from workerpool.capture import keys
 from workerpool.capture.model import Transform, Watched, load_transform
 from workerpool.config import Settings
 from workerpool.db import pgtypes, pooling
@@ -90,14 +91,15 @@ class Outcome:
 def rows_query(watched: Watched, one_by_one: bool = False) -> sql.Composed:
     """The query `Shaper.load_rows` runs: parameters `keys` (a text[] literal) and `index`."""
     # queries.sql (load_rows, load_rows_one_by_one) says why the queries are shaped so.
+    key = sql.SQL("k.oid")
     return sql.SQL(Q.load_rows_one_by_one if one_by_one else Q.load_rows).format(
-        key=sql.Identifier(watched.key_column),
+        match=keys.matches(watched, "s", key),
+        match_r=keys.matches(watched, "r", key),
         oid=sql.Identifier(OBJECT_ID_COLUMN),
         version=sql.Identifier(VERSION_COLUMN),
         hash=sql.Identifier(HASH_COLUMN),
         shape=sql.Identifier(SHAPE_COLUMN),
         source=sql.SQL(watched.reads_from),
-        ktype=sql.SQL(watched.key_type),
     )
 
 
