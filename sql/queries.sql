@@ -158,12 +158,20 @@ SELECT DISTINCT index_name FROM algolia_index_config WHERE enabled ORDER BY 1;
 SELECT c.table_name, c.index_name, coalesce(c.key_columns, ARRAY[c.key_column]),
        coalesce((SELECT sv.oid::regclass::text FROM pg_class sv WHERE sv.oid = c.source), c.source_view),
        c.attributes, c.transform,
-       array(SELECT ARRAY[coalesce(rt.oid::regclass::text, r.related_table), coalesce(fa.attname, r.fk_column),
-                          coalesce(ra.attname, r.ref_column)]
+       array(SELECT ARRAY[coalesce(rt.oid::regclass::text, r.related_table), coalesce(fa.names, r.fk_column),
+                          coalesce(ra.names, r.ref_column)]
                FROM algolia_index_related r
                LEFT JOIN pg_class rt ON rt.oid = r.relation
-               LEFT JOIN pg_attribute fa ON fa.attrelid = c.relation AND fa.attnum = r.fk_attnum AND NOT fa.attisdropped
-               LEFT JOIN pg_attribute ra ON ra.attrelid = r.relation AND ra.attnum = r.ref_attnum AND NOT ra.attisdropped
+               LEFT JOIN LATERAL (
+                     SELECT string_agg(a.attname, ',' ORDER BY x.i) AS names
+                       FROM unnest(coalesce(r.fk_attnums, ARRAY[r.fk_attnum])) WITH ORDINALITY AS x(attnum, i)
+                       JOIN pg_attribute a ON a.attrelid = c.relation AND a.attnum = x.attnum AND NOT a.attisdropped
+                     HAVING count(*) = cardinality(coalesce(r.fk_attnums, ARRAY[r.fk_attnum]))) fa ON true
+               LEFT JOIN LATERAL (
+                     SELECT string_agg(a.attname, ',' ORDER BY x.i) AS names
+                       FROM unnest(coalesce(r.ref_attnums, ARRAY[r.ref_attnum])) WITH ORDINALITY AS x(attnum, i)
+                       JOIN pg_attribute a ON a.attrelid = r.relation AND a.attnum = x.attnum AND NOT a.attisdropped
+                     HAVING count(*) = cardinality(coalesce(r.ref_attnums, ARRAY[r.ref_attnum]))) ra ON true
               WHERE r.table_name = c.table_name),
        coalesce(t.oid::regclass::text, c.table_name)
   FROM algolia_index_config c
@@ -190,23 +198,34 @@ DELETE FROM algolia_sync_queue WHERE table_name = %s AND status <> 'failed';
 DELETE FROM algolia_sync_inbox WHERE table_name = %s;
 
 -- name: unindexed_related
--- --related links whose foreign-key column no valid index leads with.
-SELECT r.related_table, r.fk_column, quote_ident(r.fk_column) FROM algolia_index_related r
- WHERE r.table_name = %s
-   AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
-                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                    WHERE i.indrelid = %s AND i.indisvalid AND a.attname = r.fk_column)
+-- --related links whose foreign-key column (the first of several) no valid index leads with, and the
+-- foreign key's columns quoted for the CREATE INDEX to suggest.
+SELECT r.related_table, r.fk_column,
+       (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY x.i)
+          FROM unnest(coalesce(r.fk_attnums, ARRAY[r.fk_attnum])) WITH ORDINALITY AS x(attnum, i)
+          JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attnum = x.attnum)
+  FROM algolia_index_related r
+ WHERE r.table_name = %(table)s
+   AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = %(oid)s AND i.indisvalid AND i.indkey[0] = r.fk_attnum)
  ORDER BY 1, 2;
 
 -- name: insert_related
 -- A link, with the oid and attnums that find it again after a rename; returns what the related
 -- triggers take as arguments (schema.sql: algolia_sync_enqueue_related).
-INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column, relation, fk_attnum, ref_attnum)
-SELECT %(table)s::text, %(related)s::text, %(fk)s::text, %(ref)s::text, to_regclass(%(related)s::text),
-       (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attname = %(fk)s::text AND NOT a.attisdropped),
-       (SELECT a.attnum FROM pg_attribute a
-         WHERE a.attrelid = to_regclass(%(related)s::text) AND a.attname = %(ref)s::text AND NOT a.attisdropped)
-RETURNING fk_attnum::text, ref_attnum::text;
+-- %(fk)s and %(ref)s are lists of columns (one each, or as many for a foreign key of several).
+INSERT INTO algolia_index_related (table_name, related_table, fk_column, ref_column, relation, fk_attnum, ref_attnum,
+                                   fk_attnums, ref_attnums)
+SELECT %(table)s::text, %(related)s::text, array_to_string(%(fk)s::text[], ','), array_to_string(%(ref)s::text[], ','),
+       to_regclass(%(related)s::text), l.fks[1], l.refs[1],
+       CASE WHEN cardinality(l.fks) > 1 THEN l.fks END, CASE WHEN cardinality(l.refs) > 1 THEN l.refs END
+  FROM (SELECT ARRAY(SELECT a.attnum FROM unnest(%(fk)s::text[]) WITH ORDINALITY AS x(name, i)
+                       JOIN pg_attribute a ON a.attrelid = %(oid)s AND a.attname = x.name AND NOT a.attisdropped
+                      ORDER BY x.i) AS fks,
+               ARRAY(SELECT a.attnum FROM unnest(%(ref)s::text[]) WITH ORDINALITY AS x(name, i)
+                       JOIN pg_attribute a ON a.attrelid = to_regclass(%(related)s::text) AND a.attname = x.name
+                        AND NOT a.attisdropped
+                      ORDER BY x.i) AS refs) l
+RETURNING coalesce(fk_attnums::text, fk_attnum::text), coalesce(ref_attnums::text, ref_attnum::text);
 
 -- name: create_related_triggers
 -- Template: the four statement-level triggers on a related table that re-enqueue the watched rows

@@ -47,7 +47,9 @@ CREATE TABLE algolia_index_config (
 
 -- A change to related_table re-enqueues the rows of table_name whose fk_column points at it.
 -- `relation`, `fk_attnum` and `ref_attnum` find the related table and both columns again after a
--- rename (the names are what `watch` was given).
+-- rename (the names are what `watch` was given). A link whose foreign key has several columns
+-- (`prices:store_id,sku:store_id,sku`) keeps their attnums in `fk_attnums` and `ref_attnums`, in
+-- order, `fk_attnum` and `ref_attnum` the first, and the names joined by commas.
 CREATE TABLE algolia_index_related (
     table_name    text NOT NULL REFERENCES algolia_index_config (table_name) ON DELETE CASCADE,
     related_table text NOT NULL,
@@ -56,6 +58,8 @@ CREATE TABLE algolia_index_related (
     relation      regclass,
     fk_attnum     smallint,
     ref_attnum    smallint,
+    fk_attnums    smallint[],
+    ref_attnums   smallint[],
     PRIMARY KEY (table_name, related_table, fk_column)
 );
 
@@ -81,7 +85,9 @@ SET search_path FROM CURRENT AS $$ SELECT 'algolia_sync_capture_' || left(md5(ta
 -- table stays small (workers empty it continuously), so a spill sorts it by capture time instead.
 -- Rows are inserted and deleted, never updated: vacuum often and unthrottled.
 -- A RELATED row holds the referenced values of changed rows of a related table (record_ids) and
--- the watched table's foreign-key column (fk_attnum): the spill turns it into the watched keys.
+-- the watched table's foreign-key column (fk_attnum, or fk_attnums for a foreign key of several
+-- columns, whose values are then each referenced row's key text): the spill turns it into the
+-- watched keys.
 CREATE TABLE algolia_sync_inbox (
     table_name  text NOT NULL,
     operation   text NOT NULL CONSTRAINT algolia_sync_inbox_operation_check
@@ -90,7 +96,8 @@ CREATE TABLE algolia_sync_inbox (
     record_ids  text[] NOT NULL,
     -- clock_timestamp(), not now(): two statements of one transaction keep their order.
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    fk_attnum   smallint
+    fk_attnum   smallint,
+    fk_attnums  smallint[]  -- a foreign key of several columns (then fk_attnum is the first)
 ) WITH (autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_cost_delay = 0,
@@ -335,47 +342,54 @@ $$;
 
 -- Propagation from a related table, set-wise, into the inbox: renaming one brand enqueues all of its
 -- products. The referenced values are turned into text under pinned settings (always: one generic
--- function serves every link). A TRUNCATE (BEFORE, while the related rows are still there)
--- re-enqueues every watched row that points at any of them.
--- TG_ARGV: [0] the registration's name, [1] the watched table's foreign-key column (attnum), [2]
--- the related table's referenced column (attnum): renaming either table or either column changes
--- nothing. Runs as the writing role and reads only its own statement's rows: the referenced values
--- go to the inbox as one RELATED row, and the spill, run by the pool, finds the watched rows.
+-- function serves every link), as algolia_sync_key_text writes a key: one column's text, or for a
+-- foreign key of several columns the array literal of theirs. A TRUNCATE (BEFORE, while the related
+-- rows are still there) re-enqueues every watched row that points at any of them.
+-- TG_ARGV: [0] the registration's name, [1] the watched table's foreign-key column (attnum, or an
+-- array of them: '{2,3}'), [2] the related table's referenced column (attnum, or an array of them):
+-- renaming either table or any of the columns changes nothing. Runs as the writing role and reads
+-- only its own statement's rows: the referenced values go to the inbox as one RELATED row, and the
+-- spill, run by the pool, finds the watched rows.
 CREATE FUNCTION algolia_sync_enqueue_related() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
 DECLARE
     tbl     text := TG_ARGV[0];
-    ref_col text;
+    fks     smallint[] := CASE WHEN left(TG_ARGV[1], 1) = '{' THEN TG_ARGV[1]::smallint[] ELSE ARRAY[TG_ARGV[1]::smallint] END;
+    ref_at  smallint[] := CASE WHEN left(TG_ARGV[2], 1) = '{' THEN TG_ARGV[2]::smallint[] ELSE ARRAY[TG_ARGV[2]::smallint] END;
+    ref_r   text := algolia_sync_key_text(TG_RELID, ref_at, 'r');
+    joined  text;
     refs    text;
     n       bigint;
 BEGIN
-    SELECT a.attname INTO ref_col FROM pg_attribute a
-     WHERE a.attrelid = TG_RELID AND a.attnum = TG_ARGV[2]::smallint AND NOT a.attisdropped;
-    IF ref_col IS NULL THEN
-        RETURN NULL;  -- the referenced column was dropped: nothing can point at it any more
+    IF ref_r IS NULL THEN
+        RETURN NULL;  -- a referenced column was dropped: nothing can point at it any more
     END IF;
     IF TG_OP = 'INSERT' THEN
-        refs := format('SELECT r.%I FROM new_rows r', ref_col);
+        refs := format('SELECT %s FROM new_rows r WHERE %s', ref_r, algolia_sync_key_present(TG_RELID, ref_at, 'r', true));
     ELSIF TG_OP = 'DELETE' THEN
-        refs := format('SELECT r.%I FROM old_rows r', ref_col);
+        refs := format('SELECT %s FROM old_rows r WHERE %s', ref_r, algolia_sync_key_present(TG_RELID, ref_at, 'r', true));
     ELSIF TG_OP = 'TRUNCATE' THEN
-        refs := format('SELECT r.%I FROM %s r', ref_col, TG_RELID::regclass);
+        refs := format('SELECT %s FROM %s r WHERE %s', ref_r, TG_RELID::regclass,
+                       algolia_sync_key_present(TG_RELID, ref_at, 'r', true));
     ELSE
+        SELECT string_agg(format('o.%1$I = n.%1$I', a.attname), ' AND ') INTO joined
+          FROM unnest(ref_at) AS x(attnum)
+          JOIN pg_attribute a ON a.attrelid = TG_RELID AND a.attnum = x.attnum AND NOT a.attisdropped;
         refs := format(
-            'SELECT coalesce(n.%1$I, o.%1$I) FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
-              WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR ROW(n.*)::text IS DISTINCT FROM ROW(o.*)::text', ref_col);
+            'SELECT CASE WHEN %1$s THEN %2$s ELSE %3$s END FROM new_rows n FULL JOIN old_rows o ON %4$s
+              WHERE (NOT (%1$s) OR NOT (%5$s) OR ROW(n.*)::text IS DISTINCT FROM ROW(o.*)::text) AND ((%1$s) OR (%5$s))',
+            algolia_sync_key_present(TG_RELID, ref_at, 'n', true), algolia_sync_key_text(TG_RELID, ref_at, 'n'),
+            algolia_sync_key_text(TG_RELID, ref_at, 'o'), joined, algolia_sync_key_present(TG_RELID, ref_at, 'o', true));
     END IF;
-    -- The values through their output function (format), never through a cast that the column
-    -- type's owner could have added.
     EXECUTE format(
-        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, fk_attnum)
-         SELECT $1, ''RELATED'', count(*), array_agg(c.v), $2
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, fk_attnum, fk_attnums)
+         SELECT $1, ''RELATED'', count(*), array_agg(c.v), $2[1], CASE WHEN cardinality($2) > 1 THEN $2 END
            FROM (SELECT d.v, (row_number() OVER () - 1) / 1000 AS chunk
-                   FROM (SELECT DISTINCT pg_catalog.format(''%%s'', x.v) AS v FROM (%s) AS x(v) WHERE x.v IS NOT NULL) d) c
+                   FROM (SELECT DISTINCT x.v FROM (%s) AS x(v)) d) c
           GROUP BY c.chunk', refs)
-    USING tbl, TG_ARGV[1]::smallint;
+    USING tbl, fks;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM pg_notify(algolia_sync_channel(), tbl);
@@ -434,11 +448,12 @@ CREATE INDEX algolia_sync_queue_failed_key
 
 -- The watched rows that point at changed rows of a related table, as they are now: their keys become
 -- inbox rows of their own, with the change's capture time (the spill moves them on its next pass).
--- `refs` are the referenced values' text, `fk` the watched table's foreign-key column. Runs as the
--- pool's role, which reads the watched table anyway, so the roles that write a related table need
--- no right on the watched one. A link whose table or column is gone points at nothing; a read that
--- fails becomes one failed queue row that says why, never a failed spill.
-CREATE FUNCTION algolia_sync_expand_related(tbl text, fk smallint, refs text[], captured timestamptz)
+-- `refs` are the referenced values' text (a key text: algolia_sync_enqueue_related), `fks` the
+-- watched table's foreign-key columns. Runs as the pool's role, which reads the watched table
+-- anyway, so the roles that write a related table need no right on the watched one. A link whose
+-- table or column is gone points at nothing; a read that fails becomes one failed queue row that
+-- says why, never a failed spill.
+CREATE FUNCTION algolia_sync_expand_related(tbl text, fks smallint[], refs text[], captured timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -449,25 +464,37 @@ DECLARE
     has_key  text;
     fk_col   text;
     fk_match text;
+    builtin  boolean;
+    parts    integer;
+    cols     text;
+    casts    text;
 BEGIN
     SELECT c.relation,
            algolia_sync_key_text(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't'),
-           algolia_sync_key_present(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't', true),
-           f.attname,
-           -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK
-           -- is its owner's code). Any other (an enum): compared as text, as a cast its owner may
-           -- have added is not run.
-           CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace
-                THEN format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL))
-                ELSE format('pg_catalog.format(''%%s'', t.%I) = ANY($2)', f.attname) END
-      INTO rel, key_text, has_key, fk_col, fk_match
+           algolia_sync_key_present(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't', true)
+      INTO rel, key_text, has_key
       FROM algolia_index_config c
-      JOIN pg_attribute f ON f.attrelid = c.relation AND f.attnum = fk AND NOT f.attisdropped
-      JOIN pg_type t ON t.oid = f.atttypid
-      JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
      WHERE c.table_name = tbl AND c.enabled;
-    IF rel IS NULL OR key_text IS NULL THEN
-        RETURN;  -- the table or a key column is gone
+    -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK is its
+    -- owner's code), so an index on the foreign key serves the match. Any other (an enum): compared
+    -- as text, as a cast its owner may have added is not run.
+    SELECT bool_and(b.typnamespace = 'pg_catalog'::regnamespace), count(*),
+           string_agg(format('t.%I', f.attname), ', ' ORDER BY x.i),
+           string_agg(format('(r.v::pg_catalog.text[])[%s]::%s', x.i, format_type(b.oid, NULL)), ', ' ORDER BY x.i),
+           string_agg(f.attname, ', ' ORDER BY x.i),
+           min(format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL)))
+      INTO builtin, parts, cols, casts, fk_col, fk_match
+      FROM unnest(fks) WITH ORDINALITY AS x(attnum, i)
+      JOIN pg_attribute f ON f.attrelid = rel AND f.attnum = x.attnum AND NOT f.attisdropped
+      JOIN pg_type t ON t.oid = f.atttypid
+      JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid);
+    IF rel IS NULL OR key_text IS NULL OR parts < cardinality(fks) THEN
+        RETURN;  -- the table, a key column or a foreign-key column is gone
+    END IF;
+    IF NOT builtin THEN
+        fk_match := format('%s = ANY($2)', algolia_sync_key_text(rel, fks, 't'));
+    ELSIF parts > 1 THEN
+        fk_match := format('(%s) IN (SELECT %s FROM unnest($2) AS r(v))', cols, casts);
     END IF;
     EXECUTE format(
         'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, created_at)
@@ -528,7 +555,7 @@ BEGIN
         EXIT WHEN cardinality(related) = 0;
         -- Changes to related tables become the watched keys they point at (inbox rows of this
         -- transaction, which the next pass takes with the rest, still locked by this one).
-        PERFORM algolia_sync_expand_related(x.table_name, x.fk_attnum, x.record_ids, x.created_at)
+        PERFORM algolia_sync_expand_related(x.table_name, coalesce(x.fk_attnums, ARRAY[x.fk_attnum]), x.record_ids, x.created_at)
            FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
         DELETE FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
     END LOOP;

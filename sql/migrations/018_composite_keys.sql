@@ -3,8 +3,11 @@
 -- objectID is the array literal of its columns' texts, `{1,23}` (algolia_sync_key_text). The
 -- registration keeps the key's columns and attnums; the capture generator takes the key's columns,
 -- and `migrate` regenerates every capture function after this migration, as after any other.
+-- A --related link's foreign key may have several columns too (its values travel as key texts).
 
 ALTER TABLE algolia_index_config ADD COLUMN key_columns text[], ADD COLUMN key_attnums smallint[];
+ALTER TABLE algolia_index_related ADD COLUMN fk_attnums smallint[], ADD COLUMN ref_attnums smallint[];
+ALTER TABLE algolia_sync_inbox ADD COLUMN fk_attnums smallint[];
 
 -- A key's text, as SQL over the row `alias` of `rel`: for a one-column key, that column's text; for
 -- a key of several columns (attnums in key order), the text of the array of their texts, `{1,23}`:
@@ -184,13 +187,16 @@ $body$, tbl, block[1], block[2], block[3], block[4], algolia_sync_channel()), co
 END;
 $create$;
 
+DROP FUNCTION algolia_sync_expand_related(text, smallint, text[], timestamptz);
+
 -- The watched rows that point at changed rows of a related table, as they are now: their keys become
 -- inbox rows of their own, with the change's capture time (the spill moves them on its next pass).
--- `refs` are the referenced values' text, `fk` the watched table's foreign-key column. Runs as the
--- pool's role, which reads the watched table anyway, so the roles that write a related table need
--- no right on the watched one. A link whose table or column is gone points at nothing; a read that
--- fails becomes one failed queue row that says why, never a failed spill.
-CREATE OR REPLACE FUNCTION algolia_sync_expand_related(tbl text, fk smallint, refs text[], captured timestamptz)
+-- `refs` are the referenced values' text (a key text: algolia_sync_enqueue_related), `fks` the
+-- watched table's foreign-key columns. Runs as the pool's role, which reads the watched table
+-- anyway, so the roles that write a related table need no right on the watched one. A link whose
+-- table or column is gone points at nothing; a read that fails becomes one failed queue row that
+-- says why, never a failed spill.
+CREATE FUNCTION algolia_sync_expand_related(tbl text, fks smallint[], refs text[], captured timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -201,25 +207,37 @@ DECLARE
     has_key  text;
     fk_col   text;
     fk_match text;
+    builtin  boolean;
+    parts    integer;
+    cols     text;
+    casts    text;
 BEGIN
     SELECT c.relation,
            algolia_sync_key_text(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't'),
-           algolia_sync_key_present(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't', true),
-           f.attname,
-           -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK
-           -- is its owner's code). Any other (an enum): compared as text, as a cast its owner may
-           -- have added is not run.
-           CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace
-                THEN format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL))
-                ELSE format('pg_catalog.format(''%%s'', t.%I) = ANY($2)', f.attname) END
-      INTO rel, key_text, has_key, fk_col, fk_match
+           algolia_sync_key_present(c.relation, coalesce(c.key_attnums, ARRAY[c.key_attnum]), 't', true)
+      INTO rel, key_text, has_key
       FROM algolia_index_config c
-      JOIN pg_attribute f ON f.attrelid = c.relation AND f.attnum = fk AND NOT f.attisdropped
-      JOIN pg_type t ON t.oid = f.atttypid
-      JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid)
      WHERE c.table_name = tbl AND c.enabled;
-    IF rel IS NULL OR key_text IS NULL THEN
-        RETURN;  -- the table or a key column is gone
+    -- A built-in type: the values are cast to it, the domain's base type (a domain's CHECK is its
+    -- owner's code), so an index on the foreign key serves the match. Any other (an enum): compared
+    -- as text, as a cast its owner may have added is not run.
+    SELECT bool_and(b.typnamespace = 'pg_catalog'::regnamespace), count(*),
+           string_agg(format('t.%I', f.attname), ', ' ORDER BY x.i),
+           string_agg(format('(r.v::pg_catalog.text[])[%s]::%s', x.i, format_type(b.oid, NULL)), ', ' ORDER BY x.i),
+           string_agg(f.attname, ', ' ORDER BY x.i),
+           min(format('t.%I = ANY($2::%s[])', f.attname, format_type(b.oid, NULL)))
+      INTO builtin, parts, cols, casts, fk_col, fk_match
+      FROM unnest(fks) WITH ORDINALITY AS x(attnum, i)
+      JOIN pg_attribute f ON f.attrelid = rel AND f.attnum = x.attnum AND NOT f.attisdropped
+      JOIN pg_type t ON t.oid = f.atttypid
+      JOIN pg_type b ON b.oid = coalesce(nullif(t.typbasetype, 0), t.oid);
+    IF rel IS NULL OR key_text IS NULL OR parts < cardinality(fks) THEN
+        RETURN;  -- the table, a key column or a foreign-key column is gone
+    END IF;
+    IF NOT builtin THEN
+        fk_match := format('%s = ANY($2)', algolia_sync_key_text(rel, fks, 't'));
+    ELSIF parts > 1 THEN
+        fk_match := format('(%s) IN (SELECT %s FROM unnest($2) AS r(v))', cols, casts);
     END IF;
     EXECUTE format(
         'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, created_at)
@@ -233,6 +251,148 @@ EXCEPTION WHEN OTHERS THEN
     VALUES (tbl, left(format('(rows of %s pointing at %s)', fk_col, refs[1]), 100), 'UPDATE', 'failed', captured,
             format('could not find the rows of %s whose %s points at a changed related row (%s): %s; '
                    'run `workerpool verify %s --repair`', rel, fk_col, array_to_string(refs[1:5], ', '), SQLERRM, rel));
+END;
+$$;
+
+-- Move inbox rows, oldest first, into the queue: whole rows until max_keys keys (at least one row),
+-- coalescing with pending rows; returns how many queue rows that inserted or merged. Workers call it
+-- before they claim. A NULL key is dropped, and a key longer than algolia_sync_max_key_bytes()
+-- becomes a failed row whose record_id is the key's first bytes and whose last_error says why (one
+-- per key, however often it is spilled), so that no key can fail the statement that every claim runs
+-- first. A lock wait (another
+-- transaction's uncommitted pending row of the same key: a `reindex` chunk, a `retry-failed`) gives
+-- up after lock_timeout instead of queueing behind, or deadlocking with, that transaction: the
+-- inbox rows stay for the next call.
+CREATE OR REPLACE FUNCTION algolia_sync_spill(max_keys integer) RETURNS integer
+LANGUAGE plpgsql
+SET lock_timeout = '200ms'
+SET search_path FROM CURRENT AS $$
+DECLARE
+    r       record;
+    tids    tid[];
+    related tid[];
+    total   bigint;
+    n       integer;
+    longest integer := algolia_sync_max_key_bytes();
+BEGIN
+    LOOP
+        tids := '{}';
+        related := '{}';
+        total := 0;
+        -- A FOR loop fetches (and locks) a few rows at a time, so a long inbox is not all locked at once.
+        FOR r IN SELECT x.ctid AS tid, x.keys, x.operation FROM algolia_sync_inbox x ORDER BY x.created_at
+                 FOR UPDATE SKIP LOCKED LOOP
+            IF r.operation = 'RELATED' THEN
+                related := related || r.tid;
+            ELSE
+                tids := tids || r.tid;
+                total := total + r.keys;
+            END IF;
+            EXIT WHEN total >= max_keys;
+        END LOOP;
+        EXIT WHEN cardinality(related) = 0;
+        -- Changes to related tables become the watched keys they point at (inbox rows of this
+        -- transaction, which the next pass takes with the rest, still locked by this one).
+        PERFORM algolia_sync_expand_related(x.table_name, coalesce(x.fk_attnums, ARRAY[x.fk_attnum]), x.record_ids, x.created_at)
+           FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
+        DELETE FROM algolia_sync_inbox x WHERE x.ctid = ANY(related);
+    END LOOP;
+    IF cardinality(tids) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH taken AS (
+        -- Locked above, so these row versions are still the ones read.
+        DELETE FROM algolia_sync_inbox i WHERE i.ctid = ANY(tids)
+        RETURNING i.table_name, i.operation, i.record_ids, i.created_at
+    ), keys AS (
+        -- A key in several inbox rows: its latest operation, its earliest capture time. Sorted by
+        -- key, so that concurrent spills lock pending rows in the same order.
+        SELECT DISTINCT ON (t.table_name, k.record_id) t.table_name, k.record_id, t.operation,
+               min(t.created_at) OVER (PARTITION BY t.table_name, k.record_id) AS created_at,
+               octet_length(k.record_id) > longest AS too_long
+          FROM taken t, unnest(t.record_ids) AS k(record_id)
+         WHERE k.record_id IS NOT NULL
+         ORDER BY t.table_name, k.record_id, t.created_at DESC
+    ), refused AS (
+        -- One failed row per over-long key: a hot key spilled again finds its row and adds none.
+        INSERT INTO algolia_sync_queue (table_name, record_id, operation, status, created_at, last_error)
+        SELECT k.table_name, left(k.record_id, 100) || '…',
+               k.operation, 'failed', k.created_at,
+               format('key is %s bytes long, over the %s-byte limit for an objectID: this row cannot be synced '
+                      '(key starts %L, md5 %s)', octet_length(k.record_id), longest, left(k.record_id, 40), md5(k.record_id))
+          FROM keys k
+         WHERE k.too_long
+           AND NOT EXISTS (SELECT 1 FROM algolia_sync_queue f
+                            WHERE f.status = 'failed' AND f.table_name = k.table_name
+                              AND f.record_id = left(k.record_id, 100) || '…'
+                              AND f.last_error LIKE '%md5 ' || md5(k.record_id) || ')')
+    )
+    INSERT INTO algolia_sync_queue AS q (table_name, record_id, operation, created_at)
+    SELECT k.table_name, k.record_id, k.operation, k.created_at FROM keys k WHERE NOT k.too_long
+    ON CONFLICT (table_name, record_id) WHERE status = 'pending'
+    -- A pending reindex stays one: its record must still be replaced whole.
+    DO UPDATE SET operation = CASE WHEN q.operation = 'REINDEX' THEN 'REINDEX' ELSE EXCLUDED.operation END,
+                  updated_at = now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+-- Propagation from a related table, set-wise, into the inbox: renaming one brand enqueues all of its
+-- products. The referenced values are turned into text under pinned settings (always: one generic
+-- function serves every link), as algolia_sync_key_text writes a key: one column's text, or for a
+-- foreign key of several columns the array literal of theirs. A TRUNCATE (BEFORE, while the related
+-- rows are still there) re-enqueues every watched row that points at any of them.
+-- TG_ARGV: [0] the registration's name, [1] the watched table's foreign-key column (attnum, or an
+-- array of them: '{2,3}'), [2] the related table's referenced column (attnum, or an array of them):
+-- renaming either table or any of the columns changes nothing. Runs as the writing role and reads
+-- only its own statement's rows: the referenced values go to the inbox as one RELATED row, and the
+-- spill, run by the pool, finds the watched rows.
+CREATE OR REPLACE FUNCTION algolia_sync_enqueue_related() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
+DECLARE
+    tbl     text := TG_ARGV[0];
+    fks     smallint[] := CASE WHEN left(TG_ARGV[1], 1) = '{' THEN TG_ARGV[1]::smallint[] ELSE ARRAY[TG_ARGV[1]::smallint] END;
+    ref_at  smallint[] := CASE WHEN left(TG_ARGV[2], 1) = '{' THEN TG_ARGV[2]::smallint[] ELSE ARRAY[TG_ARGV[2]::smallint] END;
+    ref_r   text := algolia_sync_key_text(TG_RELID, ref_at, 'r');
+    joined  text;
+    refs    text;
+    n       bigint;
+BEGIN
+    IF ref_r IS NULL THEN
+        RETURN NULL;  -- a referenced column was dropped: nothing can point at it any more
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        refs := format('SELECT %s FROM new_rows r WHERE %s', ref_r, algolia_sync_key_present(TG_RELID, ref_at, 'r', true));
+    ELSIF TG_OP = 'DELETE' THEN
+        refs := format('SELECT %s FROM old_rows r WHERE %s', ref_r, algolia_sync_key_present(TG_RELID, ref_at, 'r', true));
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        refs := format('SELECT %s FROM %s r WHERE %s', ref_r, TG_RELID::regclass,
+                       algolia_sync_key_present(TG_RELID, ref_at, 'r', true));
+    ELSE
+        SELECT string_agg(format('o.%1$I = n.%1$I', a.attname), ' AND ') INTO joined
+          FROM unnest(ref_at) AS x(attnum)
+          JOIN pg_attribute a ON a.attrelid = TG_RELID AND a.attnum = x.attnum AND NOT a.attisdropped;
+        refs := format(
+            'SELECT CASE WHEN %1$s THEN %2$s ELSE %3$s END FROM new_rows n FULL JOIN old_rows o ON %4$s
+              WHERE (NOT (%1$s) OR NOT (%5$s) OR ROW(n.*)::text IS DISTINCT FROM ROW(o.*)::text) AND ((%1$s) OR (%5$s))',
+            algolia_sync_key_present(TG_RELID, ref_at, 'n', true), algolia_sync_key_text(TG_RELID, ref_at, 'n'),
+            algolia_sync_key_text(TG_RELID, ref_at, 'o'), joined, algolia_sync_key_present(TG_RELID, ref_at, 'o', true));
+    END IF;
+    EXECUTE format(
+        'INSERT INTO algolia_sync_inbox (table_name, operation, keys, record_ids, fk_attnum, fk_attnums)
+         SELECT $1, ''RELATED'', count(*), array_agg(c.v), $2[1], CASE WHEN cardinality($2) > 1 THEN $2 END
+           FROM (SELECT d.v, (row_number() OVER () - 1) / 1000 AS chunk
+                   FROM (SELECT DISTINCT x.v FROM (%s) AS x(v)) d) c
+          GROUP BY c.chunk', refs)
+    USING tbl, fks;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify(algolia_sync_channel(), tbl);
+    END IF;
+    RETURN NULL;
 END;
 $$;
 

@@ -55,7 +55,9 @@ class Watched:
 
 @dataclass(frozen=True)
 class Related:
-    """Changes to `related_table` re-enqueue the watched rows whose `fk_column` equals its `ref_column`."""
+    """Changes to `related_table` re-enqueue the watched rows whose `fk_column` equals its `ref_column`
+    (for a foreign key of several columns, each column and the one in the same place of the other,
+    joined by commas: `store_id,sku`)."""
 
     related_table: str
     fk_column: str
@@ -63,7 +65,8 @@ class Related:
 
     @classmethod
     def parse(cls, spec: str) -> Related:
-        """`brands:brand_id` or `brands:brand_id:id` (TABLE:FK_COLUMN[:REFERENCED_COLUMN])."""
+        """`brands:brand_id` or `brands:brand_id:id` (TABLE:FK_COLUMN[:REFERENCED_COLUMN]); a foreign
+        key of several columns names them joined by commas: `store_products:store_id,sku`."""
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not all(parts):
             raise WatchError(

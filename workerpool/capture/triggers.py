@@ -253,32 +253,34 @@ def _related_trigger_names(table_name: str, fk_column: str) -> dict[str, str]:
 
 
 def _resolve_related(conn: psycopg.Connection, table_name: str, columns: dict[str, str], link: Related) -> Related:
+    """The link with the related table's current name and its columns named: the referenced
+    columns default to the related table's primary key, which must have as many columns as the
+    foreign key (`store_products:store_id,sku` for a key of two)."""
     oid, related_name = resolve_relation(conn, link.related_table)
-    if link.fk_column not in columns:
+    spec = f"--related {link.related_table}:{link.fk_column}"
+    fks = link.fk_column.split(",")
+    for fk in fks:
+        if fk not in columns:
+            raise WatchError(f"{spec}: {table_name} has no column {fk!r}")
+    refs = link.ref_column.split(",") if link.ref_column else key_sql.primary_key(conn, oid)
+    if len(refs) != len(fks):
+        named = f"primary key ({', '.join(refs)})" if not link.ref_column else f"referenced columns ({link.ref_column})"
         raise WatchError(
-            f"--related {link.related_table}:{link.fk_column}: {table_name} has no column {link.fk_column!r}"
+            f"{spec}: the foreign key has {len(fks)} column(s) and {related_name}'s {named} {len(refs)}; "
+            "name as many referenced columns, in order: TABLE:FK[,FK...]:REF[,REF...]"
         )
-    ref = link.ref_column
-    if ref is None:
-        pk = key_sql.primary_key(conn, oid)
-        if len(pk) != 1:
-            raise WatchError(
-                f"--related {link.related_table}: no single-column primary key; name the referenced column"
-            )
-        ref = pk[0]
-    if ref not in _columns(conn, oid):
-        raise WatchError(f"--related {link.related_table}: {related_name} has no column {ref!r}")
-    return Related(related_name, link.fk_column, ref)
+    related_columns = _columns(conn, oid)
+    for ref in refs:
+        if ref not in related_columns:
+            raise WatchError(f"--related {link.related_table}: {related_name} has no column {ref!r}")
+    return Related(related_name, ",".join(fks), ",".join(refs))
 
 
 def unindexed_related(conn: psycopg.Connection, table: str) -> list[str]:
     """Warnings for `--related` links whose foreign-key column no index leads with: each statement
     on the related table then scans the whole watched table to find the rows to enqueue."""
     oid, table_name = resolve_relation(conn, table)
-    rows = conn.execute(
-        Q.unindexed_related,
-        (table_name, oid),
-    ).fetchall()
+    rows = conn.execute(Q.unindexed_related, {"table": table_name, "oid": oid}).fetchall()
     return [
         f"{table_name}.{fk} has no index: every change to {related} scans all of {table_name} to find "
         f"its rows (CREATE INDEX ON {table_name} ({quoted}))"
@@ -293,8 +295,8 @@ def _attach_related(conn: psycopg.Connection, table_name: str, oid: int, link: R
             {
                 "table": table_name,
                 "related": link.related_table,
-                "fk": link.fk_column,
-                "ref": link.ref_column,
+                "fk": link.fk_column.split(","),
+                "ref": (link.ref_column or "").split(","),
                 "oid": oid,
             },
         )
