@@ -31,8 +31,8 @@ BATCH = 1000
 
 def _tables(db, rows: int) -> None:
     db.execute(
-        "CREATE TABLE items_src AS SELECT g::bigint AS id, g % 50 AS store_id, 'SKU-' || g AS sku,"
-        " 'item ' || g AS name, (g % 1000) * 1.25 AS price FROM generate_series(1, %s) g",
+        "CREATE TABLE items_src AS SELECT g::bigint AS id, g %% 50 AS store_id, 'SKU-' || g AS sku,"
+        " 'item ' || g AS name, (g %% 1000) * 1.25 AS price FROM generate_series(1, %s) g",
         (rows,),
     )
     for mode, table in TABLES.items():

@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--related",
         action="append",
         metavar="TABLE:FK_COLUMN[:REF_COLUMN]",
-        help=_local("a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable)", "none"),
+        help=_local(
+            "a change to TABLE re-enqueues the rows whose FK_COLUMN points at it (repeatable; a foreign key of "
+            "several columns: TABLE:A,B[:REF_A,REF_B])",
+            "none",
+        ),
     )
 
     p = add(
