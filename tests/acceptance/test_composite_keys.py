@@ -9,6 +9,7 @@ for record.
 from __future__ import annotations
 
 import json
+import os
 
 import psycopg
 import pytest
@@ -280,3 +281,54 @@ def test_a_junction_table_as_the_related_table_of_a_one_column_key(db, env, emul
     drain(env)
     assert_index_matches(db, emulator, "films_cast", "films")
     assert emulator.records("films")["3"]["actor_ids"] == []
+
+
+def test_ddl_on_a_composite_key_and_an_over_long_key_part(db, env, emulator):
+    db.execute(CAST)
+    assert run_cli(env, "watch", "film_actor", "--index", "cast", "--attributes", "role").returncode == 0
+    db.execute(CAST_ROWS)
+    drain(env)
+    # Renaming a key column, the table, and widening a key column's type regenerate the capture in
+    # the same transaction: the application's next writes work and keep syncing.
+    db.execute("ALTER TABLE film_actor RENAME COLUMN film_id TO movie_id")
+    db.execute("ALTER TABLE film_actor RENAME TO casting")
+    db.execute("ALTER TABLE casting ALTER COLUMN actor_id TYPE bigint")
+    db.execute("UPDATE casting SET role = 'renamed' WHERE actor_id = 1")
+    db.execute("UPDATE casting SET movie_id = 28 WHERE actor_id = 7 AND movie_id = 2")
+    db.execute("DELETE FROM casting WHERE actor_id = 2")
+    drain(env)
+    roles = dict(db.execute("SELECT ARRAY[actor_id::text, movie_id::text]::text, role FROM casting").fetchall())
+    assert {k: r["role"] for k, r in emulator.records("cast").items()} == roles
+    # An objectID over Algolia's limit fails its own row, once, and says why; the rest sync.
+    db.execute("ALTER TABLE casting DROP CONSTRAINT film_actor_film_id_fkey")
+    db.execute("ALTER TABLE casting ALTER COLUMN movie_id TYPE text")
+    db.execute("INSERT INTO actors VALUES (99, 'long')")
+    db.execute("INSERT INTO casting VALUES (99, repeat('x', 1200), 'long'), (99, 'short', 'ok')")
+    drain(env, rows_fail=True)
+    failed = db.execute("SELECT record_id, last_error FROM algolia_sync_queue WHERE status = 'failed'").fetchall()
+    assert len(failed) == 1 and "over the 1000-byte limit for an objectID" in failed[0][1], failed
+    assert emulator.records("cast")["{99,short}"]["role"] == "ok"
+    # Dropping a key column stops the capture, never the application's writes.
+    db.execute("ALTER TABLE casting DROP COLUMN movie_id")
+    db.execute("INSERT INTO casting (actor_id, role) VALUES (5, 'x')")
+    enabled, reason = db.execute("SELECT enabled, disabled_reason FROM algolia_index_config").fetchone()
+    assert not enabled and "key column" in reason and "workerpool watch" in reason
+
+
+def test_a_transform_sees_a_composite_keyed_record_and_may_drop_it(db, env, emulator, tmp_path):
+    (tmp_path / "cast_shape.py").write_text(
+        "def shape(record):\n"
+        "    if record['film_id'] == 3:\n"
+        "        return None  # not indexed: deleted\n"
+        "    return {**record, 'pair': f\"{record['actor_id']}-{record['film_id']}\", 'oid': record['objectID']}\n"
+    )
+    env = {**env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+    db.execute(CAST)
+    assert run_cli(env, "watch", "film_actor", "--index", "cast", "--transform", "cast_shape:shape").returncode == 0
+    db.execute(CAST_ROWS)
+    drain(env)
+    records = emulator.records("cast")
+    assert records["{1,2}"]["pair"] == "1-2" and records["{1,2}"]["oid"] == "{1,2}"
+    expected = {f"{{{a},{f}}}" for a, f in db.execute("SELECT actor_id, film_id FROM film_actor WHERE film_id <> 3")}
+    assert set(records) == expected
+    assert run_cli(env, "verify", "film_actor").returncode == 0
