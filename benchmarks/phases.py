@@ -60,7 +60,8 @@ from workerpool.ops.migrate import migrate  # noqa: E402
 from workerpool.process.worker import collect_less  # noqa: E402
 from workerpool.runtime import queue, records  # noqa: E402
 from workerpool.runtime.algolia import Sender  # noqa: E402
-from workerpool.runtime.shaping import Outcome, Shaper  # noqa: E402
+from workerpool.runtime.model import Outcome  # noqa: E402
+from workerpool.runtime.shaping import Shaper  # noqa: E402
 
 APP_ID, API_KEY = "PHASESAPP", "phases-admin-key"
 STEPS = ("spill", "claim", "read", "build", "body", "http", "ack")

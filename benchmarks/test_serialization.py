@@ -21,8 +21,8 @@ from benchmarks import _bench
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
 from workerpool.runtime import records
-from workerpool.runtime.queue import SyncItem
-from workerpool.runtime.shaping import Current, Outcome, Shaper
+from workerpool.runtime.model import Outcome, SyncItem
+from workerpool.runtime.shaping import Current, Shaper
 
 OID = "__workerpool_object_id"  # the worker's key column alias (workerpool.runtime.shaping.OBJECT_ID_COLUMN)
 INDEX = "products"

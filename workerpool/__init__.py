@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from workerpool.config import ConfigError, Settings
     from workerpool.db.connection import DatabaseUnavailable
     from workerpool.process.running import run
-    from workerpool.runtime.queue import Batch, SyncItem
+    from workerpool.runtime.model import Batch, SyncItem
 
 
 def __getattr__(name: str) -> Any:

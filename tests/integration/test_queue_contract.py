@@ -12,7 +12,7 @@ import pytest
 
 from workerpool.api.results import Acked
 from workerpool.runtime import queue
-from workerpool.runtime.queue import SyncItem
+from workerpool.runtime.model import SyncItem
 
 MAX_ATTEMPTS = 3
 

@@ -18,8 +18,7 @@ from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError
 from workerpool.runtime.claim_size import ClaimSize
 from workerpool.runtime.dispatch import OUTAGE_RETRY_MAX_MS, Dispatcher, LeaseLost
-from workerpool.runtime.queue import Batch, SyncItem
-from workerpool.runtime.shaping import Item, Outcome
+from workerpool.runtime.model import Action, Batch, Item, Outcome, SyncItem
 
 INDEX = "products"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -43,9 +42,9 @@ class FakeSender:
         return {"taskID": len(self.requests), "objectIDs": ids}
 
 
-def _item(n: int, action: str = "deleteObject") -> Item:
+def _item(n: int, action: Action = Action.DELETE) -> Item:
     row = SyncItem(n, "products", str(n), "UPDATE", 1, NOW)
-    body = b"" if action == "skip" else records.delete_action(INDEX, str(n))
+    body = b"" if action == Action.SKIP else records.delete_action(INDEX, str(n))
     return Item(row, INDEX, action, body)
 
 
@@ -86,7 +85,7 @@ def _settled_once(items: list[Item], outcome: Outcome) -> None:
 
 
 def test_every_record_is_sent_and_skips_are_done_without_a_request():
-    items = [_item(1), _item(2, "skip"), _item(3), _item(4, "skip")]
+    items = [_item(1), _item(2, Action.SKIP), _item(3), _item(4, Action.SKIP)]
     sender = FakeSender()
     dispatcher, slept = _dispatcher(sender)
     outcome = _send(dispatcher, items)
@@ -99,7 +98,7 @@ def test_every_record_is_sent_and_skips_are_done_without_a_request():
 def test_only_skips_send_nothing():
     sender = FakeSender()
     dispatcher, _ = _dispatcher(sender)
-    outcome = _send(dispatcher, [_item(1, "skip")])
+    outcome = _send(dispatcher, [_item(1, Action.SKIP)])
     assert sender.requests == [] and _ids(i.row for i in outcome.done) == [1]
 
 
@@ -142,7 +141,7 @@ def test_a_429_without_retry_after_waits_a_second_and_sends_grow_the_size_back()
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_key_gives_every_row_back_unsent_and_waits(status):
-    items = [_item(1), _item(2), _item(3, "skip")]
+    items = [_item(1), _item(2), _item(3, Action.SKIP)]
     sender = FakeSender(lambda n, ids: AlgoliaError("invalid credentials", status))
     dispatcher, slept = _dispatcher(sender)
     outcome = _send(dispatcher, items)
@@ -202,7 +201,7 @@ def test_a_permanent_rejection_fails_only_the_faulty_records(count, data):
 
 
 @given(
-    st.lists(st.sampled_from(["deleteObject", "skip"]), min_size=1, max_size=30),
+    st.lists(st.sampled_from([Action.DELETE, Action.SKIP]), min_size=1, max_size=30),
     st.integers(1, 8),
     st.integers(1, 6),
     st.sampled_from([429, 401, 503, None, 400]),

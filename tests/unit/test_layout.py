@@ -189,6 +189,10 @@ ABOVE = {
     "workerpool.failures": ("workerpool.api", "workerpool.process", "workerpool.ops", "workerpool.cli"),
     # The exit codes are plain numbers that any module may import: they import nothing of workerpool.
     "workerpool.exit_codes": ("workerpool.",),
+    # The core model every part shares (a claim's rows, the actions, an outcome) depends on nothing.
+    "workerpool.runtime.model": ("workerpool.",),
+    # Commands run SQL through ops and process, never a query of their own.
+    "workerpool.cli": ("workerpool.db.queries",),
 }
 
 

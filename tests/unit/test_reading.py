@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from workerpool.capture.model import Watched
 from workerpool.config import Settings
-from workerpool.runtime.queue import SyncItem
+from workerpool.runtime.model import Action, Item, Outcome, SyncItem
 from workerpool.runtime.reading import Reader
-from workerpool.runtime.shaping import Current, Item, Outcome
+from workerpool.runtime.shaping import Current
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 # One registration, as `load_watched` reads it: table, index, key, key type, source view,
@@ -56,7 +56,7 @@ class FakeShaper:
         return Current((), {}, None)
 
     def item(self, watched: Watched, index: str, row: SyncItem, current: Current, outcome: Outcome) -> Item:
-        return Item(row, index, "deleteObject", b"")
+        return Item(row, index, Action.DELETE, b"")
 
 
 def _rows(count: int, table: str = "products") -> list[SyncItem]:

@@ -11,15 +11,15 @@ import psycopg
 
 from workerpool.api.database import DatabaseService
 from workerpool.api.results import BatchResult, SyncResult, lost
+from workerpool.api.seam import ClaimStore
 from workerpool.config import Settings
 from workerpool.logs import one_line
 from workerpool.runtime.algolia import Sender
 from workerpool.runtime.claim_size import ClaimSize
 from workerpool.runtime.dispatch import Dispatcher, LeaseLost
-from workerpool.runtime.queue import Batch, SyncItem
+from workerpool.runtime.model import Batch, Outcome, SyncItem
 from workerpool.runtime.reading import Reader
 from workerpool.runtime.searchable import TaskTracker, task_status_getter
-from workerpool.runtime.shaping import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class AlgoliaService:
     ) -> None:
         self.settings = settings if settings is not None else database.settings
         self.worker = worker
-        self._db = database
+        self._db: ClaimStore = database  # only what api/seam.py names
         self._reader = Reader(self.settings)
         self._claim_size = ClaimSize(self.settings)
         self._wait = wait or (lambda seconds: None)
@@ -127,7 +127,7 @@ class AlgoliaService:
         Examples:
             >>> future = executor.submit(algolia.send, algolia.read(batch))
         """
-        items, result._items = result._items, None
+        items, result.built = result.built, None
         if items is None:  # reading failed, or sent already
             return result
         try:
@@ -139,7 +139,7 @@ class AlgoliaService:
         except Exception as exc:  # a defect in sending: what was not sent retries
             log.exception("sending a batch failed", extra={"action": "send_failed", "worker": self.worker})
             error = f"internal error: {type(exc).__name__}: {one_line(exc)}"
-            result.outcome.retry.extend((r, error) for r in result._unsettled())
+            result.outcome.retry.extend((r, error) for r in result.outcome.unsettled(result.batch.rows))
         return result
 
     @property
@@ -190,7 +190,7 @@ class AlgoliaService:
             ...         db.mark_failed(r.queue_id, r.error or "", permanent=r.status == "failed")
         """
         results: dict[int, SyncResult] = {}
-        for claim, part in self._db._claims_of(list(sync_items)):
+        for claim, part in self._db.claims_of(list(sync_items)):
             result = self.send(self._read(claim, part))
             if result.lost:
                 results.update((r.id, lost(r)) for r in part)
@@ -203,8 +203,8 @@ class AlgoliaService:
     def _read(self, batch: Batch, rows: list[SyncItem]) -> BatchResult:
         result = BatchResult(batch)
         try:
-            with self._db._reading() as conn:
-                result._items = self._reader.items(conn, rows, result.outcome)
+            with self._db.reading() as conn:
+                result.built = self._reader.items(conn, rows, result.outcome)
         except psycopg.Error as exc:  # the connection or the server, not the rows: all of them retry
             result.database_error = exc
             result.outcome = Outcome(retry=[(r, f"database error: {one_line(exc)}") for r in rows])
@@ -221,7 +221,7 @@ class AlgoliaService:
             if self._dispatcher is None:
                 self.settings.require_algolia()
                 self._tracker = TaskTracker(
-                    self.settings.task_tracking, task_status_getter(self.settings), self._db._reading, self.worker
+                    self.settings.task_tracking, task_status_getter(self.settings), self._db.reading, self.worker
                 )
                 self._tracker.start()
                 self._dispatcher = Dispatcher(

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from workerpool.api.results import Acked, BatchResult, SyncResult
+from workerpool.api.results import BareAck, BatchResult, SyncResult
 from workerpool.capture.model import Watched, find_watched
 from workerpool.config import Settings
 from workerpool.db import pooling
@@ -23,8 +23,7 @@ from workerpool.db.version import check_schema
 from workerpool.logs import host_name
 from workerpool.runtime import queue
 from workerpool.runtime.acks import write_outcome
-from workerpool.runtime.queue import Batch, SyncItem
-from workerpool.runtime.shaping import Item, Outcome
+from workerpool.runtime.model import Batch, Item, Outcome, SyncItem
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +181,12 @@ class DatabaseService:
         """
         if result.lost:
             return 0
-        if result._unwritten is None:
+        if result.unwritten is None:
             o = result.outcome
-            result._unwritten = replace(
+            result.unwritten = replace(
                 o, done=list(o.done), failed=list(o.failed), retry=list(o.retry), unsent=list(o.unsent)
             )
-        left = result._unwritten
+        left = result.unwritten
         rows = len(left.done) + len(left.failed) + len(left.retry) + len(left.unsent)
         with self._pool.connection() as conn:
             lost = write_outcome(conn, result.batch, left, self.settings)
@@ -352,8 +351,8 @@ class DatabaseService:
             return 0
         return moved
 
-    def _claims_of(self, rows: Sequence[SyncItem]) -> list[tuple[Batch, list[SyncItem]]]:
-        """`rows` grouped by the claim holding them; a ValueError for a row this service does not hold."""
+    def claims_of(self, rows: Sequence[SyncItem]) -> list[tuple[Batch, list[SyncItem]]]:
+        """`rows` grouped by the claim holding them (api/seam.py); a ValueError for a row not held here."""
         groups: dict[uuid.UUID, list[SyncItem]] = {}
         for row in rows:
             groups.setdefault(self._held(row.id)[1], []).append(row)
@@ -379,8 +378,8 @@ class DatabaseService:
                         del self._left[held[1]], self._claims[held[1]]
 
     @contextmanager
-    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection that reads rows as the workers do (pinned settings, value loaders)."""
+    def reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection that reads rows as the workers do (api/seam.py): pinned settings, value loaders."""
         if self._pinned:
             with self._pool.connection() as conn:
                 yield conn
@@ -397,4 +396,4 @@ def _acked(result: SyncResult, row: SyncItem) -> Item:
     row and action alone (no index, no hash: `mark_completed` without a `SyncResult`)."""
     if result._item is not None:
         return result._item
-    return Acked(row, result.action, None, None, None)  # type: ignore[return-value]
+    return BareAck(row, result.action, None, None, None)  # type: ignore[return-value]

@@ -7,8 +7,7 @@ from typing import Literal
 
 import psycopg
 
-from workerpool.runtime.queue import Batch, SyncItem
-from workerpool.runtime.shaping import Item, Outcome
+from workerpool.runtime.model import Batch, Item, Outcome, SyncItem
 
 Status = Literal["completed", "retry", "failed", "unsent", "lost"]
 
@@ -63,8 +62,11 @@ class BatchResult:
     lost: bool = False
     database_error: psycopg.Error | None = None
     outcome: Outcome = field(default_factory=Outcome, repr=False)
-    _items: list[Item] | None = field(default=None, repr=False)  # built, not yet sent
-    _unwritten: Outcome | None = field(default=None, repr=False)  # what settle_batch has yet to write
+    # The hand-over between the two services (`api/seam.py`): the records `AlgoliaService.read` built
+    # until `send` sends them, and what `DatabaseService.settle_batch` has yet to write after a
+    # settle that a database error stopped halfway.
+    built: list[Item] | None = field(default=None, repr=False)
+    unwritten: Outcome | None = field(default=None, repr=False)
 
     def counts(self) -> dict[str, int]:
         """How many rows ended how, by the names of the workers' `batch_synced` log line.
@@ -87,13 +89,6 @@ class BatchResult:
         by_id = item_results(self.outcome)
         return [by_id[r.id] for r in self.batch.rows if r.id in by_id]
 
-    def _unsettled(self) -> list[SyncItem]:
-        """The rows that have no outcome yet (a send that stopped halfway)."""
-        o = self.outcome
-        settled = {i.row.id for i in o.done} | {r.id for r, _ in o.failed}
-        settled |= {r.id for r, _ in o.retry} | {r.id for r in o.unsent}
-        return [r for r in self.batch.rows if r.id not in settled]
-
 
 def lost(r: SyncItem) -> SyncResult:
     return SyncResult(r.id, r.table_name, r.record_id, "lost", error="the claim's lease expired")
@@ -115,8 +110,9 @@ def item_results(outcome: Outcome) -> dict[int, SyncResult]:
 
 
 @dataclass(frozen=True, slots=True)
-class Acked:
-    """An acknowledgement for `queue.ack` when no record detail is known (`mark_completed` alone)."""
+class BareAck:
+    """An acknowledgement with no record detail (`mark_completed` without a `SyncResult`): read by
+    `queue.ack` as a `runtime.model.Acked`, it logs no action or index and keeps no hash."""
 
     row: SyncItem
     action: str | None

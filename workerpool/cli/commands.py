@@ -10,12 +10,10 @@ import orjson
 import psycopg
 
 from workerpool import config, logs
-from workerpool.capture.model import WatchError
 from workerpool.cli.errors import fail
-from workerpool.config import ConfigError, Settings
+from workerpool.config import Settings
 from workerpool.db import pooling
-from workerpool.db.connection import DatabaseUnavailable, connect, one_row
-from workerpool.db.queries import Q
+from workerpool.db.connection import DatabaseUnavailable, connect
 from workerpool.exit_codes import EXIT_DRIFT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 
 log = logging.getLogger("workerpool.cli")
@@ -109,32 +107,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_unwatch(args: argparse.Namespace) -> int:
     """Detach a table; its pending changes (deletes included) are dropped only with --drop-pending."""
-    from psycopg import sql
-
-    from workerpool.capture.model import find_watched
-    from workerpool.capture.triggers import unwatch
-    from workerpool.ops.tables import backlog
+    from workerpool.ops.tables import unwatch_table
 
     settings = _settings(args)
-    with _db(settings) as conn, conn.transaction():
-        name: str | None
-        relation: str | None
-        try:
-            watched = find_watched(conn, args.table)
-            name, relation = watched.table_name, watched.relation or watched.table_name
-        except WatchError:
-            # unwatch says why it cannot, or detaches the triggers of a table that lost its registration
-            name = relation = None
-        if relation is not None and one_row(conn.execute(Q.relation_exists, (relation,)))[0]:
-            # Writers finish first and wait for us: the count below is what gets dropped.
-            conn.execute(sql.SQL(Q.lock_table_for_unwatch).format(sql.SQL(relation)))
-        left = backlog(conn, name) if name is not None else None
-        if left and left.pending and not args.drop_pending:
-            raise ConfigError(
-                f"{name} has {left.pending} pending change(s) not yet in its index (deletes included); unwatching "
-                "would drop them: let `workerpool run --drain` sync them first, or pass --drop-pending to drop them"
-            )
-        name = unwatch(conn, name or args.table)
+    with _db(settings) as conn:
+        name, left = unwatch_table(conn, args.table, args.drop_pending)
     dropped = f"dropped {left.pending} pending change(s)" if left and left.pending else "no pending changes"
     kept = f"; {left.failed} failed row(s) kept" if left and left.failed else ""
     print(f"no longer watching {name} (its index was left as it is); {dropped}{kept}")
@@ -149,8 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.require_database()
     settings.require_algolia()
     require(settings.database_url)
+    from workerpool.ops.tables import watched_indices
+
     with _db(settings, "check") as conn:
-        indices = [settings.algolia_index_prefix + r[0] for r in conn.execute(Q.watched_indices)]
+        indices = [settings.algolia_index_prefix + i for i in watched_indices(conn)]
     code = Supervisor(settings, drain=args.drain).run()
     if args.wait_published and code in (EXIT_OK, EXIT_ROWS_FAILED):
         from workerpool.ops.published import wait_indices_published
@@ -256,13 +235,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
-    from workerpool.ops.tables import queue_table_name
+    from workerpool.ops.tables import retry_failed
 
     settings = _settings(args)
     with _db(settings) as conn:
-        table = queue_table_name(conn, args.table) if args.table is not None else None
-        n = one_row(conn.execute(Q.retry_failed, (table, args.id)))[0]
-        kept = one_row(conn.execute(Q.over_long_failed, {"t": table, "ids": args.id}))[0]
+        retried = retry_failed(conn, args.table, args.id)
+    n, kept = retried.returned, retried.kept_too_long
     print(
         f"returned {n} failed row(s) to the queue"
         + (f"; kept {kept} of keys too long for an objectID (they can never sync: shorten the key)" if kept else "")
@@ -272,8 +250,10 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from workerpool.ops.tables import cleanup
+
     with _db(settings) as conn:
-        n = one_row(conn.execute(Q.cleanup_old_sync_records, (args.days,)))[0]
+        n = cleanup(conn, args.days)
     print(f"deleted {n} row(s) older than {args.days} day(s)")
     return 0
 

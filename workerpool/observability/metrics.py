@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from workerpool.runtime.model import Action
+
 _dir: str | None = None  # set by the supervisor before fork; inherited by the workers
 _owner_pid: int | None = None
 _m: _Metrics | None = None
@@ -219,13 +221,9 @@ objects = _metrics  # for the metric modules beside this one (freshness.py)
 # ---- recording (called from the workers and the supervisor) ------------------------------------
 
 
-# Worker actions -> the `action` label: written whole or partially, deleted, or unchanged (not sent).
-_ACTIONS = {"updateObject": "upsert", "partialUpdateObject": "upsert", "deleteObject": "delete", "skip": "unchanged"}
-
-
 def record_batch(
     *,
-    synced: Iterable[tuple[str, str, datetime | None]],
+    synced: Iterable[tuple[str, Action, datetime | None]],
     failed: Iterable[str],
     retried: Iterable[str],
     duration_s: float,
@@ -242,7 +240,7 @@ def record_batch(
         settled = False
         for index, action, created in synced:
             settled = True
-            m.synced.labels(index, _ACTIONS.get(action, "upsert")).inc()
+            m.synced.labels(index, action.label).inc()
             if created is not None:
                 m.lag.observe(max(0.0, now_wall - created.timestamp()))
         for index in failed:

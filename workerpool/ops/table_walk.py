@@ -19,8 +19,8 @@ from workerpool.db import pooling
 from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.runtime import records
-from workerpool.runtime.queue import SyncItem
-from workerpool.runtime.shaping import Outcome, Shaper
+from workerpool.runtime.model import Action, Outcome, SyncItem
+from workerpool.runtime.shaping import Shaper
 
 DEFAULT_CHUNK = 1000
 
@@ -96,8 +96,8 @@ class RecordBuilder:
             item = self._shaper.item(watched, index, row, rows, outcome)
             if outcome.failed:
                 built.failed[key] = outcome.failed[0][1]
-            elif item is None or item.action == "deleteObject":
+            elif item is None or item.action is Action.DELETE:
                 built.deletes.append(key)
-            elif item.action != "skip":
+            elif item.action.sent:
                 built.writes[key] = item.body
         return built

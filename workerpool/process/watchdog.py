@@ -21,7 +21,7 @@ from workerpool.config import Settings
 from workerpool.exit_codes import WORKER_EXIT_CRASH
 from workerpool.logs import one_line
 from workerpool.runtime import queue
-from workerpool.runtime.queue import Batch, SyncItem
+from workerpool.runtime.model import Batch, SyncItem
 
 log = logging.getLogger(__name__)
 

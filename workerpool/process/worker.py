@@ -36,7 +36,7 @@ from workerpool.process.housekeeping import Housekeeping
 from workerpool.process.pending import PendingAcks
 from workerpool.process.wakeup import Listener
 from workerpool.process.watchdog import start_watchdog
-from workerpool.runtime.queue import Batch
+from workerpool.runtime.model import Batch
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ import psycopg
 from workerpool.config import Settings
 from workerpool.observability import metrics
 from workerpool.runtime import queue
-from workerpool.runtime.queue import Batch, SyncItem
-from workerpool.runtime.shaping import Outcome
+from workerpool.runtime.model import Batch, Outcome, SyncItem
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from workerpool.observability import metrics
 from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.claim_size import ClaimSize
-from workerpool.runtime.queue import Batch, SyncItem, compute_backoff
+from workerpool.runtime.model import Batch, Item, Outcome
+from workerpool.runtime.queue import compute_backoff
 from workerpool.runtime.searchable import TaskTracker
 from workerpool.runtime.sending import by_request_size, send_splitting
-from workerpool.runtime.shaping import Item, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ class Dispatcher:
 
     def send(self, claim: Batch, items: list[Item], outcome: Outcome) -> None:
         """Send a claim's items; every row ends in one of `outcome`'s lists, unless LeaseLost is raised."""
-        outcome.done.extend(i for i in items if i.action == "skip")
+        outcome.done.extend(i for i in items if not i.action.sent)
         limit = self.settings.max_request_bytes
-        chunks = list(by_request_size([i for i in items if i.action != "skip"], lambda i: len(i.body), limit))
+        chunks = list(by_request_size([i for i in items if i.action.sent], lambda i: len(i.body), limit))
         for n, chunk in enumerate(chunks):
             if self._out_of_time():
                 outcome.unsent.extend(i.row for c in chunks[n:] for i in c)
@@ -88,15 +88,15 @@ class Dispatcher:
             try:
                 self._send_chunk(claim, chunk, outcome)
             except _Throttled as exc:
-                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                outcome.unsent.extend(outcome.unsettled(i.row for c in chunks[n:] for i in c))
                 self._slow_down(exc.retry_after)
                 return
             except _AuthRejected as exc:
-                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                outcome.unsent.extend(outcome.unsettled(i.row for c in chunks[n:] for i in c))
                 self._auth_rejected(exc.error)
                 return
             except AlgoliaError as exc:
-                outcome.unsent.extend(_unsettled(chunks[n:], outcome))
+                outcome.unsent.extend(outcome.unsettled(i.row for c in chunks[n:] for i in c))
                 outcome.unsent_error = f"algolia unreachable: {one_line(exc.message)}"
                 outcome.unsent_delay_ms, outcome.outage = self._unreachable(exc), True
                 return
@@ -186,9 +186,3 @@ class Dispatcher:
                 extra={"action": "algolia_auth_failed", "worker": self.number, "status": error.status},
             )
         self._sleep(wait)
-
-
-def _unsettled(chunks: list[list[Item]], outcome: Outcome) -> list[SyncItem]:
-    """Rows of these chunks that neither reached Algolia nor failed for good."""
-    settled = {i.row.id for i in outcome.done} | {r.id for r, _ in outcome.failed}
-    return [i.row for c in chunks for i in c if i.row.id not in settled]

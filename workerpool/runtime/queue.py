@@ -12,9 +12,7 @@ import random
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, cast
 
 import psycopg
 from psycopg.adapt import Buffer, Dumper
@@ -23,56 +21,7 @@ from psycopg.pq import Format
 from workerpool.db.connection import one_row
 from workerpool.db.pooling import prepared
 from workerpool.db.queries import Q
-
-
-class SyncItem(NamedTuple):
-    """One claimed queue row: a key of a watched table whose current state must reach Algolia.
-
-    `record_id` is the key as text, which is also the record's objectID. `attempts` counts this claim.
-    (A NamedTuple: a claim makes thousands, and a frozen dataclass costs a Python-level __setattr__
-    per field.)
-
-    Examples:
-        >>> for item in db.get_pending_syncs(100):
-        ...     print(item.id, item.table_name, item.record_id, item.operation)
-    """
-
-    id: int
-    table_name: str
-    record_id: str
-    operation: str
-    attempts: int
-    created_at: datetime
-
-
-@dataclass
-class Batch:
-    """One claim: due queue rows held under one token until its lease runs out.
-
-    `DatabaseService.claim` makes it; `AlgoliaService.sync` sends it; `DatabaseService.settle_batch`
-    writes what happened to its rows; `DatabaseService.extend` pushes its lease forward. An empty
-    batch (nothing was due) is false. `rows` are `SyncItem`s; `spilled` is how many queue rows the
-    inbox spill before the claim made or merged (None when the claim did not look at the inbox).
-
-    Examples:
-        >>> batch = db.claim(500)
-        >>> if batch:
-        ...     db.settle_batch(algolia.sync(batch))
-    """
-
-    token: uuid.UUID
-    rows: list[SyncItem]
-    claimed_at: float  # time.monotonic() when the claim committed
-    lease_s: float
-    extended_at: float = field(default=0.0)
-    spilled: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def lease_left(self, now: float) -> float:
-        """Seconds of lease left at `now` (a `time.monotonic()` reading); negative once it is gone."""
-        return max(self.extended_at, self.claimed_at) + self.lease_s - now
+from workerpool.runtime.model import WRITES, Acked, Action, Batch, SyncItem
 
 
 def claim_batch(conn: psycopg.Connection, claim_size: int, lease_ms: int, worker: str, now: float) -> Batch | None:
@@ -208,23 +157,6 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class Acked(Protocol):
-    """What `ack` reads of an item the worker sent or skipped (runtime.shaping.Item)."""
-
-    @property
-    def row(self) -> SyncItem: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def index(self) -> str: ...
-    @property
-    def hash(self) -> bytes | None: ...
-    @property
-    def shape(self) -> bytes | None: ...
-    @property
-    def stored(self) -> bool | None: ...
-
-
 def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> int:
     """Delete acknowledged rows, log them and remember what was sent (the worker's sent or skipped
     items); returns how many this token held. An item's `stored` (whether its key had a hash when
@@ -241,9 +173,9 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
     sent: list[Acked] = []
     gone: list[Acked] = []
     for i in ordered:
-        if i.action == "deleteObject":
+        if i.action == Action.DELETE:
             gone.append(i)
-        elif i.hash is not None and i.action in _SENDS:
+        elif i.hash is not None and i.action in WRITES:
             (first if i.stored is False else sent).append(i)
     with send_packed(conn.cursor()) as cursor:
         cursor.execute(
@@ -263,9 +195,6 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
         )
         held: int = one_row(cursor)[0]
     return held
-
-
-_SENDS = frozenset({"updateObject", "partialUpdateObject"})
 
 
 def _queue_id(item: Acked) -> int:

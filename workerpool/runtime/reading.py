@@ -15,8 +15,8 @@ import psycopg
 from workerpool.capture.model import Watched, load_watched
 from workerpool.config import Settings
 from workerpool.logs import one_line
-from workerpool.runtime.queue import SyncItem
-from workerpool.runtime.shaping import Current, Item, Outcome, Shaper
+from workerpool.runtime.model import Item, Outcome, SyncItem
+from workerpool.runtime.shaping import Current, Shaper
 
 CONFIG_REFRESH_S = 10.0
 

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import xxhash
 
+from workerpool.runtime.model import Action
+
 OBJECT_ID = "objectID"
 _MAX_SAFE_INT = 2**53
 
@@ -93,7 +95,9 @@ def to_record(columns: Iterable[str], values: Iterable[Any], object_id: str) -> 
 def delete_action(index_name: str, object_id: str) -> bytes:
     """A multipleBatch request that deletes a record (deleting a missing record is not an error)."""
     return (
-        b'{"action":"deleteObject","indexName":'
+        b'{"action":"'
+        + Action.DELETE.encode()
+        + b'","indexName":'
         + orjson.dumps(index_name)
         + b',"body":{"objectID":'
         + orjson.dumps(object_id)
@@ -121,7 +125,7 @@ def shape_hash(record: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b("\0".join(sorted(record)).encode(), digest_size=8).digest()
 
 
-def versioned_action(index_name: str, record_body: bytes, version: int, replace: bool) -> tuple[str, bytes]:
+def versioned_action(index_name: str, record_body: bytes, version: int, replace: bool) -> tuple[Action, bytes]:
     """A write that Algolia ignores when the index already holds a newer version of the record.
 
     A partial update carrying every attribute with `_version` as an `IncrementSet` is ignored whole
@@ -129,7 +133,7 @@ def versioned_action(index_name: str, record_body: bytes, version: int, replace:
     record whose attribute set changed is replaced whole instead (`replace`), its version stored as
     a plain value. `record_body` is the record serialized without `_version`.
     """
-    action = "updateObject" if replace else "partialUpdateObject"
+    action = Action.UPDATE if replace else Action.PARTIAL_UPDATE
     tail = _REPLACE_TAIL % version if replace else _INCREMENT_TAIL % version
     return action, _action_head(action, index_name) + record_body[:-1] + tail
 
@@ -139,6 +143,6 @@ _INCREMENT_TAIL = b',"' + VERSION.encode() + b'":{"_operation":"IncrementSet","v
 
 
 @functools.lru_cache(maxsize=1024)
-def _action_head(action: str, index_name: str) -> bytes:
+def _action_head(action: Action, index_name: str) -> bytes:
     """The bytes of an action up to its body, the same for every record of an index: built once."""
     return b'{"action":"' + action.encode() + b'","indexName":' + orjson.dumps(index_name) + b',"body":'

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -24,7 +23,8 @@ from workerpool.db import pgtypes, pooling
 from workerpool.db.queries import Q
 from workerpool.logs import one_line
 from workerpool.runtime import records
-from workerpool.runtime.queue import SyncItem, text_array
+from workerpool.runtime.model import Action, Item, Outcome, SyncItem
+from workerpool.runtime.queue import text_array
 
 OBJECT_ID_COLUMN = "__workerpool_object_id"
 VERSION_COLUMN = "__workerpool_version"
@@ -45,47 +45,6 @@ class Unbuildable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(slots=True)
-class Item:
-    """One queue row on its way to Algolia."""
-
-    row: SyncItem
-    index: str
-    action: str  # "partialUpdateObject", "updateObject", "deleteObject", or "skip" (unchanged: not sent)
-    body: bytes
-    hash: bytes | None = None
-    shape: bytes | None = None
-    stored: bool | None = None  # whether the key had a hash when its row was read
-
-
-@dataclass
-class Outcome:
-    """What happened to a claim's rows; each row ends in exactly one list."""
-
-    done: list[Item] = field(default_factory=list)
-    failed: list[tuple[SyncItem, str]] = field(default_factory=list)  # permanent
-    retry: list[tuple[SyncItem, str]] = field(default_factory=list)
-    unsent: list[SyncItem] = field(default_factory=list)  # given back without spending an attempt
-    unsent_error: str = "released unsent"  # why: their last_error
-    unsent_delay_ms: int = 0  # due again after this long (an Algolia outage's backoff)
-    outage: bool = False  # the unsent rows wait for Algolia to answer again (counted as retried)
-
-    def retried_rows(self) -> list[SyncItem]:
-        """The rows given back for another try: retries, and the rows an Algolia outage sent back."""
-        return [r for r, _ in self.retry] + (self.unsent if self.outage else [])
-
-    def counts(self) -> dict[str, int]:
-        """How many rows ended how, by the names the worker's `batch_synced` log line gives them."""
-        return {
-            "upserts": sum(1 for i in self.done if i.action in ("updateObject", "partialUpdateObject")),
-            "deletes": sum(1 for i in self.done if i.action == "deleteObject"),
-            "skipped": sum(1 for i in self.done if i.action == "skip"),
-            "failed": len(self.failed),
-            "retried": len(self.retry),
-            "released": len(self.unsent),
-        }
 
 
 def rows_query(watched: Watched, one_by_one: bool = False) -> sql.Composed:
@@ -231,7 +190,7 @@ class Shaper:
         finally:
             self.building = None
         if built is None:
-            return Item(row, index, "deleteObject", records.delete_action(index, row.record_id))
+            return Item(row, index, Action.DELETE, records.delete_action(index, row.record_id))
         record, body = built
         found = current.rows[row.record_id]
         version, last_hash, last_shape = found[0], found[1], found[2]
@@ -239,7 +198,7 @@ class Shaper:
         shape = current.shape if current.shape is not None else records.shape_hash(record)
         reindex = row.operation == "REINDEX"
         if digest == last_hash and not reindex:
-            return Item(row, index, "skip", b"", digest, shape)
+            return Item(row, index, Action.SKIP, b"", digest, shape)
         # Replaced whole only when attributes may have to disappear (the attribute set changed since the
         # last send) or on a reindex. A first send is a guarded partial update too: a request that
         # arrives late (a worker frozen after its lease check) must not overwrite a newer record.

@@ -9,7 +9,7 @@
   opened on first use and reopened after an error, with a statement timeout.
 - **Read-only unless `DASHBOARD_TOKEN` is set.** Actions are POSTs with `Authorization: Bearer
   <token>`: 403 when no token is configured, 401 without the header or with a wrong token. The only
-  action returns failed rows to the queue, by id or per table, through `algolia_sync_retry_failed`
+  action returns failed rows to the queue, by id or per table, through `ops/tables.py` `retry_failed`
   (the function behind `workerpool retry-failed`). The token is never echoed; secrets are scrubbed
   from every error text the page shows.
 """
@@ -31,12 +31,14 @@ from typing import Any
 import orjson
 import psycopg
 
+from workerpool.capture.model import WatchError
 from workerpool.config import Settings
-from workerpool.db.connection import APPLICATION_NAME, configure, describe_error, one_row, with_tcp_liveness
+from workerpool.db.connection import APPLICATION_NAME, configure, describe_error, with_tcp_liveness
 from workerpool.db.queries import Q
 from workerpool.logs import host_name, one_line
 from workerpool.observability import vacuum
 from workerpool.observability.dashboard.overview import MinuteSeries, collect
+from workerpool.ops.tables import retry_failed
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,10 @@ class Dashboard:
         with self._lock:
             try:
                 with self._transaction() as conn:
-                    returned = one_row(conn.execute(Q.retry_failed, (table, ids)))[0]
+                    # As `retry-failed` does: the table named as `watch` takes it.
+                    returned = retry_failed(conn, table, ids).returned
+            except WatchError as exc:
+                return _json(404, {"error": one_line(str(exc), 300)})
             except psycopg.Error as exc:
                 self._drop_connection()
                 return _json(503, {"error": self._scrub(describe_error(self.settings.database_url, exc))})
