@@ -10,7 +10,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from workerpool.api.results import Acked
+from workerpool.api.results import BareAck
 from workerpool.runtime import queue
 from workerpool.runtime.model import SyncItem
 
@@ -236,7 +236,7 @@ def worker_ack(db, token, got, *items) -> int:
         db,
         token,
         [
-            Acked(SyncItem(got[k][0], got[k][1], k, got[k][3], got[k][4], None), a, i, h, s, st)
+            BareAck(SyncItem(got[k][0], got[k][1], k, got[k][3], got[k][4], None), a, i, h, s, st)
             for k, a, i, h, s, st in items
         ],
     )
@@ -337,11 +337,11 @@ def test_a_worker_acks_first_hash_collision_is_upserted_the_newest_row_winning(d
     if not held_all:
         db.execute("UPDATE algolia_sync_queue SET locked_until = now() - interval '1 second' WHERE record_id = 'z'")
     items = [
-        Acked(SyncItem(rows_by_table[t], t, "a", "UPDATE", 1, None), "updateObject", "idx", h, b"\x02", False)
+        BareAck(SyncItem(rows_by_table[t], t, "a", "UPDATE", 1, None), "updateObject", "idx", h, b"\x02", False)
         for t, h in (("others", b"\xbb"), ("products", b"\xaa"))
     ]
     z = got["z"]
-    items.append(Acked(SyncItem(z[0], z[1], "z", z[3], z[4], None), "updateObject", "idx", b"\xcc", b"\x02", False))
+    items.append(BareAck(SyncItem(z[0], z[1], "z", z[3], z[4], None), "updateObject", "idx", b"\xcc", b"\x02", False))
     assert queue.ack(db, token, items) == (3 if held_all else 2)
     expected = {"a": (b"\xbb", b"\x02")}  # the others row was queued last
     if held_all:
