@@ -393,7 +393,8 @@ class DatabaseService:
 
 def _acked(result: SyncResult, row: SyncItem) -> Item:
     """What the ack writes for a completed result: the built item when the result has it, else the
-    row and action alone (no index, no hash: `mark_completed` without a `SyncResult`)."""
+    row and action alone (no index, no hash: `mark_completed` without a `SyncResult`), a `BareAck`,
+    which `queue.ack` reads as `Acked` though `Outcome.done` is typed for the workers' `Item`s."""
     if result._item is not None:
         return result._item
     return BareAck(row, result.action, None, None, None)  # type: ignore[return-value]

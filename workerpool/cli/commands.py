@@ -119,18 +119,14 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workerpool.db.connection import require
-    from workerpool.process.supervisor import Supervisor
-
-    settings = _settings(args)
-    settings.require_database()
-    settings.require_algolia()
-    require(settings.database_url)
     from workerpool.ops.tables import watched_indices
+    from workerpool.process.running import run
 
-    with _db(settings, "check") as conn:
+    settings = _settings(args)  # logs are set up here already
+    settings.require_algolia()  # before the database is touched, as `run` checks it
+    with _db(settings, "check") as conn:  # the schema version, before any worker starts
         indices = [settings.algolia_index_prefix + i for i in watched_indices(conn)]
-    code = Supervisor(settings, drain=args.drain).run()
+    code = run(settings, drain=args.drain, configure_logging=False)
     if args.wait_published and code in (EXIT_OK, EXIT_ROWS_FAILED):
         from workerpool.ops.published import wait_indices_published
 
