@@ -154,12 +154,16 @@ def matches(watched: Watched, row: str, text: sql.Composable) -> sql.Composable:
     )
 
 
-def text_of(watched: Watched, row: str) -> sql.Composable:
-    """The key text (objectID) of row `row`, as the capture triggers write it (under `pooling.pinned`)."""
-    texts = [sql.SQL("{}::pg_catalog.text").format(sql.Identifier(row, name)) for name, _ in columns(watched)]
-    if not watched.key_columns:
+def _key_text(texts: list[sql.Composable]) -> sql.Composable:
+    """The key text of its parts' texts: the one part's, or the array literal of several."""
+    if len(texts) == 1:
         return texts[0]
     return sql.SQL("ARRAY[{}]::pg_catalog.text").format(sql.SQL(", ").join(texts))
+
+
+def text_of(watched: Watched, row: str) -> sql.Composable:
+    """The key text (objectID) of row `row`, as the capture triggers write it (under `pooling.pinned`)."""
+    return _key_text([sql.SQL("{}::pg_catalog.text").format(sql.Identifier(row, name)) for name, _ in columns(watched)])
 
 
 def present(watched: Watched, row: str) -> sql.Composable:
@@ -187,17 +191,17 @@ def canonical(watched: Watched, text: sql.Composable) -> sql.Composable:
     """The canonical key text of the key text `text`: each part cast to its column's type and back.
     Equal to `text` only for a key that is exactly some row's objectID (not `007` for 7, not two
     parts for a key of three); raises a DataError for a part its type cannot hold."""
-    texts = [sql.SQL("({})::pg_catalog.text").format(part(watched, text, i)) for i in range(len(columns(watched)))]
-    if not watched.key_columns:
-        return texts[0]
-    return sql.SQL("ARRAY[{}]::pg_catalog.text").format(sql.SQL(", ").join(texts))
+    return _key_text(
+        [sql.SQL("({})::pg_catalog.text").format(part(watched, text, i)) for i in range(len(columns(watched)))]
+    )
 
 
 def from_parts(watched: Watched, parts: list[sql.Composable]) -> sql.Composable:
     """The key text of a composite key given as one text value per column (cast to each column's type
     and back, so it is canonical)."""
-    texts = [
-        sql.SQL("({}::{})::pg_catalog.text").format(p, sql.SQL(typ))
-        for p, (_, typ) in zip(parts, columns(watched), strict=True)
-    ]
-    return sql.SQL("ARRAY[{}]::pg_catalog.text").format(sql.SQL(", ").join(texts))
+    return _key_text(
+        [
+            sql.SQL("({}::{})::pg_catalog.text").format(p, sql.SQL(typ))
+            for p, (_, typ) in zip(parts, columns(watched), strict=True)
+        ]
+    )

@@ -31,8 +31,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from workerpool.runtime.model import Action
-
 _dir: str | None = None  # set by the supervisor before fork; inherited by the workers
 _owner_pid: int | None = None
 _m: _Metrics | None = None
@@ -223,13 +221,13 @@ objects = _metrics  # for the metric modules beside this one (freshness.py)
 
 def record_batch(
     *,
-    synced: Iterable[tuple[str, Action, datetime | None]],
+    synced: Iterable[tuple[str, str, datetime | None]],
     failed: Iterable[str],
     retried: Iterable[str],
     duration_s: float,
     claim_size: int,
 ) -> None:
-    """Once a batch's outcome is known: `synced` is (index, worker action, change time) per record
+    """Once a batch's outcome is known: `synced` is (index, action label, change time) per record
     acknowledged, `failed` and `retried` the index of each row that failed for good or retries. The
     iterables are only consumed when metrics are on."""
     m = _metrics()
@@ -238,9 +236,9 @@ def record_batch(
     try:
         now_wall = time.time()
         settled = False
-        for index, action, created in synced:
+        for index, label, created in synced:
             settled = True
-            m.synced.labels(index, action.label).inc()
+            m.synced.labels(index, label).inc()
             if created is not None:
                 m.lag.observe(max(0.0, now_wall - created.timestamp()))
         for index in failed:

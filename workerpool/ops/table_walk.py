@@ -98,6 +98,6 @@ class RecordBuilder:
                 built.failed[key] = outcome.failed[0][1]
             elif item is None or item.action is Action.DELETE:
                 built.deletes.append(key)
-            elif item.action.sent:
+            elif item.action is not Action.SKIP:
                 built.writes[key] = item.body
         return built

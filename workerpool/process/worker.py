@@ -36,7 +36,7 @@ from workerpool.process.housekeeping import Housekeeping
 from workerpool.process.pending import PendingAcks
 from workerpool.process.wakeup import Listener
 from workerpool.process.watchdog import start_watchdog
-from workerpool.runtime.model import Batch
+from workerpool.runtime.model import LABELS, Batch
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class Worker:
         outcome, index_of = result.outcome, self.algolia.index_of
         counts = outcome.counts()
         metrics.record_batch(
-            synced=((i.index, i.action, i.row.created_at) for i in outcome.done),
+            synced=((i.index, LABELS[i.action], i.row.created_at) for i in outcome.done),
             failed=(index_of(r.table_name) for r, _ in outcome.failed),
             retried=(index_of(r.table_name) for r in outcome.retried_rows()),
             duration_s=time.monotonic() - started,

@@ -20,7 +20,7 @@ from workerpool.observability import metrics
 from workerpool.runtime import records
 from workerpool.runtime.algolia import AlgoliaError, Sender
 from workerpool.runtime.claim_size import ClaimSize
-from workerpool.runtime.model import Batch, Item, Outcome
+from workerpool.runtime.model import SKIP, Batch, Item, Outcome
 from workerpool.runtime.queue import compute_backoff
 from workerpool.runtime.searchable import TaskTracker
 from workerpool.runtime.sending import by_request_size, send_splitting
@@ -78,9 +78,9 @@ class Dispatcher:
 
     def send(self, claim: Batch, items: list[Item], outcome: Outcome) -> None:
         """Send a claim's items; every row ends in one of `outcome`'s lists, unless LeaseLost is raised."""
-        outcome.done.extend(i for i in items if not i.action.sent)
+        outcome.done.extend(i for i in items if i.action is SKIP)
         limit = self.settings.max_request_bytes
-        chunks = list(by_request_size([i for i in items if i.action.sent], lambda i: len(i.body), limit))
+        chunks = list(by_request_size([i for i in items if i.action is not SKIP], lambda i: len(i.body), limit))
         for n, chunk in enumerate(chunks):
             if self._out_of_time():
                 outcome.unsent.extend(i.row for c in chunks[n:] for i in c)

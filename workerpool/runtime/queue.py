@@ -21,7 +21,7 @@ from psycopg.pq import Format
 from workerpool.db.connection import one_row
 from workerpool.db.pooling import prepared
 from workerpool.db.queries import Q
-from workerpool.runtime.model import WRITES, Acked, Action, Batch, SyncItem
+from workerpool.runtime.model import DELETE, WRITES, Acked, Batch, SyncItem
 
 
 def claim_batch(conn: psycopg.Connection, claim_size: int, lease_ms: int, worker: str, now: float) -> Batch | None:
@@ -173,7 +173,7 @@ def ack(conn: psycopg.Connection, token: uuid.UUID, items: Sequence[Acked]) -> i
     sent: list[Acked] = []
     gone: list[Acked] = []
     for i in ordered:
-        if i.action == Action.DELETE:
+        if i.action == DELETE:
             gone.append(i)
         elif i.hash is not None and i.action in WRITES:
             (first if i.stored is False else sent).append(i)

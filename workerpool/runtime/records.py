@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import xxhash
 
-from workerpool.runtime.model import Action
+from workerpool.runtime.model import DELETE, PARTIAL_UPDATE, UPDATE, Action
 
 OBJECT_ID = "objectID"
 _MAX_SAFE_INT = 2**53
@@ -92,17 +92,12 @@ def to_record(columns: Iterable[str], values: Iterable[Any], object_id: str) -> 
     return record
 
 
+_DELETE_HEAD = b'{"action":"' + DELETE.encode() + b'","indexName":'
+
+
 def delete_action(index_name: str, object_id: str) -> bytes:
     """A multipleBatch request that deletes a record (deleting a missing record is not an error)."""
-    return (
-        b'{"action":"'
-        + Action.DELETE.encode()
-        + b'","indexName":'
-        + orjson.dumps(index_name)
-        + b',"body":{"objectID":'
-        + orjson.dumps(object_id)
-        + b"}}"
-    )
+    return _DELETE_HEAD + orjson.dumps(index_name) + b',"body":{"objectID":' + orjson.dumps(object_id) + b"}}"
 
 
 def batch_body(actions: Iterable[bytes]) -> bytes:
@@ -133,7 +128,7 @@ def versioned_action(index_name: str, record_body: bytes, version: int, replace:
     record whose attribute set changed is replaced whole instead (`replace`), its version stored as
     a plain value. `record_body` is the record serialized without `_version`.
     """
-    action = Action.UPDATE if replace else Action.PARTIAL_UPDATE
+    action = UPDATE if replace else PARTIAL_UPDATE
     tail = _REPLACE_TAIL % version if replace else _INCREMENT_TAIL % version
     return action, _action_head(action, index_name) + record_body[:-1] + tail
 

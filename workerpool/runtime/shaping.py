@@ -23,7 +23,7 @@ from workerpool.db import pgtypes, pooling
 from workerpool.db.queries import Q
 from workerpool.logs import one_line
 from workerpool.runtime import records
-from workerpool.runtime.model import Action, Item, Outcome, SyncItem
+from workerpool.runtime.model import DELETE, SKIP, Item, Outcome, SyncItem
 from workerpool.runtime.queue import text_array
 
 OBJECT_ID_COLUMN = "__workerpool_object_id"
@@ -190,7 +190,7 @@ class Shaper:
         finally:
             self.building = None
         if built is None:
-            return Item(row, index, Action.DELETE, records.delete_action(index, row.record_id))
+            return Item(row, index, DELETE, records.delete_action(index, row.record_id))
         record, body = built
         found = current.rows[row.record_id]
         version, last_hash, last_shape = found[0], found[1], found[2]
@@ -198,7 +198,7 @@ class Shaper:
         shape = current.shape if current.shape is not None else records.shape_hash(record)
         reindex = row.operation == "REINDEX"
         if digest == last_hash and not reindex:
-            return Item(row, index, Action.SKIP, b"", digest, shape)
+            return Item(row, index, SKIP, b"", digest, shape)
         # Replaced whole only when attributes may have to disappear (the attribute set changed since the
         # last send) or on a reindex. A first send is a guarded partial update too: a request that
         # arrives late (a worker frozen after its lease check) must not overwrite a newer record.
