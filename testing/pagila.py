@@ -17,27 +17,6 @@ import psycopg
 
 PAGILA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pagila"
 
-# Pagila's base tables and their primary keys (the schema's own; `payment` is partitioned by
-# payment_date, its partitions are watched through it).
-TABLES = {
-    "actor": ["actor_id"],
-    "address": ["address_id"],
-    "category": ["category_id"],
-    "city": ["city_id"],
-    "country": ["country_id"],
-    "customer": ["customer_id"],
-    "film": ["film_id"],
-    "film_actor": ["actor_id", "film_id"],
-    "film_category": ["film_id", "category_id"],
-    "inventory": ["inventory_id"],
-    "language": ["language_id"],
-    "payment": ["payment_date", "payment_id"],
-    "rental": ["rental_id"],
-    "staff": ["staff_id"],
-    "store": ["store_id"],
-}
-KEYLESS = ["packages_apt_postgresql_org", "packages_yum_postgresql_org"]  # pagila-schema-jsonb.sql
-
 _SERVER_BOUND = re.compile(r"^(ALTER .* OWNER TO .*|GRANT .*|REVOKE .*)$", re.MULTILINE)
 
 
@@ -71,3 +50,22 @@ def load(url: str, data: bool = True) -> None:
             if line.rstrip().endswith(";"):
                 conn.execute("".join(statement))
                 statement = []
+
+
+# The loaded schema's own tables, read from its catalog (nothing of Pagila's is written down here):
+# base tables of `public` (a partitioned table, not its partitions), each with its primary key's
+# columns in key order, empty for a table without one.
+_TABLES = """
+SELECT c.relname, coalesce(array_agg(a.attname ORDER BY array_position(i.indkey, a.attnum))
+                           FILTER (WHERE a.attname IS NOT NULL), '{}')
+  FROM pg_class c
+  LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ GROUP BY c.relname ORDER BY c.relname
+"""
+
+
+def tables(conn: psycopg.Connection) -> dict[str, list[str]]:
+    """The loaded tables by name, each with its primary key's columns (empty: it has none)."""
+    return {name: list(key) for name, key in conn.execute(_TABLES)}
