@@ -10,6 +10,7 @@ from psycopg import sql
 
 from workerpool.capture import keys as key_sql
 from workerpool.capture.model import Watched, find_watched
+from workerpool.db.connection import one_row
 from workerpool.db.queries import Q
 from workerpool.runtime import queue
 
@@ -78,7 +79,7 @@ def _canonical(conn: psycopg.Connection[Any], watched: Watched, parts: list[list
     """The keys as the capture triggers turn them into text: each value cast to its column's type,
     under the pinned date/time settings when the key's text depends on them (restored afterwards)."""
     columns = key_sql.columns(watched)
-    pinned = any(conn.execute(Q.key_text_is_pinned, (typ,)).fetchone()[0] for _, typ in columns)  # type: ignore[index]
+    pinned = any(one_row(conn.execute(Q.key_text_is_pinned, (typ,)))[0] for _, typ in columns)
     restore: dict[str, str] = {}
     if pinned:
         for name, value in _PINNED.items():

@@ -92,8 +92,8 @@ def parse(spec: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     if not names or any(not n for n in names) or len(set(names)) != len(names):
         raise WatchError(
-            f"--key {','.join(names) if not isinstance(spec, str) else spec!r} is not valid; expected one column "
-            "or several joined by commas, each once, e.g. id or store_id,product_id"
+            f"--key {','.join(names)!r} is not valid; expected one column or several joined by commas, each once, "
+            "e.g. id or store_id,product_id"
         )
     return names
 
